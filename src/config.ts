@@ -1,0 +1,143 @@
+import { z } from 'zod'
+import { ApiError } from './errors'
+
+const textEncoder = new TextEncoder()
+
+/** Bindings and variables the worker reads; names are the operator contract (API.md § Configuration). */
+export interface Env {
+  DB: D1Database
+  REVOKED_TOKENS: KVNamespace
+  JWT_SECRET?: string
+  JWT_PRIVATE_JWK?: string
+  JWT_PUBLIC_JWKS?: string
+  JWT_ALG?: string
+  JWT_ISSUER?: string
+  JWT_AUDIENCE?: string
+  JWT_LEEWAY?: string
+  ACCESS_TOKEN_TTL?: string
+  REFRESH_TOKEN_TTL?: string
+  REFRESH_REUSE_GRACE?: string
+  PASSWORD_PEPPER?: string
+  PUBLIC_BASE_URL?: string
+  CORS_ORIGINS?: string
+  MAIL_TRANSPORT?: string
+  MAIL_FROM?: string
+}
+
+const optionalText = z
+  .string()
+  .optional()
+  .transform((value) => (value === undefined || value.trim() === '' ? undefined : value.trim()))
+
+function seconds(defaultValue: number, { min = 1 }: { min?: number } = {}) {
+  return z.preprocess(
+    (value) => (value === undefined || value === '' ? defaultValue : value),
+    z.coerce.number().int().min(min).max(10 * 365 * 86_400),
+  )
+}
+
+const ConfigSchema = z
+  .object({
+    JWT_ALG: z.enum(['HS256', 'EdDSA', 'ES256']).default('HS256'),
+    JWT_SECRET: z
+      .string({ error: 'JWT_SECRET is not set.' })
+      .refine((secret) => textEncoder.encode(secret).length >= 32, {
+        message: 'JWT_SECRET must be at least 32 bytes long.',
+      }),
+    JWT_PRIVATE_JWK: optionalText,
+    JWT_PUBLIC_JWKS: optionalText,
+    JWT_ISSUER: optionalText,
+    JWT_AUDIENCE: optionalText,
+    JWT_LEEWAY: seconds(5, { min: 0 }).pipe(z.number().max(300)),
+    ACCESS_TOKEN_TTL: seconds(300),
+    REFRESH_TOKEN_TTL: seconds(86_400),
+    REFRESH_REUSE_GRACE: seconds(10, { min: 0 }),
+    PASSWORD_PEPPER: optionalText,
+    PUBLIC_BASE_URL: optionalText.pipe(z.url().optional()),
+    CORS_ORIGINS: optionalText,
+    MAIL_TRANSPORT: optionalText,
+    MAIL_FROM: optionalText,
+  })
+  .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
+    message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
+    path: ['JWT_PRIVATE_JWK'],
+  })
+
+export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256'
+
+export interface TokenSettings {
+  alg: JwtAlgorithm
+  /** UTF-8 bytes of JWT_SECRET: the HS256 key (API.md, precise point 1). */
+  secret: Uint8Array
+  privateJwk: string | undefined
+  publicJwks: string | undefined
+  issuer: string | undefined
+  audience: string | undefined
+  leewaySeconds: number
+  accessTtlSeconds: number
+  refreshTtlSeconds: number
+  reuseGraceSeconds: number
+}
+
+export interface Config {
+  tokens: TokenSettings
+  passwordPepper: string | undefined
+  publicBaseUrl: string
+  corsOrigins: string[]
+  mailTransport: string
+  mailFrom: string
+}
+
+const parsed = new WeakMap<object, Config>()
+
+/**
+ * Parses the environment once per isolate (per env object). Throws a 500 ApiError that names the
+ * variable to fix, never its value.
+ */
+export function getConfig(env: Env): Config {
+  const cached = parsed.get(env)
+  if (cached !== undefined) return cached
+  const result = ConfigSchema.safeParse(env)
+  if (!result.success) throw configInvalid(result.error)
+  const config = toConfig(result.data)
+  parsed.set(env, config)
+  return config
+}
+
+function toConfig(env: z.output<typeof ConfigSchema>): Config {
+  return {
+    tokens: {
+      alg: env.JWT_ALG,
+      secret: textEncoder.encode(env.JWT_SECRET),
+      privateJwk: env.JWT_PRIVATE_JWK,
+      publicJwks: env.JWT_PUBLIC_JWKS,
+      issuer: env.JWT_ISSUER,
+      audience: env.JWT_AUDIENCE,
+      leewaySeconds: env.JWT_LEEWAY,
+      accessTtlSeconds: env.ACCESS_TOKEN_TTL,
+      refreshTtlSeconds: env.REFRESH_TOKEN_TTL,
+      reuseGraceSeconds: env.REFRESH_REUSE_GRACE,
+    },
+    passwordPepper: env.PASSWORD_PEPPER,
+    publicBaseUrl: (env.PUBLIC_BASE_URL ?? 'http://localhost:8787').replace(/\/+$/, ''),
+    corsOrigins: (env.CORS_ORIGINS ?? '')
+      .split(',')
+      .map((origin) => origin.trim())
+      .filter((origin) => origin !== ''),
+    mailTransport: env.MAIL_TRANSPORT ?? 'console',
+    mailFrom: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',
+  }
+}
+
+function configInvalid(error: z.ZodError): ApiError {
+  const problems = error.issues.map((issue) => {
+    const name = issue.path.join('.') || 'configuration'
+    // zod's own messages can quote the received value; only our messages are safe to show.
+    const message = issue.message.startsWith(name) ? issue.message : `${name} is invalid.`
+    return message
+  })
+  const fix = problems.some((message) => message.startsWith('JWT_SECRET'))
+    ? ' Locally, delete .dev.vars and run `npm run dev` to create a random one; in production run `wrangler secret put JWT_SECRET`.'
+    : ' Fix the worker configuration (wrangler.toml [vars] or `wrangler secret put`).'
+  return new ApiError(500, 'internal_error', `Server misconfigured: ${problems.join(' ')}${fix}`)
+}

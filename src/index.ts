@@ -1,0 +1,77 @@
+import { OpenAPIHono } from '@hono/zod-openapi'
+import { bodyLimit } from 'hono/body-limit'
+import { methodNotAllowed } from 'hono/method-not-allowed'
+import { requestId } from 'hono/request-id'
+import { version } from '../package.json'
+import { ApiError, notFound, onError, problemResponse } from './errors'
+import { negotiateBody } from './middleware/body'
+import { withContext } from './middleware/context'
+import type { AppEnv } from './router'
+import { FORM_BODY_PATHS } from './routes/auth/auth.routes'
+import { authRouter } from './routes/auth/auth.handlers'
+import { metaRouter } from './routes/meta'
+import { usersRouter } from './routes/users/users.handlers'
+
+const API_PREFIX = '/api/v1'
+const MAX_BODY_BYTES = 64 * 1024
+
+/** Builds the whole app: the middleware order, the mounts and the error mapping live here. */
+export function createApp() {
+  const app = new OpenAPIHono<AppEnv>()
+
+  app.use(requestId())
+  app.use(
+    methodNotAllowed({
+      app,
+      onMethodNotAllowed: (c, methods) =>
+        problemResponse(
+          c,
+          new ApiError(405, 'method_not_allowed', `Use one of: ${methods.join(', ')}.`, {
+            headers: { Allow: methods.join(', ') },
+          }),
+        ),
+    }),
+  )
+  app.use(bodyLimit({ maxSize: MAX_BODY_BYTES }))
+  app.use(withContext())
+  app.use(negotiateBody(new Set(FORM_BODY_PATHS.map((path) => `${API_PREFIX}/auth${path}`))))
+
+  const routes = app
+    .route('/', metaRouter)
+    .route(`${API_PREFIX}/auth`, authRouter)
+    .route(`${API_PREFIX}/users`, usersRouter)
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'Bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+    description: 'Access token from POST /api/v1/auth/token. `Authorization: JWT <token>` is accepted too.',
+  })
+  app.openAPIRegistry.registerComponent('securitySchemes', 'Basic', {
+    type: 'http',
+    scheme: 'basic',
+    description: 'Username (or email) and password; only on POST /api/v1/auth/token and /login.',
+  })
+  app.doc31('/openapi.json', (c) => ({
+    openapi: '3.1.0',
+    info: {
+      title: 'edgepress API',
+      version,
+      description:
+        'An authenticated JSON API on Cloudflare Workers. Errors are RFC 9457 problem+json with a stable `code`.',
+    },
+    servers: [{ url: new URL(c.req.url).origin }],
+  }))
+
+  app.notFound((c) => problemResponse(c, notFound('route')))
+  app.onError(onError)
+  return routes
+}
+
+const app = createApp()
+
+export type AppType = typeof app
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<AppEnv['Bindings']>

@@ -1,0 +1,39 @@
+// The single owner of KV key names in REVOKED_TOKENS.
+//
+// Every revocation edgepress makes ends a whole login session (logout, reuse detection,
+// logout-all, password change or reset, account deletion), so one key per session answers
+// "is this token or its session revoked" with one KV read on the hot path. Rotated refresh tokens
+// need no key: the session row in D1 is the authority for refresh and knows the current jti.
+
+const SESSION_PREFIX = 'sid:'
+
+// KV refuses expirationTtl below 60 s (also enforced locally).
+const KV_MIN_TTL_SECONDS = 60
+
+export interface SessionRevocation {
+  sid: string
+  /** Epoch seconds after which no token of the session can verify, so the key may expire. */
+  lastTokenExpiresAt: number
+}
+
+/** Marks sessions revoked until their last token would have expired anyway. */
+export async function revokeSessions(
+  kv: KVNamespace,
+  revocations: SessionRevocation[],
+  reason: string,
+  now: Date,
+): Promise<void> {
+  const nowSeconds = Math.floor(now.getTime() / 1000)
+  await Promise.all(
+    revocations.map(({ sid, lastTokenExpiresAt }) =>
+      kv.put(SESSION_PREFIX + sid, reason, {
+        expirationTtl: Math.max(KV_MIN_TTL_SECONDS, lastTokenExpiresAt - nowSeconds + 1),
+      }),
+    ),
+  )
+}
+
+/** One KV read: has the session this token belongs to been revoked? */
+export async function isSessionRevoked(kv: KVNamespace, sid: string): Promise<boolean> {
+  return (await kv.get(SESSION_PREFIX + sid)) !== null
+}

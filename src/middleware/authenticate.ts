@@ -1,0 +1,54 @@
+import { createMiddleware } from 'hono/factory'
+import { ApiError, notAuthenticated } from '../errors'
+import { isSessionRevoked } from '../lib/revocation'
+import { verifyToken } from '../lib/tokens'
+import type { TokenClaims } from '../lib/tokens'
+import type { AppEnv } from '../router'
+
+export interface Auth {
+  userId: string
+  sessionId: string
+  tokenId: string
+  /** Epoch seconds. */
+  expiresAt: number
+}
+
+export interface AuthedEnv extends AppEnv {
+  Variables: AppEnv['Variables'] & { auth: Auth }
+}
+
+/**
+ * Requires a valid, unrevoked access token: one signature check and one KV read, no D1.
+ * Handlers that need the user row load it themselves (and answer 401 if it is gone).
+ */
+export function requireUser() {
+  return createMiddleware<AuthedEnv>(async function requireUser(c, next) {
+    const token = readBearerToken(c.req.header('authorization'))
+    if (token === null) throw notAuthenticated()
+    const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
+    await assertNotRevoked(c.env.REVOKED_TOKENS, claims)
+    c.set('auth', { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp })
+    await next()
+  })
+}
+
+/** Refuses a token whose session was revoked; fails closed when KV cannot answer. */
+export async function assertNotRevoked(kv: KVNamespace, claims: TokenClaims): Promise<void> {
+  let revoked: boolean
+  try {
+    revoked = await isSessionRevoked(kv, claims.sid)
+  } catch (err) {
+    throw new ApiError(503, 'service_unavailable', 'Token revocation cannot be checked right now.', {
+      headers: { 'Retry-After': '5' },
+      cause: err,
+    })
+  }
+  if (revoked) throw new ApiError(401, 'token_revoked', 'The token has been revoked.')
+}
+
+/** Reads `Bearer <token>` or `JWT <token>` (older Flask-JWT clients); the scheme is case-insensitive. */
+export function readBearerToken(header: string | undefined): string | null {
+  if (header === undefined) return null
+  const match = /^(?:bearer|jwt)[ \t]+([^\s]+)[ \t]*$/i.exec(header)
+  return match?.[1] ?? null
+}

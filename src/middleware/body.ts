@@ -1,0 +1,39 @@
+import { createMiddleware } from 'hono/factory'
+import { ApiError } from '../errors'
+import type { AppEnv } from '../router'
+
+const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/
+const FORM_MEDIA_TYPE = 'application/x-www-form-urlencoded'
+
+/**
+ * Content negotiation for request bodies. JSON is accepted everywhere; a form body is accepted
+ * only on `formPaths` (the auth endpoints, API.md precise point 6) and is turned into the same
+ * JSON object, so routes validate one shape whatever the client sent. Anything else → 415.
+ */
+export function negotiateBody(formPaths: ReadonlySet<string>) {
+  return createMiddleware<AppEnv>(async function negotiateBody(c, next) {
+    const contentType = c.req.header('content-type')
+    if (contentType === undefined || c.req.raw.body === null) return next()
+    const mediaType = contentType.split(';')[0]!.trim().toLowerCase()
+    if (JSON_MEDIA_TYPE.test(mediaType)) return next()
+    if (mediaType === FORM_MEDIA_TYPE && formPaths.has(c.req.path)) {
+      const text = new TextDecoder().decode(await c.req.raw.arrayBuffer())
+      const fields = Object.fromEntries(new URLSearchParams(text))
+      const headers = new Headers(c.req.raw.headers)
+      headers.set('content-type', 'application/json')
+      c.req.raw = new Request(c.req.raw.url, {
+        method: c.req.method,
+        headers,
+        body: JSON.stringify(fields),
+      })
+      return next()
+    }
+    throw new ApiError(
+      415,
+      'unsupported_media_type',
+      formPaths.has(c.req.path)
+        ? 'Send the body as application/json or application/x-www-form-urlencoded.'
+        : 'Send the body as application/json.',
+    )
+  })
+}

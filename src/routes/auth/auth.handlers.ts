@@ -1,0 +1,127 @@
+import { eq } from 'drizzle-orm'
+import type { Context } from 'hono'
+import { users } from '../../db/schema'
+import { ApiError } from '../../errors'
+import { assertNotRevoked } from '../../middleware/authenticate'
+import type { AuthedEnv } from '../../middleware/authenticate'
+import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
+import { verifyToken } from '../../lib/tokens'
+import { createRouter, validationFailed } from '../../router'
+import type { AppEnv, AppRouteHandler } from '../../router'
+import { findUserByLogin, toConflict } from '../users/user-store'
+import { toPrivateUser } from '../users/users.routes'
+import * as routes from './auth.routes'
+import { endAllSessions, endSessions, isCurrentRefreshToken, rotateRefreshToken, startSession } from './sessions'
+
+export const register: AppRouteHandler<typeof routes.register> = async (c) => {
+  const { username, email, password } = c.req.valid('json')
+  const now = new Date()
+  const passwordHash = await hashPassword(password, c.var.config.passwordPepper)
+  const [user] = await c.var.db
+    .insert(users)
+    .values({ username, email, passwordHash, createdAt: now, updatedAt: now })
+    .returning()
+    .catch(toConflict)
+  c.header('Location', `/api/v1/users/${user!.id}`)
+  return c.json(toPrivateUser(user!), 201)
+}
+
+// /auth/login is an alias: both routes come from one factory and share this handler.
+type TokenRoute = typeof routes.token
+
+export const token: AppRouteHandler<TokenRoute> = async (c) => {
+  const { username, password } = readCredentials(c, c.req.valid('json'))
+  const { db, config, tokenKeys } = c.var
+  const user = await findUserByLogin(db, username)
+  // Unknown users are checked against a decoy hash: same PBKDF2 work, same answer, same timing.
+  const matches = await verifyPassword(password, user?.passwordHash ?? decoyHash(config.passwordPepper), config.passwordPepper)
+  if (user === undefined || !matches) {
+    throw new ApiError(401, 'invalid_credentials', 'The username or password is incorrect.')
+  }
+  const now = new Date()
+  const upgrade = needsRehash(user.passwordHash, config.passwordPepper)
+    ? { passwordHash: await hashPassword(password, config.passwordPepper) }
+    : {}
+  const recordLogin = db.update(users).set({ lastLoginAt: now, ...upgrade }).where(eq(users.id, user.id))
+  return c.json(await startSession(db, user.id, tokenKeys, now, [recordLogin]), 200)
+}
+
+/** Credentials from the body, or from HTTP Basic when the body has none. */
+function readCredentials(
+  c: Context<AppEnv>,
+  body: Partial<{ username: string; password: string }>,
+): { username: string; password: string } {
+  const basic = /^basic[ \t]+([A-Za-z0-9+/=]+)[ \t]*$/i.exec(c.req.header('authorization') ?? '')
+  if (basic !== null && body.username === undefined && body.password === undefined) {
+    const decoded = decodeBasic(basic[1]!)
+    if (decoded !== null) return decoded
+    throw new ApiError(401, 'invalid_credentials', 'The HTTP Basic credentials are malformed.')
+  }
+  const parsed = routes.CredentialsInput.safeParse(body)
+  if (!parsed.success) throw validationFailed(parsed.error)
+  return parsed.data
+}
+
+function decodeBasic(encoded: string): { username: string; password: string } | null {
+  try {
+    const bytes = Uint8Array.from(atob(encoded), (char) => char.charCodeAt(0))
+    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes)
+    const colon = text.indexOf(':')
+    if (colon < 1) return null
+    return { username: text.slice(0, colon), password: text.slice(colon + 1) }
+  } catch {
+    return null
+  }
+}
+
+export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
+  const { refresh_token: refreshToken } = c.req.valid('json')
+  const { db, config, tokenKeys } = c.var
+  const now = new Date()
+  const claims = await verifyToken(refreshToken, 'refresh', tokenKeys, now)
+  const pair = await rotateRefreshToken(db, c.env.REVOKED_TOKENS, claims, tokenKeys, config.tokens.reuseGraceSeconds, now)
+  return c.json(pair, 200)
+}
+
+export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
+  const { token: presented } = c.req.valid('json')
+  const claims = await verifyToken(presented, 'any', c.var.tokenKeys, new Date())
+  await assertNotRevoked(c.env.REVOKED_TOKENS, claims)
+  // A rotated refresh token is no longer valid even though its session lives on.
+  if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(c.var.db, claims))) {
+    throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')
+  }
+  return c.json({ token_type: claims.tokenType, sub: claims.sub, exp: claims.exp }, 200)
+}
+
+export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c) => {
+  const { refresh_token: refreshToken } = c.req.valid('json')
+  const { auth, db, tokenKeys } = c.var
+  const now = new Date()
+  const sids = [auth.sessionId]
+  if (refreshToken !== undefined) {
+    // Best effort: an expired or foreign refresh token must not make logout fail.
+    const claims = await verifyToken(refreshToken, 'refresh', tokenKeys, now).catch(() => null)
+    if (claims !== null && claims.sub === auth.userId) sids.push(claims.sid)
+  }
+  await endSessions(db, c.env.REVOKED_TOKENS, sids, Number(auth.userId), 'logout', now, tokenKeys, auth.expiresAt)
+  return c.body(null, 204)
+}
+
+export const logoutAll: AppRouteHandler<typeof routes.logoutAll, AuthedEnv> = async (c) => {
+  const { auth, db, tokenKeys } = c.var
+  await endAllSessions(db, c.env.REVOKED_TOKENS, Number(auth.userId), 'logout-all', new Date(), tokenKeys, [
+    auth.sessionId,
+  ])
+  return c.body(null, 204)
+}
+
+export const authRouter = createRouter()
+  .openapi(routes.register, register)
+  .openapi(routes.token, token)
+  .openapi(routes.login, token)
+  .openapi(routes.refresh, refresh)
+  .openapi(routes.verify, verify)
+  .openapi(routes.logout, logout)
+  .openapi(routes.logoutAll, logoutAll)
+

@@ -1,0 +1,178 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { requireUser } from '../../middleware/authenticate'
+import { json, problems } from '../../router'
+import { PrivateUserSchema } from '../users/users.routes'
+
+/** Passwords are 8–128 characters (code points, so an emoji counts once). */
+export const PasswordSchema = z
+  .string()
+  .refine((value) => [...value].length >= 8, { message: 'must be at least 8 characters' })
+  .refine((value) => [...value].length <= 128, { message: 'must be at most 128 characters' })
+  .openapi({ format: 'password', minLength: 8, maxLength: 128, example: 'correct horse battery staple' })
+
+export const UsernameSchema = z
+  .string()
+  .transform((value) => value.normalize('NFC'))
+  .pipe(
+    z
+      .string()
+      .min(3)
+      .max(150)
+      .regex(/^[^\s@/\\\p{C}]+$/u, {
+        message: 'may contain letters, digits and punctuation, but no spaces, "@", "/" or "\\"',
+      }),
+  )
+  .openapi({ type: 'string', minLength: 3, maxLength: 150, example: 'alice' })
+
+export const EmailSchema = z
+  .string()
+  .trim()
+  .max(254)
+  .pipe(z.email())
+  .openapi({ type: 'string', format: 'email', maxLength: 254, example: 'alice@example.com' })
+
+const RegisterInput = z
+  .object({ username: UsernameSchema, email: EmailSchema, password: PasswordSchema })
+  .openapi('RegisterInput')
+
+export const CredentialsInput = z
+  .object({
+    username: z.string().min(1).max(254).openapi({ description: 'Username or email address', example: 'alice' }),
+    password: z.string().min(1).max(1024).openapi({ format: 'password', example: 'correct horse battery staple' }),
+  })
+  .openapi('Credentials')
+
+const RefreshInput = z
+  .object({ refresh_token: z.string().min(1).max(8192) })
+  .openapi('RefreshInput')
+
+const VerifyInput = z.object({ token: z.string().min(1).max(8192) }).openapi('VerifyInput')
+
+const LogoutInput = z
+  .object({ refresh_token: z.string().min(1).max(8192).optional() })
+  .openapi('LogoutInput')
+
+export const TokenPairSchema = z
+  .object({
+    access_token: z.string(),
+    refresh_token: z.string(),
+    token_type: z.literal('Bearer'),
+    expires_in: z.number().int().openapi({ example: 300 }),
+    refresh_expires_in: z.number().int().openapi({ example: 86_400 }),
+  })
+  .openapi('TokenPair')
+
+const VerifiedToken = z
+  .object({
+    token_type: z.enum(['access', 'refresh']),
+    sub: z.string().openapi({ example: '1' }),
+    exp: z.number().int().openapi({ description: 'Expiry, epoch seconds' }),
+  })
+  .openapi('VerifiedToken')
+
+/** JSON or an HTML form: the auth endpoints accept both (API.md precise point 6). */
+function jsonOrForm<T extends z.ZodType>(schema: T, name: string, required = true) {
+  return {
+    required,
+    content: {
+      'application/json': { schema },
+      // negotiateBody() turns form bodies into JSON before validation, so the form entry is only
+      // documentation: a plain $ref (typed as the schema), because a second zod schema here would
+      // make zod-openapi validate every body twice, once as each media type.
+      'application/x-www-form-urlencoded': { schema: { $ref: `#/components/schemas/${name}` } as unknown as T },
+    },
+  }
+}
+
+export const register = createRoute({
+  method: 'post',
+  path: '/register',
+  tags: ['Auth'],
+  summary: 'Create an account',
+  request: { body: jsonOrForm(RegisterInput, 'RegisterInput') },
+  responses: {
+    201: json(PrivateUserSchema, 'The new account (private view)'),
+    ...problems(400, 409, 413, 415),
+  },
+})
+
+export const token = createRoute({
+  method: 'post',
+  path: '/token',
+  tags: ['Auth'],
+  summary: 'Log in: exchange credentials for a token pair',
+  description:
+    'Credentials as a JSON or form body `{username, password}` (username may be the email), ' +
+    'or HTTP Basic with no body. Unknown user and wrong password get the same 401.',
+  // {} makes HTTP Basic optional: the credentials may come in the body instead.
+  security: [{}, { Basic: [] }] as Array<Record<string, string[]>>,
+  request: { body: jsonOrForm(CredentialsInput, 'Credentials', false) },
+  responses: {
+    200: json(TokenPairSchema, 'A new session and its token pair'),
+    ...problems(400, 401, 413, 415),
+  },
+})
+
+export const login = createRoute({ ...token, path: '/login', summary: 'Alias of POST /auth/token' })
+
+export const refresh = createRoute({
+  method: 'post',
+  path: '/token/refresh',
+  tags: ['Auth'],
+  summary: 'Rotate a refresh token',
+  description:
+    'Returns a new pair and revokes the presented refresh token. Presenting an already-rotated ' +
+    'token is reuse: 401 `token_reused` and the whole session is revoked, except within ' +
+    '`REFRESH_REUSE_GRACE` seconds of its rotation, where the current refresh token (same jti) ' +
+    'and a fresh access token are returned.',
+  request: { body: jsonOrForm(RefreshInput, 'RefreshInput') },
+  responses: {
+    200: json(TokenPairSchema, 'The next token pair'),
+    ...problems(400, 401, 413, 415),
+  },
+})
+
+export const verify = createRoute({
+  method: 'post',
+  path: '/token/verify',
+  tags: ['Auth'],
+  summary: 'Check a token',
+  request: { body: jsonOrForm(VerifyInput, 'VerifyInput') },
+  responses: {
+    200: json(VerifiedToken, 'The token is valid and not revoked'),
+    ...problems(400, 401, 413, 415, 503),
+  },
+})
+
+export const logout = createRoute({
+  method: 'post',
+  path: '/logout',
+  tags: ['Auth'],
+  summary: 'End this session',
+  description:
+    "The access token and its session's refresh token stop working at once. A refresh token in " +
+    'the body ends its session too (it must belong to the same user).',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  request: { body: { required: false, content: { 'application/json': { schema: LogoutInput } } } },
+  responses: {
+    204: { description: 'Logged out' },
+    ...problems(400, 401, 413, 415, 503),
+  },
+})
+
+export const logoutAll = createRoute({
+  method: 'post',
+  path: '/logout-all',
+  tags: ['Auth'],
+  summary: 'End every session of the user',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  responses: {
+    204: { description: 'Every session revoked' },
+    ...problems(401, 415, 503),
+  },
+})
+
+/** Paths (under /api/v1/auth) whose bodies may be application/x-www-form-urlencoded. */
+export const FORM_BODY_PATHS = [register, token, login, refresh, verify].map((route) => route.path)

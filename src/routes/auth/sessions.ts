@@ -1,0 +1,209 @@
+import { and, eq, gt, inArray, isNull } from 'drizzle-orm'
+import type { BatchItem } from 'drizzle-orm/batch'
+import { sessions } from '../../db/schema'
+import type { SessionRow } from '../../db/schema'
+import { ApiError } from '../../errors'
+import { revokeSessions } from '../../lib/revocation'
+import type { SessionRevocation } from '../../lib/revocation'
+import type { TokenKeys } from '../../lib/token-keys'
+import { newClaims, toTokenPair } from '../../lib/tokens'
+import type { TokenClaims, TokenPair } from '../../lib/tokens'
+import type { Db } from '../../router'
+
+const toSeconds = (date: Date): number => Math.floor(date.getTime() / 1000)
+const fromSeconds = (seconds: number): Date => new Date(seconds * 1000)
+
+/**
+ * Starts a login session (a new refresh family) and returns its first token pair. `alongside`
+ * runs in the same D1 batch, so e.g. `last_login_at` and the session land together or not at all.
+ */
+export async function startSession(
+  db: Db,
+  userId: number,
+  keys: TokenKeys,
+  now: Date,
+  alongside: BatchItem<'sqlite'>[] = [],
+): Promise<TokenPair> {
+  const subject = { userId: String(userId), sid: crypto.randomUUID() }
+  const access = newClaims('access', subject, keys, now)
+  const refresh = newClaims('refresh', subject, keys, now)
+  const pair = await toTokenPair(access, refresh, keys)
+  await db.batch([
+    db.insert(sessions).values({
+      sid: subject.sid,
+      userId,
+      currentJti: refresh.jti,
+      refreshIssuedAt: fromSeconds(refresh.iat),
+      refreshExpiresAt: fromSeconds(refresh.exp),
+      createdAt: now,
+    }),
+    ...alongside,
+  ])
+  return pair
+}
+
+/**
+ * Exchanges a verified refresh token for a new pair (rotation). The swap is one conditional
+ * UPDATE, so of two concurrent refreshes exactly one mints the next family member. Presenting
+ * the token that was just rotated within `graceSeconds` returns the session's current refresh
+ * token (same jti) and a fresh access token; presenting any other old token is reuse: the whole
+ * session is revoked and 401 `token_reused` is thrown.
+ */
+export async function rotateRefreshToken(
+  db: Db,
+  kv: KVNamespace,
+  presented: TokenClaims,
+  keys: TokenKeys,
+  graceSeconds: number,
+  now: Date,
+): Promise<TokenPair> {
+  const session = await loadLiveSession(db, presented)
+  const subject = { userId: presented.sub, sid: presented.sid }
+  if (session.currentJti === presented.jti) {
+    const access = newClaims('access', subject, keys, now)
+    const refresh = newClaims('refresh', subject, keys, now)
+    const rotated = await db
+      .update(sessions)
+      .set({
+        currentJti: refresh.jti,
+        previousJti: presented.jti,
+        refreshIssuedAt: fromSeconds(refresh.iat),
+        refreshExpiresAt: fromSeconds(refresh.exp),
+        rotatedAt: now,
+      })
+      .where(
+        and(eq(sessions.sid, presented.sid), eq(sessions.currentJti, presented.jti), isNull(sessions.revokedAt)),
+      )
+      .returning({ sid: sessions.sid })
+    if (rotated.length === 1) return toTokenPair(access, refresh, keys)
+    // Another request rotated this token between our read and our write: judge it as a replay.
+    return replayRotatedToken(db, kv, await loadLiveSession(db, presented), presented, keys, graceSeconds, now)
+  }
+  return replayRotatedToken(db, kv, session, presented, keys, graceSeconds, now)
+}
+
+async function replayRotatedToken(
+  db: Db,
+  kv: KVNamespace,
+  session: SessionRow,
+  presented: TokenClaims,
+  keys: TokenKeys,
+  graceSeconds: number,
+  now: Date,
+): Promise<TokenPair> {
+  const rotatedAt = session.rotatedAt?.getTime()
+  const withinGrace =
+    session.previousJti === presented.jti &&
+    rotatedAt !== undefined &&
+    now.getTime() - rotatedAt <= graceSeconds * 1000
+  if (withinGrace) {
+    const subject = { userId: presented.sub, sid: presented.sid }
+    const current: TokenClaims = {
+      sub: presented.sub,
+      sid: presented.sid,
+      jti: session.currentJti,
+      tokenType: 'refresh',
+      iat: toSeconds(session.refreshIssuedAt),
+      exp: toSeconds(session.refreshExpiresAt),
+    }
+    return toTokenPair(newClaims('access', subject, keys, now), current, keys)
+  }
+  await endSessions(db, kv, [session.sid], session.userId, 'refresh token reuse', now, keys)
+  throw new ApiError(
+    401,
+    'token_reused',
+    'This refresh token was already used; the session has been revoked. Log in again.',
+  )
+}
+
+async function loadLiveSession(db: Db, presented: TokenClaims): Promise<SessionRow> {
+  const session = await db.query.sessions.findFirst({ where: eq(sessions.sid, presented.sid) })
+  if (session === undefined || String(session.userId) !== presented.sub) {
+    throw new ApiError(401, 'token_invalid', 'The refresh token does not belong to a known session.')
+  }
+  if (session.revokedAt !== null) {
+    throw new ApiError(401, 'token_revoked', 'The session has been revoked. Log in again.')
+  }
+  return session
+}
+
+/** True if the refresh token is the current member of a live session (for /auth/token/verify). */
+export async function isCurrentRefreshToken(db: Db, claims: TokenClaims): Promise<boolean> {
+  const session = await db.query.sessions.findFirst({
+    columns: { userId: true, currentJti: true, revokedAt: true },
+    where: eq(sessions.sid, claims.sid),
+  })
+  return (
+    session !== undefined &&
+    String(session.userId) === claims.sub &&
+    session.currentJti === claims.jti &&
+    session.revokedAt === null
+  )
+}
+
+/**
+ * Ends the given sessions of a user: D1 first (refresh stops at once, everywhere), then one KV key
+ * per session so its access tokens stop too. `sids` may name sessions D1 has never seen (tokens
+ * minted by another service holding the key); they are revoked in KV all the same, until
+ * `tokenExpiresAt` (epoch seconds) at least.
+ */
+export async function endSessions(
+  db: Db,
+  kv: KVNamespace,
+  sids: string[],
+  userId: number,
+  reason: string,
+  now: Date,
+  keys: TokenKeys,
+  tokenExpiresAt = 0,
+): Promise<void> {
+  const unique = [...new Set(sids)]
+  const rows = await db
+    .update(sessions)
+    .set({ revokedAt: now })
+    .where(and(inArray(sessions.sid, unique), eq(sessions.userId, userId), isNull(sessions.revokedAt)))
+    .returning({ sid: sessions.sid, refreshExpiresAt: sessions.refreshExpiresAt })
+  const ended = unique.map((sid) => ({
+    sid,
+    lastTokenExpiresAt: Math.max(
+      tokenExpiresAt,
+      lastTokenExpiry(rows.find((row) => row.sid === sid)?.refreshExpiresAt, keys, now),
+    ),
+  }))
+  await revokeSessions(kv, ended, reason, now)
+}
+
+/** Ends every live session of a user (logout-all, password change or reset, account deletion). */
+export async function endAllSessions(
+  db: Db,
+  kv: KVNamespace,
+  userId: number,
+  reason: string,
+  now: Date,
+  keys: TokenKeys,
+  alsoSids: string[] = [],
+): Promise<void> {
+  const live = await db
+    .update(sessions)
+    .set({ revokedAt: now })
+    .where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt), gt(sessions.refreshExpiresAt, now)))
+    .returning({ sid: sessions.sid, refreshExpiresAt: sessions.refreshExpiresAt })
+  const ended: SessionRevocation[] = live.map((row) => ({
+    sid: row.sid,
+    lastTokenExpiresAt: lastTokenExpiry(row.refreshExpiresAt, keys, now),
+  }))
+  for (const sid of alsoSids) {
+    if (!ended.some((entry) => entry.sid === sid)) {
+      ended.push({ sid, lastTokenExpiresAt: lastTokenExpiry(undefined, keys, now) })
+    }
+  }
+  await revokeSessions(kv, ended, reason, now)
+}
+
+// An access token minted just before the revocation may outlive the refresh token's expiry when
+// ACCESS_TOKEN_TTL > REFRESH_TOKEN_TTL, so the KV key lives until the later of the two.
+function lastTokenExpiry(refreshExpiresAt: Date | undefined, keys: TokenKeys, now: Date): number {
+  const accessLimit = toSeconds(now) + keys.accessTtlSeconds + keys.leewaySeconds
+  const refreshLimit = refreshExpiresAt === undefined ? 0 : toSeconds(refreshExpiresAt)
+  return Math.max(accessLimit, refreshLimit)
+}

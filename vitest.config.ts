@@ -1,0 +1,22 @@
+import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers'
+import { defineConfig } from 'vitest/config'
+
+export const TEST_JWT_SECRET = 'test-only-secret-with-at-least-32-bytes!!'
+
+export default defineConfig(async () => ({
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: './wrangler.toml' },
+      miniflare: {
+        bindings: {
+          TEST_MIGRATIONS: await readD1Migrations('./migrations'),
+          JWT_SECRET: TEST_JWT_SECRET,
+        },
+      },
+    }),
+  ],
+  test: {
+    setupFiles: ['./test/setup.ts'],
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+  },
+}))
