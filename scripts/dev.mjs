@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+// `npm run dev`: create .dev.vars with a random JWT_SECRET when missing, apply the local D1
+// migrations, then start `wrangler dev`. Extra arguments go to wrangler dev
+// (e.g. `npm run dev -- --port 8788 --var JWT_ISSUER:https://auth.example`).
+import { spawn, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const devVars = join(root, '.dev.vars')
+const wrangler = join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'wrangler.cmd' : 'wrangler')
+const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? 'false' }
+
+ensureDevSecret()
+run([wrangler, 'd1', 'migrations', 'apply', 'DB', '--local'], 'applying local D1 migrations')
+
+const dev = spawn(wrangler, ['dev', ...process.argv.slice(2)], { cwd: root, env, stdio: 'inherit' })
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => dev.kill(signal))
+dev.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)))
+
+function ensureDevSecret() {
+  const current = existsSync(devVars) ? readFileSync(devVars, 'utf8') : ''
+  if (/^JWT_SECRET\s*=\s*\S{32,}/m.test(current)) return
+  const secret = randomBytes(48).toString('base64url')
+  const withoutOld = current.replace(/^JWT_SECRET\s*=.*\n?/m, '')
+  const separator = withoutOld === '' || withoutOld.endsWith('\n') ? '' : '\n'
+  writeFileSync(devVars, `${withoutOld}${separator}JWT_SECRET=${secret}\n`, { mode: 0o600 })
+  console.log('edgepress: wrote a random JWT_SECRET to .dev.vars (local only; never commit it)')
+}
+
+function run(command, what) {
+  console.log(`edgepress: ${what}`)
+  const [bin, ...args] = command
+  const result = spawnSync(bin, args, { cwd: root, env: { ...env, CI: 'true' }, stdio: 'inherit' })
+  if (result.status !== 0) {
+    console.error(`edgepress: ${what} failed (exit ${result.status})`)
+    process.exit(result.status ?? 1)
+  }
+}

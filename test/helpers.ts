@@ -1,0 +1,128 @@
+import { env, exports } from 'cloudflare:workers'
+import { SignJWT } from 'jose'
+import type { JWTPayload } from 'jose'
+
+export const BASE_URL = 'https://edgepress.test'
+
+export interface TokenPair {
+  access_token: string
+  refresh_token: string
+  token_type: 'Bearer'
+  expires_in: number
+  refresh_expires_in: number
+}
+
+export interface RegisteredUser {
+  id: number
+  username: string
+  email: string
+  password: string
+}
+
+let counter = 0
+
+/** A name no other test in this file uses (storage is shared by the tests of one file). */
+export function uniqueName(prefix = 'user'): string {
+  counter += 1
+  return `${prefix}_${counter}_${crypto.randomUUID().slice(0, 8)}`
+}
+
+/** Calls the worker in-process: JSON body, optional Bearer token, extra headers. */
+export function api(
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  const allHeaders: Record<string, string> = { ...headers }
+  if (body !== undefined) allHeaders['content-type'] ??= 'application/json'
+  if (token !== undefined) allHeaders.authorization ??= `Bearer ${token}`
+  const url = path.startsWith('/api/') || path.startsWith('/.well-known') || path === '/openapi.json'
+    ? `${BASE_URL}${path}`
+    : `${BASE_URL}/api/v1${path}`
+  return exports.default.fetch(url, {
+    method,
+    headers: allHeaders,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  })
+}
+
+/** Registers a fresh user; returns it with its password. */
+export async function registerUser(overrides: Partial<Omit<RegisteredUser, 'id'>> = {}): Promise<RegisteredUser> {
+  const username = overrides.username ?? uniqueName()
+  const input = {
+    username,
+    email: overrides.email ?? `${username}@example.com`,
+    password: overrides.password ?? 'correct horse battery staple',
+  }
+  const res = await api('POST', '/auth/register', input)
+  if (res.status !== 201) throw new Error(`register failed: ${res.status} ${await res.text()}`)
+  const body = (await res.json()) as { id: number }
+  return { id: body.id, ...input }
+}
+
+/** Logs a user in with a JSON body; returns the token pair. */
+export async function login(user: Pick<RegisteredUser, 'username' | 'password'>): Promise<TokenPair> {
+  const res = await api('POST', '/auth/token', { username: user.username, password: user.password })
+  if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`)
+  return (await res.json()) as TokenPair
+}
+
+/** Registers and logs in a fresh user. */
+export async function registerAndLogin(): Promise<{ user: RegisteredUser; tokens: TokenPair }> {
+  const user = await registerUser()
+  return { user, tokens: await login(user) }
+}
+
+/** Decodes a JWT's header and payload without verifying it. */
+export function decodeJwt(token: string): { header: Record<string, unknown>; payload: JWTPayload & Record<string, unknown> } {
+  const [header, payload] = token.split('.').map((part) => JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/'))))
+  return { header, payload }
+}
+
+/**
+ * Signs an HS256 token with the test JWT_SECRET, as another service holding the key would.
+ * Defaults are a valid access token for `sub`; override or `undefined` out any claim/header.
+ */
+export async function mintToken(
+  claims: Record<string, unknown>,
+  header: Record<string, unknown> = {},
+  secret: string = env.JWT_SECRET,
+): Promise<string> {
+  const now = Math.floor(Date.now() / 1000)
+  const payload: Record<string, unknown> = {
+    sub: '1',
+    jti: crypto.randomUUID(),
+    sid: crypto.randomUUID(),
+    token_type: 'access',
+    iat: now,
+    nbf: now,
+    exp: now + 300,
+    ...claims,
+  }
+  for (const key of Object.keys(payload)) if (payload[key] === undefined) delete payload[key]
+  const protectedHeader: Record<string, unknown> = { alg: 'HS256', typ: 'JWT', kid: 'test', ...header }
+  for (const key of Object.keys(protectedHeader)) if (protectedHeader[key] === undefined) delete protectedHeader[key]
+  return new SignJWT(payload as JWTPayload)
+    .setProtectedHeader(protectedHeader as { alg: string })
+    .sign(new TextEncoder().encode(secret))
+}
+
+/** Asserts the RFC 9457 shape and returns the parsed problem. */
+export async function expectProblem(
+  res: Response,
+  status: number,
+  code: string,
+): Promise<{ status: number; code: string; detail: string; title: string; type: string; errors?: { path: string; message: string }[] }> {
+  const text = await res.text()
+  if (res.status !== status) throw new Error(`expected ${status} ${code}, got ${res.status}: ${text}`)
+  const contentType = res.headers.get('content-type') ?? ''
+  if (!contentType.startsWith('application/problem+json')) throw new Error(`not problem+json: ${contentType}`)
+  const body = JSON.parse(text)
+  if (body.code !== code) throw new Error(`expected code ${code}, got ${body.code}: ${text}`)
+  if (body.status !== status || typeof body.title !== 'string' || typeof body.detail !== 'string' || body.type !== 'about:blank') {
+    throw new Error(`malformed problem: ${text}`)
+  }
+  return body
+}
