@@ -22,6 +22,8 @@ export interface Env {
   CORS_ORIGINS?: string
   MAIL_TRANSPORT?: string
   MAIL_FROM?: string
+  MAIL_API_KEY?: string
+  MAIL_API_URL?: string
 }
 
 const optionalText = z
@@ -55,12 +57,18 @@ const ConfigSchema = z
     PASSWORD_PEPPER: optionalText,
     PUBLIC_BASE_URL: optionalText.pipe(z.url().optional()),
     CORS_ORIGINS: optionalText,
-    MAIL_TRANSPORT: optionalText,
+    MAIL_TRANSPORT: optionalText.pipe(z.enum(['console', 'http', 'resend']).optional()),
     MAIL_FROM: optionalText,
+    MAIL_API_KEY: optionalText,
+    MAIL_API_URL: optionalText.pipe(z.url().optional()),
   })
   .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
     message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
     path: ['JWT_PRIVATE_JWK'],
+  })
+  .refine((env) => (env.MAIL_TRANSPORT ?? 'console') === 'console' || env.MAIL_API_KEY !== undefined, {
+    message: 'MAIL_API_KEY must be set when MAIL_TRANSPORT is not console.',
+    path: ['MAIL_API_KEY'],
   })
 
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256'
@@ -84,8 +92,12 @@ export interface Config {
   passwordPepper: string | undefined
   publicBaseUrl: string
   corsOrigins: string[]
-  mailTransport: string
-  mailFrom: string
+  mail: {
+    transport: 'console' | 'http' | 'resend'
+    from: string
+    apiKey: string | undefined
+    apiUrl: string
+  }
 }
 
 const parsed = new WeakMap<object, Config>()
@@ -124,8 +136,12 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       .split(',')
       .map((origin) => origin.trim())
       .filter((origin) => origin !== ''),
-    mailTransport: env.MAIL_TRANSPORT ?? 'console',
-    mailFrom: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',
+    mail: {
+      transport: env.MAIL_TRANSPORT ?? 'console',
+      from: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',
+      apiKey: env.MAIL_API_KEY,
+      apiUrl: env.MAIL_API_URL ?? 'https://api.resend.com/emails',
+    },
   }
 }
 

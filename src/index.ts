@@ -7,6 +7,7 @@ import { ApiError, notFound, onError, problemResponse } from './errors'
 import { negotiateBody } from './middleware/body'
 import { withContext } from './middleware/context'
 import type { AppEnv } from './router'
+import { ACCOUNT_FORM_BODY_PATHS } from './routes/auth/account.routes'
 import { FORM_BODY_PATHS } from './routes/auth/auth.routes'
 import { authRouter } from './routes/auth/auth.handlers'
 import { metaRouter } from './routes/meta'
@@ -34,7 +35,8 @@ export function createApp() {
   )
   app.use(bodyLimit({ maxSize: MAX_BODY_BYTES }))
   app.use(withContext())
-  app.use(negotiateBody(new Set(FORM_BODY_PATHS.map((path) => `${API_PREFIX}/auth${path}`))))
+  const formPaths = [...FORM_BODY_PATHS, ...ACCOUNT_FORM_BODY_PATHS].map((path) => `${API_PREFIX}/auth${path}`)
+  app.use(negotiateBody(new Set(formPaths)))
 
   const routes = app
     .route('/', metaRouter)

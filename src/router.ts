@@ -1,5 +1,6 @@
 import { OpenAPIHono } from '@hono/zod-openapi'
 import type { RouteConfig, RouteHandler, z } from '@hono/zod-openapi'
+import type { BatchItem } from 'drizzle-orm/batch'
 import type { DrizzleD1Database } from 'drizzle-orm/d1'
 import type { Config, Env } from './config'
 import type * as schema from './db/schema'
@@ -8,6 +9,9 @@ import type { FieldError } from './errors'
 import type { TokenKeys } from './lib/token-keys'
 
 export type Db = DrizzleD1Database<typeof schema>
+
+/** A non-empty list of statements for db.batch(), which D1 runs atomically. */
+export type BatchStatements = [BatchItem<'sqlite'>, ...BatchItem<'sqlite'>[]]
 
 export interface AppVariables {
   requestId: string

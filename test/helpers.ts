@@ -77,7 +77,7 @@ export async function registerAndLogin(): Promise<{ user: RegisteredUser; tokens
 
 /** Decodes a JWT's header and payload without verifying it. */
 export function decodeJwt(token: string): { header: Record<string, unknown>; payload: JWTPayload & Record<string, unknown> } {
-  const [header, payload] = token.split('.').map((part) => JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/'))))
+  const [header, payload] = token.split('.').slice(0, 2).map((part) => JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/'))))
   return { header, payload }
 }
 

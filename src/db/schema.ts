@@ -50,5 +50,95 @@ export const sessions = sqliteTable(
   (table) => [index('sessions_user_id_idx').on(table.userId, table.revokedAt)],
 )
 
+export const posts = sqliteTable(
+  'posts',
+  {
+    id: integer().primaryKey({ autoIncrement: true }),
+    authorId: integer()
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    title: text().notNull(),
+    body: text().notNull(),
+    createdAt: timestamp().notNull(),
+    updatedAt: timestamp().notNull(),
+  },
+  (table) => [
+    // Keyset pagination: (created_at, id) for the global list, author first for /users/{id}/posts.
+    index('posts_created_at_id_idx').on(table.createdAt, table.id),
+    index('posts_author_created_at_id_idx').on(table.authorId, table.createdAt, table.id),
+  ],
+)
+
+export const SUBSCRIBER_STATUSES = ['pending', 'active', 'unsubscribed'] as const
+export type SubscriberStatus = (typeof SUBSCRIBER_STATUSES)[number]
+
+export const subscribers = sqliteTable(
+  'subscribers',
+  {
+    id: integer().primaryKey({ autoIncrement: true }),
+    email: text().notNull(),
+    name: text(),
+    status: text({ enum: SUBSCRIBER_STATUSES }).notNull(),
+    createdAt: timestamp().notNull(),
+    updatedAt: timestamp().notNull(),
+    confirmedAt: timestamp(),
+    unsubscribedAt: timestamp(),
+  },
+  (table) => [
+    uniqueIndex('subscribers_email_lower_unique').on(sql`lower(${table.email})`),
+    index('subscribers_created_at_id_idx').on(table.createdAt, table.id),
+    index('subscribers_status_created_at_id_idx').on(table.status, table.createdAt, table.id),
+  ],
+)
+
+export const ONE_TIME_TOKEN_PURPOSES = ['email_verification', 'password_reset', 'subscription_confirmation'] as const
+export type OneTimeTokenPurpose = (typeof ONE_TIME_TOKEN_PURPOSES)[number]
+
+/** Single-use tokens sent by email. Only a SHA-256 of the token is stored. */
+export const oneTimeTokens = sqliteTable(
+  'one_time_tokens',
+  {
+    tokenHash: text().primaryKey(),
+    purpose: text({ enum: ONE_TIME_TOKEN_PURPOSES }).notNull(),
+    userId: integer().references(() => users.id, { onDelete: 'cascade' }),
+    subscriberId: integer().references(() => subscribers.id, { onDelete: 'cascade' }),
+    /** The address the token was sent to: a verification is for that address only. */
+    email: text().notNull(),
+    createdAt: timestamp().notNull(),
+    expiresAt: timestamp().notNull(),
+    usedAt: timestamp(),
+  },
+  (table) => [
+    index('one_time_tokens_user_id_idx').on(table.userId),
+    index('one_time_tokens_subscriber_id_idx').on(table.subscriberId),
+    index('one_time_tokens_expires_at_idx').on(table.expiresAt),
+  ],
+)
+
+export const OUTBOX_STATUSES = ['pending', 'sending', 'sent', 'failed'] as const
+
+/** Every email is written here in the same D1 batch as the change that causes it, then delivered. */
+export const emailOutbox = sqliteTable(
+  'email_outbox',
+  {
+    id: integer().primaryKey({ autoIncrement: true }),
+    recipient: text().notNull(),
+    subject: text().notNull(),
+    text: text().notNull(),
+    /** JSON object of extra headers (List-Unsubscribe, …). */
+    headers: text().notNull().default('{}'),
+    status: text({ enum: OUTBOX_STATUSES }).notNull().default('pending'),
+    attempts: integer().notNull().default(0),
+    nextAttemptAt: timestamp().notNull(),
+    lastError: text(),
+    createdAt: timestamp().notNull(),
+    sentAt: timestamp(),
+  },
+  (table) => [index('email_outbox_status_next_attempt_idx').on(table.status, table.nextAttemptAt)],
+)
+
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
+export type PostRow = typeof posts.$inferSelect
+export type SubscriberRow = typeof subscribers.$inferSelect
+export type OutboxRow = typeof emailOutbox.$inferSelect

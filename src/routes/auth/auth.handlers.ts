@@ -1,6 +1,8 @@
-import { eq } from 'drizzle-orm'
+import { eq, sql } from 'drizzle-orm'
 import type { Context } from 'hono'
 import { users } from '../../db/schema'
+import type { UserRow } from '../../db/schema'
+import { deliverSoon, emailVerificationStatements } from '../../email/account-emails'
 import { ApiError } from '../../errors'
 import { assertNotRevoked } from '../../middleware/authenticate'
 import type { AuthedEnv } from '../../middleware/authenticate'
@@ -10,20 +12,28 @@ import { createRouter, validationFailed } from '../../router'
 import type { AppEnv, AppRouteHandler } from '../../router'
 import { findUserByLogin, toConflict } from '../users/user-store'
 import { toPrivateUser } from '../users/users.routes'
+import * as account from './account.handlers'
+import * as accountRoutes from './account.routes'
 import * as routes from './auth.routes'
 import { endAllSessions, endSessions, isCurrentRefreshToken, rotateRefreshToken, startSession } from './sessions'
 
 export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const { username, email, password } = c.req.valid('json')
+  const { db, config } = c.var
   const now = new Date()
-  const passwordHash = await hashPassword(password, c.var.config.passwordPepper)
-  const [user] = await c.var.db
-    .insert(users)
-    .values({ username, email, passwordHash, createdAt: now, updatedAt: now })
-    .returning()
+  const passwordHash = await hashPassword(password, config.passwordPepper)
+  const newUserId = sql`(select ${users.id} from ${users} where lower(${users.email}) = lower(${email}))`
+  // The account, its verification token and the email carrying it land together or not at all.
+  const [inserted] = await db
+    .batch([
+      db.insert(users).values({ username, email, passwordHash, createdAt: now, updatedAt: now }).returning(),
+      ...(await emailVerificationStatements(db, config, { userId: newUserId, username, email }, now)),
+    ])
     .catch(toConflict)
-  c.header('Location', `/api/v1/users/${user!.id}`)
-  return c.json(toPrivateUser(user!), 201)
+  const user = (inserted as UserRow[])[0]!
+  deliverSoon(c)
+  c.header('Location', `/api/v1/users/${user.id}`)
+  return c.json(toPrivateUser(user), 201)
 }
 
 // /auth/login is an alias: both routes come from one factory and share this handler.
@@ -124,4 +134,9 @@ export const authRouter = createRouter()
   .openapi(routes.verify, verify)
   .openapi(routes.logout, logout)
   .openapi(routes.logoutAll, logoutAll)
+  .openapi(accountRoutes.passwordChange, account.passwordChange)
+  .openapi(accountRoutes.passwordReset, account.passwordReset)
+  .openapi(accountRoutes.passwordResetConfirm, account.passwordResetConfirm)
+  .openapi(accountRoutes.emailVerify, account.emailVerify)
+  .openapi(accountRoutes.emailResend, account.emailResend)
 

@@ -71,7 +71,7 @@ const VerifiedToken = z
   .openapi('VerifiedToken')
 
 /** JSON or an HTML form: the auth endpoints accept both (API.md precise point 6). */
-function jsonOrForm<T extends z.ZodType>(schema: T, name: string, required = true) {
+export function jsonOrForm<T extends z.ZodType>(schema: T, name: string, required = true) {
   return {
     required,
     content: {

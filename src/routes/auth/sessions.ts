@@ -186,7 +186,15 @@ export async function endAllSessions(
   const live = await db
     .update(sessions)
     .set({ revokedAt: now })
-    .where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt), gt(sessions.refreshExpiresAt, now)))
+    .where(
+      and(
+        eq(sessions.userId, userId),
+        isNull(sessions.revokedAt),
+        // A session whose refresh token expired may still have a live access token when
+        // ACCESS_TOKEN_TTL > REFRESH_TOKEN_TTL; older ones have nothing left to revoke.
+        gt(sessions.refreshExpiresAt, new Date(now.getTime() - keys.accessTtlSeconds * 1000)),
+      ),
+    )
     .returning({ sid: sessions.sid, refreshExpiresAt: sessions.refreshExpiresAt })
   const ended: SessionRevocation[] = live.map((row) => ({
     sid: row.sid,

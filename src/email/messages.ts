@@ -1,0 +1,78 @@
+// The emails edgepress sends. Every link has the contract's form
+// `<PUBLIC_BASE_URL>/<path>?token=<token>` (API.md § Email), so a client app can route it and POST
+// the token to the matching endpoint.
+
+export interface EmailMessage {
+  to: string
+  subject: string
+  text: string
+  headers?: Record<string, string>
+}
+
+export const LINK_PATHS = {
+  emailVerification: 'verify-email',
+  passwordReset: 'reset-password',
+  subscriptionConfirmation: 'confirm-subscription',
+  unsubscribe: 'unsubscribe',
+} as const
+
+export function linkTo(baseUrl: string, path: string, token: string): string {
+  return `${baseUrl}/${path}?token=${encodeURIComponent(token)}`
+}
+
+export function emailVerificationMessage(to: string, username: string, link: string): EmailMessage {
+  return {
+    to,
+    subject: 'Confirm your email address for edgepress',
+    text: [
+      `Hello ${username},`,
+      '',
+      'Please confirm that this is your email address by opening this link:',
+      link,
+      '',
+      'The link is valid for 24 hours. If you did not create an edgepress account, ignore this email.',
+    ].join('\n'),
+  }
+}
+
+export function passwordResetMessage(to: string, username: string, link: string): EmailMessage {
+  return {
+    to,
+    subject: 'Reset your edgepress password',
+    text: [
+      `Hello ${username},`,
+      '',
+      'Someone (hopefully you) asked to reset your password. Choose a new one here:',
+      link,
+      '',
+      'The link is valid for 1 hour and works once. If you did not ask for this, ignore this email:',
+      'your password has not changed.',
+    ].join('\n'),
+  }
+}
+
+export function subscriptionConfirmationMessage(
+  to: string,
+  name: string | null,
+  confirmLink: string,
+  unsubscribeLink: string,
+): EmailMessage {
+  return {
+    to,
+    subject: 'Confirm your subscription to edgepress',
+    text: [
+      `Hello${name === null ? '' : ` ${name}`},`,
+      '',
+      'Please confirm your subscription to the edgepress mailing list:',
+      confirmLink,
+      '',
+      'If you did not ask to subscribe, ignore this email and you will hear nothing more.',
+      `To unsubscribe at any time: ${unsubscribeLink}`,
+    ].join('\n'),
+    // RFC 2369 / RFC 8058: mail clients show a one-click "unsubscribe" button.
+    headers: {
+      'List-Unsubscribe': `<${unsubscribeLink}>`,
+      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+    },
+  }
+}

@@ -1,0 +1,63 @@
+import type { Config } from '../config'
+
+export interface OutgoingEmail {
+  from: string
+  to: string
+  subject: string
+  text: string
+  headers: Record<string, string>
+}
+
+/** Delivers one email or throws; the outbox records the error and retries later. */
+export interface MailTransport {
+  readonly name: string
+  send(email: OutgoingEmail): Promise<void>
+}
+
+/**
+ * Local development: prints the whole message (recipient, subject, text with its links and
+ * tokens) to the log, as the contract asks (API.md § Email). Never configure it in production.
+ */
+export const consoleTransport: MailTransport = {
+  name: 'console',
+  async send(email) {
+    const headerLines = Object.entries(email.headers).map(([name, value]) => `${name}: ${value}`)
+    console.log(
+      ['--- email ---', `From: ${email.from}`, `To: ${email.to}`, `Subject: ${email.subject}`, ...headerLines, '', email.text, '--- end ---'].join('\n'),
+    )
+  },
+}
+
+/**
+ * An HTTP email API in the shape Resend (and several others) accept: POST JSON
+ * `{from, to, subject, text, headers}` with a bearer API key.
+ */
+export function httpTransport(endpoint: string, apiKey: string): MailTransport {
+  return {
+    name: 'http',
+    async send(email) {
+      const response = await fetch(endpoint, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...email, to: [email.to] }),
+      })
+      if (!response.ok) {
+        // The provider's words help the operator; they never contain our API key.
+        const excerpt = (await response.text().catch(() => '')).slice(0, 200)
+        throw new Error(`HTTP ${response.status} from the mail provider: ${excerpt}`)
+      }
+    },
+  }
+}
+
+/** The transport MAIL_TRANSPORT names: `console` (default) or `http`/`resend`. */
+export function transportFor(config: Config): MailTransport {
+  switch (config.mail.transport) {
+    case 'http':
+    case 'resend':
+      // getConfig() already refused an http transport without MAIL_API_KEY.
+      return httpTransport(config.mail.apiUrl, config.mail.apiKey ?? '')
+    default:
+      return consoleTransport
+  }
+}

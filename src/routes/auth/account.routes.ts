@@ -1,0 +1,79 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { requireUser } from '../../middleware/authenticate'
+import { json, problems } from '../../router'
+import { EmailSchema, PasswordSchema, TokenPairSchema, jsonOrForm } from './auth.routes'
+
+const PasswordChangeInput = z
+  .object({ old_password: z.string().min(1).max(1024), new_password: PasswordSchema })
+  .openapi('PasswordChangeInput')
+
+const PasswordResetInput = z.object({ email: EmailSchema }).openapi('PasswordResetInput')
+
+const PasswordResetConfirmInput = z
+  .object({ token: z.string().min(1).max(512), new_password: PasswordSchema })
+  .openapi('PasswordResetConfirmInput')
+
+const EmailVerifyInput = z.object({ token: z.string().min(1).max(512) }).openapi('EmailVerifyInput')
+
+const Accepted = z.object({ status: z.literal('accepted') }).openapi('Accepted')
+
+export const passwordChange = createRoute({
+  method: 'post',
+  path: '/password/change',
+  tags: ['Auth'],
+  summary: 'Change the password',
+  description: 'Returns a new token pair (a new session); every other session is revoked.',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  request: {
+    body: { required: true, content: { 'application/json': { schema: PasswordChangeInput } } },
+  },
+  responses: {
+    200: json(TokenPairSchema, 'A new token pair'),
+    ...problems(400, 401, 413, 415, 503),
+  },
+})
+
+export const passwordReset = createRoute({
+  method: 'post',
+  path: '/password/reset',
+  tags: ['Auth'],
+  summary: 'Email a password-reset link',
+  description:
+    'Always 202, whether or not the address has an account (no enumeration). The link carries a ' +
+    'single-use token valid for 1 hour.',
+  request: { body: jsonOrForm(PasswordResetInput, 'PasswordResetInput') },
+  responses: { 202: json(Accepted, 'If the address has an account, a link is on its way'), ...problems(400, 413, 415) },
+})
+
+export const passwordResetConfirm = createRoute({
+  method: 'post',
+  path: '/password/reset/confirm',
+  tags: ['Auth'],
+  summary: 'Set a new password with a reset token',
+  description: 'The token works once; every session of the user is revoked.',
+  request: { body: jsonOrForm(PasswordResetConfirmInput, 'PasswordResetConfirmInput') },
+  responses: { 204: { description: 'Password changed' }, ...problems(400, 413, 415) },
+})
+
+export const emailVerify = createRoute({
+  method: 'post',
+  path: '/email/verify',
+  tags: ['Auth'],
+  summary: 'Confirm an email address with the emailed token',
+  request: { body: jsonOrForm(EmailVerifyInput, 'EmailVerifyInput') },
+  responses: { 204: { description: 'Email verified' }, ...problems(400, 413, 415) },
+})
+
+export const emailResend = createRoute({
+  method: 'post',
+  path: '/email/resend',
+  tags: ['Auth'],
+  summary: 'Send the verification email again',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  responses: { 202: json(Accepted, 'A new link is on its way (nothing is sent if already verified)'), ...problems(401, 415, 503) },
+})
+
+/** Paths (under /api/v1/auth) whose bodies may be application/x-www-form-urlencoded. */
+export const ACCOUNT_FORM_BODY_PATHS = [passwordReset, passwordResetConfirm, emailVerify].map((route) => route.path)
