@@ -52,7 +52,8 @@ export function validationFailed(error: z.ZodError): ApiError {
 function describeIssue(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
     case 'invalid_type':
-      return issue.input === undefined ? 'is required' : `must be ${article(issue.expected)}`
+      // zod 4 leaves `input` out of issues; its message names only the received type.
+      return /received undefined/.test(issue.message) ? 'is required' : `must be ${article(issue.expected)}`
     case 'too_small':
       return issue.origin === 'string'
         ? `must be at least ${String(issue.minimum)} characters`
@@ -62,7 +63,9 @@ function describeIssue(issue: z.core.$ZodIssue): string {
         ? `must be at most ${String(issue.maximum)} characters`
         : `must be at most ${String(issue.maximum)}`
     case 'invalid_format':
-      return issue.format === 'email' ? 'must be a valid email address' : `must be a valid ${issue.format}`
+      if (issue.format === 'email') return 'must be a valid email address'
+      // A pattern's own message (set where the schema is declared) explains the rule.
+      return issue.format === 'regex' ? issue.message : `must be a valid ${issue.format}`
     case 'unrecognized_keys':
       return `unknown field(s): ${issue.keys.join(', ')}`
     case 'invalid_value':

@@ -1,0 +1,115 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { requireUser } from '../../middleware/authenticate'
+import { json, problems } from '../../router'
+import { PaginationQuery, pageSchema } from '../pagination'
+
+const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-23T07:00:00.000Z' })
+
+export const PostSchema = z
+  .object({
+    id: z.number().int().openapi({ example: 42 }),
+    title: z.string().openapi({ example: 'Hello, edge' }),
+    body: z.string().openapi({ example: 'Posts are stored in D1 and searchable with FTS5.' }),
+    author: z.object({ id: z.number().int(), username: z.string() }),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  })
+  .openapi('Post')
+
+export type Post = z.infer<typeof PostSchema>
+
+const Title = z.string().min(1).max(200).openapi({ example: 'Hello, edge' })
+const Body = z.string().max(50_000).openapi({ example: 'Posts are stored in D1.' })
+
+const PostInput = z.object({ title: Title, body: Body }).openapi('PostInput')
+const PostPatch = z
+  .object({ title: Title.optional(), body: Body.optional() })
+  .refine((patch) => patch.title !== undefined || patch.body !== undefined, {
+    message: 'give at least one of title, body',
+  })
+  .openapi('PostPatch')
+
+export const PostListQuery = PaginationQuery.extend({
+  author: z.coerce.number().int().positive().optional().openapi({ type: 'integer', description: 'Author user id' }),
+  q: z.string().trim().min(1).max(200).optional().openapi({ description: 'Full-text search over title and body' }),
+  ordering: z.enum(['created_at', '-created_at']).default('-created_at'),
+})
+
+export const PostPage = pageSchema(PostSchema, 'PostPage')
+
+const PostParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '42' }) })
+const EtagHeader = { ETag: { schema: { type: 'string' as const }, description: 'Strong validator' } }
+
+export const list = createRoute({
+  method: 'get',
+  path: '/',
+  tags: ['Posts'],
+  summary: 'List posts (cursor-paginated, newest first by default)',
+  request: { query: PostListQuery },
+  responses: { 200: json(PostPage, 'A page of posts'), ...problems(400) },
+})
+
+export const create = createRoute({
+  method: 'post',
+  path: '/',
+  tags: ['Posts'],
+  summary: 'Write a post',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  request: { body: { required: true, content: { 'application/json': { schema: PostInput } } } },
+  responses: {
+    201: { ...json(PostSchema, 'The created post'), headers: { Location: { schema: { type: 'string' as const } } } },
+    ...problems(400, 401, 413, 415, 503),
+  },
+})
+
+export const get = createRoute({
+  method: 'get',
+  path: '/{id}',
+  tags: ['Posts'],
+  summary: 'Read a post (with ETag; If-None-Match → 304)',
+  request: { params: PostParams },
+  responses: {
+    200: { ...json(PostSchema, 'The post'), headers: EtagHeader },
+    304: { description: 'Not modified', headers: EtagHeader },
+    ...problems(404),
+  },
+})
+
+const writeResponses = {
+  200: json(PostSchema, 'The updated post'),
+  ...problems(400, 401, 403, 404, 413, 415, 503),
+}
+
+export const replace = createRoute({
+  method: 'put',
+  path: '/{id}',
+  tags: ['Posts'],
+  summary: 'Replace a post (author or admin)',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  request: { params: PostParams, body: { required: true, content: { 'application/json': { schema: PostInput } } } },
+  responses: writeResponses,
+})
+
+export const update = createRoute({
+  method: 'patch',
+  path: '/{id}',
+  tags: ['Posts'],
+  summary: 'Change some fields of a post (author or admin)',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  request: { params: PostParams, body: { required: true, content: { 'application/json': { schema: PostPatch } } } },
+  responses: writeResponses,
+})
+
+export const remove = createRoute({
+  method: 'delete',
+  path: '/{id}',
+  tags: ['Posts'],
+  summary: 'Delete a post (author or admin)',
+  middleware: [requireUser()] as const,
+  security: [{ Bearer: [] }],
+  request: { params: PostParams },
+  responses: { 204: { description: 'Deleted' }, ...problems(401, 403, 404, 503) },
+})
