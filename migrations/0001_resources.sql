@@ -49,9 +49,11 @@ CREATE TABLE `subscribers` (
 	`created_at` integer NOT NULL,
 	`updated_at` integer NOT NULL,
 	`confirmed_at` integer,
-	`unsubscribed_at` integer
+	`unsubscribed_at` integer,
+	`unsubscribe_token_hash` text NOT NULL
 );
 --> statement-breakpoint
 CREATE UNIQUE INDEX `subscribers_email_lower_unique` ON `subscribers` (lower("email"));--> statement-breakpoint
+CREATE UNIQUE INDEX `subscribers_unsubscribe_token_hash_unique` ON `subscribers` (`unsubscribe_token_hash`);--> statement-breakpoint
 CREATE INDEX `subscribers_created_at_id_idx` ON `subscribers` (`created_at`,`id`);--> statement-breakpoint
 CREATE INDEX `subscribers_status_created_at_id_idx` ON `subscribers` (`status`,`created_at`,`id`);

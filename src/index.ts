@@ -7,10 +7,13 @@ import { ApiError, notFound, onError, problemResponse } from './errors'
 import { negotiateBody } from './middleware/body'
 import { withContext } from './middleware/context'
 import type { AppEnv } from './router'
+import { runScheduledMaintenance } from './scheduled'
 import { ACCOUNT_FORM_BODY_PATHS } from './routes/auth/account.routes'
 import { FORM_BODY_PATHS } from './routes/auth/auth.routes'
 import { authRouter } from './routes/auth/auth.handlers'
 import { metaRouter } from './routes/meta'
+import { postsRouter } from './routes/posts/posts.handlers'
+import { subscribersRouter } from './routes/subscribers/subscribers.handlers'
 import { usersRouter } from './routes/users/users.handlers'
 
 const API_PREFIX = '/api/v1'
@@ -42,6 +45,8 @@ export function createApp() {
     .route('/', metaRouter)
     .route(`${API_PREFIX}/auth`, authRouter)
     .route(`${API_PREFIX}/users`, usersRouter)
+    .route(`${API_PREFIX}/posts`, postsRouter)
+    .route(`${API_PREFIX}/subscribers`, subscribersRouter)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'Bearer', {
     type: 'http',
@@ -76,4 +81,7 @@ export type AppType = typeof app
 
 export default {
   fetch: app.fetch,
+  scheduled(controller, env, ctx) {
+    ctx.waitUntil(runScheduledMaintenance(env, new Date(controller.scheduledTime)))
+  },
 } satisfies ExportedHandler<AppEnv['Bindings']>

@@ -126,3 +126,46 @@ export async function expectProblem(
   }
   return body
 }
+
+/** Promotes a user to administrator directly in D1 (what `npm run create-admin` does). */
+export async function makeAdmin(userId: number): Promise<void> {
+  await env.DB.prepare('UPDATE users SET is_admin = 1 WHERE id = ?').bind(userId).run()
+}
+
+/** Registers and logs in a fresh administrator. */
+export async function registerAdmin(): Promise<{ user: RegisteredUser; tokens: TokenPair }> {
+  const user = await registerUser()
+  await makeAdmin(user.id)
+  return { user, tokens: await login(user) }
+}
+
+export interface OutboxMessage {
+  id: number
+  recipient: string
+  subject: string
+  text: string
+  headers: Record<string, string>
+  status: string
+  attempts: number
+  last_error: string | null
+}
+
+/** Emails queued for a recipient (case-insensitive), oldest first. */
+export async function outboxMessagesTo(recipient: string): Promise<OutboxMessage[]> {
+  const { results } = await env.DB.prepare(
+    'SELECT id, recipient, subject, text, headers, status, attempts, last_error FROM email_outbox WHERE lower(recipient) = lower(?) ORDER BY id',
+  )
+    .bind(recipient)
+    .all<Omit<OutboxMessage, 'headers'> & { headers: string }>()
+  return results.map((row) => ({ ...row, headers: JSON.parse(row.headers) as Record<string, string> }))
+}
+
+/** The token of the newest email link `<base>/<path>?token=…` sent to `recipient`. */
+export async function tokenFromEmail(recipient: string, path: string): Promise<string> {
+  const messages = await outboxMessagesTo(recipient)
+  for (const message of messages.reverse()) {
+    const match = new RegExp(`/${path}\\?token=([^\\s>]+)`).exec(message.text)
+    if (match !== null) return decodeURIComponent(match[1]!)
+  }
+  throw new Error(`no ${path} link emailed to ${recipient}`)
+}

@@ -83,9 +83,12 @@ export const subscribers = sqliteTable(
     updatedAt: timestamp().notNull(),
     confirmedAt: timestamp(),
     unsubscribedAt: timestamp(),
+    /** SHA-256 of the subscriber's unsubscribe token (src/lib/unsubscribe-tokens.ts). */
+    unsubscribeTokenHash: text().notNull(),
   },
   (table) => [
     uniqueIndex('subscribers_email_lower_unique').on(sql`lower(${table.email})`),
+    uniqueIndex('subscribers_unsubscribe_token_hash_unique').on(table.unsubscribeTokenHash),
     index('subscribers_created_at_id_idx').on(table.createdAt, table.id),
     index('subscribers_status_created_at_id_idx').on(table.status, table.createdAt, table.id),
   ],

@@ -1,5 +1,8 @@
 import { createMiddleware } from 'hono/factory'
-import { ApiError, notAuthenticated } from '../errors'
+import type { UserRow } from '../db/schema'
+import { ApiError, forbidden, notAuthenticated } from '../errors'
+import type { TokenKeys } from '../lib/token-keys'
+import { requireUserRow } from '../routes/users/user-store'
 import { isSessionRevoked } from '../lib/revocation'
 import { verifyToken } from '../lib/tokens'
 import type { TokenClaims } from '../lib/tokens'
@@ -17,19 +20,39 @@ export interface AuthedEnv extends AppEnv {
   Variables: AppEnv['Variables'] & { auth: Auth }
 }
 
+export interface AdminEnv extends AppEnv {
+  Variables: AuthedEnv['Variables'] & { user: UserRow }
+}
+
 /**
  * Requires a valid, unrevoked access token: one signature check and one KV read, no D1.
  * Handlers that need the user row load it themselves (and answer 401 if it is gone).
  */
 export function requireUser() {
   return createMiddleware<AuthedEnv>(async function requireUser(c, next) {
-    const token = readBearerToken(c.req.header('authorization'))
-    if (token === null) throw notAuthenticated()
-    const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
-    await assertNotRevoked(c.env.REVOKED_TOKENS, claims)
-    c.set('auth', { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp })
+    c.set('auth', await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.env.REVOKED_TOKENS))
     await next()
   })
+}
+
+/** requireUser() plus the user row, which must have is_admin; others get 403. */
+export function requireAdmin() {
+  return createMiddleware<AdminEnv>(async function requireAdmin(c, next) {
+    const auth = await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.env.REVOKED_TOKENS)
+    const user = await requireUserRow(c.var.db, auth.userId)
+    if (!user.isAdmin) throw forbidden('This action needs an administrator.')
+    c.set('auth', auth)
+    c.set('user', user)
+    await next()
+  })
+}
+
+async function authenticate(header: string | undefined, keys: TokenKeys, kv: KVNamespace): Promise<Auth> {
+  const token = readBearerToken(header)
+  if (token === null) throw notAuthenticated()
+  const claims = await verifyToken(token, 'access', keys, new Date())
+  await assertNotRevoked(kv, claims)
+  return { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp }
 }
 
 /** Refuses a token whose session was revoked; fails closed when KV cannot answer. */

@@ -21,14 +21,12 @@ export function matchesIfNoneMatch(header: string | undefined, etag: string): bo
 }
 
 /**
- * Sends `value` as JSON with a strong ETag and public revalidation headers, or 304 with no body
- * when the client already holds this exact representation.
+ * Sets a strong ETag for `value` (as c.json will serialise it) and public revalidation headers;
+ * true when the client already holds this exact representation and should get 304.
  */
-export async function jsonWithEtag<T>(c: Context, value: T): Promise<Response> {
-  const body = JSON.stringify(value)
-  const etag = await strongEtag(body)
+export async function isNotModified(c: Context, value: unknown): Promise<boolean> {
+  const etag = await strongEtag(JSON.stringify(value))
   c.header('ETag', etag)
   c.header('Cache-Control', PUBLIC_REVALIDATE)
-  if (matchesIfNoneMatch(c.req.header('if-none-match'), etag)) return c.body(null, 304)
-  return c.body(body, 200, { 'Content-Type': 'application/json' })
+  return matchesIfNoneMatch(c.req.header('if-none-match'), etag)
 }

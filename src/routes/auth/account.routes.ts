@@ -1,7 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { json, problems } from '../../router'
-import { EmailSchema, PasswordSchema, TokenPairSchema, jsonOrForm } from './auth.routes'
+import { EmailSchema, PasswordSchema } from '../account-fields'
+import { TokenPairSchema, jsonOrForm } from './auth.routes'
 
 const PasswordChangeInput = z
   .object({ old_password: z.string().min(1).max(1024), new_password: PasswordSchema })

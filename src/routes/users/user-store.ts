@@ -3,9 +3,10 @@ import { users } from '../../db/schema'
 import type { UserRow } from '../../db/schema'
 import { ApiError } from '../../errors'
 import type { Db } from '../../router'
+import { parseId } from '../params'
 
 export async function findUserById(db: Db, id: string | number): Promise<UserRow | undefined> {
-  const numericId = typeof id === 'number' ? id : /^[1-9][0-9]{0,15}$/.test(id) ? Number(id) : null
+  const numericId = typeof id === 'number' ? id : parseId(id)
   if (numericId === null) return undefined
   return db.query.users.findFirst({ where: eq(users.id, numericId) })
 }

@@ -1,0 +1,153 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { SUBSCRIBER_STATUSES } from '../../db/schema'
+import type { SubscriberRow } from '../../db/schema'
+import { requireAdmin } from '../../middleware/authenticate'
+import { json, problems } from '../../router'
+import { EmailSchema } from '../account-fields'
+import { PaginationQuery, pageSchema } from '../pagination'
+
+const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-23T07:00:00.000Z' })
+const Status = z.enum(SUBSCRIBER_STATUSES)
+const Name = z.string().trim().max(200).openapi({ example: 'Ada' })
+
+export const SubscriberSchema = z
+  .object({
+    id: z.number().int().openapi({ example: 7 }),
+    email: z.string().openapi({ example: 'reader@example.com' }),
+    name: z.string().nullable(),
+    status: Status,
+    created_at: Timestamp,
+    confirmed_at: Timestamp.nullable(),
+  })
+  .openapi('Subscriber')
+
+export type Subscriber = z.infer<typeof SubscriberSchema>
+
+export function toSubscriberView(row: SubscriberRow): Subscriber {
+  return {
+    id: row.id,
+    email: row.email,
+    name: row.name,
+    status: row.status,
+    created_at: row.createdAt.toISOString(),
+    confirmed_at: row.confirmedAt?.toISOString() ?? null,
+  }
+}
+
+const jsonBody = <T extends z.ZodType>(schema: T) => ({
+  required: true,
+  content: { 'application/json': { schema } },
+})
+
+const TokenInput = z.object({ token: z.string().min(1).max(512) }).openapi('SubscriberTokenInput')
+const SubscriberParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '7' }) })
+
+export const subscribe = createRoute({
+  method: 'post',
+  path: '/',
+  tags: ['Subscribers'],
+  summary: 'Subscribe to the mailing list (double opt-in)',
+  description:
+    'Always 202 `{status:"pending"}`, whatever the address\'s state (no enumeration). A new, pending ' +
+    'or unsubscribed address is emailed a confirmation link; an active one stays active.',
+  request: { body: jsonBody(z.object({ email: EmailSchema, name: Name.optional() }).openapi('SubscribeInput')) },
+  responses: {
+    202: json(z.object({ status: z.literal('pending') }).openapi('SubscribeAccepted'), 'Check your inbox'),
+    ...problems(400, 413, 415),
+  },
+})
+
+export const confirm = createRoute({
+  method: 'post',
+  path: '/confirm',
+  tags: ['Subscribers'],
+  summary: 'Confirm a subscription with the emailed token',
+  request: { body: jsonBody(TokenInput) },
+  responses: {
+    200: json(z.object({ email: z.string(), status: z.literal('active') }).openapi('SubscriptionConfirmed'), 'Subscribed'),
+    ...problems(400, 413, 415),
+  },
+})
+
+export const unsubscribe = createRoute({
+  method: 'post',
+  path: '/unsubscribe',
+  tags: ['Subscribers'],
+  summary: 'Unsubscribe with the token every email carries',
+  request: { body: jsonBody(TokenInput) },
+  responses: {
+    200: json(z.object({ status: z.literal('unsubscribed') }).openapi('Unsubscribed'), 'Unsubscribed'),
+    ...problems(400, 413, 415),
+  },
+})
+
+export const list = createRoute({
+  method: 'get',
+  path: '/',
+  tags: ['Subscribers'],
+  summary: 'List subscribers (admin)',
+  middleware: [requireAdmin()] as const,
+  security: [{ Bearer: [] }],
+  request: {
+    query: PaginationQuery.extend({
+      status: Status.optional(),
+      q: z.string().trim().min(1).max(200).optional().openapi({ description: 'Substring of email or name' }),
+    }),
+  },
+  responses: {
+    200: json(pageSchema(SubscriberSchema, 'SubscriberPage'), 'A page of subscribers, newest first'),
+    ...problems(400, 401, 403, 503),
+  },
+})
+
+export const exportCsv = createRoute({
+  method: 'get',
+  path: '/export',
+  tags: ['Subscribers'],
+  summary: 'Every subscriber as CSV, streamed (admin)',
+  middleware: [requireAdmin()] as const,
+  security: [{ Bearer: [] }],
+  responses: {
+    200: {
+      content: { 'text/csv': { schema: z.string().openapi({ example: 'id,email,name,status,created_at,confirmed_at\n' }) } },
+      description: 'Header row `id,email,name,status,created_at,confirmed_at`, RFC 4180 quoting',
+    },
+    ...problems(401, 403, 503),
+  },
+})
+
+export const get = createRoute({
+  method: 'get',
+  path: '/{id}',
+  tags: ['Subscribers'],
+  summary: 'A subscriber (admin)',
+  middleware: [requireAdmin()] as const,
+  security: [{ Bearer: [] }],
+  request: { params: SubscriberParams },
+  responses: { 200: json(SubscriberSchema, 'The subscriber'), ...problems(401, 403, 404, 503) },
+})
+
+export const update = createRoute({
+  method: 'patch',
+  path: '/{id}',
+  tags: ['Subscribers'],
+  summary: 'Change a subscriber (admin)',
+  middleware: [requireAdmin()] as const,
+  security: [{ Bearer: [] }],
+  request: {
+    params: SubscriberParams,
+    body: jsonBody(z.object({ name: Name.nullable().optional(), status: Status.optional() }).openapi('SubscriberPatch')),
+  },
+  responses: { 200: json(SubscriberSchema, 'The updated subscriber'), ...problems(400, 401, 403, 404, 413, 415, 503) },
+})
+
+export const remove = createRoute({
+  method: 'delete',
+  path: '/{id}',
+  tags: ['Subscribers'],
+  summary: 'Delete a subscriber (admin)',
+  middleware: [requireAdmin()] as const,
+  security: [{ Bearer: [] }],
+  request: { params: SubscriberParams },
+  responses: { 204: { description: 'Deleted' }, ...problems(401, 403, 404, 503) },
+})
