@@ -1,0 +1,59 @@
+// Runs SQL against the D1 database through wrangler, locally (default) or remotely.
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const wrangler = join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'wrangler.cmd' : 'wrangler')
+const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? 'false', CI: 'true' }
+
+export type Target = '--local' | '--remote'
+
+/** A SQL string literal: single quotes doubled, so any text is safe inside '…'. */
+export function literal(value: string | number | boolean | null): string {
+  if (value === null) return 'NULL'
+  if (typeof value === 'number') return String(value)
+  if (typeof value === 'boolean') return value ? '1' : '0'
+  return `'${value.replace(/'/g, "''")}'`
+}
+
+export function applyMigrations(target: Target): void {
+  run(['d1', 'migrations', 'apply', 'DB', target], 'inherit')
+}
+
+/** Executes SQL (several statements allowed) and returns the rows of the last statement. */
+export function execute(sql: string, target: Target): Record<string, unknown>[] {
+  const dir = mkdtempSync(join(tmpdir(), 'edgepress-'))
+  const file = join(dir, 'statements.sql')
+  try {
+    writeFileSync(file, sql)
+    const output = run(['d1', 'execute', 'DB', target, '--json', '--file', file], 'pipe')
+    const results = JSON.parse(output) as { results?: Record<string, unknown>[] }[]
+    return results[results.length - 1]?.results ?? []
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** PASSWORD_PEPPER from the environment, or for local work from .dev.vars. */
+export function passwordPepper(target: Target): string | undefined {
+  if (process.env.PASSWORD_PEPPER) return process.env.PASSWORD_PEPPER
+  if (target === '--remote') return undefined
+  try {
+    const match = /^PASSWORD_PEPPER\s*=\s*"?([^"\n]+)"?\s*$/m.exec(readFileSync(join(root, '.dev.vars'), 'utf8'))
+    return match?.[1]
+  } catch {
+    return undefined
+  }
+}
+
+function run(args: string[], stdout: 'inherit' | 'pipe'): string {
+  const result = spawnSync(wrangler, args, { cwd: root, env, stdio: ['ignore', stdout, 'inherit'], encoding: 'utf8' })
+  if (result.status !== 0) {
+    console.error(`wrangler ${args.join(' ')} failed (exit ${result.status})`)
+    process.exit(result.status ?? 1)
+  }
+  return result.stdout ?? ''
+}
