@@ -464,8 +464,17 @@ describe('Security: malformed request bodies are 4xx, never 5xx', () => {
     },
   )
 
-  // API.md lists DELETE /users/me as a future route, so PUT (never in the contract) stands in for
-  // "wrong method on /users/me"; it stays a wrong method whatever else gets implemented.
+  it('answers 404, not 415, to a foreign body on an unknown route', async () => {
+    const res = await api('POST', '/api/v1/nope', 'hello', undefined, { 'content-type': 'text/plain' })
+    await expectProblem(res, 404, 'not_found')
+  })
+
+  it('answers 405, not 415, to a form body sent with the wrong method', async () => {
+    const res = await api('PUT', '/users/me', 'a=1', undefined, { 'content-type': 'application/x-www-form-urlencoded' })
+    await expectProblem(res, 405, 'method_not_allowed')
+  })
+
+  // PUT is not in the contract for /users/me (GET, PATCH and DELETE are).
   it.each([
     ['PUT', '/users/me', 'GET'],
     ['GET', '/auth/token', 'POST'],

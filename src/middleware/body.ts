@@ -1,4 +1,5 @@
 import { createMiddleware } from 'hono/factory'
+import { matchedRoutes } from 'hono/route'
 import { ApiError } from '../errors'
 import type { AppEnv } from '../router'
 
@@ -14,6 +15,8 @@ export function negotiateBody(formPaths: ReadonlySet<string>) {
   return createMiddleware<AppEnv>(async function negotiateBody(c, next) {
     const contentType = c.req.header('content-type')
     if (contentType === undefined || c.req.raw.body === null) return next()
+    // Unknown routes and wrong methods answer 404/405 whatever the body is.
+    if (!matchedRoutes(c).some((route) => route.method !== 'ALL')) return next()
     const mediaType = contentType.split(';')[0]!.trim().toLowerCase()
     if (JSON_MEDIA_TYPE.test(mediaType)) return next()
     if (mediaType === FORM_MEDIA_TYPE && formPaths.has(c.req.path)) {
