@@ -1,5 +1,5 @@
-import { OpenAPIHono } from '@hono/zod-openapi'
-import type { RouteConfig, RouteHandler, z } from '@hono/zod-openapi'
+import { OpenAPIHono, z } from '@hono/zod-openapi'
+import type { RouteConfig, RouteHandler } from '@hono/zod-openapi'
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { DrizzleD1Database } from 'drizzle-orm/d1'
 import type { Config, Env } from './config'
@@ -77,6 +77,17 @@ function describeIssue(issue: z.core.$ZodIssue): string {
 
 function article(type: string): string {
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`
+}
+
+/** ISO 8601 UTC timestamps, as every resource renders them. */
+export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-23T07:00:00.000Z' })
+
+/** The ETag header of single public resources. */
+export const ETAG_HEADER = { ETag: { schema: { type: 'string' as const }, description: 'Strong validator' } }
+
+/** A required JSON request body. */
+export function jsonBody<T extends z.ZodType>(schema: T) {
+  return { required: true, content: { 'application/json': { schema } } }
 }
 
 /** A JSON response entry for a route's `responses`. */

@@ -14,28 +14,26 @@ interface Recipient {
   email: string
 }
 
-/** Statements that issue an email-verification token and queue the email carrying it. */
-export async function emailVerificationStatements(
-  db: Db,
-  config: Config,
-  recipient: Recipient,
-  now: Date,
-): Promise<BatchStatements> {
-  const { token, insert } = await issueOneTimeToken(db, 'email_verification', recipient, now)
-  const link = linkTo(config.publicBaseUrl, LINK_PATHS.emailVerification, token)
-  return [insert, queueEmail(db, emailVerificationMessage(recipient.email, recipient.username, link), now)]
-}
+const ACCOUNT_EMAILS = {
+  email_verification: { path: LINK_PATHS.emailVerification, message: emailVerificationMessage },
+  password_reset: { path: LINK_PATHS.passwordReset, message: passwordResetMessage },
+} as const
 
-/** Statements that issue a password-reset token (1 h, single use) and queue the email. */
-export async function passwordResetStatements(
+/**
+ * Statements that issue a one-time token for a user (email verification 24 h, password reset 1 h)
+ * and queue the email carrying its link: run them in one db.batch() with the change behind them.
+ */
+export async function accountEmailStatements(
+  purpose: keyof typeof ACCOUNT_EMAILS,
   db: Db,
   config: Config,
   recipient: Recipient,
   now: Date,
 ): Promise<BatchStatements> {
-  const { token, insert } = await issueOneTimeToken(db, 'password_reset', recipient, now)
-  const link = linkTo(config.publicBaseUrl, LINK_PATHS.passwordReset, token)
-  return [insert, queueEmail(db, passwordResetMessage(recipient.email, recipient.username, link), now)]
+  const { token, insert } = await issueOneTimeToken(db, purpose, recipient, now)
+  const { path, message } = ACCOUNT_EMAILS[purpose]
+  const link = linkTo(config.publicBaseUrl, path, token)
+  return [insert, queueEmail(db, message(recipient.email, recipient.username, link), now)]
 }
 
 /** After a batch that queued email has committed: deliver it once the response is on its way. */

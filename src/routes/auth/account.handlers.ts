@@ -1,7 +1,7 @@
 import { and, eq, sql } from 'drizzle-orm'
 import { users } from '../../db/schema'
 import { consumeOneTimeToken } from '../../db/one-time-tokens'
-import { deliverSoon, emailVerificationStatements, passwordResetStatements } from '../../email/account-emails'
+import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
 import { ApiError } from '../../errors'
 import type { AuthedEnv } from '../../middleware/authenticate'
 import { hashPassword, verifyPassword } from '../../lib/passwords'
@@ -32,7 +32,7 @@ export const passwordReset: AppRouteHandler<typeof routes.passwordReset> = async
   if (user !== undefined) {
     const now = new Date()
     const recipient = { userId: user.id, username: user.username, email: user.email }
-    await db.batch(await passwordResetStatements(db, config, recipient, now))
+    await db.batch(await accountEmailStatements('password_reset', db, config, recipient, now))
     deliverSoon(c)
   }
   return c.json({ status: 'accepted' as const }, 202)
@@ -76,7 +76,8 @@ export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> 
   const { db, config } = c.var
   const user = await requireUserRow(db, c.var.auth.userId)
   if (!user.emailVerified) {
-    const statements = await emailVerificationStatements(
+    const statements = await accountEmailStatements(
+      'email_verification',
       db,
       config,
       { userId: user.id, username: user.username, email: user.email },

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
-import { json, problems } from '../../router'
+import { json, jsonBody, problems } from '../../router'
 import { EmailSchema, PasswordSchema } from '../account-fields'
 import { TokenPairSchema, jsonOrForm } from './auth.routes'
 
@@ -26,9 +26,7 @@ export const passwordChange = createRoute({
   description: 'Returns a new token pair (a new session); every other session is revoked.',
   middleware: [requireUser()] as const,
   security: [{ Bearer: [] }],
-  request: {
-    body: { required: true, content: { 'application/json': { schema: PasswordChangeInput } } },
-  },
+  request: { body: jsonBody(PasswordChangeInput) },
   responses: {
     200: json(TokenPairSchema, 'A new token pair'),
     ...problems(400, 401, 413, 415, 503),

@@ -2,7 +2,7 @@ import { eq, sql } from 'drizzle-orm'
 import type { Context } from 'hono'
 import { users } from '../../db/schema'
 import type { UserRow } from '../../db/schema'
-import { deliverSoon, emailVerificationStatements } from '../../email/account-emails'
+import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
 import { ApiError } from '../../errors'
 import { assertNotRevoked } from '../../middleware/authenticate'
 import type { AuthedEnv } from '../../middleware/authenticate'
@@ -27,7 +27,7 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const [inserted] = await db
     .batch([
       db.insert(users).values({ username, email, passwordHash, createdAt: now, updatedAt: now }).returning(),
-      ...(await emailVerificationStatements(db, config, { userId: newUserId, username, email }, now)),
+      ...(await accountEmailStatements('email_verification', db, config, { userId: newUserId, username, email }, now)),
     ])
     .catch(toConflict)
   const user = (inserted as UserRow[])[0]!

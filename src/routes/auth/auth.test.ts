@@ -133,7 +133,7 @@ describe('POST /api/v1/auth/register', () => {
     }
   })
 
-  it('answers 409 username_taken for a taken username, whatever its case', async ({ expect }) => {
+  it('answers 409 username_taken for a taken username, whatever its case', async () => {
     const user = await registerUser()
     for (const username of [user.username, user.username.toUpperCase()]) {
       const res = await api('POST', '/auth/register', {

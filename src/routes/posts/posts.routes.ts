@@ -1,9 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
-import { json, problems } from '../../router'
+import { ETAG_HEADER, Timestamp, json, jsonBody, problems } from '../../router'
 import { PaginationQuery, pageSchema } from '../pagination'
 
-const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-23T07:00:00.000Z' })
 
 export const PostSchema = z
   .object({
@@ -38,7 +37,6 @@ export const PostListQuery = PaginationQuery.extend({
 export const PostPage = pageSchema(PostSchema, 'PostPage')
 
 const PostParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '42' }) })
-const EtagHeader = { ETag: { schema: { type: 'string' as const }, description: 'Strong validator' } }
 
 export const list = createRoute({
   method: 'get',
@@ -56,7 +54,7 @@ export const create = createRoute({
   summary: 'Write a post',
   middleware: [requireUser()] as const,
   security: [{ Bearer: [] }],
-  request: { body: { required: true, content: { 'application/json': { schema: PostInput } } } },
+  request: { body: jsonBody(PostInput) },
   responses: {
     201: { ...json(PostSchema, 'The created post'), headers: { Location: { schema: { type: 'string' as const } } } },
     ...problems(400, 401, 413, 415, 503),
@@ -70,8 +68,8 @@ export const get = createRoute({
   summary: 'Read a post (with ETag; If-None-Match → 304)',
   request: { params: PostParams },
   responses: {
-    200: { ...json(PostSchema, 'The post'), headers: EtagHeader },
-    304: { description: 'Not modified', headers: EtagHeader },
+    200: { ...json(PostSchema, 'The post'), headers: ETAG_HEADER },
+    304: { description: 'Not modified', headers: ETAG_HEADER },
     ...problems(404),
   },
 })
@@ -88,7 +86,7 @@ export const replace = createRoute({
   summary: 'Replace a post (author or admin)',
   middleware: [requireUser()] as const,
   security: [{ Bearer: [] }],
-  request: { params: PostParams, body: { required: true, content: { 'application/json': { schema: PostInput } } } },
+  request: { params: PostParams, body: jsonBody(PostInput) },
   responses: writeResponses,
 })
 
@@ -99,7 +97,7 @@ export const update = createRoute({
   summary: 'Change some fields of a post (author or admin)',
   middleware: [requireUser()] as const,
   security: [{ Bearer: [] }],
-  request: { params: PostParams, body: { required: true, content: { 'application/json': { schema: PostPatch } } } },
+  request: { params: PostParams, body: jsonBody(PostPatch) },
   responses: writeResponses,
 })
 

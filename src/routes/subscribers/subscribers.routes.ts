@@ -2,11 +2,10 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { SUBSCRIBER_STATUSES } from '../../db/schema'
 import type { SubscriberRow } from '../../db/schema'
 import { requireAdmin } from '../../middleware/authenticate'
-import { json, problems } from '../../router'
+import { Timestamp, json, jsonBody, problems } from '../../router'
 import { EmailSchema } from '../account-fields'
 import { PaginationQuery, pageSchema } from '../pagination'
 
-const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-23T07:00:00.000Z' })
 const Status = z.enum(SUBSCRIBER_STATUSES)
 const Name = z.string().trim().max(200).openapi({ example: 'Ada' })
 
@@ -33,11 +32,6 @@ export function toSubscriberView(row: SubscriberRow): Subscriber {
     confirmed_at: row.confirmedAt?.toISOString() ?? null,
   }
 }
-
-const jsonBody = <T extends z.ZodType>(schema: T) => ({
-  required: true,
-  content: { 'application/json': { schema } },
-})
 
 const TokenInput = z.object({ token: z.string().min(1).max(512) }).openapi('SubscriberTokenInput')
 const SubscriberParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '7' }) })

@@ -1,7 +1,7 @@
 import { eq } from 'drizzle-orm'
 import { users } from '../../db/schema'
 import type { UserRow } from '../../db/schema'
-import { deliverSoon, emailVerificationStatements } from '../../email/account-emails'
+import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
 import { ApiError, notFound } from '../../errors'
 import { verifyPassword } from '../../lib/passwords'
 import type { AdminEnv, AuthedEnv } from '../../middleware/authenticate'
@@ -111,7 +111,7 @@ async function applyUserChanges(
       .returning(),
   ]
   if (emailChanged && !emailVerified) {
-    statements.push(...(await emailVerificationStatements(db, config, { userId: user.id, username, email }, now)))
+    statements.push(...(await accountEmailStatements('email_verification', db, config, { userId: user.id, username, email }, now)))
   }
   const [updated] = await db.batch(statements).catch(toConflict)
   return (updated as UserRow[])[0]!

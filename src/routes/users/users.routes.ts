@@ -1,12 +1,11 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import type { UserRow } from '../../db/schema'
 import { requireAdmin, requireUser } from '../../middleware/authenticate'
-import { json, problems } from '../../router'
+import { ETAG_HEADER, Timestamp, json, jsonBody, problems } from '../../router'
 import { EmailSchema, UsernameSchema } from '../account-fields'
 import { PaginationQuery, pageSchema } from '../pagination'
 import { PostPage } from '../posts/posts.routes'
 
-const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-23T07:00:00.000Z' })
 
 export const PrivateUserSchema = z
   .object({
@@ -46,7 +45,6 @@ export function toPublicUser(user: Pick<UserRow, 'id' | 'username' | 'createdAt'
 }
 
 const UserParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '1' }) })
-const EtagHeader = { ETag: { schema: { type: 'string' as const }, description: 'Strong validator' } }
 
 const MePatch = z
   .object({ username: UsernameSchema.optional(), email: EmailSchema.optional() })
@@ -62,11 +60,6 @@ const AdminUserPatch = z
   .openapi('AdminUserPatch')
 
 const DeleteMeInput = z.object({ password: z.string().min(1).max(1024) }).openapi('DeleteMeInput')
-
-const jsonBody = <T extends z.ZodType>(schema: T) => ({
-  required: true,
-  content: { 'application/json': { schema } },
-})
 
 export const list = createRoute({
   method: 'get',
@@ -84,8 +77,8 @@ export const get = createRoute({
   summary: 'A public profile (with ETag)',
   request: { params: UserParams },
   responses: {
-    200: { ...json(PublicUserSchema, 'The profile'), headers: EtagHeader },
-    304: { description: 'Not modified', headers: EtagHeader },
+    200: { ...json(PublicUserSchema, 'The profile'), headers: ETAG_HEADER },
+    304: { description: 'Not modified', headers: ETAG_HEADER },
     ...problems(404),
   },
 })

@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest'
+import { csvField, csvRecord } from './csv'
+
+describe('csvField', () => {
+  it.for([
+    ['plain text', 'alice@example.com', 'alice@example.com'],
+    ['an empty string', '', ''],
+    ['spaces (kept, unquoted)', ' Alice Smith ', ' Alice Smith '],
+    ['a comma', 'Smith, Alice', '"Smith, Alice"'],
+    ['a double quote', 'Alice "Al" Smith', '"Alice ""Al"" Smith"'],
+    ['only a double quote', '"', '""""'],
+    ['a LF', 'line one\nline two', '"line one\nline two"'],
+    ['a CR', 'line one\rline two', '"line one\rline two"'],
+    ['a CRLF', 'line one\r\nline two', '"line one\r\nline two"'],
+    ['every special character', 'a,"b"\r\nc', '"a,""b""\r\nc"'],
+    ['a single quote (not special)', "O'Brien", "O'Brien"],
+    ['a semicolon and tab (not special)', 'a;b\tc', 'a;b\tc'],
+    ['unicode', 'Zoë 🎉 مرحبا e\u0301', 'Zoë 🎉 مرحبا e\u0301'],
+    ['unicode with a comma', 'café, crème', '"café, crème"'],
+  ] as const)('renders %s', ([, value, expected]) => {
+    expect(csvField(value)).toBe(expected)
+  })
+
+  it('renders null as an empty field', () => {
+    expect(csvField(null)).toBe('')
+  })
+
+  it.for([
+    [0, '0'],
+    [42, '42'],
+    [-7, '-7'],
+    [1.5, '1.5'],
+  ] as const)('renders the number %d as %j', ([value, expected]) => {
+    expect(csvField(value)).toBe(expected)
+  })
+})
+
+describe('csvRecord', () => {
+  it('joins fields with commas and ends with CRLF', () => {
+    expect(csvRecord(['email', 'name', 'status', 'created_at'])).toBe('email,name,status,created_at\r\n')
+  })
+
+  it('quotes only the fields that need it', () => {
+    expect(csvRecord(['a@example.com', 'Smith, "Al"\nJr', 'active', 3, null])).toBe(
+      'a@example.com,"Smith, ""Al""\nJr",active,3,\r\n',
+    )
+  })
+
+  it('renders an empty record as a bare CRLF', () => {
+    expect(csvRecord([])).toBe('\r\n')
+  })
+
+  it('keeps nulls as empty positions so columns stay aligned', () => {
+    expect(csvRecord([null, null, null])).toBe(',,\r\n')
+  })
+
+  it('round-trips through a minimal RFC 4180 parser', () => {
+    const values = ['x,y', 'say "hi"', 'multi\r\nline', 'plain', 'ünïcödé 👩‍💻', '']
+    expect(parseCsvRecord(csvRecord(values))).toEqual(values)
+  })
+})
+
+/** Parses one CRLF-terminated RFC 4180 record; just enough to check csvRecord's output. */
+function parseCsvRecord(text: string): string[] {
+  expect(text.endsWith('\r\n')).toBe(true)
+  const input = text.slice(0, -2)
+  const fields: string[] = []
+  let i = 0
+  while (i <= input.length) {
+    if (input[i] === '"') {
+      let value = ''
+      i += 1
+      while (i < input.length) {
+        if (input[i] === '"' && input[i + 1] === '"') {
+          value += '"'
+          i += 2
+        } else if (input[i] === '"') {
+          i += 1
+          break
+        } else {
+          value += input[i]
+          i += 1
+        }
+      }
+      fields.push(value)
+      i += 1
+    } else {
+      const end = input.indexOf(',', i)
+      const stop = end === -1 ? input.length : end
+      fields.push(input.slice(i, stop))
+      i = stop + 1
+    }
+  }
+  return fields
+}
