@@ -11,6 +11,8 @@ export default defineConfig(async () => ({
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations('./migrations'),
           JWT_SECRET: TEST_JWT_SECRET,
+          // One log line per request would bury test failures; observe.test.ts turns it back on.
+          LOG_REQUESTS: 'false',
         },
       },
     }),

@@ -24,6 +24,7 @@ export interface Env {
   MAIL_FROM?: string
   MAIL_API_KEY?: string
   MAIL_API_URL?: string
+  LOG_REQUESTS?: string
 }
 
 const optionalText = z
@@ -61,6 +62,7 @@ const ConfigSchema = z
     MAIL_FROM: optionalText,
     MAIL_API_KEY: optionalText,
     MAIL_API_URL: optionalText.pipe(z.url().optional()),
+    LOG_REQUESTS: optionalText.pipe(z.enum(['true', 'false']).optional()),
   })
   .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
     message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
@@ -92,6 +94,8 @@ export interface Config {
   passwordPepper: string | undefined
   publicBaseUrl: string
   corsOrigins: string[]
+  /** One JSON log line per request (LOG_REQUESTS, default true). */
+  logRequests: boolean
   mail: {
     transport: 'console' | 'http' | 'resend'
     from: string
@@ -136,6 +140,7 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       .split(',')
       .map((origin) => origin.trim())
       .filter((origin) => origin !== ''),
+    logRequests: env.LOG_REQUESTS !== 'false',
     mail: {
       transport: env.MAIL_TRANSPORT ?? 'console',
       from: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',

@@ -5,6 +5,8 @@ import { requestId } from 'hono/request-id'
 import { version } from '../package.json'
 import { ApiError, notFound, onError, problemResponse } from './errors'
 import { negotiateBody } from './middleware/body'
+import { apiSecurityHeaders, corsForConfiguredOrigins } from './middleware/browser-security'
+import { observe } from './middleware/observe'
 import { withContext } from './middleware/context'
 import type { AppEnv } from './router'
 import { runScheduledMaintenance } from './scheduled'
@@ -24,6 +26,9 @@ export function createApp() {
   const app = new OpenAPIHono<AppEnv>()
 
   app.use(requestId())
+  app.use(observe())
+  app.use(corsForConfiguredOrigins())
+  app.use(apiSecurityHeaders())
   app.use(
     methodNotAllowed({
       app,

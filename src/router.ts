@@ -6,6 +6,7 @@ import type { Config, Env } from './config'
 import type * as schema from './db/schema'
 import { ApiError, ProblemSchema } from './errors'
 import type { FieldError } from './errors'
+import type { BindingTimings } from './lib/timed-bindings'
 import type { TokenKeys } from './lib/token-keys'
 
 export type Db = DrizzleD1Database<typeof schema>
@@ -18,6 +19,9 @@ export interface AppVariables {
   config: Config
   tokenKeys: TokenKeys
   db: Db
+  /** REVOKED_TOKENS, timed for Server-Timing. */
+  kv: KVNamespace
+  timings: BindingTimings
 }
 
 export interface AppEnv {

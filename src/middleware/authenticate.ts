@@ -30,7 +30,7 @@ export interface AdminEnv extends AppEnv {
  */
 export function requireUser() {
   return createMiddleware<AuthedEnv>(async function requireUser(c, next) {
-    c.set('auth', await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.env.REVOKED_TOKENS))
+    c.set('auth', await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.var.kv))
     await next()
   })
 }
@@ -38,7 +38,7 @@ export function requireUser() {
 /** requireUser() plus the user row, which must have is_admin; others get 403. */
 export function requireAdmin() {
   return createMiddleware<AdminEnv>(async function requireAdmin(c, next) {
-    const auth = await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.env.REVOKED_TOKENS)
+    const auth = await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.var.kv)
     const user = await requireUserRow(c.var.db, auth.userId)
     if (!user.isAdmin) throw forbidden('This action needs an administrator.')
     c.set('auth', auth)

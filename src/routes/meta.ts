@@ -35,7 +35,7 @@ const KV_PROBE_KEY = 'health:probe'
 const getHealth: AppRouteHandler<typeof health> = async (c) => {
   const [d1, kv] = await Promise.allSettled([
     c.var.db.get(sql`select 1 as ok`),
-    c.env.REVOKED_TOKENS.get(KV_PROBE_KEY),
+    c.var.kv.get(KV_PROBE_KEY),
   ])
   const down = [d1.status === 'rejected' ? 'D1' : null, kv.status === 'rejected' ? 'KV' : null].filter(Boolean)
   if (down.length > 0) {

@@ -20,7 +20,7 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
   const now = new Date()
   const passwordHash = await hashPassword(newPassword, config.passwordPepper)
   // Every session ends, this one included; the caller continues in the new session below.
-  await endAllSessions(db, c.env.REVOKED_TOKENS, user.id, 'password change', now, tokenKeys, [auth.sessionId])
+  await endAllSessions(db, c.var.kv, user.id, 'password change', now, tokenKeys, [auth.sessionId])
   const changePassword = db.update(users).set({ passwordHash, updatedAt: now }).where(eq(users.id, user.id))
   return c.json(await startSession(db, user.id, tokenKeys, now, [changePassword]), 200)
 }
@@ -54,7 +54,7 @@ export const passwordResetConfirm: AppRouteHandler<typeof routes.passwordResetCo
       })
       .where(eq(users.id, live.userId)),
   ])
-  await endAllSessions(db, c.env.REVOKED_TOKENS, owner.userId!, 'password reset', now, tokenKeys)
+  await endAllSessions(db, c.var.kv, owner.userId!, 'password reset', now, tokenKeys)
   return c.body(null, 204)
 }
 

@@ -89,14 +89,14 @@ export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
   const { db, config, tokenKeys } = c.var
   const now = new Date()
   const claims = await verifyToken(refreshToken, 'refresh', tokenKeys, now)
-  const pair = await rotateRefreshToken(db, c.env.REVOKED_TOKENS, claims, tokenKeys, config.tokens.reuseGraceSeconds, now)
+  const pair = await rotateRefreshToken(db, c.var.kv, claims, tokenKeys, config.tokens.reuseGraceSeconds, now)
   return c.json(pair, 200)
 }
 
 export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const { token: presented } = c.req.valid('json')
   const claims = await verifyToken(presented, 'any', c.var.tokenKeys, new Date())
-  await assertNotRevoked(c.env.REVOKED_TOKENS, claims)
+  await assertNotRevoked(c.var.kv, claims)
   // A rotated refresh token is no longer valid even though its session lives on.
   if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(c.var.db, claims))) {
     throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')
@@ -114,13 +114,13 @@ export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c
     const claims = await verifyToken(refreshToken, 'refresh', tokenKeys, now).catch(() => null)
     if (claims !== null && claims.sub === auth.userId) sids.push(claims.sid)
   }
-  await endSessions(db, c.env.REVOKED_TOKENS, sids, Number(auth.userId), 'logout', now, tokenKeys, auth.expiresAt)
+  await endSessions(db, c.var.kv, sids, Number(auth.userId), 'logout', now, tokenKeys, auth.expiresAt)
   return c.body(null, 204)
 }
 
 export const logoutAll: AppRouteHandler<typeof routes.logoutAll, AuthedEnv> = async (c) => {
   const { auth, db, tokenKeys } = c.var
-  await endAllSessions(db, c.env.REVOKED_TOKENS, Number(auth.userId), 'logout-all', new Date(), tokenKeys, [
+  await endAllSessions(db, c.var.kv, Number(auth.userId), 'logout-all', new Date(), tokenKeys, [
     auth.sessionId,
   ])
   return c.body(null, 204)

@@ -67,7 +67,7 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
   if (!(await verifyPassword(c.req.valid('json').password, user.passwordHash, config.passwordPepper))) {
     throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
   }
-  await deleteUser(c.var.db, c.env.REVOKED_TOKENS, c.var.tokenKeys, user, [auth.sessionId])
+  await deleteUser(c.var.db, c.var.kv, c.var.tokenKeys, user, [auth.sessionId])
   return c.body(null, 204)
 }
 
@@ -83,7 +83,7 @@ export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> =
 export const adminDelete: AppRouteHandler<typeof routes.adminDelete, AdminEnv> = async (c) => {
   const target = await findUserById(c.var.db, c.req.valid('param').id)
   if (target === undefined) throw notFound('user')
-  await deleteUser(c.var.db, c.env.REVOKED_TOKENS, c.var.tokenKeys, target)
+  await deleteUser(c.var.db, c.var.kv, c.var.tokenKeys, target)
   return c.body(null, 204)
 }
 

@@ -1,0 +1,55 @@
+import { createMiddleware } from 'hono/factory'
+import { secureHeaders } from 'hono/secure-headers'
+import { getConfig } from '../config'
+import type { Env } from '../config'
+
+// Browser-facing protections. The API serves only JSON, so its responses may load nothing and be
+// framed by nobody; the /docs page gets its own, looser CSP from public/_headers.
+
+/** HSTS, nosniff, no framing, no referrer, and a CSP under which a JSON response can do nothing. */
+export function apiSecurityHeaders() {
+  return secureHeaders({
+    contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"] },
+    xFrameOptions: 'DENY',
+    strictTransportSecurity: 'max-age=31536000; includeSubDomains',
+    referrerPolicy: 'no-referrer',
+    crossOriginResourcePolicy: false,
+    crossOriginOpenerPolicy: false,
+    xXssProtection: false,
+  })
+}
+
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE'
+const ALLOWED_HEADERS = 'Authorization, Content-Type, If-None-Match, X-Request-Id, X-CSRF-Token, X-D1-Bookmark'
+const EXPOSED_HEADERS = 'ETag, Location, Retry-After, Server-Timing, WWW-Authenticate, X-Request-Id, X-D1-Bookmark'
+
+/**
+ * CORS for the origins in CORS_ORIGINS only: preflights answered, credentials (cookies) allowed,
+ * the headers clients need exposed. Any other origin gets no CORS header at all (Hono's cors()
+ * would still send Allow-Credentials and Expose-Headers), so the browser withholds the response.
+ */
+export function corsForConfiguredOrigins() {
+  return createMiddleware(async function corsForConfiguredOrigins(c, next) {
+    const origin = c.req.header('origin')
+    const allowed = origin !== undefined && getConfig(c.env as Env).corsOrigins.includes(origin)
+    const isPreflight = c.req.method === 'OPTIONS' && c.req.header('access-control-request-method') !== undefined
+    if (isPreflight) {
+      const headers = new Headers({ Vary: 'Origin' })
+      if (allowed) {
+        headers.set('Access-Control-Allow-Origin', origin)
+        headers.set('Access-Control-Allow-Credentials', 'true')
+        headers.set('Access-Control-Allow-Methods', ALLOWED_METHODS)
+        headers.set('Access-Control-Allow-Headers', ALLOWED_HEADERS)
+        headers.set('Access-Control-Max-Age', '600')
+      }
+      return new Response(null, { status: 204, headers })
+    }
+    await next()
+    c.header('Vary', 'Origin', { append: true })
+    if (allowed) {
+      c.header('Access-Control-Allow-Origin', origin)
+      c.header('Access-Control-Allow-Credentials', 'true')
+      c.header('Access-Control-Expose-Headers', EXPOSED_HEADERS)
+    }
+  })
+}
