@@ -77,6 +77,15 @@ describe('Security: decodeCursor refuses anything it did not issue for this list
     await expectInvalidCursor(flipCharAt(cursor, cursor.indexOf('.') + 1))
   })
 
+  it('refuses every spelling of its MAC but the canonical one (unused trailing base64 bits)', async () => {
+    const cursor = await encodeCursor(position, key)
+    const last = cursor.at(-1)!
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+    const sameBytes = [...alphabet].filter((c) => c !== last && alphabet.indexOf(c) >> 4 === alphabet.indexOf(last) >> 4)
+    expect(sameBytes.length).toBeGreaterThan(0)
+    for (const other of sameBytes) await expectInvalidCursor(`${cursor.slice(0, -1)}${other}`)
+  })
+
   it('refuses a MAC that is not base64url', async () => {
     const [payload] = (await encodeCursor(position, key)).split('.')
     await expectInvalidCursor(`${payload}.not+base64/url!`)

@@ -38,8 +38,10 @@ export async function macOf(message: string, key: CryptoKey): Promise<string> {
 /** Checks a MAC in constant time. */
 export async function isValidMac(message: string, mac: string, key: CryptoKey): Promise<boolean> {
   const presented = fromBase64Url(mac)
-  const expected = fromBase64Url(await macOf(message, key))!
-  return presented !== null && constantTimeEqual(presented, expected)
+  // Only the canonical spelling counts: base64's unused trailing bits would otherwise give one
+  // MAC several accepted spellings.
+  if (presented === null || toBase64Url(presented) !== mac) return false
+  return constantTimeEqual(presented, fromBase64Url(await macOf(message, key))!)
 }
 
 /** SHA-256 of a one-time token, base64url: what D1 stores instead of the token. */

@@ -1,0 +1,843 @@
+import { env } from 'cloudflare:workers'
+import { describe, it } from 'vitest'
+import {
+  BASE_URL,
+  api,
+  expectProblem,
+  outboxMessagesTo,
+  registerAdmin,
+  registerAndLogin,
+  registerUser,
+  tokenFromEmail,
+  uniqueName,
+} from '../../../test/helpers'
+
+// PUBLIC_BASE_URL in wrangler.toml: every emailed link starts with it (API.md § Email).
+const PUBLIC_BASE_URL = 'http://localhost:8787'
+const CONFIRM_PATH = 'confirm-subscription'
+const UNSUBSCRIBE_PATH = 'unsubscribe'
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
+const SUBSCRIBER_KEYS = ['confirmed_at', 'created_at', 'email', 'id', 'name', 'status']
+const CSV_HEADER = ['id', 'email', 'name', 'status', 'created_at', 'confirmed_at']
+
+type SubscriberStatus = 'pending' | 'active' | 'unsubscribed'
+
+interface SubscriberView {
+  id: number
+  email: string
+  name: string | null
+  status: SubscriberStatus
+  created_at: string
+  confirmed_at: string | null
+}
+
+interface SubscriberPage {
+  results: SubscriberView[]
+  next: string | null
+  previous: string | null
+}
+
+/** An address no other test in this file uses. */
+function uniqueEmail(prefix = 'sub'): string {
+  return `${uniqueName(prefix)}@example.com`
+}
+
+function subscribe(email: string, name?: string): Promise<Response> {
+  return api('POST', '/subscribers', name === undefined ? { email } : { email, name })
+}
+
+async function subscribeOk(email: string, name?: string): Promise<void> {
+  const res = await subscribe(email, name)
+  if (res.status !== 202) throw new Error(`subscribe failed: ${res.status} ${await res.text()}`)
+}
+
+/** Subscribes and confirms with the emailed token: an active subscriber. */
+async function subscribeActive(email: string, name?: string): Promise<void> {
+  await subscribeOk(email, name)
+  const res = await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, CONFIRM_PATH) })
+  if (res.status !== 200) throw new Error(`confirm failed: ${res.status} ${await res.text()}`)
+}
+
+/** Subscribes and unsubscribes with the emailed token. */
+async function subscribeUnsubscribed(email: string, name?: string): Promise<void> {
+  await subscribeOk(email, name)
+  const res = await api('POST', '/subscribers/unsubscribe', { token: await tokenFromEmail(email, UNSUBSCRIBE_PATH) })
+  if (res.status !== 200) throw new Error(`unsubscribe failed: ${res.status} ${await res.text()}`)
+}
+
+async function adminToken(): Promise<string> {
+  return (await registerAdmin()).tokens.access_token
+}
+
+async function getPage(path: string, token: string): Promise<SubscriberPage> {
+  const res = await api('GET', path, undefined, token)
+  if (res.status !== 200) throw new Error(`GET ${path} failed: ${res.status} ${await res.text()}`)
+  return (await res.json()) as SubscriberPage
+}
+
+/** Path and query of an absolute `next`/`previous` URL, checked to be on this API's origin. */
+function pathOf(url: string): string {
+  if (!url.startsWith(`${BASE_URL}/api/v1/`)) throw new Error(`not an absolute API URL: ${url}`)
+  return url.slice(BASE_URL.length)
+}
+
+/** Every page from `path` on, following `next` until it is null. */
+async function walk(path: string, token: string): Promise<SubscriberPage[]> {
+  const pages = [await getPage(path, token)]
+  for (let next = pages[0]!.next; next !== null; next = pages[pages.length - 1]!.next) {
+    if (pages.length > 50) throw new Error('pagination does not end')
+    pages.push(await getPage(pathOf(next), token))
+  }
+  return pages
+}
+
+/** The admin view of the subscriber with this address (case-insensitive). */
+async function findSubscriber(token: string, email: string): Promise<SubscriberView> {
+  const { results } = await getPage(`/subscribers?q=${encodeURIComponent(email)}`, token)
+  const matches = results.filter((s) => s.email.toLowerCase() === email.toLowerCase())
+  if (matches.length !== 1) throw new Error(`expected one subscriber ${email}, found ${matches.length}`)
+  return matches[0]!
+}
+
+/** Sets the expiry of every subscription confirmation token sent to `email` in D1. */
+async function expireConfirmationTokens(email: string, expiresAt: Date): Promise<void> {
+  await env.DB.prepare(
+    "UPDATE one_time_tokens SET expires_at = ?1 WHERE purpose = 'subscription_confirmation' AND lower(email) = lower(?2)",
+  )
+    .bind(expiresAt.getTime(), email)
+    .run()
+}
+
+/**
+ * A strict RFC 4180 parser: CRLF-terminated records, fields quoted with `"` when needed, `""` for
+ * a quote inside a quoted field. Throws on anything else, so a quoting mistake cannot pass.
+ */
+function parseCsv(text: string): string[][] {
+  const records: string[][] = []
+  let record: string[] = []
+  let field = ''
+  let i = 0
+  const endField = (): void => {
+    record.push(field)
+    field = ''
+  }
+  while (i < text.length) {
+    if (text[i] === '"' && field === '') {
+      // Quoted field: runs to the next quote not doubled.
+      i += 1
+      for (;;) {
+        if (i >= text.length) throw new Error('unterminated quoted field')
+        if (text[i] === '"') {
+          if (text[i + 1] === '"') {
+            field += '"'
+            i += 2
+            continue
+          }
+          i += 1
+          break
+        }
+        field += text[i]
+        i += 1
+      }
+      if (i < text.length && text[i] !== ',' && !(text[i] === '\r' && text[i + 1] === '\n')) {
+        throw new Error(`unexpected character after a quoted field at ${i}`)
+      }
+      continue
+    }
+    const ch = text[i]!
+    if (ch === ',') {
+      endField()
+      i += 1
+    } else if (ch === '\r' && text[i + 1] === '\n') {
+      endField()
+      records.push(record)
+      record = []
+      i += 2
+    } else if (ch === '"' || ch === '\r' || ch === '\n') {
+      throw new Error(`unquoted ${JSON.stringify(ch)} at ${i}`)
+    } else {
+      field += ch
+      i += 1
+    }
+  }
+  if (field !== '' || record.length > 0) throw new Error('the last record is not CRLF-terminated')
+  return records
+}
+
+async function exportCsv(token: string): Promise<{ res: Response; header: string[]; rows: Map<number, string[]> }> {
+  const res = await api('GET', '/subscribers/export', undefined, token)
+  if (res.status !== 200) throw new Error(`export failed: ${res.status} ${await res.text()}`)
+  const [header, ...records] = parseCsv(await res.text())
+  const rows = new Map<number, string[]>()
+  for (const record of records) {
+    if (record.length !== CSV_HEADER.length) throw new Error(`record with ${record.length} fields: ${JSON.stringify(record)}`)
+    const id = Number(record[0])
+    if (rows.has(id)) throw new Error(`subscriber ${id} exported twice`)
+    rows.set(id, record)
+  }
+  return { res, header: header ?? [], rows }
+}
+
+describe('POST /api/v1/subscribers', () => {
+  it('answers 202 {status:"pending"} and queues a confirmation email with both links', async ({ expect }) => {
+    const email = uniqueEmail()
+    const res = await subscribe(email, 'Ada')
+    expect(res.status).toBe(202)
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/)
+    expect(await res.json()).toEqual({ status: 'pending' })
+
+    const messages = await outboxMessagesTo(email)
+    expect(messages).toHaveLength(1)
+    const [message] = messages
+    const confirmToken = await tokenFromEmail(email, CONFIRM_PATH)
+    const unsubscribeToken = await tokenFromEmail(email, UNSUBSCRIBE_PATH)
+    expect(confirmToken).toMatch(/^[A-Za-z0-9_-]+$/)
+    expect(unsubscribeToken).toMatch(/^[A-Za-z0-9_-]+$/)
+    expect(confirmToken).not.toBe(unsubscribeToken)
+    expect(message!.text).toContain(`${PUBLIC_BASE_URL}/${CONFIRM_PATH}?token=${confirmToken}`)
+    expect(message!.text).toContain(`${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}`)
+    expect(message!.headers['List-Unsubscribe']).toBe(`<${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}>`)
+    expect(message!.headers['List-Unsubscribe-Post']).toBe('List-Unsubscribe=One-Click')
+  })
+
+  it('creates a pending subscriber with its name and no confirmed_at', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email, 'Grace Hopper')
+    const subscriber = await findSubscriber(token, email)
+    expect(subscriber).toMatchObject({ email, name: 'Grace Hopper', status: 'pending', confirmed_at: null })
+    expect(subscriber.created_at).toMatch(ISO_UTC)
+  })
+
+  it('gives the identical answer for a new, a pending, an active and an unsubscribed address', async ({ expect }) => {
+    const pending = uniqueEmail('pending')
+    const active = uniqueEmail('active')
+    const unsubscribed = uniqueEmail('unsub')
+    await subscribeOk(pending)
+    await subscribeActive(active)
+    await subscribeUnsubscribed(unsubscribed)
+
+    const answers = []
+    for (const email of [uniqueEmail('new'), pending, active, unsubscribed]) {
+      const res = await subscribe(email)
+      answers.push({ status: res.status, contentType: res.headers.get('content-type'), body: await res.text() })
+    }
+    expect(answers[0]).toEqual({ status: 202, contentType: expect.stringMatching(/^application\/json/), body: '{"status":"pending"}' })
+    for (const answer of answers.slice(1)) expect(answer).toEqual(answers[0])
+  })
+
+  it('leaves an active address active and sends it no new email', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeActive(email, 'Before')
+    const before = await findSubscriber(token, email)
+    const emailsBefore = (await outboxMessagesTo(email)).length
+
+    const res = await subscribe(email, 'After')
+    expect(res.status).toBe(202)
+    expect(await res.json()).toEqual({ status: 'pending' })
+    expect(await findSubscriber(token, email)).toEqual(before)
+    expect(before.status).toBe('active')
+    expect(await outboxMessagesTo(email)).toHaveLength(emailsBefore)
+  })
+
+  it('sends a pending address a new confirmation email whose token works', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const firstToken = await tokenFromEmail(email, CONFIRM_PATH)
+    await subscribeOk(email)
+
+    expect(await outboxMessagesTo(email)).toHaveLength(2)
+    const secondToken = await tokenFromEmail(email, CONFIRM_PATH)
+    expect(secondToken).not.toBe(firstToken)
+    expect((await findSubscriber(token, email)).status).toBe('pending')
+    const confirmed = await api('POST', '/subscribers/confirm', { token: secondToken })
+    expect(confirmed.status).toBe(200)
+  })
+
+  it('puts an unsubscribed address back to pending with a new confirmation email', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeUnsubscribed(email)
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+    const emailsBefore = (await outboxMessagesTo(email)).length
+
+    await subscribeOk(email)
+    expect((await findSubscriber(token, email)).status).toBe('pending')
+    const messages = await outboxMessagesTo(email)
+    expect(messages).toHaveLength(emailsBefore + 1)
+    expect(messages[messages.length - 1]!.text).toContain(`${PUBLIC_BASE_URL}/${CONFIRM_PATH}?token=`)
+
+    const confirmed = await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, CONFIRM_PATH) })
+    expect(await confirmed.json()).toEqual({ email, status: 'active' })
+    expect((await findSubscriber(token, email)).status).toBe('active')
+  })
+
+  it('treats addresses case-insensitively: FOO@x and foo@x are one subscriber', async ({ expect }) => {
+    const token = await adminToken()
+    const local = uniqueName('CaSe')
+    const upper = `${local.toUpperCase()}@EXAMPLE.COM`
+    const lower = `${local.toLowerCase()}@example.com`
+    expect((await subscribe(upper)).status).toBe(202)
+    expect((await subscribe(lower)).status).toBe(202)
+
+    const { results } = await getPage(`/subscribers?q=${encodeURIComponent(local.toLowerCase())}`, token)
+    expect(results).toHaveLength(1)
+    expect(results[0]!.email.toLowerCase()).toBe(lower)
+    // Both subscription emails carry the same unsubscribe token: one subscriber, one token.
+    const messages = await outboxMessagesTo(lower)
+    expect(messages).toHaveLength(2)
+    const unsubscribeLinks = messages.map((m) => m.headers['List-Unsubscribe'])
+    expect(unsubscribeLinks[0]).toBe(unsubscribeLinks[1])
+  })
+
+  it('answers 400 validation_failed to an invalid email', async ({ expect }) => {
+    for (const email of ['not-an-email', 'a@', '@example.com', '', 'two@@example.com']) {
+      const problem = await expectProblem(await subscribe(email), 400, 'validation_failed')
+      expect(problem.errors?.map((e) => e.path)).toContain('email')
+    }
+  })
+
+  it('answers 400 validation_failed to a missing email and a too long name', async ({ expect }) => {
+    const missing = await expectProblem(await api('POST', '/subscribers', { name: 'No email' }), 400, 'validation_failed')
+    expect(missing.errors?.map((e) => e.path)).toContain('email')
+    const longName = await expectProblem(await subscribe(uniqueEmail(), 'x'.repeat(201)), 400, 'validation_failed')
+    expect(longName.errors?.map((e) => e.path)).toContain('name')
+  })
+
+  it('answers 415 unsupported_media_type to a form body (subscribe is not an auth endpoint)', async ({ expect }) => {
+    const email = uniqueEmail()
+    const res = await api('POST', '/subscribers', `email=${encodeURIComponent(email)}`, undefined, {
+      'content-type': 'application/x-www-form-urlencoded',
+    })
+    await expectProblem(res, 415, 'unsupported_media_type')
+    expect(await outboxMessagesTo(email)).toHaveLength(0)
+  })
+
+  it('answers 413 payload_too_large to a body over 64 KiB', async ({ expect }) => {
+    const email = uniqueEmail()
+    const res = await api('POST', '/subscribers', { email, name: 'x'.repeat(70 * 1024) })
+    await expectProblem(res, 413, 'payload_too_large')
+    expect(await outboxMessagesTo(email)).toHaveLength(0)
+  })
+
+  it('answers 400 validation_failed to malformed JSON', async ({ expect }) => {
+    const res = await api('POST', '/subscribers', '{"email": ')
+    await expectProblem(res, 400, 'validation_failed')
+    expect(res.status).toBe(400)
+  })
+})
+
+describe('POST /api/v1/subscribers/confirm', () => {
+  it('activates the subscriber: 200 {email, status:"active"} and sets confirmed_at', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const res = await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, CONFIRM_PATH) })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ email, status: 'active' })
+
+    const subscriber = await findSubscriber(token, email)
+    expect(subscriber.status).toBe('active')
+    expect(subscriber.confirmed_at).toMatch(ISO_UTC)
+    expect(Date.parse(subscriber.confirmed_at!)).toBeGreaterThanOrEqual(Date.parse(subscriber.created_at))
+  })
+
+  it('refuses a second use of the same token with 400 token_invalid', async ({ expect }) => {
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const confirmToken = await tokenFromEmail(email, CONFIRM_PATH)
+    expect((await api('POST', '/subscribers/confirm', { token: confirmToken })).status).toBe(200)
+    await expectProblem(await api('POST', '/subscribers/confirm', { token: confirmToken }), 400, 'token_invalid')
+  })
+
+  it('answers 400 token_invalid to a garbage token', async () => {
+    await expectProblem(await api('POST', '/subscribers/confirm', { token: 'garbage' }), 400, 'token_invalid')
+    const wellFormed = 'A'.repeat(43)
+    await expectProblem(await api('POST', '/subscribers/confirm', { token: wellFormed }), 400, 'token_invalid')
+  })
+
+  it('answers 400 validation_failed naming "token" when the token is missing', async ({ expect }) => {
+    for (const body of [{}, { token: '' }]) {
+      const problem = await expectProblem(await api('POST', '/subscribers/confirm', body), 400, 'validation_failed')
+      expect(problem.errors?.map((e) => e.path)).toContain('token')
+    }
+  })
+
+  it('answers 400 token_expired to an expired token and leaves the subscriber pending', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    await expireConfirmationTokens(email, new Date(Date.now() - 60_000))
+    const res = await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, CONFIRM_PATH) })
+    await expectProblem(res, 400, 'token_expired')
+    expect(await findSubscriber(token, email)).toMatchObject({ status: 'pending', confirmed_at: null })
+  })
+
+  it('refuses an email verification token of a user account (another purpose)', async () => {
+    const user = await registerUser()
+    const verificationToken = await tokenFromEmail(user.email, 'verify-email')
+    await expectProblem(await api('POST', '/subscribers/confirm', { token: verificationToken }), 400, 'token_invalid')
+  })
+
+  it('refuses the unsubscribe token as a confirmation token', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const unsubscribeToken = await tokenFromEmail(email, UNSUBSCRIBE_PATH)
+    await expectProblem(await api('POST', '/subscribers/confirm', { token: unsubscribeToken }), 400, 'token_invalid')
+    expect((await findSubscriber(token, email)).status).toBe('pending')
+  })
+
+  it('answers 415 to a form body', async () => {
+    const res = await api('POST', '/subscribers/confirm', 'token=abc', undefined, {
+      'content-type': 'application/x-www-form-urlencoded',
+    })
+    await expectProblem(res, 415, 'unsupported_media_type')
+  })
+})
+
+describe('POST /api/v1/subscribers/unsubscribe', () => {
+  it('unsubscribes an active subscriber with the emailed token, idempotently', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeActive(email)
+    const unsubscribeToken = await tokenFromEmail(email, UNSUBSCRIBE_PATH)
+
+    const first = await api('POST', '/subscribers/unsubscribe', { token: unsubscribeToken })
+    expect(first.status).toBe(200)
+    expect(await first.json()).toEqual({ status: 'unsubscribed' })
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+
+    const again = await api('POST', '/subscribers/unsubscribe', { token: unsubscribeToken })
+    expect(again.status).toBe(200)
+    expect(await again.json()).toEqual({ status: 'unsubscribed' })
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+  })
+
+  it('works before the subscription is confirmed', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const res = await api('POST', '/subscribers/unsubscribe', { token: await tokenFromEmail(email, UNSUBSCRIBE_PATH) })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ status: 'unsubscribed' })
+    expect(await findSubscriber(token, email)).toMatchObject({ status: 'unsubscribed', confirmed_at: null })
+  })
+
+  it('answers 400 token_invalid to forged and garbage tokens and changes nobody', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeActive(email)
+    const real = await tokenFromEmail(email, UNSUBSCRIBE_PATH)
+    const flipped = `${real.slice(0, -1)}${real.endsWith('A') ? 'B' : 'A'}`
+    for (const forged of ['garbage', 'A'.repeat(22), flipped, `${real}A`, real.toUpperCase() === real ? real.toLowerCase() : real.toUpperCase()]) {
+      await expectProblem(await api('POST', '/subscribers/unsubscribe', { token: forged }), 400, 'token_invalid')
+    }
+    expect((await findSubscriber(token, email)).status).toBe('active')
+  })
+
+  it('does not accept the confirmation token as an unsubscribe token', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const confirmToken = await tokenFromEmail(email, CONFIRM_PATH)
+    await expectProblem(await api('POST', '/subscribers/unsubscribe', { token: confirmToken }), 400, 'token_invalid')
+    expect((await findSubscriber(token, email)).status).toBe('pending')
+  })
+
+  it('unsubscribes only the token owner', async ({ expect }) => {
+    const token = await adminToken()
+    const mine = uniqueEmail('mine')
+    const theirs = uniqueEmail('theirs')
+    await subscribeActive(mine)
+    await subscribeActive(theirs)
+    await api('POST', '/subscribers/unsubscribe', { token: await tokenFromEmail(mine, UNSUBSCRIBE_PATH) })
+    expect((await findSubscriber(token, mine)).status).toBe('unsubscribed')
+    expect((await findSubscriber(token, theirs)).status).toBe('active')
+  })
+
+  it('answers 400 validation_failed naming "token" when the token is missing', async ({ expect }) => {
+    const problem = await expectProblem(await api('POST', '/subscribers/unsubscribe', {}), 400, 'validation_failed')
+    expect(problem.errors?.map((e) => e.path)).toContain('token')
+  })
+})
+
+describe('admin endpoints: authentication and authorisation', () => {
+  const endpoints = [
+    ['GET', '/subscribers'],
+    ['GET', '/subscribers/export'],
+    ['GET', '/subscribers/{id}'],
+    ['PATCH', '/subscribers/{id}'],
+    ['DELETE', '/subscribers/{id}'],
+  ] as const
+
+  async function existingSubscriberId(): Promise<number> {
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const { results } = await getPage(`/subscribers?q=${encodeURIComponent(email)}`, await adminToken())
+    return results[0]!.id
+  }
+
+  const bodyFor = (method: string): unknown => (method === 'PATCH' ? { name: 'Changed' } : undefined)
+
+  it.for(endpoints)('%s %s answers 401 not_authenticated without a token', async ([method, path], { expect }) => {
+    const id = await existingSubscriberId()
+    const res = await api(method, path.replace('{id}', String(id)), bodyFor(method))
+    expect(res.headers.get('www-authenticate')).toBe('Bearer realm="api"')
+    await expectProblem(res, 401, 'not_authenticated')
+  })
+
+  it.for(endpoints)('%s %s answers 403 forbidden to a non-admin', async ([method, path], { expect }) => {
+    const id = await existingSubscriberId()
+    const { tokens } = await registerAndLogin()
+    await expectProblem(await api(method, path.replace('{id}', String(id)), bodyFor(method), tokens.access_token), 403, 'forbidden')
+    // The subscriber is untouched.
+    const after = await api('GET', `/subscribers/${id}`, undefined, await adminToken())
+    expect(after.status).toBe(200)
+    expect((await after.json()) as SubscriberView).toMatchObject({ id, name: null })
+  })
+
+  it.for(endpoints)('%s %s answers 2xx to an admin', async ([method, path], { expect }) => {
+    const id = await existingSubscriberId()
+    const res = await api(method, path.replace('{id}', String(id)), bodyFor(method), await adminToken())
+    expect(res.status).toBe(method === 'DELETE' ? 204 : 200)
+    expect(res.headers.get('cache-control')).toMatch(/no-store/)
+  })
+})
+
+describe('GET /api/v1/subscribers', () => {
+  it('lists newest first, walking every page with limit=2', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('walk')
+    const emails = Array.from({ length: 5 }, (_, i) => `${tag}.${i}@example.com`)
+    for (const email of emails) await subscribeOk(email)
+
+    const pages = await walk(`/subscribers?q=${tag}&limit=2`, token)
+    expect(pages.map((page) => page.results.length)).toEqual([2, 2, 1])
+    expect(pages[0]!.previous).toBeNull()
+    expect(pages[1]!.previous).not.toBeNull()
+    for (const page of pages.slice(0, -1)) expect(page.next!.startsWith(`${BASE_URL}/api/v1/subscribers?`)).toBe(true)
+    const listed = pages.flatMap((page) => page.results)
+    expect(listed.map((s) => s.email)).toEqual([...emails].reverse())
+    const created = listed.map((s) => Date.parse(s.created_at))
+    expect(created).toEqual([...created].sort((a, b) => b - a))
+    const ids = listed.map((s) => s.id)
+    expect(ids).toEqual([...ids].sort((a, b) => b - a))
+  })
+
+  it('shows exactly {id, email, name, status, created_at, confirmed_at}', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email, 'Exact')
+    const subscriber = await findSubscriber(token, email)
+    expect(Object.keys(subscriber).sort()).toEqual(SUBSCRIBER_KEYS)
+    expect(typeof subscriber.id === 'number' || typeof subscriber.id === 'string').toBe(true)
+    const text = JSON.stringify(subscriber)
+    expect(text).not.toMatch(/unsubscribe|token|hash|updated/i)
+  })
+
+  it('filters by status', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('status')
+    const pending = `${tag}.pending@example.com`
+    const active = `${tag}.active@example.com`
+    const unsubscribed = `${tag}.unsubscribed@example.com`
+    await subscribeOk(pending)
+    await subscribeActive(active)
+    await subscribeUnsubscribed(unsubscribed)
+
+    const emailsWith = async (status: SubscriberStatus): Promise<string[]> =>
+      (await getPage(`/subscribers?q=${tag}&status=${status}`, token)).results.map((s) => s.email)
+    expect(await emailsWith('pending')).toEqual([pending])
+    expect(await emailsWith('active')).toEqual([active])
+    expect(await emailsWith('unsubscribed')).toEqual([unsubscribed])
+    expect((await getPage(`/subscribers?q=${tag}`, token)).results).toHaveLength(3)
+  })
+
+  it('walks a status-filtered list across pages', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('statuswalk')
+    const active = [`${tag}.a1@example.com`, `${tag}.a2@example.com`, `${tag}.a3@example.com`]
+    await subscribeActive(active[0]!)
+    await subscribeOk(`${tag}.p1@example.com`)
+    await subscribeActive(active[1]!)
+    await subscribeOk(`${tag}.p2@example.com`)
+    await subscribeActive(active[2]!)
+    const pages = await walk(`/subscribers?q=${tag}&status=active&limit=2`, token)
+    expect(pages.flatMap((page) => page.results.map((s) => s.email))).toEqual([...active].reverse())
+  })
+
+  it('answers 400 validation_failed to an invalid status', async ({ expect }) => {
+    const token = await adminToken()
+    for (const status of ['confirmed', 'ACTIVE', '']) {
+      const problem = await expectProblem(await api('GET', `/subscribers?status=${status}`, undefined, token), 400, 'validation_failed')
+      expect(problem.errors?.map((e) => e.path)).toContain('status')
+    }
+  })
+
+  it('answers 400 validation_failed naming "limit" to an out-of-range limit', async ({ expect }) => {
+    const token = await adminToken()
+    for (const limit of ['0', '101', 'abc']) {
+      const problem = await expectProblem(await api('GET', `/subscribers?limit=${limit}`, undefined, token), 400, 'validation_failed')
+      expect(problem.errors?.map((e) => e.path)).toContain('limit')
+    }
+  })
+
+  it('refuses a forged cursor with 400', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('cursor')
+    for (let i = 0; i < 3; i++) await subscribeOk(`${tag}.${i}@example.com`)
+    const { next } = await getPage(`/subscribers?q=${tag}&limit=1`, token)
+    const cursor = new URL(next!).searchParams.get('cursor')!
+    const forged = `${cursor.slice(0, -2)}${cursor.endsWith('AA') ? 'BB' : 'AA'}`
+    const res = await api('GET', `/subscribers?q=${tag}&limit=1&cursor=${encodeURIComponent(forged)}`, undefined, token)
+    expect(res.status).toBe(400)
+    // A cursor is bound to its filters: reusing it without q is refused too.
+    const unscoped = await api('GET', `/subscribers?limit=1&cursor=${encodeURIComponent(cursor)}`, undefined, token)
+    expect(unscoped.status).toBe(400)
+  })
+
+  it('searches q as a case-insensitive substring of the email', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('qmail')
+    const email = `${tag}.reader@example.com`
+    await subscribeOk(email)
+    const results = async (q: string): Promise<string[]> =>
+      (await getPage(`/subscribers?q=${encodeURIComponent(q)}`, token)).results.map((s) => s.email)
+    expect(await results(`${tag}.reader`)).toEqual([email])
+    expect(await results(`${tag}.READER@EXAMPLE`.toUpperCase())).toEqual([email])
+    expect(await results(`${tag}.writer`)).toEqual([])
+  })
+
+  it('searches q as a case-insensitive substring of the name', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('qname')
+    const email = uniqueEmail()
+    await subscribeOk(email, `Ada ${tag} Lovelace`)
+    await subscribeOk(uniqueEmail(), 'Someone else')
+    const results = async (q: string): Promise<string[]> =>
+      (await getPage(`/subscribers?q=${encodeURIComponent(q)}`, token)).results.map((s) => s.email)
+    expect(await results(`${tag} lovelace`)).toEqual([email])
+    expect(await results(`ADA ${tag.toUpperCase()}`)).toEqual([email])
+  })
+
+  it('matches % and _ in q literally, not as LIKE wildcards', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('wild').replace(/_/g, '')
+    const percent = uniqueEmail('percent')
+    const notPercent = uniqueEmail('notpercent')
+    const underscore = uniqueEmail('underscore')
+    const notUnderscore = uniqueEmail('notunderscore')
+    await subscribeOk(percent, `${tag}%off`)
+    await subscribeOk(notPercent, `${tag}xoff`)
+    await subscribeOk(underscore, `${tag}a_b`)
+    await subscribeOk(notUnderscore, `${tag}axb`)
+    const results = async (q: string): Promise<string[]> =>
+      (await getPage(`/subscribers?q=${encodeURIComponent(q)}`, token)).results.map((s) => s.email)
+    expect(await results(`${tag}%`)).toEqual([percent])
+    expect(await results(`${tag}a_b`)).toEqual([underscore])
+    expect(await results(`${tag}%off`)).toEqual([percent])
+    expect(await results('%')).not.toContain(notPercent)
+  })
+
+  it('treats SQL metacharacters in q as text', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    const name = `O'Brien"; DROP TABLE subscribers; -- ${uniqueName('sql')}`
+    await subscribeOk(email, name)
+    const { results } = await getPage(`/subscribers?q=${encodeURIComponent(name)}`, token)
+    expect(results.map((s) => s.email)).toEqual([email])
+    expect((await getPage(`/subscribers?q=${encodeURIComponent("' OR 1=1 --")}`, token)).results).toEqual([])
+  })
+})
+
+describe('GET, PATCH, DELETE /api/v1/subscribers/{id}', () => {
+  it('GET returns the subscriber view', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email, 'Linus')
+    const listed = await findSubscriber(token, email)
+    const res = await api('GET', `/subscribers/${listed.id}`, undefined, token)
+    expect(res.status).toBe(200)
+    const subscriber = (await res.json()) as SubscriberView
+    expect(subscriber).toEqual(listed)
+    expect(Object.keys(subscriber).sort()).toEqual(SUBSCRIBER_KEYS)
+  })
+
+  it('PATCH changes the name', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email, 'Old name')
+    const { id } = await findSubscriber(token, email)
+    const res = await api('PATCH', `/subscribers/${id}`, { name: 'New name' }, token)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ id, email, name: 'New name', status: 'pending' })
+    expect((await findSubscriber(token, email)).name).toBe('New name')
+
+    const cleared = await api('PATCH', `/subscribers/${id}`, { name: null }, token)
+    expect(await cleared.json()).toMatchObject({ id, name: null })
+  })
+
+  it('PATCH status active confirms the subscriber (sets confirmed_at)', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const { id } = await findSubscriber(token, email)
+    const res = await api('PATCH', `/subscribers/${id}`, { status: 'active' }, token)
+    expect(res.status).toBe(200)
+    const subscriber = (await res.json()) as SubscriberView
+    expect(subscriber).toMatchObject({ id, status: 'active' })
+    expect(subscriber.confirmed_at).toMatch(ISO_UTC)
+    expect(await findSubscriber(token, email)).toEqual(subscriber)
+  })
+
+  it('PATCH status unsubscribed and back keeps the first confirmed_at', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeActive(email)
+    const { id, confirmed_at: confirmedAt } = await findSubscriber(token, email)
+    const unsubscribed = await api('PATCH', `/subscribers/${id}`, { status: 'unsubscribed' }, token)
+    expect(await unsubscribed.json()).toMatchObject({ id, status: 'unsubscribed' })
+    const reactivated = await api('PATCH', `/subscribers/${id}`, { status: 'active' }, token)
+    expect(await reactivated.json()).toMatchObject({ id, status: 'active', confirmed_at: confirmedAt })
+  })
+
+  it('PATCH answers 400 to an invalid status or a too long name, 415 to a form body', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const { id } = await findSubscriber(token, email)
+    const badStatus = await expectProblem(await api('PATCH', `/subscribers/${id}`, { status: 'gone' }, token), 400, 'validation_failed')
+    expect(badStatus.errors?.map((e) => e.path)).toContain('status')
+    const badName = await expectProblem(await api('PATCH', `/subscribers/${id}`, { name: 'x'.repeat(201) }, token), 400, 'validation_failed')
+    expect(badName.errors?.map((e) => e.path)).toContain('name')
+    const form = await api('PATCH', `/subscribers/${id}`, 'name=x', token, { 'content-type': 'application/x-www-form-urlencoded' })
+    await expectProblem(form, 415, 'unsupported_media_type')
+    expect((await findSubscriber(token, email)).status).toBe('pending')
+  })
+
+  it('DELETE answers 204, then GET answers 404 and the confirmation token is dead', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const { id } = await findSubscriber(token, email)
+    const res = await api('DELETE', `/subscribers/${id}`, undefined, token)
+    expect(res.status).toBe(204)
+    expect(await res.text()).toBe('')
+    await expectProblem(await api('GET', `/subscribers/${id}`, undefined, token), 404, 'not_found')
+    await expectProblem(await api('DELETE', `/subscribers/${id}`, undefined, token), 404, 'not_found')
+    const confirm = await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, CONFIRM_PATH) })
+    await expectProblem(confirm, 400, 'token_invalid')
+    const unsubscribe = await api('POST', '/subscribers/unsubscribe', { token: await tokenFromEmail(email, UNSUBSCRIBE_PATH) })
+    await expectProblem(unsubscribe, 400, 'token_invalid')
+  })
+
+  it('answers 404 not_found to an unknown or malformed id', async () => {
+    const token = await adminToken()
+    for (const id of ['999999999', '0', '-1', 'abc', '1.5']) {
+      await expectProblem(await api('GET', `/subscribers/${id}`, undefined, token), 404, 'not_found')
+      await expectProblem(await api('PATCH', `/subscribers/${id}`, { name: 'x' }, token), 404, 'not_found')
+      await expectProblem(await api('DELETE', `/subscribers/${id}`, undefined, token), 404, 'not_found')
+    }
+  })
+})
+
+describe('GET /api/v1/subscribers/export', () => {
+  it('streams text/csv with the header row and a row per subscriber', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeActive(email, 'Csv Reader')
+    const subscriber = await findSubscriber(token, email)
+
+    const { res, header, rows } = await exportCsv(token)
+    expect(res.headers.get('content-type')).toMatch(/^text\/csv/)
+    expect(header).toEqual(CSV_HEADER)
+    expect(rows.get(subscriber.id)).toEqual([
+      String(subscriber.id),
+      email,
+      'Csv Reader',
+      'active',
+      subscriber.created_at,
+      subscriber.confirmed_at,
+    ])
+  })
+
+  it('writes an empty field for a missing name and confirmed_at', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email)
+    const { id, created_at: createdAt } = await findSubscriber(token, email)
+    const { rows } = await exportCsv(token)
+    expect(rows.get(id)).toEqual([String(id), email, '', 'pending', createdAt, ''])
+  })
+
+  it('quotes commas, double quotes and line breaks per RFC 4180 (round trip)', async ({ expect }) => {
+    const token = await adminToken()
+    const names = [
+      'Smith, John',
+      'The "Boss"',
+      'first line\nsecond line',
+      'carriage\r\nreturn',
+      'all, of "them"\nat once',
+      '"',
+      ',',
+      '""quoted""',
+    ]
+    const emails = names.map(() => uniqueEmail('csv'))
+    for (const [i, name] of names.entries()) await subscribeOk(emails[i]!, name)
+
+    const res = await api('GET', '/subscribers/export', undefined, token)
+    const text = await res.text()
+    expect(text).toContain('"Smith, John"')
+    expect(text).toContain('"The ""Boss"""')
+    const byEmail = new Map(parseCsv(text).slice(1).map((record) => [record[1], record]))
+    for (const [i, name] of names.entries()) expect(byEmail.get(emails[i]!)?.[2]).toBe(name)
+  })
+
+  it('exports every subscriber exactly once across 500-row chunks (1 200 inserted directly)', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('bulk')
+    const now = Date.now()
+    const statements = Array.from({ length: 1_200 }, (_, i) =>
+      env.DB.prepare(
+        'INSERT INTO subscribers (email, name, status, created_at, updated_at, unsubscribe_token_hash) VALUES (?1, ?2, ?3, ?4, ?4, ?5)',
+      ).bind(`${tag}.${i}@example.com`, i % 7 === 0 ? `Bulk, "${i}"` : `Bulk ${i}`, i % 2 === 0 ? 'active' : 'pending', now - i, crypto.randomUUID()),
+    )
+    await env.DB.batch(statements)
+    const { results: inDb } = await env.DB.prepare('SELECT id FROM subscribers').all<{ id: number }>()
+
+    const { rows } = await exportCsv(token)
+    expect(rows.size).toBe(inDb.length)
+    expect([...rows.keys()].sort((a, b) => a - b)).toEqual(inDb.map((row) => row.id).sort((a, b) => a - b))
+    const bulk = [...rows.values()].filter((record) => record[1]!.startsWith(`${tag}.`))
+    expect(bulk).toHaveLength(1_200)
+    const sample = bulk.find((record) => record[1] === `${tag}.7@example.com`)
+    expect(sample?.slice(2, 4)).toEqual(['Bulk, "7"', 'pending'])
+  })
+})
+
+describe('names with SQL metacharacters and unicode', () => {
+  it.for([
+    ["Robert'); DROP TABLE subscribers;--"],
+    ['%_\\ LIKE wildcards and a backslash'],
+    ['Zoë Ångström 😀 中文 ﷽ e\u0301'],
+    ['<script>alert(1)</script> & friends'],
+  ] as const)('round-trips %s through subscribe, GET and the export', async ([name], { expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email, name)
+    const subscriber = await findSubscriber(token, email)
+    expect(subscriber.name).toBe(name)
+    const fetched = await api('GET', `/subscribers/${subscriber.id}`, undefined, token)
+    expect(((await fetched.json()) as SubscriberView).name).toBe(name)
+    const { rows } = await exportCsv(token)
+    expect(rows.get(subscriber.id)?.[2]).toBe(name)
+    const [message] = await outboxMessagesTo(email)
+    expect(message!.text).toContain(`Hello ${name},`)
+    // The table survived.
+    const { results } = await env.DB.prepare('SELECT count(*) AS n FROM subscribers').all<{ n: number }>()
+    expect(results[0]!.n).toBeGreaterThan(0)
+  })
+})
