@@ -2,7 +2,6 @@ import { OpenAPIHono } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import { requestId } from 'hono/request-id'
-import { version } from '../package.json'
 import { ApiError, notFound, onError, problemResponse } from './errors'
 import { negotiateBody } from './middleware/body'
 import { apiSecurityHeaders, corsForConfiguredOrigins } from './middleware/browser-security'
@@ -14,6 +13,7 @@ import { ACCOUNT_FORM_BODY_PATHS } from './routes/auth/account.routes'
 import { FORM_BODY_PATHS } from './routes/auth/auth.routes'
 import { authRouter } from './routes/auth/auth.handlers'
 import { metaRouter } from './routes/meta'
+import { serveOpenApiDocument } from './routes/openapi'
 import { postsRouter } from './routes/posts/posts.handlers'
 import { subscribersRouter } from './routes/subscribers/subscribers.handlers'
 import { usersRouter } from './routes/users/users.handlers'
@@ -53,27 +53,7 @@ export function createApp() {
     .route(`${API_PREFIX}/posts`, postsRouter)
     .route(`${API_PREFIX}/subscribers`, subscribersRouter)
 
-  app.openAPIRegistry.registerComponent('securitySchemes', 'Bearer', {
-    type: 'http',
-    scheme: 'bearer',
-    bearerFormat: 'JWT',
-    description: 'Access token from POST /api/v1/auth/token. `Authorization: JWT <token>` is accepted too.',
-  })
-  app.openAPIRegistry.registerComponent('securitySchemes', 'Basic', {
-    type: 'http',
-    scheme: 'basic',
-    description: 'Username (or email) and password; only on POST /api/v1/auth/token and /login.',
-  })
-  app.doc31('/openapi.json', (c) => ({
-    openapi: '3.1.0',
-    info: {
-      title: 'edgepress API',
-      version,
-      description:
-        'An authenticated JSON API on Cloudflare Workers. Errors are RFC 9457 problem+json with a stable `code`.',
-    },
-    servers: [{ url: new URL(c.req.url).origin }],
-  }))
+  serveOpenApiDocument(app, formPaths)
 
   app.notFound((c) => problemResponse(c, notFound('route')))
   app.onError(onError)

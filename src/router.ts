@@ -104,6 +104,7 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   401: 'Missing, invalid, expired or revoked credentials',
   403: 'Authenticated but not allowed (`forbidden`)',
   404: 'Not found (`not_found`)',
+  405: 'Method not allowed (`method_not_allowed`); see Allow',
   409: 'Conflict (`username_taken`, `email_taken`, `conflict`)',
   413: 'Body over 64 KiB (`payload_too_large`)',
   415: 'Unsupported Content-Type (`unsupported_media_type`)',

@@ -14,7 +14,7 @@ const health = createRoute({
   path: '/api/v1/health',
   tags: ['Meta'],
   summary: 'Liveness, with D1 and KV reachability',
-  responses: { 200: json(Health, 'D1 and KV answered'), ...problems(503) },
+  responses: { 200: json(Health, 'D1 and KV answered'), ...problems(405, 503) },
 })
 
 const Jwks = z
@@ -26,7 +26,7 @@ const jwks = createRoute({
   path: '/.well-known/jwks.json',
   tags: ['Meta'],
   summary: 'Public keys that verify edgepress tokens',
-  responses: { 200: json(Jwks, 'The current and previous public keys') },
+  responses: { 200: json(Jwks, 'The current and previous public keys'), ...problems(405) },
 })
 
 // A key nobody writes: reading it proves KV answers without depending on any data.

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { json, jsonBody, problems } from '../../router'
 import { EmailSchema, PasswordSchema } from '../account-fields'
-import { TokenPairSchema, jsonOrForm } from './auth.routes'
+import { TokenPairSchema } from './auth.routes'
 
 const PasswordChangeInput = z
   .object({ old_password: z.string().min(1).max(1024), new_password: PasswordSchema })
@@ -41,7 +41,7 @@ export const passwordReset = createRoute({
   description:
     'Always 202, whether or not the address has an account (no enumeration). The link carries a ' +
     'single-use token valid for 1 hour.',
-  request: { body: jsonOrForm(PasswordResetInput, 'PasswordResetInput') },
+  request: { body: jsonBody(PasswordResetInput) },
   responses: { 202: json(Accepted, 'If the address has an account, a link is on its way'), ...problems(400, 413, 415) },
 })
 
@@ -51,7 +51,7 @@ export const passwordResetConfirm = createRoute({
   tags: ['Auth'],
   summary: 'Set a new password with a reset token',
   description: 'The token works once; every session of the user is revoked.',
-  request: { body: jsonOrForm(PasswordResetConfirmInput, 'PasswordResetConfirmInput') },
+  request: { body: jsonBody(PasswordResetConfirmInput) },
   responses: { 204: { description: 'Password changed' }, ...problems(400, 413, 415) },
 })
 
@@ -60,7 +60,7 @@ export const emailVerify = createRoute({
   path: '/email/verify',
   tags: ['Auth'],
   summary: 'Confirm an email address with the emailed token',
-  request: { body: jsonOrForm(EmailVerifyInput, 'EmailVerifyInput') },
+  request: { body: jsonBody(EmailVerifyInput) },
   responses: { 204: { description: 'Email verified' }, ...problems(400, 413, 415) },
 })
 
@@ -74,5 +74,5 @@ export const emailResend = createRoute({
   responses: { 202: json(Accepted, 'A new link is on its way (nothing is sent if already verified)'), ...problems(401, 415, 503) },
 })
 
-/** Paths (under /api/v1/auth) whose bodies may be application/x-www-form-urlencoded. */
+/** Account paths (under /api/v1/auth) that also accept form bodies, like FORM_BODY_PATHS. */
 export const ACCOUNT_FORM_BODY_PATHS = [passwordReset, passwordResetConfirm, emailVerify].map((route) => route.path)

@@ -1,0 +1,107 @@
+import type { OpenAPIHono } from '@hono/zod-openapi'
+import { version } from '../../package.json'
+import { problems } from '../router'
+import type { AppEnv } from '../router'
+
+type Document = ReturnType<OpenAPIHono<AppEnv>['getOpenAPI31Document']>
+
+const FORM_MEDIA_TYPE = 'application/x-www-form-urlencoded'
+
+const INFO = {
+  title: 'edgepress API',
+  version,
+  license: { name: 'MIT', identifier: 'MIT' },
+  description: [
+    'An authenticated JSON API on Cloudflare Workers: JWT auth with rotating refresh tokens, posts, and a',
+    'double opt-in mailing list.',
+    '',
+    '* Errors are RFC 9457 `application/problem+json` with a stable `code` (see the `Problem` schema).',
+    '* Lists are cursor-paginated: `{results, next, previous}`, `limit` 1–100 (default 20).',
+    '* Auth endpoints also accept `application/x-www-form-urlencoded` bodies; others answer 415 to them.',
+    '* Every response carries `X-Request-Id`.',
+  ].join('\n'),
+}
+
+/**
+ * Serves GET /openapi.json (OpenAPI 3.1) from the routes' own zod definitions. The document is
+ * built once per isolate (zod → JSON Schema is the costly part); only `servers` follows the request.
+ */
+export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>, formPaths: readonly string[]): void {
+  app.openAPIRegistry.registerComponent('securitySchemes', 'Bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+    description: 'Access token from POST /api/v1/auth/token. `Authorization: JWT <token>` is accepted too.',
+  })
+  app.openAPIRegistry.registerComponent('securitySchemes', 'Basic', {
+    type: 'http',
+    scheme: 'basic',
+    description: 'Username (or email) and password; only on POST /api/v1/auth/token and /login.',
+  })
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/openapi.json',
+    tags: ['Meta'],
+    summary: 'This OpenAPI 3.1 document',
+    responses: {
+      200: { description: 'The document', content: { 'application/json': { schema: { type: 'object' } } } },
+      ...problems(405),
+    },
+  })
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/docs',
+    tags: ['Meta'],
+    summary: 'Interactive API reference (self-hosted assets, works offline)',
+    responses: {
+      200: { description: 'An HTML page', content: { 'text/html': { schema: { type: 'string' } } } },
+      ...problems(404),
+    },
+  })
+
+  let document: Document | undefined
+  app.get('/openapi.json', (c) => {
+    document ??= completeDocument(app.getOpenAPI31Document({ openapi: '3.1.0', info: INFO }), formPaths)
+    c.header('Cache-Control', 'public, max-age=300')
+    return c.json({ ...document, servers: [{ url: new URL(c.req.url).origin }] })
+  })
+}
+
+const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const
+
+/**
+ * What the route definitions do not say themselves: the form alternative of the auth bodies, an
+ * explicit empty `security` on public operations, and a stable operationId for code generators.
+ */
+function completeDocument(document: Document, formPaths: readonly string[]): Document {
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
+    for (const method of METHODS) {
+      const operation = item[method]
+      if (operation === undefined) continue
+      operation.operationId ??= operationIdFor(method, path)
+      operation.security ??= []
+      // Declared here rather than on the routes: a second zod media type there would make
+      // zod-openapi validate each body twice (once per media type), and negotiateBody() already
+      // turns form bodies into the JSON the route validates.
+      const requestBody = operation.requestBody
+      if (!formPaths.includes(path) || requestBody === undefined || '$ref' in requestBody) continue
+      const json = requestBody.content['application/json']
+      if (json !== undefined) requestBody.content[FORM_MEDIA_TYPE] = json
+    }
+  }
+  return document
+}
+
+/** `post /api/v1/auth/token/refresh` → `postAuthTokenRefresh`; `{id}` → `ById`. */
+function operationIdFor(method: string, path: string): string {
+  const words = path
+    .replace(/^\/api\/v1/, '')
+    .split(/[/.-]/)
+    .filter((segment) => segment !== '')
+    .map((segment) => (segment.startsWith('{') ? `By${capitalize(segment.slice(1, -1))}` : capitalize(segment)))
+  return method + words.join('')
+}
+
+function capitalize(word: string): string {
+  return word.charAt(0).toUpperCase() + word.slice(1)
+}

@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest'
+import { api } from './helpers'
+
+interface Operation {
+  operationId?: string
+  security?: unknown[]
+  requestBody?: { content: Record<string, unknown> }
+  responses: Record<string, { content?: Record<string, unknown> }>
+}
+type Paths = Record<string, Partial<Record<'get' | 'post' | 'put' | 'patch' | 'delete', Operation>>>
+
+async function openApiDocument(): Promise<{ openapi: string; paths: Paths; components: Record<string, Record<string, unknown>>; servers: { url: string }[] }> {
+  const res = await api('GET', '/openapi.json')
+  expect(res.status).toBe(200)
+  return res.json()
+}
+
+// Every row of API.md's endpoint tables.
+const CONTRACT: [keyof Paths[string], string][] = [
+  ['get', '/api/v1/health'],
+  ['get', '/openapi.json'],
+  ['get', '/docs'],
+  ['get', '/.well-known/jwks.json'],
+  ['post', '/api/v1/auth/register'],
+  ['post', '/api/v1/auth/token'],
+  ['post', '/api/v1/auth/login'],
+  ['post', '/api/v1/auth/token/refresh'],
+  ['post', '/api/v1/auth/token/verify'],
+  ['post', '/api/v1/auth/logout'],
+  ['post', '/api/v1/auth/logout-all'],
+  ['post', '/api/v1/auth/password/change'],
+  ['post', '/api/v1/auth/password/reset'],
+  ['post', '/api/v1/auth/password/reset/confirm'],
+  ['post', '/api/v1/auth/email/verify'],
+  ['post', '/api/v1/auth/email/resend'],
+  ['get', '/api/v1/users'],
+  ['get', '/api/v1/users/{id}'],
+  ['get', '/api/v1/users/me'],
+  ['patch', '/api/v1/users/me'],
+  ['delete', '/api/v1/users/me'],
+  ['patch', '/api/v1/users/{id}'],
+  ['delete', '/api/v1/users/{id}'],
+  ['get', '/api/v1/users/{id}/posts'],
+  ['get', '/api/v1/posts'],
+  ['post', '/api/v1/posts'],
+  ['get', '/api/v1/posts/{id}'],
+  ['put', '/api/v1/posts/{id}'],
+  ['patch', '/api/v1/posts/{id}'],
+  ['delete', '/api/v1/posts/{id}'],
+  ['post', '/api/v1/subscribers'],
+  ['post', '/api/v1/subscribers/confirm'],
+  ['post', '/api/v1/subscribers/unsubscribe'],
+  ['get', '/api/v1/subscribers'],
+  ['get', '/api/v1/subscribers/{id}'],
+  ['patch', '/api/v1/subscribers/{id}'],
+  ['delete', '/api/v1/subscribers/{id}'],
+  ['get', '/api/v1/subscribers/export'],
+]
+
+describe('GET /openapi.json', () => {
+  it('is an OpenAPI 3.1 document describing every route of the contract, itself, /docs and the JWKS', async () => {
+    const document = await openApiDocument()
+    expect(document.openapi).toBe('3.1.0')
+    for (const [method, path] of CONTRACT) expect(document.paths[path]?.[method], `${method} ${path}`).toBeDefined()
+  })
+
+  it('gives every operation an operationId, a security requirement and documented problems', async () => {
+    const document = await openApiDocument()
+    const ids = new Set<string>()
+    for (const [path, item] of Object.entries(document.paths)) {
+      for (const [method, operation] of Object.entries(item)) {
+        expect(operation.operationId, `${method} ${path}`).toMatch(/^[a-z]+[A-Za-z]*$/)
+        ids.add(operation.operationId!)
+        expect(Array.isArray(operation.security), `${method} ${path}`).toBe(true)
+        const problemStatuses = Object.entries(operation.responses).filter(([, r]) => r.content?.['application/problem+json'] !== undefined)
+        expect(problemStatuses.length, `${method} ${path}`).toBeGreaterThan(0)
+      }
+    }
+    expect(ids.size).toBeGreaterThanOrEqual(CONTRACT.length)
+  })
+
+  it('documents the form-urlencoded alternative exactly on the auth endpoints that take one', async () => {
+    const document = await openApiDocument()
+    const form = 'application/x-www-form-urlencoded'
+    for (const path of ['register', 'token', 'login', 'token/refresh', 'token/verify', 'password/reset', 'password/reset/confirm', 'email/verify']) {
+      expect(document.paths[`/api/v1/auth/${path}`]?.post?.requestBody?.content[form], path).toBeDefined()
+    }
+    expect(document.paths['/api/v1/posts']?.post?.requestBody?.content[form]).toBeUndefined()
+    expect(document.paths['/api/v1/auth/password/change']?.post?.requestBody?.content[form]).toBeUndefined()
+  })
+
+  it('declares the bearer scheme, the problem schema with the stable codes, and the request origin as server', async () => {
+    const document = await openApiDocument()
+    expect(document.components.securitySchemes?.Bearer).toMatchObject({ type: 'http', scheme: 'bearer' })
+    const problem = document.components.schemas?.Problem as { properties: { code: { enum: string[] } } }
+    expect(problem.properties.code.enum).toEqual(expect.arrayContaining(['validation_failed', 'token_reused', 'rate_limited', 'internal_error']))
+    expect(document.servers).toEqual([{ url: 'https://edgepress.test' }])
+    expect(document.paths['/api/v1/users/me']?.get?.security).toEqual([{ Bearer: [] }])
+    expect(document.paths['/api/v1/posts']?.get?.security).toEqual([])
+  })
+})
