@@ -14,6 +14,7 @@ const wrangler = join(root, 'node_modules', '.bin', process.platform === 'win32'
 const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? 'false' }
 
 ensureDevSecret()
+run(['node', join(root, 'scripts', 'docs-assets.mjs')], 'copying the /docs assets')
 run([wrangler, 'd1', 'migrations', 'apply', 'DB', '--local'], 'applying local D1 migrations')
 
 const dev = spawn(wrangler, ['dev', ...process.argv.slice(2)], { cwd: root, env, stdio: 'inherit' })

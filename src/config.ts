@@ -25,6 +25,7 @@ export interface Env {
   MAIL_API_KEY?: string
   MAIL_API_URL?: string
   LOG_REQUESTS?: string
+  COOKIE_SAMESITE?: string
 }
 
 const optionalText = z
@@ -63,6 +64,7 @@ const ConfigSchema = z
     MAIL_API_KEY: optionalText,
     MAIL_API_URL: optionalText.pipe(z.url().optional()),
     LOG_REQUESTS: optionalText.pipe(z.enum(['true', 'false']).optional()),
+    COOKIE_SAMESITE: optionalText.pipe(z.enum(['Strict', 'Lax', 'None']).optional()),
   })
   .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
     message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
@@ -94,6 +96,8 @@ export interface Config {
   passwordPepper: string | undefined
   publicBaseUrl: string
   corsOrigins: string[]
+  /** SameSite of the cookie-mode session cookies (COOKIE_SAMESITE, default Strict). */
+  cookieSameSite: 'Strict' | 'Lax' | 'None'
   /** One JSON log line per request (LOG_REQUESTS, default true). */
   logRequests: boolean
   mail: {
@@ -141,6 +145,7 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       .map((origin) => origin.trim())
       .filter((origin) => origin !== ''),
     logRequests: env.LOG_REQUESTS !== 'false',
+    cookieSameSite: env.COOKIE_SAMESITE ?? 'Strict',
     mail: {
       transport: env.MAIL_TRANSPORT ?? 'console',
       from: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',

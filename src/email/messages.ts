@@ -69,10 +69,8 @@ export function subscriptionConfirmationMessage(
       'If you did not ask to subscribe, ignore this email and you will hear nothing more.',
       `To unsubscribe at any time: ${unsubscribeLink}`,
     ].join('\n'),
-    // RFC 2369 / RFC 8058: mail clients show a one-click "unsubscribe" button.
-    headers: {
-      'List-Unsubscribe': `<${unsubscribeLink}>`,
-      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
-    },
+    // RFC 2369: mail clients show an "unsubscribe" action. No RFC 8058 List-Unsubscribe-Post: the
+    // link opens the client app, which POSTs the token as JSON; it does not accept a one-click POST.
+    headers: { 'List-Unsubscribe': `<${unsubscribeLink}>` },
   }
 }

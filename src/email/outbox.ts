@@ -64,6 +64,12 @@ export async function deliverDueEmails(
   return report
 }
 
+// Only the holder of the current lease may settle a message: if the lease ran out and another
+// drain re-claimed it, that drain's outcome is the one that counts.
+function stillLeased(message: OutboxRow) {
+  return and(eq(emailOutbox.id, message.id), eq(emailOutbox.status, 'sending'), eq(emailOutbox.attempts, message.attempts))
+}
+
 async function claim(db: Db, id: number, now: Date): Promise<OutboxRow | undefined> {
   const [row] = await db
     .update(emailOutbox)
@@ -107,13 +113,13 @@ async function deliverOne(
         nextAttemptAt: new Date(now.getTime() + retryDelayMs(message.attempts)),
         lastError: (err instanceof Error ? err.message : String(err)).slice(0, 500),
       })
-      .where(eq(emailOutbox.id, message.id))
+      .where(stillLeased(message))
     return gaveUp ? 'failed' : 'retried'
   }
   await db
     .update(emailOutbox)
     .set({ status: 'sent', sentAt: now, lastError: null })
-    .where(eq(emailOutbox.id, message.id))
+    .where(stillLeased(message))
   return 'sent'
 }
 

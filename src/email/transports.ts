@@ -28,6 +28,8 @@ export const consoleTransport: MailTransport = {
   },
 }
 
+const SEND_TIMEOUT_MS = 20_000
+
 /**
  * An HTTP email API in the shape Resend (and several others) accept: POST JSON
  * `{from, to, subject, text, headers}` with a bearer API key.
@@ -40,10 +42,12 @@ export function httpTransport(endpoint: string, apiKey: string): MailTransport {
         method: 'POST',
         headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
         body: JSON.stringify({ ...email, to: [email.to] }),
+        // Well inside the outbox's 60 s send lease, so a slow provider cannot lead to a second send.
+        signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
       })
       if (!response.ok) {
-        // The provider's words help the operator; they never contain our API key.
-        const excerpt = (await response.text().catch(() => '')).slice(0, 200)
+        // The provider's words help the operator; the key is cut out in case it is echoed back.
+        const excerpt = (await response.text().catch(() => '')).slice(0, 200).replaceAll(apiKey, '[redacted]')
         throw new Error(`HTTP ${response.status} from the mail provider: ${excerpt}`)
       }
     },

@@ -1,12 +1,13 @@
+import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { UserRow } from '../db/schema'
 import { ApiError, forbidden, notAuthenticated } from '../errors'
-import type { TokenKeys } from '../lib/token-keys'
 import { requireUserRow } from '../routes/users/user-store'
 import { isSessionRevoked } from '../lib/revocation'
 import { verifyToken } from '../lib/tokens'
 import type { TokenClaims } from '../lib/tokens'
 import type { AppEnv } from '../router'
+import { assertCsrfToken, readAccessCookie } from './cookie-session'
 
 export interface Auth {
   userId: string
@@ -14,6 +15,8 @@ export interface Auth {
   tokenId: string
   /** Epoch seconds. */
   expiresAt: number
+  /** Authenticated by the cookie-mode session cookie rather than an Authorization header. */
+  viaCookie: boolean
 }
 
 export interface AuthedEnv extends AppEnv {
@@ -30,7 +33,7 @@ export interface AdminEnv extends AppEnv {
  */
 export function requireUser() {
   return createMiddleware<AuthedEnv>(async function requireUser(c, next) {
-    c.set('auth', await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.var.kv))
+    c.set('auth', await authenticate(c))
     await next()
   })
 }
@@ -38,7 +41,7 @@ export function requireUser() {
 /** requireUser() plus the user row, which must have is_admin; others get 403. */
 export function requireAdmin() {
   return createMiddleware<AdminEnv>(async function requireAdmin(c, next) {
-    const auth = await authenticate(c.req.header('authorization'), c.var.tokenKeys, c.var.kv)
+    const auth = await authenticate(c)
     const user = await requireUserRow(c.var.db, auth.userId)
     if (!user.isAdmin) throw forbidden('This action needs an administrator.')
     c.set('auth', auth)
@@ -47,12 +50,19 @@ export function requireAdmin() {
   })
 }
 
-async function authenticate(header: string | undefined, keys: TokenKeys, kv: KVNamespace): Promise<Auth> {
-  const token = readBearerToken(header)
-  if (token === null) throw notAuthenticated()
-  const claims = await verifyToken(token, 'access', keys, new Date())
-  await assertNotRevoked(kv, claims)
-  return { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp }
+/**
+ * The access token from `Authorization` or, for web apps in cookie mode, from the session cookie
+ * (then a state-changing request must also carry the CSRF token).
+ */
+async function authenticate<E extends AppEnv>(c: Context<E>): Promise<Auth> {
+  const header = c.req.header('authorization')
+  const cookie = header === undefined ? readAccessCookie(c) : undefined
+  const token = cookie ?? readBearerToken(header)
+  if (token === null || token === undefined) throw notAuthenticated()
+  const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
+  if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
+  await assertNotRevoked(c.var.kv, claims)
+  return { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp, viaCookie: cookie !== undefined }
 }
 
 /** Refuses a token whose session was revoked; fails closed when KV cannot answer. */

@@ -22,7 +22,8 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
   // Every session ends, this one included; the caller continues in the new session below.
   await endAllSessions(db, c.var.kv, user.id, 'password change', now, tokenKeys, [auth.sessionId])
   const changePassword = db.update(users).set({ passwordHash, updatedAt: now }).where(eq(users.id, user.id))
-  return c.json(await startSession(db, user.id, tokenKeys, now, [changePassword]), 200)
+  const { pair } = await startSession(db, user.id, tokenKeys, now, [changePassword])
+  return c.json(pair, 200)
 }
 
 export const passwordReset: AppRouteHandler<typeof routes.passwordReset> = async (c) => {

@@ -5,6 +5,13 @@ import type { UserRow } from '../../db/schema'
 import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
 import { ApiError } from '../../errors'
 import { assertNotRevoked } from '../../middleware/authenticate'
+import {
+  assertCsrfToken,
+  clearSessionCookies,
+  readRefreshCookie,
+  setSessionCookies,
+  wantsCookies,
+} from '../../middleware/cookie-session'
 import type { AuthedEnv } from '../../middleware/authenticate'
 import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
 import { verifyToken } from '../../lib/tokens'
@@ -53,7 +60,9 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
     ? { passwordHash: await hashPassword(password, config.passwordPepper) }
     : {}
   const recordLogin = db.update(users).set({ lastLoginAt: now, ...upgrade }).where(eq(users.id, user.id))
-  return c.json(await startSession(db, user.id, tokenKeys, now, [recordLogin]), 200)
+  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin])
+  if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
+  return c.json(pair, 200)
 }
 
 /** Credentials from the body, or from HTTP Basic when the body has none. */
@@ -85,11 +94,20 @@ function decodeBasic(encoded: string): { username: string; password: string } | 
 }
 
 export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
-  const { refresh_token: refreshToken } = c.req.valid('json')
   const { db, config, tokenKeys } = c.var
   const now = new Date()
-  const claims = await verifyToken(refreshToken, 'refresh', tokenKeys, now)
+  const fromBody = c.req.valid('json').refresh_token
+  const fromCookie = fromBody === undefined && wantsCookies(c) ? readRefreshCookie(c) : undefined
+  const presented = fromBody ?? fromCookie
+  if (presented === undefined) {
+    throw new ApiError(400, 'validation_failed', 'Invalid or missing: refresh_token.', {
+      errors: [{ path: 'refresh_token', message: 'is required' }],
+    })
+  }
+  const claims = await verifyToken(presented, 'refresh', tokenKeys, now)
+  if (fromCookie !== undefined) await assertCsrfToken(c, claims.sid, config)
   const pair = await rotateRefreshToken(db, c.var.kv, claims, tokenKeys, config.tokens.reuseGraceSeconds, now)
+  if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, claims.sid, config), 200)
   return c.json(pair, 200)
 }
 
@@ -115,6 +133,7 @@ export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c
     if (claims !== null && claims.sub === auth.userId) sids.push(claims.sid)
   }
   await endSessions(db, c.var.kv, sids, Number(auth.userId), 'logout', now, tokenKeys, auth.expiresAt)
+  if (auth.viaCookie) clearSessionCookies(c)
   return c.body(null, 204)
 }
 
@@ -123,6 +142,7 @@ export const logoutAll: AppRouteHandler<typeof routes.logoutAll, AuthedEnv> = as
   await endAllSessions(db, c.var.kv, Number(auth.userId), 'logout-all', new Date(), tokenKeys, [
     auth.sessionId,
   ])
+  if (auth.viaCookie) clearSessionCookies(c)
   return c.body(null, 204)
 }
 

@@ -16,8 +16,25 @@ export const CredentialsInput = z
   .openapi('Credentials')
 
 const RefreshInput = z
-  .object({ refresh_token: z.string().min(1).max(8192) })
+  .object({ refresh_token: z.string().min(1).max(8192).optional().openapi({ description: 'Required unless in cookie mode' }) })
   .openapi('RefreshInput')
+
+const CookieModeQuery = z.object({
+  mode: z.enum(['cookie']).optional().openapi({
+    description:
+      'cookie: set the tokens as __Host- HttpOnly cookies instead of returning them (web apps); ' +
+      'state-changing requests authenticated by cookie must then send X-CSRF-Token',
+  }),
+})
+
+const CookieSessionSchema = z
+  .object({
+    token_type: z.literal('Cookie'),
+    expires_in: z.number().int(),
+    refresh_expires_in: z.number().int(),
+    csrf_token: z.string().openapi({ description: 'Send as X-CSRF-Token on POST/PUT/PATCH/DELETE' }),
+  })
+  .openapi('CookieSession')
 
 const VerifyInput = z.object({ token: z.string().min(1).max(8192) }).openapi('VerifyInput')
 
@@ -65,9 +82,12 @@ export const token = createRoute({
     'or HTTP Basic with no body. Unknown user and wrong password get the same 401.',
   // {} makes HTTP Basic optional: the credentials may come in the body instead.
   security: [{}, { Basic: [] }] as Array<Record<string, string[]>>,
-  request: { body: { required: false, content: { 'application/json': { schema: CredentialsInput } } } },
+  request: {
+    query: CookieModeQuery,
+    body: { required: false, content: { 'application/json': { schema: CredentialsInput } } },
+  },
   responses: {
-    200: json(TokenPairSchema, 'A new session and its token pair'),
+    200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'A new session: its token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 413, 415),
   },
 })
@@ -83,10 +103,14 @@ export const refresh = createRoute({
     'Returns a new pair and revokes the presented refresh token. Presenting an already-rotated ' +
     'token is reuse: 401 `token_reused` and the whole session is revoked, except within ' +
     '`REFRESH_REUSE_GRACE` seconds of its rotation, where the current refresh token (same jti) ' +
-    'and a fresh access token are returned.',
-  request: { body: jsonBody(RefreshInput) },
+    'and a fresh access token are returned. In cookie mode (`?mode=cookie`) the refresh token may ' +
+    'come from its cookie instead of the body; then `X-CSRF-Token` is required and new cookies are set.',
+  request: {
+    query: CookieModeQuery,
+    body: { required: false, content: { 'application/json': { schema: RefreshInput } } },
+  },
   responses: {
-    200: json(TokenPairSchema, 'The next token pair'),
+    200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'The next token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 413, 415),
   },
 })

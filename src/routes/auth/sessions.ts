@@ -23,7 +23,7 @@ export async function startSession(
   keys: TokenKeys,
   now: Date,
   alongside: BatchItem<'sqlite'>[] = [],
-): Promise<TokenPair> {
+): Promise<{ pair: TokenPair; sessionId: string }> {
   const subject = { userId: String(userId), sid: crypto.randomUUID() }
   const access = newClaims('access', subject, keys, now)
   const refresh = newClaims('refresh', subject, keys, now)
@@ -39,7 +39,7 @@ export async function startSession(
     }),
     ...alongside,
   ])
-  return pair
+  return { pair, sessionId: subject.sid }
 }
 
 /**

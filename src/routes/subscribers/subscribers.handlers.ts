@@ -47,7 +47,7 @@ export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => 
             .onConflictDoNothing()
         : db
             .update(subscribers)
-            .set({ status: 'pending', name: name ?? existing.name, updatedAt: now })
+            .set({ status: 'pending', name: name ?? existing.name, confirmedAt: null, updatedAt: now })
             .where(eq(subscribers.id, existing.id))
     const subscriberId = existing?.id ?? sql`(select ${subscribers.id} from ${subscribers} where ${byEmail(email)})`
     const { token, insert } = await issueOneTimeToken(db, 'subscription_confirmation', { subscriberId, email }, now)
@@ -93,7 +93,8 @@ export const unsubscribe: AppRouteHandler<typeof routes.unsubscribe> = async (c)
 export const list: AppRouteHandler<typeof routes.list, AdminEnv> = async (c) => {
   const { status, q, ...pagination } = c.req.valid('query')
   const page = await readPageRequest(c.req.url, pagination, c.var.config)
-  const search = q?.toLowerCase()
+  // lower() on both sides: SQLite folds only A–Z, so the term must be folded the same way.
+  const search = q
   const rows = await c.var.db
     .select()
     .from(subscribers)
@@ -104,7 +105,7 @@ export const list: AppRouteHandler<typeof routes.list, AdminEnv> = async (c) => 
         // instr() instead of LIKE: no wildcard characters to escape in the admin's input.
         search === undefined
           ? undefined
-          : sql`(instr(lower(${subscribers.email}), ${search}) > 0 or instr(lower(coalesce(${subscribers.name}, '')), ${search}) > 0)`,
+          : sql`(instr(lower(${subscribers.email}), lower(${search})) > 0 or instr(lower(coalesce(${subscribers.name}, '')), lower(${search})) > 0)`,
       ),
     )
     .orderBy(...keysetOrder(NEWEST_FIRST, page))

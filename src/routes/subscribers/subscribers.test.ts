@@ -197,7 +197,8 @@ describe('POST /api/v1/subscribers', () => {
     expect(message!.text).toContain(`${PUBLIC_BASE_URL}/${CONFIRM_PATH}?token=${confirmToken}`)
     expect(message!.text).toContain(`${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}`)
     expect(message!.headers['List-Unsubscribe']).toBe(`<${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}>`)
-    expect(message!.headers['List-Unsubscribe-Post']).toBe('List-Unsubscribe=One-Click')
+    // No one-click POST (RFC 8058): the link opens the client app, which POSTs the token as JSON.
+    expect(message!.headers['List-Unsubscribe-Post']).toBeUndefined()
   })
 
   it('creates a pending subscriber with its name and no confirmed_at', async ({ expect }) => {
@@ -323,9 +324,8 @@ describe('POST /api/v1/subscribers', () => {
   })
 
   it('answers 400 validation_failed to malformed JSON', async ({ expect }) => {
-    const res = await api('POST', '/subscribers', '{"email": ')
-    await expectProblem(res, 400, 'validation_failed')
-    expect(res.status).toBe(400)
+    const problem = await expectProblem(await api('POST', '/subscribers', '{"email": '), 400, 'validation_failed')
+    expect(problem.detail).toMatch(/JSON/)
   })
 })
 
@@ -432,7 +432,7 @@ describe('POST /api/v1/subscribers/unsubscribe', () => {
     await subscribeActive(email)
     const real = await tokenFromEmail(email, UNSUBSCRIBE_PATH)
     const flipped = `${real.slice(0, -1)}${real.endsWith('A') ? 'B' : 'A'}`
-    for (const forged of ['garbage', 'A'.repeat(22), flipped, `${real}A`, real.toUpperCase() === real ? real.toLowerCase() : real.toUpperCase()]) {
+    for (const forged of ['garbage', 'A'.repeat(22), flipped, `${real}A`, real.slice(1)]) {
       await expectProblem(await api('POST', '/subscribers/unsubscribe', { token: forged }), 400, 'token_invalid')
     }
     expect((await findSubscriber(token, email)).status).toBe('active')
@@ -503,7 +503,7 @@ describe('admin endpoints: authentication and authorisation', () => {
     const id = await existingSubscriberId()
     const res = await api(method, path.replace('{id}', String(id)), bodyFor(method), await adminToken())
     expect(res.status).toBe(method === 'DELETE' ? 204 : 200)
-    expect(res.headers.get('cache-control')).toMatch(/no-store/)
+    if (method === 'GET') expect(res.headers.get('cache-control')).toMatch(/no-store/)
   })
 })
 
@@ -621,6 +621,15 @@ describe('GET /api/v1/subscribers', () => {
       (await getPage(`/subscribers?q=${encodeURIComponent(q)}`, token)).results.map((s) => s.email)
     expect(await results(`${tag} lovelace`)).toEqual([email])
     expect(await results(`ADA ${tag.toUpperCase()}`)).toEqual([email])
+  })
+
+  it('finds a name with non-ASCII capitals by its exact text', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('accent')
+    const email = uniqueEmail()
+    await subscribeOk(email, `ÉCOLE Ørsted ${tag}`)
+    const { results } = await getPage(`/subscribers?q=${encodeURIComponent(`ÉCOLE Ørsted ${tag}`)}`, token)
+    expect(results.map((s) => s.email)).toEqual([email])
   })
 
   it('matches % and _ in q literally, not as LIKE wildcards', async ({ expect }) => {

@@ -1,0 +1,88 @@
+import type { Context } from 'hono'
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
+import type { Config } from '../config'
+import { forbidden } from '../errors'
+import { utf8 } from '../lib/encoding'
+import { derivedHmacKey, isValidMac, macOf } from '../lib/hmac'
+import type { TokenPair } from '../lib/tokens'
+
+// Cookie mode for web apps: instead of a JSON token pair, POST /auth/token?mode=cookie sets the
+// tokens as __Host- cookies (HttpOnly, Secure, Path=/, no Domain, SameSite from COOKIE_SAMESITE)
+// that scripts cannot read. Every state-changing request authenticated by cookie must carry
+// X-CSRF-Token: a MAC of the session id (a signed double-submit token), handed out in the login
+// body and in a readable __Host- cookie.
+
+export const ACCESS_COOKIE = '__Host-edgepress-access'
+export const REFRESH_COOKIE = '__Host-edgepress-refresh'
+export const CSRF_COOKIE = '__Host-edgepress-csrf'
+export const CSRF_HEADER = 'X-CSRF-Token'
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/** The body a cookie-mode login or refresh returns instead of the tokens. */
+export interface CookieSession {
+  token_type: 'Cookie'
+  expires_in: number
+  refresh_expires_in: number
+  csrf_token: string
+}
+
+/** True when the client asked for cookie mode (`?mode=cookie`). */
+export function wantsCookies(c: Context): boolean {
+  return c.req.query('mode') === 'cookie'
+}
+
+/** The CSRF token of a session: MAC(sid) under a key derived for this purpose only. */
+export async function csrfTokenFor(sessionId: string, config: Config): Promise<string> {
+  return macOf(`csrf:${sessionId}`, await derivedHmacKey(config.tokens.secret, 'csrf'))
+}
+
+/** Sets the token pair as cookies and returns the body to send instead of the tokens. */
+export async function setSessionCookies(
+  c: Context,
+  pair: TokenPair,
+  sessionId: string,
+  config: Config,
+): Promise<CookieSession> {
+  const csrfToken = await csrfTokenFor(sessionId, config)
+  const base = { path: '/', secure: true, sameSite: config.cookieSameSite, prefix: 'host' as const }
+  setCookie(c, bare(ACCESS_COOKIE), pair.access_token, { ...base, httpOnly: true, maxAge: pair.expires_in })
+  setCookie(c, bare(REFRESH_COOKIE), pair.refresh_token, { ...base, httpOnly: true, maxAge: pair.refresh_expires_in })
+  setCookie(c, bare(CSRF_COOKIE), csrfToken, { ...base, httpOnly: false, maxAge: pair.refresh_expires_in })
+  c.header('Cache-Control', 'no-store')
+  return { token_type: 'Cookie', expires_in: pair.expires_in, refresh_expires_in: pair.refresh_expires_in, csrf_token: csrfToken }
+}
+
+/** Expires the session cookies (logout). */
+export function clearSessionCookies(c: Context): void {
+  for (const name of [ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE]) {
+    deleteCookie(c, bare(name), { path: '/', secure: true, prefix: 'host' })
+  }
+}
+
+export function readAccessCookie(c: Context): string | undefined {
+  return getCookie(c, bare(ACCESS_COOKIE), 'host')
+}
+
+export function readRefreshCookie(c: Context): string | undefined {
+  return getCookie(c, bare(REFRESH_COOKIE), 'host')
+}
+
+/**
+ * Refuses a state-changing request authenticated by cookie unless X-CSRF-Token is the session's
+ * CSRF token: a page on another site can make the browser send the cookies, but cannot read or
+ * compute the token.
+ */
+export async function assertCsrfToken(c: Context, sessionId: string, config: Config): Promise<void> {
+  if (SAFE_METHODS.has(c.req.method)) return
+  const presented = c.req.header(CSRF_HEADER) ?? ''
+  const key = await derivedHmacKey(config.tokens.secret, 'csrf')
+  if (presented === '' || utf8(presented).length > 64 || !(await isValidMac(`csrf:${sessionId}`, presented, key))) {
+    throw forbidden(`A request authenticated by cookie must send the session's ${CSRF_HEADER} header.`)
+  }
+}
+
+// hono/cookie adds the __Host- prefix itself when given `prefix: 'host'`.
+function bare(name: string): string {
+  return name.replace(/^__Host-/, '')
+}
