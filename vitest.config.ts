@@ -13,6 +13,7 @@ export default defineConfig(async () => ({
           JWT_SECRET: TEST_JWT_SECRET,
           // One log line per request would bury test failures; observe.test.ts turns it back on.
           LOG_REQUESTS: 'false',
+          CORS_ORIGINS: 'https://app.example.com,http://localhost:5173',
         },
       },
     }),

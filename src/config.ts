@@ -7,6 +7,9 @@ const textEncoder = new TextEncoder()
 export interface Env {
   DB: D1Database
   REVOKED_TOKENS: KVNamespace
+  CREDENTIALS_BY_IP?: RateLimit
+  CREDENTIALS_BY_ACCOUNT?: RateLimit
+  WRITES_BY_USER?: RateLimit
   JWT_SECRET?: string
   JWT_PRIVATE_JWK?: string
   JWT_PUBLIC_JWKS?: string

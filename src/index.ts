@@ -4,6 +4,7 @@ import { methodNotAllowed } from 'hono/method-not-allowed'
 import { requestId } from 'hono/request-id'
 import { ApiError, notFound, onError, problemResponse } from './errors'
 import { negotiateBody } from './middleware/body'
+import { edgeCache } from './middleware/edge-cache'
 import { apiSecurityHeaders, corsForConfiguredOrigins } from './middleware/browser-security'
 import { observe } from './middleware/observe'
 import { withContext } from './middleware/context'
@@ -43,6 +44,7 @@ export function createApp() {
   )
   app.use(bodyLimit({ maxSize: MAX_BODY_BYTES }))
   app.use(withContext())
+  app.use(edgeCache())
   const formPaths = [...FORM_BODY_PATHS, ...ACCOUNT_FORM_BODY_PATHS].map((path) => `${API_PREFIX}/auth${path}`)
   app.use(negotiateBody(new Set(formPaths)))
 

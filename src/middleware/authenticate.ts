@@ -8,6 +8,9 @@ import { verifyToken } from '../lib/tokens'
 import type { TokenClaims } from '../lib/tokens'
 import type { AppEnv } from '../router'
 import { assertCsrfToken, readAccessCookie } from './cookie-session'
+import { enforceRateLimit } from './rate-limit'
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 export interface Auth {
   userId: string
@@ -62,6 +65,7 @@ async function authenticate<E extends AppEnv>(c: Context<E>): Promise<Auth> {
   const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
   if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
   await assertNotRevoked(c.var.kv, claims)
+  if (!SAFE_METHODS.has(c.req.method)) await enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${claims.sub}`)
   return { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp, viaCookie: cookie !== undefined }
 }
 

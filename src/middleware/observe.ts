@@ -38,6 +38,7 @@ export function observe() {
 }
 
 function routeOf(c: Context<AppEnv>): string {
-  const route = matchedRoutes(c).filter((r) => r.method !== 'ALL').at(-1)
+  // The first matching handler is the one that ran (/users/me is registered before /users/:id).
+  const route = matchedRoutes(c).find((r) => r.method !== 'ALL')
   return route?.path ?? 'unmatched'
 }

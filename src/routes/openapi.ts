@@ -80,6 +80,11 @@ function completeDocument(document: Document, formPaths: readonly string[]): Doc
       if (operation === undefined) continue
       operation.operationId ??= operationIdFor(method, path)
       operation.security ??= []
+      // Every authenticated write counts against WRITES_BY_USER (src/middleware/authenticate.ts).
+      const responses = operation.responses
+      if (method !== 'get' && operation.security.length > 0 && responses !== undefined && responses['429'] === undefined) {
+        responses['429'] = problems(429)[429]
+      }
       // Declared here rather than on the routes: a second zod media type there would make
       // zod-openapi validate each body twice (once per media type), and negotiateBody() already
       // turns form bodies into the JSON the route validates.

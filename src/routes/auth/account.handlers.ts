@@ -4,6 +4,7 @@ import { consumeOneTimeToken } from '../../db/one-time-tokens'
 import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
 import { ApiError } from '../../errors'
 import type { AuthedEnv } from '../../middleware/authenticate'
+import { limitByAccount } from '../../middleware/rate-limit'
 import { hashPassword, verifyPassword } from '../../lib/passwords'
 import type { AppRouteHandler } from '../../router'
 import { findUserByLogin, requireUserRow } from '../users/user-store'
@@ -28,6 +29,7 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
 
 export const passwordReset: AppRouteHandler<typeof routes.passwordReset> = async (c) => {
   const { email } = c.req.valid('json')
+  await limitByAccount(c, 'password-reset', email)
   const { db, config } = c.var
   const user = await findUserByLogin(db, email)
   if (user !== undefined) {

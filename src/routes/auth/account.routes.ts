@@ -1,5 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
+import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
 import { EmailSchema, PasswordSchema } from '../account-fields'
 import { TokenPairSchema } from './auth.routes'
@@ -41,8 +42,9 @@ export const passwordReset = createRoute({
   description:
     'Always 202, whether or not the address has an account (no enumeration). The link carries a ' +
     'single-use token valid for 1 hour.',
+  middleware: [limitByClientIp('password-reset')] as const,
   request: { body: jsonBody(PasswordResetInput) },
-  responses: { 202: json(Accepted, 'If the address has an account, a link is on its way'), ...problems(400, 413, 415) },
+  responses: { 202: json(Accepted, 'If the address has an account, a link is on its way'), ...problems(400, 413, 415, 429) },
 })
 
 export const passwordResetConfirm = createRoute({

@@ -13,6 +13,7 @@ import {
   wantsCookies,
 } from '../../middleware/cookie-session'
 import type { AuthedEnv } from '../../middleware/authenticate'
+import { limitByAccount } from '../../middleware/rate-limit'
 import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
 import { verifyToken } from '../../lib/tokens'
 import { createRouter, validationFailed } from '../../router'
@@ -26,6 +27,7 @@ import { endAllSessions, endSessions, isCurrentRefreshToken, rotateRefreshToken,
 
 export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const { username, email, password } = c.req.valid('json')
+  await limitByAccount(c, 'register', email)
   const { db, config } = c.var
   const now = new Date()
   const passwordHash = await hashPassword(password, config.passwordPepper)
@@ -48,6 +50,7 @@ type TokenRoute = typeof routes.token
 
 export const token: AppRouteHandler<TokenRoute> = async (c) => {
   const { username, password } = readCredentials(c, c.req.valid('json'))
+  await limitByAccount(c, 'token', username)
   const { db, config, tokenKeys } = c.var
   const user = await findUserByLogin(db, username)
   // Unknown users are checked against a decoy hash: same PBKDF2 work, same answer, same timing.

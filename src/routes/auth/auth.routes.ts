@@ -1,5 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
+import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
 import { EmailSchema, PasswordSchema, UsernameSchema } from '../account-fields'
 import { PrivateUserSchema } from '../users/users.routes'
@@ -65,10 +66,11 @@ export const register = createRoute({
   path: '/register',
   tags: ['Auth'],
   summary: 'Create an account',
+  middleware: [limitByClientIp('register')] as const,
   request: { body: jsonBody(RegisterInput) },
   responses: {
     201: json(PrivateUserSchema, 'The new account (private view)'),
-    ...problems(400, 409, 413, 415),
+    ...problems(400, 409, 413, 415, 429),
   },
 })
 
@@ -82,13 +84,14 @@ export const token = createRoute({
     'or HTTP Basic with no body. Unknown user and wrong password get the same 401.',
   // {} makes HTTP Basic optional: the credentials may come in the body instead.
   security: [{}, { Basic: [] }] as Array<Record<string, string[]>>,
+  middleware: [limitByClientIp('token')] as const,
   request: {
     query: CookieModeQuery,
     body: { required: false, content: { 'application/json': { schema: CredentialsInput } } },
   },
   responses: {
     200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'A new session: its token pair, or in cookie mode the cookies'),
-    ...problems(400, 401, 413, 415),
+    ...problems(400, 401, 413, 415, 429),
   },
 })
 

@@ -11,6 +11,7 @@ import { csvRecord } from '../../lib/csv'
 import { derivedHmacKey, sha256Base64Url } from '../../lib/hmac'
 import { isWellFormedUnsubscribeToken, unsubscribeTokenFor } from '../../lib/unsubscribe-tokens'
 import type { AdminEnv } from '../../middleware/authenticate'
+import { limitByAccount } from '../../middleware/rate-limit'
 import { createRouter } from '../../router'
 import type { AppRouteHandler, Db } from '../../router'
 import { PRIVATE_NO_STORE } from '../http-caching'
@@ -26,6 +27,7 @@ const byEmail = (email: string): SQL => sql`lower(${subscribers.email}) = lower(
 
 export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => {
   const { email, name } = c.req.valid('json')
+  await limitByAccount(c, 'subscribe', email)
   const { db, config } = c.var
   const existing = await db.query.subscribers.findFirst({ where: byEmail(email) })
   // An active address stays active and gets no email; the answer is the same either way.

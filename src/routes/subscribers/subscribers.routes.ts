@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { SUBSCRIBER_STATUSES } from '../../db/schema'
 import type { SubscriberRow } from '../../db/schema'
 import { requireAdmin } from '../../middleware/authenticate'
+import { limitByClientIp } from '../../middleware/rate-limit'
 import { Timestamp, json, jsonBody, problems } from '../../router'
 import { EmailSchema } from '../account-fields'
 import { PaginationQuery, pageSchema } from '../pagination'
@@ -44,10 +45,11 @@ export const subscribe = createRoute({
   description:
     'Always 202 `{status:"pending"}`, whatever the address\'s state (no enumeration). A new, pending ' +
     'or unsubscribed address is emailed a confirmation link; an active one stays active.',
+  middleware: [limitByClientIp('subscribe')] as const,
   request: { body: jsonBody(z.object({ email: EmailSchema, name: Name.optional() }).openapi('SubscribeInput')) },
   responses: {
     202: json(z.object({ status: z.literal('pending') }).openapi('SubscribeAccepted'), 'Check your inbox'),
-    ...problems(400, 413, 415),
+    ...problems(400, 413, 415, 429),
   },
 })
 
