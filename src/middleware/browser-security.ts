@@ -34,15 +34,16 @@ export function corsForConfiguredOrigins() {
     const allowed = origin !== undefined && getConfig(c.env as Env).corsOrigins.includes(origin)
     const isPreflight = c.req.method === 'OPTIONS' && c.req.header('access-control-request-method') !== undefined
     if (isPreflight) {
-      const headers = new Headers({ Vary: 'Origin' })
+      // Through the context, so X-Request-Id and the security headers are kept.
+      c.header('Vary', 'Origin')
       if (allowed) {
-        headers.set('Access-Control-Allow-Origin', origin)
-        headers.set('Access-Control-Allow-Credentials', 'true')
-        headers.set('Access-Control-Allow-Methods', ALLOWED_METHODS)
-        headers.set('Access-Control-Allow-Headers', ALLOWED_HEADERS)
-        headers.set('Access-Control-Max-Age', '600')
+        c.header('Access-Control-Allow-Origin', origin)
+        c.header('Access-Control-Allow-Credentials', 'true')
+        c.header('Access-Control-Allow-Methods', ALLOWED_METHODS)
+        c.header('Access-Control-Allow-Headers', ALLOWED_HEADERS)
+        c.header('Access-Control-Max-Age', '600')
       }
-      return new Response(null, { status: 204, headers })
+      return c.body(null, 204)
     }
     await next()
     c.header('Vary', 'Origin', { append: true })
