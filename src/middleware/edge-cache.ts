@@ -29,7 +29,8 @@ export function edgeCache() {
     }
     const cache = caches.default
     const url = new URL(c.req.url)
-    const key = new Request(`${CACHE_ORIGIN}/${await currentGeneration()}${url.pathname}${url.search}#${url.host}`)
+    // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
+    const key = new Request(`${CACHE_ORIGIN}/${await currentGeneration()}/${url.host}${url.pathname}${url.search}`)
     const hit = await cache.match(key)
     if (hit !== undefined) return (c.res = fromCache(c, hit))
     await next()

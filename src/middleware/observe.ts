@@ -18,7 +18,9 @@ export function observe() {
     const kvMs = timings?.kvMs ?? 0
     c.header('Server-Timing', `d1;dur=${d1Ms.toFixed(1)}, kv;dur=${kvMs.toFixed(1)}, total;dur=${totalMs.toFixed(1)}`)
     const config = c.get('config') as AppEnv['Variables']['config'] | undefined
-    if (config !== undefined && !config.logRequests) return
+    // Responses made before withContext() (preflights, 413, a bad config) have no parsed config.
+    const logRequests = config?.logRequests ?? (c.env as { LOG_REQUESTS?: string }).LOG_REQUESTS !== 'false'
+    if (!logRequests) return
     const auth = c.get('auth' as never) as { userId: string } | undefined
     console.log(
       JSON.stringify({

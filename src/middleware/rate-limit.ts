@@ -50,5 +50,5 @@ export function limitByClientIp(endpoint: string) {
 
 /** Limits a credential endpoint per account: the username or email being tried, in any case. */
 export function limitByAccount<E extends AppEnv>(c: Context<E>, endpoint: string, account: string): Promise<void> {
-  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:${account.trim().toLowerCase()}`)
+  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:${account.trim().normalize('NFC').toLowerCase()}`)
 }

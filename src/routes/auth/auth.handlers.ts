@@ -50,9 +50,10 @@ type TokenRoute = typeof routes.token
 
 export const token: AppRouteHandler<TokenRoute> = async (c) => {
   const { username, password } = readCredentials(c, c.req.valid('json'))
-  await limitByAccount(c, 'token', username)
   const { db, config, tokenKeys } = c.var
   const user = await findUserByLogin(db, username)
+  // Keyed on the account when it exists, so username, email and Unicode spellings share one budget.
+  await limitByAccount(c, 'token', user === undefined ? username : `user:${user.id}`)
   // Unknown users are checked against a decoy hash: same PBKDF2 work, same answer, same timing.
   const matches = await verifyPassword(password, user?.passwordHash ?? decoyHash(config.passwordPepper), config.passwordPepper)
   if (user === undefined || !matches) {
