@@ -1,5 +1,5 @@
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers'
-import { defineConfig } from 'vitest/config'
+import { configDefaults, defineConfig } from 'vitest/config'
 
 export const TEST_JWT_SECRET = 'test-only-secret-with-at-least-32-bytes!!'
 
@@ -21,5 +21,7 @@ export default defineConfig(async () => ({
   test: {
     setupFiles: ['./test/setup.ts'],
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    // Real-browser tests run in Node against `wrangler dev` (vitest.browser.config.ts).
+    exclude: [...configDefaults.exclude, 'test/browser/**'],
   },
 }))

@@ -83,7 +83,10 @@ function completeDocument(document: Document, formPaths: readonly string[]): Doc
       // Every authenticated write counts against WRITES_BY_USER (src/middleware/authenticate.ts).
       const responses = operation.responses
       if (method !== 'get' && operation.security.length > 0 && responses !== undefined && responses['429'] === undefined) {
-        responses['429'] = problems(429)[429]
+        responses['429'] = {
+          description: 'Rate limited (`rate_limited`); see Retry-After',
+          content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+        }
       }
       // Declared here rather than on the routes: a second zod media type there would make
       // zod-openapi validate each body twice (once per media type), and negotiateBody() already
