@@ -20,6 +20,7 @@ export interface Env {
   ACCESS_TOKEN_TTL?: string
   REFRESH_TOKEN_TTL?: string
   REFRESH_REUSE_GRACE?: string
+  REVOCATION_CACHE_TTL?: string
   PASSWORD_PEPPER?: string
   PUBLIC_BASE_URL?: string
   CORS_ORIGINS?: string
@@ -59,6 +60,8 @@ const ConfigSchema = z
     ACCESS_TOKEN_TTL: seconds(300),
     REFRESH_TOKEN_TTL: seconds(86_400),
     REFRESH_REUSE_GRACE: seconds(10, { min: 0 }),
+    // KV refuses cacheTtl below 30 s; 60 s is KV's own default.
+    REVOCATION_CACHE_TTL: seconds(60, { min: 30 }),
     PASSWORD_PEPPER: optionalText,
     PUBLIC_BASE_URL: optionalText.pipe(z.url().optional()),
     CORS_ORIGINS: optionalText,
@@ -92,6 +95,8 @@ export interface TokenSettings {
   accessTtlSeconds: number
   refreshTtlSeconds: number
   reuseGraceSeconds: number
+  /** How long a location may cache a revocation lookup (KV cacheTtl), seconds. */
+  revocationCacheTtlSeconds: number
 }
 
 export interface Config {
@@ -140,6 +145,7 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       accessTtlSeconds: env.ACCESS_TOKEN_TTL,
       refreshTtlSeconds: env.REFRESH_TOKEN_TTL,
       reuseGraceSeconds: env.REFRESH_REUSE_GRACE,
+      revocationCacheTtlSeconds: env.REVOCATION_CACHE_TTL,
     },
     passwordPepper: env.PASSWORD_PEPPER,
     publicBaseUrl: (env.PUBLIC_BASE_URL ?? 'http://localhost:8787').replace(/\/+$/, ''),

@@ -33,7 +33,11 @@ export async function revokeSessions(
   )
 }
 
-/** One KV read: has the session this token belongs to been revoked? */
-export async function isSessionRevoked(kv: KVNamespace, sid: string): Promise<boolean> {
-  return (await kv.get(SESSION_PREFIX + sid)) !== null
+/**
+ * One KV read: has the session this token belongs to been revoked? `cacheTtlSeconds` is how long
+ * this location may keep the answer (KV's minimum is 30 s): together with KV's own propagation it
+ * bounds how long a revocation made elsewhere can go unnoticed here.
+ */
+export async function isSessionRevoked(kv: KVNamespace, sid: string, cacheTtlSeconds: number): Promise<boolean> {
+  return (await kv.get(SESSION_PREFIX + sid, { cacheTtl: cacheTtlSeconds })) !== null
 }

@@ -64,16 +64,16 @@ async function authenticate<E extends AppEnv>(c: Context<E>): Promise<Auth> {
   if (token === null || token === undefined) throw notAuthenticated()
   const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
   if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
-  await assertNotRevoked(c.var.kv, claims)
+  await assertNotRevoked(c.var.kv, claims, c.var.config.tokens.revocationCacheTtlSeconds)
   if (!SAFE_METHODS.has(c.req.method)) await enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${claims.sub}`)
   return { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp, viaCookie: cookie !== undefined }
 }
 
 /** Refuses a token whose session was revoked; fails closed when KV cannot answer. */
-export async function assertNotRevoked(kv: KVNamespace, claims: TokenClaims): Promise<void> {
+export async function assertNotRevoked(kv: KVNamespace, claims: TokenClaims, cacheTtlSeconds: number): Promise<void> {
   let revoked: boolean
   try {
-    revoked = await isSessionRevoked(kv, claims.sid)
+    revoked = await isSessionRevoked(kv, claims.sid, cacheTtlSeconds)
   } catch (err) {
     throw new ApiError(503, 'service_unavailable', 'Token revocation cannot be checked right now.', {
       headers: { 'Retry-After': '5' },

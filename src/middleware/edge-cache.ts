@@ -50,7 +50,7 @@ function fromCache(c: Context, hit: Response): Response {
   const headers = new Headers(hit.headers)
   headers.set('Cache-Control', 'public, no-cache')
   headers.set('X-Edge-Cache', 'HIT')
-  headers.delete('X-Request-Id') // the cached copy's id belongs to the request that filled it
+  headers.delete('X-D1-Bookmark') // the cached copy's bookmark and id belong to the request that filled it
   headers.set('X-Request-Id', c.get('requestId') as string)
   const etag = headers.get('etag')
   if (etag !== null && matchesIfNoneMatch(c.req.header('if-none-match'), etag)) {

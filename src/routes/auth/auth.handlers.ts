@@ -118,7 +118,7 @@ export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
 export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const { token: presented } = c.req.valid('json')
   const claims = await verifyToken(presented, 'any', c.var.tokenKeys, new Date())
-  await assertNotRevoked(c.var.kv, claims)
+  await assertNotRevoked(c.var.kv, claims, c.var.config.tokens.revocationCacheTtlSeconds)
   // A rotated refresh token is no longer valid even though its session lives on.
   if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(c.var.db, claims))) {
     throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')
