@@ -23,5 +23,10 @@ export default defineConfig(async () => ({
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     // Real-browser tests run in Node against `wrangler dev` (vitest.browser.config.ts).
     exclude: [...configDefaults.exclude, 'test/browser/**'],
+    // Some tests make hundreds of requests (cursor walks, rate limits); on a busy 2-core CI machine
+    // the 5 s default is too tight. Timeouts here guard against hangs, not slowness.
+    testTimeout: 60_000,
+    // The console mail transport prints every email; show console output only for failing tests.
+    silent: 'passed-only' as const,
   },
 }))
