@@ -1,0 +1,210 @@
+// `npm run budget`: the deploy budget, checked offline.
+// 1. Size: `wrangler deploy --dry-run --minify` bundles the Worker as it would be uploaded; its
+//    modules gzipped (level 9) must stay under GZIP_BUDGET_BYTES.
+// 2. Start-up: `wrangler check startup` profiles the evaluation of the (unminified, so names are
+//    readable) bundle. Key import and signing, OpenAPI document generation and config parsing
+//    belong to the first request that needs them (memoised there), never to start-up: a sample
+//    inside one of LAZY_FUNCTIONS fails the check. Prints the start-up time and the top functions.
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { gzipSync } from 'node:zlib'
+
+const GZIP_BUDGET_BYTES = 200 * 1024
+
+/** Function names whose presence in a start-up sample means work that should be lazy. */
+const LAZY_FUNCTIONS: Record<string, string> = {
+  importKey: 'key import',
+  importJWK: 'key import',
+  loadTokenKeys: 'key import',
+  deriveBits: 'key derivation',
+  sign: 'signing',
+  getOpenAPI31Document: 'OpenAPI document generation',
+  generateDocument: 'OpenAPI document generation',
+  getConfig: 'config parsing',
+}
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const wrangler = join(root, 'node_modules', '.bin', 'wrangler')
+const workDir = mkdtempSync(join(tmpdir(), 'edgepress-budget-'))
+const failures: string[] = []
+
+function run(args: string[]): void {
+  const result = spawnSync(wrangler, args, {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  if (result.status !== 0) {
+    console.error(result.stdout, result.stderr)
+    console.error(`budget: \`wrangler ${args.join(' ')}\` failed (${result.error?.message ?? `exit ${result.status}`}).`)
+    process.exit(1)
+  }
+}
+
+function kib(bytes: number): string {
+  return `${(bytes / 1024).toFixed(1)} KiB`
+}
+
+// ---- 1. Bundle size -------------------------------------------------------------------------
+
+function bundleFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) return bundleFiles(path)
+    // Source maps are not uploaded as modules; the README is wrangler's note about the folder.
+    return entry.name.endsWith('.map') || entry.name === 'README.md' ? [] : [path]
+  })
+}
+
+function checkBundleSize(): void {
+  const outdir = join(workDir, 'dist')
+  run(['deploy', '--dry-run', '--minify', '--outdir', outdir])
+  const files = bundleFiles(outdir)
+  if (files.length === 0) {
+    failures.push(`wrangler wrote no module to ${outdir}.`)
+    return
+  }
+  let raw = 0
+  let gzipped = 0
+  for (const file of files) {
+    const content = readFileSync(file)
+    raw += content.length
+    gzipped += gzipSync(content, { level: 9 }).length
+  }
+  const names = files.map((file) => relative(outdir, file)).join(', ')
+  console.log(`bundle: ${kib(raw)} minified, ${kib(gzipped)} gzip (budget ${kib(GZIP_BUDGET_BYTES)}) [${names}]`)
+  if (gzipped > GZIP_BUDGET_BYTES) {
+    failures.push(
+      `The gzipped bundle is ${kib(gzipped)}, over the ${kib(GZIP_BUDGET_BYTES)} budget by ${kib(gzipped - GZIP_BUDGET_BYTES)}. ` +
+        'Find the new weight with `wrangler deploy --dry-run --minify --metafile` and drop or lazy-load it.',
+    )
+  }
+}
+
+// ---- 2. Start-up profile --------------------------------------------------------------------
+
+interface CallFrame {
+  functionName: string
+  url: string
+  lineNumber: number
+}
+
+interface ProfileNode {
+  id: number
+  callFrame: CallFrame
+  hitCount?: number
+  children?: number[]
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[]
+  startTime: number
+  endTime: number
+  samples?: number[]
+  timeDeltas?: number[]
+}
+
+/** Self time per sample in µs: a sample lasts until the next one (the last until endTime), as DevTools counts it. */
+function sampleDurations(profile: CpuProfile): Array<{ nodeId: number; micros: number }> {
+  const samples = profile.samples ?? []
+  const deltas = profile.timeDeltas ?? []
+  const timestamps: number[] = []
+  let time = profile.startTime
+  for (let i = 0; i < samples.length; i += 1) {
+    time += deltas[i] ?? 0
+    timestamps.push(time)
+  }
+  return samples.map((nodeId, i) => ({
+    nodeId,
+    micros: Math.max(0, (timestamps[i + 1] ?? profile.endTime) - (timestamps[i] ?? profile.endTime)),
+  }))
+}
+
+function lazyWorkIn(name: string): string | undefined {
+  // esbuild renames clashing top-level names with a numeric suffix (getConfig → getConfig2).
+  const base = name.replace(/\d+$/, '')
+  return Object.hasOwn(LAZY_FUNCTIONS, name) ? LAZY_FUNCTIONS[name] : Object.hasOwn(LAZY_FUNCTIONS, base) ? LAZY_FUNCTIONS[base] : undefined
+}
+
+function describeFrame(frame: CallFrame): string {
+  const name = frame.functionName === '' ? '(anonymous)' : frame.functionName
+  return frame.url === '' ? name : `${name} ${frame.url}:${frame.lineNumber + 1}`
+}
+
+function checkStartup(): void {
+  const outfile = join(workDir, 'startup.cpuprofile')
+  run(['check', 'startup', '--outfile', outfile])
+  const profile = JSON.parse(readFileSync(outfile, 'utf8')) as CpuProfile
+  const nodes = new Map(profile.nodes.map((node) => [node.id, node]))
+  const parents = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id)
+  const stackOf = (nodeId: number): ProfileNode[] => {
+    const stack: ProfileNode[] = []
+    for (let id: number | undefined = nodeId; id !== undefined; id = parents.get(id)) {
+      const node = nodes.get(id)
+      if (node !== undefined) stack.push(node)
+    }
+    return stack
+  }
+
+  // Older profiles carry hitCount without samples; count each hit as one (unknown-length) sample.
+  const samples = (profile.samples?.length ?? 0) > 0
+    ? sampleDurations(profile)
+    : profile.nodes.flatMap((node) => Array.from({ length: node.hitCount ?? 0 }, () => ({ nodeId: node.id, micros: 0 })))
+
+  const selfMicros = new Map<string, number>()
+  const lazyHits = new Map<string, { reason: string; micros: number; stack: string }>()
+  let busyMicros = 0
+  for (const { nodeId, micros } of samples) {
+    const stack = stackOf(nodeId)
+    const leaf = stack[0]
+    if (leaf === undefined) continue
+    const leafName = leaf.callFrame.functionName
+    if (leafName !== '(idle)') busyMicros += micros
+    if (leafName !== '(idle)' && leafName !== '(root)') {
+      const key = describeFrame(leaf.callFrame)
+      selfMicros.set(key, (selfMicros.get(key) ?? 0) + micros)
+    }
+    for (const frame of stack) {
+      const reason = lazyWorkIn(frame.callFrame.functionName)
+      if (reason === undefined) continue
+      const key = describeFrame(frame.callFrame)
+      const seen = lazyHits.get(key)
+      lazyHits.set(key, {
+        reason,
+        micros: (seen?.micros ?? 0) + micros,
+        stack: seen?.stack ?? stack.map((node) => node.callFrame.functionName || '(anonymous)').join(' ← '),
+      })
+    }
+  }
+
+  const spanMs = (profile.endTime - profile.startTime) / 1000
+  console.log(
+    `start-up: ${spanMs.toFixed(1)} ms profiled, ${(busyMicros / 1000).toFixed(1)} ms of it busy in ${samples.length} samples`,
+  )
+  const top = [...selfMicros.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5)
+  if (top.length === 0) console.log('  (no samples: the profile is too short to rank functions)')
+  for (const [frame, micros] of top) console.log(`  ${(micros / 1000).toFixed(1).padStart(6)} ms self  ${frame}`)
+
+  for (const [frame, hit] of lazyHits) {
+    failures.push(
+      `Start-up runs ${hit.reason} (${frame}, ${(hit.micros / 1000).toFixed(1)} ms sampled; stack: ${hit.stack}). ` +
+        'Do it on the first request that needs it and memoise it (src/config.ts, src/middleware/context.ts, src/routes/openapi.ts).',
+    )
+  }
+}
+
+checkBundleSize()
+checkStartup()
+
+if (failures.length > 0) {
+  for (const failure of failures) console.error(`budget: FAIL ${failure}`)
+  console.error(`budget: files kept in ${workDir}`)
+  process.exit(1)
+}
+rmSync(workDir, { recursive: true, force: true })
+console.log('budget: ok')
