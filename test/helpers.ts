@@ -1,16 +1,11 @@
 import { env, exports } from 'cloudflare:workers'
 import { SignJWT } from 'jose'
 import type { JWTPayload } from 'jose'
+import type { TokenPair } from '../src/lib/tokens'
 
 export const BASE_URL = 'https://edgepress.test'
 
-export interface TokenPair {
-  access_token: string
-  refresh_token: string
-  token_type: 'Bearer'
-  expires_in: number
-  refresh_expires_in: number
-}
+export type { TokenPair }
 
 export interface RegisteredUser {
   id: number
