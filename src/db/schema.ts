@@ -47,7 +47,11 @@ export const sessions = sqliteTable(
     rotatedAt: timestamp(),
     revokedAt: timestamp(),
   },
-  (table) => [index('sessions_user_id_idx').on(table.userId, table.revokedAt)],
+  (table) => [
+    index('sessions_user_id_idx').on(table.userId, table.revokedAt),
+    // The cron prunes expired sessions by this column.
+    index('sessions_refresh_expires_at_idx').on(table.refreshExpiresAt),
+  ],
 )
 
 export const posts = sqliteTable(

@@ -92,7 +92,9 @@ async function replayRotatedToken(
   now: Date,
 ): Promise<TokenPair> {
   const rotatedAt = session.rotatedAt?.getTime()
+  // REFRESH_REUSE_GRACE=0 disables the window outright (a replay in the same millisecond included).
   const withinGrace =
+    graceSeconds > 0 &&
     session.previousJti === presented.jti &&
     rotatedAt !== undefined &&
     now.getTime() - rotatedAt <= graceSeconds * 1000

@@ -1,0 +1,1 @@
+CREATE INDEX `sessions_refresh_expires_at_idx` ON `sessions` (`refresh_expires_at`);
