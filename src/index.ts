@@ -6,6 +6,7 @@ import { ApiError, notFound, onError, problemResponse } from './errors'
 import { negotiateBody } from './middleware/body'
 import { edgeCache } from './middleware/edge-cache'
 import { apiSecurityHeaders, corsForConfiguredOrigins } from './middleware/browser-security'
+import { jsonCharset } from './middleware/json-charset'
 import { observe } from './middleware/observe'
 import { withContext } from './middleware/context'
 import type { AppEnv } from './router'
@@ -30,6 +31,7 @@ export function createApp() {
   app.use(observe())
   app.use(corsForConfiguredOrigins())
   app.use(apiSecurityHeaders())
+  app.use(jsonCharset())
   app.use(
     methodNotAllowed({
       app,

@@ -732,3 +732,12 @@ describe('Security: concurrent registrations', () => {
     for (const res of responses.filter((res) => res.status !== 201)) await expectProblem(res, 409, 'email_taken')
   })
 })
+
+describe('Content types', () => {
+  it('answers JSON as application/json; charset=utf-8 and errors as application/problem+json', async () => {
+    const ok = await api('GET', '/health')
+    expect(ok.headers.get('content-type')).toBe('application/json; charset=utf-8')
+    const missing = await api('GET', '/posts/999999999')
+    expect(missing.headers.get('content-type')).toBe('application/problem+json')
+  })
+})
