@@ -8,6 +8,13 @@ export default defineConfig(async () => ({
     cloudflareTest({
       wrangler: { configPath: './wrangler.toml' },
       miniflare: {
+        // Smaller limits than wrangler.toml's, so test/rate-limits.test.ts can reach them inside one
+        // 60 s window; the mechanism under test is the same.
+        ratelimits: {
+          CREDENTIALS_BY_IP: { simple: { limit: 60, period: 60 } },
+          CREDENTIALS_BY_ACCOUNT: { simple: { limit: 20, period: 60 } },
+          WRITES_BY_USER: { simple: { limit: 120, period: 60 } },
+        },
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations('./migrations'),
           JWT_SECRET: TEST_JWT_SECRET,

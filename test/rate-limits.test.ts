@@ -4,6 +4,7 @@ import { api, expectProblem, mintToken, registerUser, uniqueName } from './helpe
 // Limits from wrangler.toml [[ratelimits]]: CREDENTIALS_BY_IP 60/60 s, CREDENTIALS_BY_ACCOUNT
 // 20/60 s, WRITES_BY_USER 120/60 s. Counters live as long as the test file, so every test uses its
 // own accounts, emails and client IPs.
+// The limits vitest.config.ts binds for tests (wrangler.toml's production values are larger).
 const PER_IP = 60
 const PER_ACCOUNT = 20
 const WRITES_PER_USER = 120

@@ -18,7 +18,13 @@ export function negotiateBody(formPaths: ReadonlySet<string>) {
     // Unknown routes and wrong methods answer 404/405 whatever the body is.
     if (!matchedRoutes(c).some((route) => route.method !== 'ALL')) return next()
     const mediaType = contentType.split(';')[0]!.trim().toLowerCase()
-    if (JSON_MEDIA_TYPE.test(mediaType)) return next()
+    if (JSON_MEDIA_TYPE.test(mediaType)) {
+      // An empty JSON body is an empty object: optional bodies (logout) pass, required fields are
+      // named as missing (400 validation_failed) instead of "malformed JSON".
+      const text = new TextDecoder().decode(await c.req.raw.clone().arrayBuffer())
+      if (text.trim() === '') c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers: c.req.raw.headers, body: '{}' })
+      return next()
+    }
     if (mediaType === FORM_MEDIA_TYPE && formPaths.has(c.req.path)) {
       const text = new TextDecoder().decode(await c.req.raw.arrayBuffer())
       const fields = Object.fromEntries(new URLSearchParams(text))

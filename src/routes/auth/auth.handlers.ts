@@ -127,16 +127,11 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
 }
 
 export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c) => {
-  const { refresh_token: refreshToken } = c.req.valid('json')
+  // Logout ends only its own session (API.md point 7), which includes this session's refresh token;
+  // the optional body `{refresh_token}` is validated but never widens that to another session.
   const { auth, db, tokenKeys } = c.var
   const now = new Date()
-  const sids = [auth.sessionId]
-  if (refreshToken !== undefined) {
-    // Best effort: an expired or foreign refresh token must not make logout fail.
-    const claims = await verifyToken(refreshToken, 'refresh', tokenKeys, now).catch(() => null)
-    if (claims !== null && claims.sub === auth.userId) sids.push(claims.sid)
-  }
-  await endSessions(db, c.var.kv, sids, Number(auth.userId), 'logout', now, tokenKeys, auth.expiresAt)
+  await endSessions(db, c.var.kv, [auth.sessionId], Number(auth.userId), 'logout', now, tokenKeys, auth.expiresAt)
   if (auth.viaCookie) clearSessionCookies(c)
   return c.body(null, 204)
 }

@@ -136,8 +136,8 @@ export const logout = createRoute({
   tags: ['Auth'],
   summary: 'End this session',
   description:
-    "The access token and its session's refresh token stop working at once. A refresh token in " +
-    'the body ends its session too (it must belong to the same user).',
+    "The access token and its session's refresh token stop working at once. Only this session " +
+    'ends (a refresh_token of another session in the body is ignored); see logout-all for every session.',
   middleware: [requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: { required: false, content: { 'application/json': { schema: LogoutInput } } } },
