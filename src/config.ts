@@ -7,6 +7,8 @@ const textEncoder = new TextEncoder()
 export interface Env {
   DB: D1Database
   REVOKED_TOKENS: KVNamespace
+  /** Workers Static Assets (public/); absent in the vitest pool. */
+  ASSETS?: Fetcher
   CREDENTIALS_BY_IP?: RateLimit
   CREDENTIALS_BY_ACCOUNT?: RateLimit
   WRITES_BY_USER?: RateLimit

@@ -6,9 +6,12 @@ import type { Env } from '../config'
 // Browser-facing protections. The API serves only JSON, so its responses may load nothing and be
 // framed by nobody; the /docs page gets its own, looser CSP from public/_headers.
 
-/** HSTS, nosniff, no framing, no referrer, and a CSP under which a JSON response can do nothing. */
+/**
+ * HSTS, nosniff, no framing, no referrer, and a CSP under which a JSON response can do nothing.
+ * /docs keeps the CSP it gets from public/_headers (scripts and styles from this origin only).
+ */
 export function apiSecurityHeaders() {
-  return secureHeaders({
+  const forApi = secureHeaders({
     contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"] },
     xFrameOptions: 'DENY',
     strictTransportSecurity: 'max-age=31536000; includeSubDomains',
@@ -16,6 +19,17 @@ export function apiSecurityHeaders() {
     crossOriginResourcePolicy: false,
     crossOriginOpenerPolicy: false,
     xXssProtection: false,
+  })
+  const forDocs = secureHeaders({
+    xFrameOptions: 'DENY',
+    strictTransportSecurity: 'max-age=31536000; includeSubDomains',
+    referrerPolicy: 'no-referrer',
+    crossOriginResourcePolicy: false,
+    crossOriginOpenerPolicy: false,
+    xXssProtection: false,
+  })
+  return createMiddleware(function apiSecurityHeaders(c, next) {
+    return c.req.path === '/docs' ? forDocs(c, next) : forApi(c, next)
   })
 }
 

@@ -1,5 +1,6 @@
 import type { OpenAPIHono } from '@hono/zod-openapi'
 import { version } from '../../package.json'
+import { notFound } from '../errors'
 import { problems } from '../router'
 import type { AppEnv } from '../router'
 
@@ -57,6 +58,17 @@ export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>, formPaths: readon
       200: { description: 'An HTML page', content: { 'text/html': { schema: { type: 'string' } } } },
       ...problems(404),
     },
+  })
+
+  app.get('/docs', async (c) => {
+    // The vitest pool runs without static assets; `wrangler dev` and production have them.
+    if (c.env.ASSETS === undefined) throw notFound('docs page')
+    const page = await c.env.ASSETS.fetch(new Request(new URL('/docs', c.req.url)))
+    const headers: Record<string, string> = {}
+    page.headers.forEach((value, name) => {
+      headers[name] = value
+    })
+    return c.body(await page.arrayBuffer(), page.status as 200, headers)
   })
 
   let document: Document | undefined

@@ -117,4 +117,14 @@ describe('/docs in chromium', () => {
     expect(consoleErrors.filter((text) => !(text.includes('404') && text.endsWith(favicon)))).toEqual([])
     expect(pageErrors).toEqual([])
   })
+
+  it('goes through the Worker: echoes X-Request-Id and answers a wrong method with 405 + Allow', async () => {
+    const page = await fetch(`${apiUrl}/docs`, { headers: { 'x-request-id': 'docs-check-1' } })
+    expect(page.status).toBe(200)
+    expect(page.headers.get('x-request-id')).toBe('docs-check-1')
+    const wrong = await fetch(`${apiUrl}/docs`, { method: 'POST' })
+    expect(wrong.status).toBe(405)
+    expect(wrong.headers.get('allow')).toContain('GET')
+    expect(wrong.headers.get('content-type')).toBe('application/problem+json')
+  })
 })
