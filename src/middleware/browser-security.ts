@@ -11,23 +11,19 @@ import type { Env } from '../config'
  * /docs keeps the CSP it gets from public/_headers (scripts and styles from this origin only).
  */
 export function apiSecurityHeaders() {
+  const common = {
+    xFrameOptions: 'DENY',
+    strictTransportSecurity: 'max-age=31536000; includeSubDomains',
+    referrerPolicy: 'no-referrer',
+    crossOriginResourcePolicy: false,
+    crossOriginOpenerPolicy: false,
+    xXssProtection: false,
+  } as const
   const forApi = secureHeaders({
+    ...common,
     contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"] },
-    xFrameOptions: 'DENY',
-    strictTransportSecurity: 'max-age=31536000; includeSubDomains',
-    referrerPolicy: 'no-referrer',
-    crossOriginResourcePolicy: false,
-    crossOriginOpenerPolicy: false,
-    xXssProtection: false,
   })
-  const forDocs = secureHeaders({
-    xFrameOptions: 'DENY',
-    strictTransportSecurity: 'max-age=31536000; includeSubDomains',
-    referrerPolicy: 'no-referrer',
-    crossOriginResourcePolicy: false,
-    crossOriginOpenerPolicy: false,
-    xXssProtection: false,
-  })
+  const forDocs = secureHeaders(common)
   return createMiddleware(function apiSecurityHeaders(c, next) {
     return c.req.path === '/docs' ? forDocs(c, next) : forApi(c, next)
   })
