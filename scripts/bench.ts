@@ -15,16 +15,15 @@
 //   --connections C  concurrent connections (BENCH_CONNECTIONS, default 10)
 //   --only a,b       run only the named scenarios (see SCENARIOS below)
 //   --strict         exit 1 when a target is missed (default: report only)
-import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
+import { root, runWrangler } from './d1'
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -58,8 +57,6 @@ const DEEP_PAGES = 100
 /** Limit for the rate-limit bindings: high enough that the limiter never refuses during the bench. */
 const BENCH_RATE_LIMIT = 1_000_000_000
 
-const root = fileURLToPath(new URL('..', import.meta.url))
-const wrangler = join(root, 'node_modules', '.bin', 'wrangler')
 
 // ---- autocannon (CommonJS, no bundled types: only the part used here is typed) ---------------
 
@@ -154,16 +151,7 @@ function log(message: string): void {
 }
 
 function build(outdir: string): string {
-  const result = spawnSync(wrangler, ['deploy', '--dry-run', '--minify', '--outdir', outdir], {
-    cwd: root,
-    encoding: 'utf8',
-    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  if (result.status !== 0) {
-    console.error(result.stdout, result.stderr)
-    throw new Error(`wrangler deploy --dry-run failed (${result.error?.message ?? `exit ${result.status}`})`)
-  }
+  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir])
   const modules = readdirSync(outdir).filter((name) => /\.(m?js)$/.test(name))
   if (modules.length !== 1 || modules[0] === undefined) {
     throw new Error(`expected one JS module in ${outdir}, found: ${readdirSync(outdir).join(', ')}`)

@@ -5,12 +5,11 @@
 //    readable) bundle. Key import and signing, OpenAPI document generation and config parsing
 //    belong to the first request that needs them (memoised there), never to start-up: a sample
 //    inside one of LAZY_FUNCTIONS fails the check. Prints the start-up time and the top functions.
-import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { gzipSync } from 'node:zlib'
+import { runWrangler } from './d1'
 
 const GZIP_BUDGET_BYTES = 200 * 1024
 
@@ -26,24 +25,9 @@ const LAZY_FUNCTIONS: Record<string, string> = {
   getConfig: 'config parsing',
 }
 
-const root = fileURLToPath(new URL('..', import.meta.url))
-const wrangler = join(root, 'node_modules', '.bin', 'wrangler')
 const workDir = mkdtempSync(join(tmpdir(), 'edgepress-budget-'))
 const failures: string[] = []
 
-function run(args: string[]): void {
-  const result = spawnSync(wrangler, args, {
-    cwd: root,
-    encoding: 'utf8',
-    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  if (result.status !== 0) {
-    console.error(result.stdout, result.stderr)
-    console.error(`budget: \`wrangler ${args.join(' ')}\` failed (${result.error?.message ?? `exit ${result.status}`}).`)
-    process.exit(1)
-  }
-}
 
 function kib(bytes: number): string {
   return `${(bytes / 1024).toFixed(1)} KiB`
@@ -62,7 +46,7 @@ function bundleFiles(dir: string): string[] {
 
 function checkBundleSize(): void {
   const outdir = join(workDir, 'dist')
-  run(['deploy', '--dry-run', '--minify', '--outdir', outdir])
+  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir])
   const files = bundleFiles(outdir)
   if (files.length === 0) {
     failures.push(`wrangler wrote no module to ${outdir}.`)
@@ -137,7 +121,7 @@ function describeFrame(frame: CallFrame): string {
 
 function checkStartup(): void {
   const outfile = join(workDir, 'startup.cpuprofile')
-  run(['check', 'startup', '--outfile', outfile])
+  runWrangler(['check', 'startup', '--outfile', outfile])
   const profile = JSON.parse(readFileSync(outfile, 'utf8')) as CpuProfile
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]))
   const parents = new Map<number, number>()

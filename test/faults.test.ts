@@ -1,11 +1,9 @@
-import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, it } from 'vitest'
 import { deliverDueEmails } from '../src/email/outbox'
 import type { MailTransport } from '../src/email/transports'
 import { createDb } from '../src/middleware/context'
-import worker from '../src/index'
-import { BASE_URL, api, expectProblem, login, outboxMessagesTo, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
+import { api, apiWithEnv, expectProblem, login, outboxMessagesTo, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
 
 // Fault injection (issue 6, item 4): the worker is called directly with D1 or KV bindings that
 // fail. Config and keys are memoised per env object (src/middleware/context.ts), so each faulty
@@ -100,19 +98,7 @@ const secondStatementFails: WorkerEnv = { ...env, DB: faultyD1(env.DB, { sabotag
 /** Any batch statement inserting into the outbox fails when D1 executes it. */
 const outboxInsertFails: WorkerEnv = { ...env, DB: faultyD1(env.DB, { sabotage: (sql) => /^insert into "email_outbox"/i.test(sql) }) }
 
-async function call(workerEnv: WorkerEnv, method: string, path: string, body?: unknown, token?: string): Promise<Response> {
-  const headers: Record<string, string> = {}
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  if (token !== undefined) headers.authorization = `Bearer ${token}`
-  const ctx = createExecutionContext()
-  const res = await worker.fetch(
-    new Request(`${BASE_URL}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
-    workerEnv,
-    ctx,
-  )
-  await waitOnExecutionContext(ctx)
-  return res
-}
+const call = apiWithEnv
 
 /** A 5xx problem that says nothing about SQL, stacks, the injected cause or secrets. */
 async function expectOpaqueServerProblem(res: Response): Promise<Record<string, unknown>> {

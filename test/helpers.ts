@@ -1,6 +1,9 @@
+import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { env, exports } from 'cloudflare:workers'
 import { SignJWT } from 'jose'
 import type { JWTPayload } from 'jose'
+import worker from '../src/index'
+import type { Env as WorkerEnv } from '../src/config'
 import type { TokenPair } from '../src/lib/tokens'
 
 export const BASE_URL = 'https://edgepress.test'
@@ -41,6 +44,32 @@ export function api(
     headers: allHeaders,
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   })
+}
+
+/**
+ * Like api(), but runs the worker with another env (faulty or differently configured bindings).
+ * Build each env object once: config and keys are memoised per env object. The body is read and
+ * the request's background work (waitUntil) finished before the response is returned.
+ */
+export async function apiWithEnv(
+  workerEnv: WorkerEnv,
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+): Promise<Response> {
+  const headers: Record<string, string> = {}
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  if (token !== undefined) headers.authorization = `Bearer ${token}`
+  const ctx = createExecutionContext()
+  const res = await worker.fetch(
+    new Request(`${BASE_URL}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
+    workerEnv,
+    ctx,
+  )
+  const buffered = await res.arrayBuffer()
+  await waitOnExecutionContext(ctx)
+  return new Response(res.status === 204 || res.status === 304 ? null : buffered, res)
 }
 
 /** Registers a fresh user; returns it with its password. */

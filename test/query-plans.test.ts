@@ -1,4 +1,4 @@
-import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
+import { createExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { deliverDueEmails } from '../src/email/outbox'
@@ -6,7 +6,7 @@ import type { MailTransport } from '../src/email/transports'
 import worker from '../src/index'
 import { createDb } from '../src/middleware/context'
 import { runScheduledMaintenance } from '../src/scheduled'
-import { BASE_URL, registerAdmin, registerAndLogin, tokenFromEmail, uniqueName } from './helpers'
+import { BASE_URL, apiWithEnv, registerAdmin, registerAndLogin, tokenFromEmail, uniqueName } from './helpers'
 import type { TokenPair } from './helpers'
 
 // Issue 6, point 2: every query the API makes on a list or lookup path is run through
@@ -86,21 +86,10 @@ async function capture(action: () => Promise<unknown>): Promise<Recorded[]> {
   return [...bySql.values()]
 }
 
-async function call(method: string, path: string, body?: unknown, token?: string): Promise<Response> {
-  const headers: Record<string, string> = {}
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  // Credentials also keep public GETs out of the edge cache, so every request reaches D1.
-  if (token !== undefined) headers.authorization = `Bearer ${token}`
-  const ctx = createExecutionContext()
-  const res = await worker.fetch(
-    new Request(`${BASE_URL}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
-    recordingEnv,
-    ctx,
-  )
-  await res.arrayBuffer()
-  // Background work (outbox delivery after a write) uses the same recorded binding.
-  await waitOnExecutionContext(ctx)
-  return new Response(null, { status: res.status })
+// Credentials also keep public GETs out of the edge cache, so every request reaches D1; background
+// work (outbox delivery after a write) uses the same recorded binding.
+function call(method: string, path: string, body?: unknown, token?: string): Promise<Response> {
+  return apiWithEnv(recordingEnv, method, path, body, token)
 }
 
 async function expectStatus(res: Promise<Response>, status: number): Promise<void> {
