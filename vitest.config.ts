@@ -8,7 +8,7 @@ export default defineConfig(async () => ({
     cloudflareTest({
       wrangler: { configPath: './wrangler.toml' },
       miniflare: {
-        // Smaller limits than wrangler.toml's, so test/rate-limits.test.ts can reach them inside one
+        // Smaller limits than wrangler.toml's, so src/middleware/rate-limit.test.ts can reach them inside one
         // 60 s window; the mechanism under test is the same.
         ratelimits: {
           CREDENTIALS_BY_IP: { simple: { limit: 60, period: 60 } },
@@ -18,7 +18,7 @@ export default defineConfig(async () => ({
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations('./migrations'),
           JWT_SECRET: TEST_JWT_SECRET,
-          // One log line per request would bury test failures; observe.test.ts turns it back on.
+          // One log line per request would bury test failures; src/middleware/observe.test.ts turns it back on.
           LOG_REQUESTS: 'false',
           CORS_ORIGINS: 'https://app.example.com,http://localhost:5173',
         },
@@ -30,7 +30,7 @@ export default defineConfig(async () => ({
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     // Real-browser tests run in Node against `wrangler dev` (vitest.browser.config.ts).
     exclude: [...configDefaults.exclude, 'test/browser/**'],
-    // Some tests make hundreds of requests (cursor walks, rate limits); on a busy 2-core CI machine
+    // Some tests make hundreds of requests (cursor walks, rate limits); on a small, busy CI runner
     // the 5 s default is too tight. Timeouts here guard against hangs, not slowness.
     testTimeout: 60_000,
     // The console mail transport prints every email; show console output only for failing tests.

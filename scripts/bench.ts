@@ -1,8 +1,9 @@
-// `npm run bench`: HTTP throughput and latency of the built Worker, on this machine.
+// `npm run bench`: HTTP throughput and latency of the built Worker, on the machine it runs on.
 //
 // 1. Bundles the Worker as it would be deployed (`wrangler deploy --dry-run --minify --outdir`).
-// 2. Serves that bundle with the Miniflare API (no `wrangler dev` proxy, no request log round
-//    trip: see ../shared/PLATFORM.md) on 127.0.0.1, with fresh in-memory D1, KV and cache.
+// 2. Serves that bundle with the Miniflare API (no `wrangler dev` proxy and no request-log round
+//    trip to Node, which cost several times the Worker's own work) on 127.0.0.1, with fresh
+//    in-memory D1, KV and cache.
 // 3. Applies migrations/, registers one user through the API, inserts N posts straight into D1,
 //    logs in.
 // 4. Measures each scenario with autocannon at a fixed concurrency and prints a table, ratios

@@ -177,7 +177,7 @@ function checkStartup(): void {
   for (const [frame, hit] of lazyHits) {
     failures.push(
       `Start-up runs ${hit.reason} (${frame}, ${(hit.micros / 1000).toFixed(1)} ms sampled; stack: ${hit.stack}). ` +
-        'Do it on the first request that needs it and memoise it (src/config.ts, src/middleware/context.ts, src/routes/openapi.ts).',
+        'Do it on the first request that needs it and memoise it (src/config.ts, src/middleware/token-keys.ts, src/routes/openapi.ts).',
     )
   }
 }

@@ -1,9 +1,9 @@
 import { z } from 'zod'
-import { ApiError } from './errors'
+import { ApiError } from './lib/api-error'
 
 const textEncoder = new TextEncoder()
 
-/** Bindings and variables the worker reads; names are the operator contract (API.md § Configuration). */
+/** Bindings and variables the worker reads; names are the operator contract (docs/API.md § Configuration). */
 export interface Env {
   DB: D1Database
   REVOKED_TOKENS: KVNamespace
@@ -87,7 +87,7 @@ export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256'
 
 export interface TokenSettings {
   alg: JwtAlgorithm
-  /** UTF-8 bytes of JWT_SECRET: the HS256 key (API.md, precise point 1). */
+  /** UTF-8 bytes of JWT_SECRET: the HS256 key (docs/API.md, precise point 1). */
   secret: Uint8Array
   privateJwk: string | undefined
   publicJwks: string | undefined

@@ -1,58 +1,13 @@
 import { z } from '@hono/zod-openapi'
 import type { Context, ErrorHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
-import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import { ApiError, ERROR_CODES, notFound } from './lib/api-error'
+import type { ErrorCode, ErrorStatus, FieldError } from './lib/api-error'
 
-/** Stable machine-readable codes (API.md § Errors). Clients switch on these, never on `detail`. */
-export const ERROR_CODES = [
-  'validation_failed',
-  'invalid_credentials',
-  'not_authenticated',
-  'token_invalid',
-  'token_expired',
-  'token_revoked',
-  'token_reused',
-  'forbidden',
-  'not_found',
-  'conflict',
-  'username_taken',
-  'email_taken',
-  'rate_limited',
-  'payload_too_large',
-  'unsupported_media_type',
-  'method_not_allowed',
-  'service_unavailable',
-  'internal_error',
-] as const
+// The one place where anything thrown becomes an RFC 9457 problem+json response: ApiError as it
+// is, zod validation issues and Hono's HTTPExceptions translated, anything else an opaque 500.
 
-export type ErrorCode = (typeof ERROR_CODES)[number]
-
-export interface FieldError {
-  path: string
-  message: string
-}
-
-interface ApiErrorExtra {
-  errors?: FieldError[]
-  headers?: Record<string, string>
-  cause?: unknown
-}
-
-/** The one error type of the API. Thrown anywhere; rendered to problem+json only by `problemResponse`. */
-export class ApiError extends Error {
-  override readonly name = 'ApiError'
-
-  constructor(
-    readonly status: ContentfulStatusCode,
-    readonly code: ErrorCode,
-    readonly detail: string,
-    readonly extra: ApiErrorExtra = {},
-  ) {
-    super(detail, { cause: extra.cause })
-  }
-}
-
-export const FieldErrorSchema = z.object({
+const FieldErrorSchema = z.object({
   path: z.string().openapi({ example: 'password' }),
   message: z.string().openapi({ example: 'must be at least 8 characters' }),
 })
@@ -95,7 +50,7 @@ const HTTP_EXCEPTION_CODES: Partial<Record<number, { code: ErrorCode; detail: st
 }
 
 /** Translates anything thrown into an ApiError; unknown errors become an opaque 500. */
-export function toApiError(err: unknown): ApiError {
+function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err
   if (err instanceof HTTPException) {
     const known = HTTP_EXCEPTION_CODES[err.status]
@@ -105,13 +60,57 @@ export function toApiError(err: unknown): ApiError {
         ? new ApiError(400, 'validation_failed', 'The request body is not valid JSON.', {
             errors: [{ path: '', message: 'is not valid JSON' }],
           })
-        : new ApiError(err.status as ContentfulStatusCode, known.code, known.detail)
+        : new ApiError(err.status as ErrorStatus, known.code, known.detail)
     }
   }
   return new ApiError(500, 'internal_error', 'An unexpected error occurred.', { cause: err })
 }
 
-export function toProblem(error: ApiError, requestId?: string): Problem {
+/** zod issues → 400 `validation_failed` naming each field in `errors[].path`. */
+export function validationFailed(error: z.ZodError): ApiError {
+  const errors: FieldError[] = error.issues.map((issue) => ({
+    path: issue.path.map(String).join('.'),
+    message: describeIssue(issue),
+  }))
+  const fields = [...new Set(errors.map((e) => e.path).filter((p) => p !== ''))]
+  const detail =
+    fields.length === 0 ? 'The request is invalid.' : `Invalid or missing: ${fields.join(', ')}.`
+  return new ApiError(400, 'validation_failed', detail, { errors })
+}
+
+// zod's default messages quote received values for some issue kinds; these never do, so a
+// password typed into the wrong field is not echoed back.
+function describeIssue(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'invalid_type':
+      // zod 4 leaves `input` out of issues; its message names only the received type.
+      return /received undefined/.test(issue.message) ? 'is required' : `must be ${article(issue.expected)}`
+    case 'too_small':
+      return issue.origin === 'string'
+        ? `must be at least ${String(issue.minimum)} characters`
+        : `must be at least ${String(issue.minimum)}`
+    case 'too_big':
+      return issue.origin === 'string'
+        ? `must be at most ${String(issue.maximum)} characters`
+        : `must be at most ${String(issue.maximum)}`
+    case 'invalid_format':
+      if (issue.format === 'email') return 'must be a valid email address'
+      // A pattern's own message (set where the schema is declared) explains the rule.
+      return issue.format === 'regex' ? issue.message : `must be a valid ${issue.format}`
+    case 'unrecognized_keys':
+      return `unknown field(s): ${issue.keys.join(', ')}`
+    case 'invalid_value':
+      return `must be one of: ${issue.values.map(String).join(', ')}`
+    default:
+      return issue.message
+  }
+}
+
+function article(type: string): string {
+  return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`
+}
+
+function toProblem(error: ApiError, requestId?: string): Problem {
   return {
     type: 'about:blank',
     title: TITLES[error.status] ?? 'Error',
@@ -122,15 +121,6 @@ export function toProblem(error: ApiError, requestId?: string): Problem {
     ...(requestId === undefined ? {} : { request_id: requestId }),
   }
 }
-
-export const notAuthenticated = (): ApiError =>
-  new ApiError(401, 'not_authenticated', 'Authentication is required: send an access token.')
-
-export const forbidden = (detail = 'You may not act on this resource.'): ApiError =>
-  new ApiError(403, 'forbidden', detail)
-
-export const notFound = (what = 'resource'): ApiError =>
-  new ApiError(404, 'not_found', `The ${what} does not exist.`)
 
 const TOKEN_CODES: ReadonlySet<ErrorCode> = new Set([
   'token_invalid',
@@ -149,7 +139,7 @@ function challengeFor(error: ApiError): string | undefined {
 }
 
 /** The only place an error becomes a response body. */
-export function problemResponse(c: Context, error: ApiError): Response {
+function problemResponse(c: Context, error: ApiError): Response {
   const challenge = challengeFor(error)
   const headers: Record<string, string> = {
     'Content-Type': 'application/problem+json',
@@ -159,6 +149,21 @@ export function problemResponse(c: Context, error: ApiError): Response {
   }
   const requestId = c.get('requestId') as string | undefined
   return c.newResponse(JSON.stringify(toProblem(error, requestId)), error.status, headers)
+}
+
+/** Unknown routes: 404 `not_found`. */
+export function onNotFound(c: Context): Response {
+  return problemResponse(c, notFound('route'))
+}
+
+/** A known route with another method: 405 `method_not_allowed` with Allow. */
+export function onMethodNotAllowed(c: Context, methods: string[]): Response {
+  return problemResponse(
+    c,
+    new ApiError(405, 'method_not_allowed', `Use one of: ${methods.join(', ')}.`, {
+      headers: { Allow: methods.join(', ') },
+    }),
+  )
 }
 
 export const onError: ErrorHandler = (err, c) => {

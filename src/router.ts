@@ -1,37 +1,54 @@
 import { OpenAPIHono, z } from '@hono/zod-openapi'
 import type { RouteConfig, RouteHandler } from '@hono/zod-openapi'
-import type { BatchItem } from 'drizzle-orm/batch'
-import type { DrizzleD1Database } from 'drizzle-orm/d1'
-import type { Config, Env } from './config'
-import type * as schema from './db/schema'
-import { ApiError, ProblemSchema } from './errors'
-import type { FieldError } from './errors'
-import type { BindingTimings } from './lib/timed-bindings'
-import type { TokenKeys } from './lib/token-keys'
+import type { Context } from 'hono'
+import type { RequestIdVariables } from 'hono/request-id'
+import type { Env } from './config'
+import { ProblemSchema, validationFailed } from './errors'
+import type { ErrorStatus } from './lib/api-error'
+import type { AdminVariables, AuthVariables } from './middleware/authenticate'
+import type { BindingVariables } from './middleware/bindings'
+import type { ConfigVariables } from './middleware/config'
+import type { TokenKeysVariables } from './middleware/token-keys'
 
-export type Db = DrizzleD1Database<typeof schema>
+/** Where the API lives; only /openapi.json, /docs and /.well-known/ sit outside it. */
+export const API_PREFIX = '/api/v1'
 
-/** A non-empty list of statements for db.batch(), which D1 runs atomically. */
-export type BatchStatements = [BatchItem<'sqlite'>, ...BatchItem<'sqlite'>[]]
-
-export interface AppVariables {
-  requestId: string
-  config: Config
-  tokenKeys: TokenKeys
-  db: Db
-  /** REVOKED_TOKENS, timed for Server-Timing. */
-  kv: KVNamespace
-  timings: BindingTimings
-}
+/** What every handler can read: the variables the app-level middleware publish (src/index.ts). */
+export type AppVariables = RequestIdVariables & ConfigVariables & TokenKeysVariables & BindingVariables
 
 export interface AppEnv {
   Bindings: Env
   Variables: AppVariables
 }
 
+/** Handlers of routes with requireUser(). */
+export interface AuthedEnv extends AppEnv {
+  Variables: AppVariables & AuthVariables
+}
+
+/** Handlers of routes with requireAdmin(). */
+export interface AdminEnv extends AppEnv {
+  Variables: AppVariables & AdminVariables
+}
+
 export type AppRouteHandler<R extends RouteConfig, E extends AppEnv = AppEnv> = RouteHandler<R, E>
 
-/** Every resource router: zod failures become 400 `validation_failed` through the one onError. */
+/**
+ * The request's execution context, for work after the response (email delivery); undefined when
+ * the app is called without one (app.request() in scripts), where the cron does that work.
+ */
+export function executionContextOf(c: Context): ExecutionContext | undefined {
+  try {
+    return c.executionCtx
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Every resource router: zod failures become 400 `validation_failed` through the one onError.
+ * It must not set an onError of its own (see src/middleware/route-policy.ts).
+ */
 export function createRouter(): OpenAPIHono<AppEnv> {
   return new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
@@ -40,51 +57,16 @@ export function createRouter(): OpenAPIHono<AppEnv> {
   })
 }
 
-export function validationFailed(error: z.ZodError): ApiError {
-  const errors: FieldError[] = error.issues.map((issue) => ({
-    path: issue.path.map(String).join('.'),
-    message: describeIssue(issue),
-  }))
-  const fields = [...new Set(errors.map((e) => e.path).filter((p) => p !== ''))]
-  const detail =
-    fields.length === 0 ? 'The request is invalid.' : `Invalid or missing: ${fields.join(', ')}.`
-  return new ApiError(400, 'validation_failed', detail, { errors })
-}
-
-// zod's default messages quote received values for some issue kinds; these never do, so a
-// password typed into the wrong field is not echoed back.
-function describeIssue(issue: z.core.$ZodIssue): string {
-  switch (issue.code) {
-    case 'invalid_type':
-      // zod 4 leaves `input` out of issues; its message names only the received type.
-      return /received undefined/.test(issue.message) ? 'is required' : `must be ${article(issue.expected)}`
-    case 'too_small':
-      return issue.origin === 'string'
-        ? `must be at least ${String(issue.minimum)} characters`
-        : `must be at least ${String(issue.minimum)}`
-    case 'too_big':
-      return issue.origin === 'string'
-        ? `must be at most ${String(issue.maximum)} characters`
-        : `must be at most ${String(issue.maximum)}`
-    case 'invalid_format':
-      if (issue.format === 'email') return 'must be a valid email address'
-      // A pattern's own message (set where the schema is declared) explains the rule.
-      return issue.format === 'regex' ? issue.message : `must be a valid ${issue.format}`
-    case 'unrecognized_keys':
-      return `unknown field(s): ${issue.keys.join(', ')}`
-    case 'invalid_value':
-      return `must be one of: ${issue.values.map(String).join(', ')}`
-    default:
-      return issue.message
-  }
-}
-
-function article(type: string): string {
-  return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`
-}
-
 /** ISO 8601 UTC timestamps, as every resource renders them. */
 export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-11-23T07:00:00.000Z' })
+
+/**
+ * The `{id}` path parameter. It stays a string here: an id that is not a positive integer names no
+ * row, so the handler answers 404 (src/lib/ids.ts), not 400.
+ */
+export function idParams(example: string) {
+  return z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example }) })
+}
 
 /** The ETag header of single public resources. */
 export const ETAG_HEADER = { ETag: { schema: { type: 'string' as const }, description: 'Strong validator' } }
@@ -99,7 +81,7 @@ export function json<T extends z.ZodType>(schema: T, description: string) {
   return { content: { 'application/json': { schema } }, description }
 }
 
-const PROBLEM_DESCRIPTIONS: Record<number, string> = {
+const PROBLEM_DESCRIPTIONS: Record<ErrorStatus, string> = {
   400: 'Validation failed or malformed body (`validation_failed`)',
   401: 'Missing, invalid, expired or revoked credentials',
   403: 'Authenticated but not allowed (`forbidden`)',
@@ -114,13 +96,13 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
 }
 
 /** Problem+json response entries for the given statuses. */
-export function problems<S extends number>(...statuses: S[]) {
+export function problems<S extends ErrorStatus>(...statuses: S[]) {
   return Object.fromEntries(
     statuses.map((status) => [
       status,
       {
         content: { 'application/problem+json': { schema: ProblemSchema } },
-        description: PROBLEM_DESCRIPTIONS[status] ?? 'Error',
+        description: PROBLEM_DESCRIPTIONS[status],
       },
     ]),
   ) as Record<S, { content: { 'application/problem+json': { schema: typeof ProblemSchema } }; description: string }>

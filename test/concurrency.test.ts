@@ -38,7 +38,7 @@ function sessionOf(token: string): Promise<SessionState | null> {
 }
 
 // With no reuse grace, every replay of a rotated token is reuse. Built once: config and keys are
-// memoised per env object (src/middleware/context.ts).
+// memoised per env object (src/config.ts, src/middleware/token-keys.ts).
 const noGraceEnv = { ...env, REFRESH_REUSE_GRACE: '0' }
 
 async function refreshWithoutGrace(refreshToken: string): Promise<Response> {
@@ -124,10 +124,11 @@ describe('concurrent refreshes of one refresh token', () => {
     expect((await refresh(issued!)).status).toBe(200)
   })
 
-  // KNOWN BUG (src/routes/auth/sessions.ts, replayRotatedToken): with REFRESH_REUSE_GRACE=0 a
-  // loser whose `now` is not later than the winner's rotated_at (same millisecond, or taken before
-  // the winner committed) passes `now - rotatedAt <= 0` and is answered 200 as a grace replay.
-  // The clock is frozen here so every request sees that same instant and the race is certain.
+  // Regression guard (src/db/sessions.ts, replayRotatedToken): with REFRESH_REUSE_GRACE=0 a loser
+  // whose `now` is not later than the winner's rotated_at (same millisecond, or taken before the
+  // winner committed) would pass `now - rotatedAt <= 0` and be answered 200 as a grace replay, if
+  // a zero grace did not disable the window outright. The clock is frozen here so every request
+  // sees that same instant and the race is certain.
   it('without a grace window: exactly one 200, the rest 401 token_reused or token_revoked, never 500', async () => {
     const { tokens } = await registerAndLogin()
 

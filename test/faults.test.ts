@@ -2,11 +2,11 @@ import { env } from 'cloudflare:workers'
 import { describe, it } from 'vitest'
 import { deliverDueEmails } from '../src/email/outbox'
 import type { MailTransport } from '../src/email/transports'
-import { createDb } from '../src/middleware/context'
+import { createDb } from '../src/db/client'
 import { api, apiWithEnv, expectProblem, login, outboxMessagesTo, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
 
-// Fault injection (issue 6, item 4): the worker is called directly with D1 or KV bindings that
-// fail. Config and keys are memoised per env object (src/middleware/context.ts), so each faulty
+// Fault injection: the worker is called directly with D1 or KV bindings that
+// fail. Config and keys are memoised per env object (src/config.ts, src/middleware/token-keys.ts), so each faulty
 // env is built once, at module level.
 
 type WorkerEnv = typeof env
@@ -237,7 +237,7 @@ describe('a multi-step write is all-or-nothing', () => {
 })
 
 describe('logout while KV writes fail', () => {
-  // What the code does (src/routes/auth/sessions.ts, endSessions): D1 first — the session row is
+  // What the code does (src/db/sessions.ts, endSessions): D1 first — the session row is
   // marked revoked, so refresh stops at once — then the KV put, which throws; the request answers
   // 500 internal_error. The access token is NOT revoked (no KV key): it lives until it expires
   // (ACCESS_TOKEN_TTL), which the client learns from the 5xx and can retry the logout.

@@ -4,7 +4,7 @@ import { beforeAll, describe, it } from 'vitest'
 import { BASE_URL, login, mintToken, registerUser, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 
-// Property-based fuzzing of every route of the contract (API.md § Endpoints; issue 6, item 3).
+// Property-based fuzzing of every route of the contract (docs/API.md § Endpoints).
 // Generated and mutated bodies, content types, query strings, path ids, headers and tokens are
 // sent to each route. For every response:
 //   - status < 500;
@@ -424,7 +424,7 @@ async function checkInvariant(request: Built): Promise<void> {
   }
   for (const field of ['type', 'title', 'detail', 'code']) if (typeof problem[field] !== 'string') fail(`problem without ${field}`)
   if (problem.status !== res.status) fail('problem status differs from the response status')
-  // The contract makes reuse detection revoke the session (API.md, /auth/token/refresh).
+  // The contract makes reuse detection revoke the session (docs/API.md, /auth/token/refresh).
   if (problem.code === 'token_reused') return
   const after = await snapshot()
   if (after !== before) fail('a refused request changed stored data')

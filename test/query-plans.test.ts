@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { deliverDueEmails } from '../src/email/outbox'
 import type { MailTransport } from '../src/email/transports'
 import worker from '../src/index'
-import { createDb } from '../src/middleware/context'
+import { createDb } from '../src/db/client'
 import { runScheduledMaintenance } from '../src/scheduled'
 import { BASE_URL, apiWithEnv, registerAdmin, registerAndLogin, tokenFromEmail, uniqueName } from './helpers'
 import type { TokenPair } from './helpers'
@@ -73,7 +73,7 @@ function recordingD1(db: D1Database): D1Database {
 }
 
 const recordingDb = recordingD1(env.DB)
-// Built once: config and keys are memoised per env object (src/middleware/context.ts).
+// Built once: config and keys are memoised per env object (src/config.ts, src/middleware/token-keys.ts).
 const recordingEnv = { ...env, DB: recordingDb }
 
 /** Runs `action` and returns the statements it made, de-duplicated by SQL text. */

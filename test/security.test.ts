@@ -275,7 +275,7 @@ describe('Security: forged access tokens on GET /users/me', () => {
   })
 })
 
-describe('Security: tokens minted by another service holding the key (API.md point 2)', () => {
+describe('Security: tokens minted by another service holding the key (docs/API.md point 2)', () => {
   it('accepts a valid token for an existing user', async () => {
     const user = await registerUser()
     const token = await mintToken({ sub: String(user.id) })
@@ -619,7 +619,7 @@ describe('Security: no secret in any response', () => {
   })
 })
 
-describe('Security: configuration (API.md point 11)', () => {
+describe('Security: configuration (docs/API.md point 11)', () => {
   it.each([
     ['missing', undefined],
     ['10 bytes long', 'tenbytes!!'],
@@ -692,7 +692,7 @@ describe('Security: account enumeration on POST /auth/token', () => {
     await expectProblem(wrongPassword, 401, 'invalid_credentials')
   })
 
-  it('logs in by email ignoring case (API.md point 5)', async () => {
+  it('logs in by email ignoring case (docs/API.md point 5)', async () => {
     const username = uniqueName('alice')
     const user = await registerUser({ username, email: `${username}@example.com` })
 

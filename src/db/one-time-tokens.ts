@@ -1,14 +1,14 @@
-import { and, eq, gt, isNull, sql } from 'drizzle-orm'
+import { and, eq, gt, isNull, lt, sql } from 'drizzle-orm'
 import type { AnyColumn, SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
-import { ApiError } from '../errors'
+import { ApiError } from '../lib/api-error'
 import { randomToken } from '../lib/encoding'
 import { sha256Base64Url } from '../lib/hmac'
-import type { BatchStatements, Db } from '../router'
+import type { BatchStatements, Db } from './client'
 import { oneTimeTokens } from './schema'
 import type { OneTimeTokenPurpose } from './schema'
 
-export const ONE_TIME_TOKEN_TTL_MS: Record<OneTimeTokenPurpose, number> = {
+const ONE_TIME_TOKEN_TTL_MS: Record<OneTimeTokenPurpose, number> = {
   email_verification: 24 * 3_600_000,
   password_reset: 3_600_000,
   subscription_confirmation: 7 * 24 * 3_600_000,
@@ -95,4 +95,9 @@ export async function consumeOneTimeToken(
     throw new ApiError(400, 'token_expired', 'This link has expired. Ask for a new one.')
   }
   throw new ApiError(400, 'token_invalid', 'This link is invalid or has already been used.')
+}
+
+/** Deletes tokens that expired before `cutoff` (the cron). */
+export function pruneOneTimeTokens(db: Db, cutoff: Date): BatchItem<'sqlite'> {
+  return db.delete(oneTimeTokens).where(lt(oneTimeTokens.expiresAt, cutoff))
 }

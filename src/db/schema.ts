@@ -98,7 +98,7 @@ export const subscribers = sqliteTable(
   ],
 )
 
-export const ONE_TIME_TOKEN_PURPOSES = ['email_verification', 'password_reset', 'subscription_confirmation'] as const
+const ONE_TIME_TOKEN_PURPOSES = ['email_verification', 'password_reset', 'subscription_confirmation'] as const
 export type OneTimeTokenPurpose = (typeof ONE_TIME_TOKEN_PURPOSES)[number]
 
 /** Single-use tokens sent by email. Only a SHA-256 of the token is stored. */
@@ -122,7 +122,7 @@ export const oneTimeTokens = sqliteTable(
   ],
 )
 
-export const OUTBOX_STATUSES = ['pending', 'sending', 'sent', 'failed'] as const
+const OUTBOX_STATUSES = ['pending', 'sending', 'sent', 'failed'] as const
 
 /** Every email is written here in the same D1 batch as the change that causes it, then delivered. */
 export const emailOutbox = sqliteTable(
@@ -146,6 +146,5 @@ export const emailOutbox = sqliteTable(
 
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
-export type PostRow = typeof posts.$inferSelect
 export type SubscriberRow = typeof subscribers.$inferSelect
 export type OutboxRow = typeof emailOutbox.$inferSelect

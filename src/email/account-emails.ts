@@ -1,10 +1,10 @@
 import type { SQL } from 'drizzle-orm'
-import type { Context } from 'hono'
 import type { Config } from '../config'
+import type { BatchStatements, Db } from '../db/client'
 import { issueOneTimeToken } from '../db/one-time-tokens'
-import type { AppEnv, BatchStatements, Db } from '../router'
+import { queueEmail } from '../db/outbox'
 import { LINK_PATHS, emailVerificationMessage, linkTo, passwordResetMessage } from './messages'
-import { deliverInBackground, queueEmail } from './outbox'
+import { deliverInBackground } from './outbox'
 import { transportFor } from './transports'
 
 interface Recipient {
@@ -36,13 +36,14 @@ export async function accountEmailStatements(
   return [insert, queueEmail(db, message(recipient.email, recipient.username, link), now)]
 }
 
-/** After a batch that queued email has committed: deliver it once the response is on its way. */
-export function deliverSoon<E extends AppEnv>(c: Context<E>): void {
-  let executionCtx: ExecutionContext | undefined
-  try {
-    executionCtx = c.executionCtx
-  } catch {
-    executionCtx = undefined // app.request() in scripts has no execution context; the cron delivers
-  }
-  deliverInBackground(executionCtx, c.var.db, transportFor(c.var.config), c.var.config.mail.from)
+/**
+ * After a batch that queued email has committed: deliver it once the response is on its way.
+ * Without an execution context (the app called from a script) the cron delivers it instead.
+ */
+export function deliverSoon(
+  executionCtx: Pick<ExecutionContext, 'waitUntil'> | undefined,
+  db: Db,
+  config: Config,
+): void {
+  deliverInBackground(executionCtx, db, transportFor(config), config.mail.from)
 }

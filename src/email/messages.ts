@@ -1,13 +1,11 @@
+import type { QueuedEmail } from '../db/outbox'
+
 // The emails edgepress sends. Every link has the contract's form
-// `<PUBLIC_BASE_URL>/<path>?token=<token>` (API.md § Email), so a client app can route it and POST
+// `<PUBLIC_BASE_URL>/<path>?token=<token>` (docs/API.md § Email), so a client app can route it and POST
 // the token to the matching endpoint.
 
-export interface EmailMessage {
-  to: string
-  subject: string
-  text: string
-  headers?: Record<string, string>
-}
+/** An email as the outbox queues it. */
+export type EmailMessage = QueuedEmail
 
 export const LINK_PATHS = {
   emailVerification: 'verify-email',

@@ -1,10 +1,10 @@
-import { and, eq, inArray, lte, or, sql } from 'drizzle-orm'
-import type { BatchItem } from 'drizzle-orm/batch'
-import { emailOutbox } from '../db/schema'
+import type { Db } from '../db/client'
+import { claimMessage, dueMessageIds, markAttemptFailed, markSent } from '../db/outbox'
 import type { OutboxRow } from '../db/schema'
-import type { Db } from '../router'
-import type { EmailMessage } from './messages'
 import type { MailTransport } from './transports'
+
+// Delivery of the email outbox (src/db/outbox.ts): after each request that queued mail, and from
+// the cron, which retries with backoff whatever a request-time attempt did not deliver.
 
 /** After this many failed deliveries a message is marked `failed` and left for an operator. */
 export const MAX_DELIVERY_ATTEMPTS = 8
@@ -16,18 +16,6 @@ const SEND_LEASE_MS = 60_000
 /** Backoff before attempt n+1: 1, 2, 4 … minutes, capped at 6 hours. */
 export function retryDelayMs(attempts: number): number {
   return Math.min(60_000 * 2 ** Math.max(0, attempts - 1), 6 * 3_600_000)
-}
-
-/** The INSERT that queues a message: put it in the same db.batch() as the change that causes it. */
-export function queueEmail(db: Db, message: EmailMessage, now: Date): BatchItem<'sqlite'> {
-  return db.insert(emailOutbox).values({
-    recipient: message.to,
-    subject: message.subject,
-    text: message.text,
-    headers: JSON.stringify(message.headers ?? {}),
-    nextAttemptAt: now,
-    createdAt: now,
-  })
 }
 
 export interface DeliveryReport {
@@ -48,45 +36,14 @@ export async function deliverDueEmails(
   now: Date,
   limit = 25,
 ): Promise<DeliveryReport> {
-  const due = await db
-    .select({ id: emailOutbox.id })
-    .from(emailOutbox)
-    .where(and(inArray(emailOutbox.status, ['pending', 'sending']), lte(emailOutbox.nextAttemptAt, now)))
-    .orderBy(emailOutbox.nextAttemptAt)
-    .limit(limit)
   const report: DeliveryReport = { sent: 0, retried: 0, failed: 0 }
-  for (const { id } of due) {
-    const claimed = await claim(db, id, now)
+  for (const id of await dueMessageIds(db, now, limit)) {
+    const claimed = await claimMessage(db, id, now, new Date(now.getTime() + SEND_LEASE_MS))
     if (claimed === undefined) continue
     const outcome = await deliverOne(db, transport, from, claimed, now)
     report[outcome] += 1
   }
   return report
-}
-
-// Only the holder of the current lease may settle a message: if the lease ran out and another
-// drain re-claimed it, that drain's outcome is the one that counts.
-function stillLeased(message: OutboxRow) {
-  return and(eq(emailOutbox.id, message.id), eq(emailOutbox.status, 'sending'), eq(emailOutbox.attempts, message.attempts))
-}
-
-async function claim(db: Db, id: number, now: Date): Promise<OutboxRow | undefined> {
-  const [row] = await db
-    .update(emailOutbox)
-    .set({
-      status: 'sending',
-      attempts: sql`${emailOutbox.attempts} + 1`,
-      nextAttemptAt: new Date(now.getTime() + SEND_LEASE_MS),
-    })
-    .where(
-      and(
-        eq(emailOutbox.id, id),
-        or(eq(emailOutbox.status, 'pending'), eq(emailOutbox.status, 'sending')),
-        lte(emailOutbox.nextAttemptAt, now),
-      ),
-    )
-    .returning()
-  return row
 }
 
 async function deliverOne(
@@ -106,20 +63,14 @@ async function deliverOne(
     })
   } catch (err) {
     const gaveUp = message.attempts >= MAX_DELIVERY_ATTEMPTS
-    await db
-      .update(emailOutbox)
-      .set({
-        status: gaveUp ? 'failed' : 'pending',
-        nextAttemptAt: new Date(now.getTime() + retryDelayMs(message.attempts)),
-        lastError: (err instanceof Error ? err.message : String(err)).slice(0, 500),
-      })
-      .where(stillLeased(message))
+    await markAttemptFailed(db, message, {
+      gaveUp,
+      nextAttemptAt: new Date(now.getTime() + retryDelayMs(message.attempts)),
+      error: (err instanceof Error ? err.message : String(err)).slice(0, 500),
+    })
     return gaveUp ? 'failed' : 'retried'
   }
-  await db
-    .update(emailOutbox)
-    .set({ status: 'sent', sentAt: now, lastError: null })
-    .where(stillLeased(message))
+  await markSent(db, message, now)
   return 'sent'
 }
 

@@ -16,7 +16,7 @@ export interface MailTransport {
 
 /**
  * Local development: prints the whole message (recipient, subject, text with its links and
- * tokens) to the log, as the contract asks (API.md § Email). Never configure it in production.
+ * tokens) to the log, as the contract asks (docs/API.md § Email). Never configure it in production.
  */
 export const consoleTransport: MailTransport = {
   name: 'console',

@@ -1,4 +1,4 @@
-import { ApiError } from '../errors'
+import { ApiError } from './api-error'
 import { fromBase64Url, toBase64Url, utf8 } from './encoding'
 import { isValidMac, macOf } from './hmac'
 

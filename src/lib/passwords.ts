@@ -1,10 +1,10 @@
 import { constantTimeEqual, fromBase64Url, toBase64Url, utf8 } from './encoding'
 
-// Production workerd rejects PBKDF2 above 100 000 iterations (NotSupportedError; see
-// ../shared/PLATFORM.md and cloudflare/workerd#1346) while local workerd accepts any count, so a
+// Production workerd rejects PBKDF2 above 100 000 iterations (NotSupportedError;
+// cloudflare/workerd#1346) while local workerd accepts any count, so a
 // test cannot catch a higher setting. This is the platform's ceiling, not a choice: the versioned
 // format below lets us raise it, and upgrade stored hashes on login, when the platform does.
-export const PBKDF2_MAX_ITERATIONS = 100_000
+const PBKDF2_MAX_ITERATIONS = 100_000
 const PBKDF2_ITERATIONS = PBKDF2_MAX_ITERATIONS
 const SALT_BYTES = 16
 const HASH_BYTES = 32

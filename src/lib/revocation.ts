@@ -1,3 +1,5 @@
+import { ApiError } from './api-error'
+
 // The single owner of KV key names in REVOKED_TOKENS.
 //
 // Every revocation edgepress makes ends a whole login session (logout, reuse detection,
@@ -6,6 +8,9 @@
 // need no key: the session row in D1 is the authority for refresh and knows the current jti.
 
 const SESSION_PREFIX = 'sid:'
+
+// A key nobody writes: reading it proves KV answers without depending on any data (/health).
+const PROBE_KEY = 'health:probe'
 
 // KV refuses expirationTtl below 60 s (also enforced locally).
 const KV_MIN_TTL_SECONDS = 60
@@ -40,4 +45,26 @@ export async function revokeSessions(
  */
 export async function isSessionRevoked(kv: KVNamespace, sid: string, cacheTtlSeconds: number): Promise<boolean> {
   return (await kv.get(SESSION_PREFIX + sid, { cacheTtl: cacheTtlSeconds })) !== null
+}
+
+/**
+ * Refuses a token whose session was revoked (401 `token_revoked`); fails closed with 503 and
+ * Retry-After when KV cannot answer.
+ */
+export async function assertSessionNotRevoked(kv: KVNamespace, sid: string, cacheTtlSeconds: number): Promise<void> {
+  let revoked: boolean
+  try {
+    revoked = await isSessionRevoked(kv, sid, cacheTtlSeconds)
+  } catch (err) {
+    throw new ApiError(503, 'service_unavailable', 'Token revocation cannot be checked right now.', {
+      headers: { 'Retry-After': '5' },
+      cause: err,
+    })
+  }
+  if (revoked) throw new ApiError(401, 'token_revoked', 'The token has been revoked.')
+}
+
+/** One KV read that proves the namespace answers (/health); throws when it does not. */
+export async function pingKv(kv: KVNamespace): Promise<void> {
+  await kv.get(PROBE_KEY)
 }

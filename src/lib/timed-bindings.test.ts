@@ -2,7 +2,7 @@ import { env } from 'cloudflare:workers'
 import { eq } from 'drizzle-orm'
 import { describe, expect, it } from 'vitest'
 import { users } from '../db/schema'
-import { createDb } from '../middleware/context'
+import { createDb } from '../db/client'
 import { timedD1, timedKv } from './timed-bindings'
 import type { BindingTimings } from './timed-bindings'
 

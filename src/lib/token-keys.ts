@@ -1,7 +1,7 @@
 import { createLocalJWKSet, importJWK } from 'jose'
 import type { JWK, JWTVerifyGetKey } from 'jose'
 import type { JwtAlgorithm, TokenSettings } from '../config'
-import { ApiError } from '../errors'
+import { ApiError } from './api-error'
 import { toBase64Url } from './encoding'
 
 /** Everything tokens.ts needs to sign and verify; built once per isolate from the config. */

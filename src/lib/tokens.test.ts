@@ -2,7 +2,7 @@ import { SignJWT, base64url, decodeJwt, decodeProtectedHeader, exportJWK, genera
 import type { JWK } from 'jose'
 import { describe, expect, it } from 'vitest'
 import type { TokenSettings } from '../config'
-import { ApiError } from '../errors'
+import { ApiError } from './api-error'
 import { loadTokenKeys } from './token-keys'
 import type { TokenKeys } from './token-keys'
 import { issueTokenPair, newClaims, signToken, verifyToken } from './tokens'

@@ -1,6 +1,6 @@
 import { SignJWT, errors, jwtVerify } from 'jose'
 import type { JWTPayload } from 'jose'
-import { ApiError } from '../errors'
+import { ApiError } from './api-error'
 import type { TokenKeys } from './token-keys'
 
 export type TokenType = 'access' | 'refresh'

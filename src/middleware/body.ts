@@ -1,23 +1,25 @@
 import { createMiddleware } from 'hono/factory'
 import { matchedRoutes } from 'hono/route'
-import { ApiError } from '../errors'
-import type { AppEnv } from '../router'
+import { ApiError } from '../lib/api-error'
+import { policyOf } from './route-policy'
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/
-const FORM_MEDIA_TYPE = 'application/x-www-form-urlencoded'
+export const FORM_MEDIA_TYPE = 'application/x-www-form-urlencoded'
 
 /**
  * Content negotiation for request bodies. JSON is accepted everywhere; a form body is accepted
- * only on `formPaths` (the auth endpoints, API.md precise point 6) and is turned into the same
- * JSON object, so routes validate one shape whatever the client sent. Anything else → 415.
+ * only where the route declares `formBody` (the auth endpoints, docs/API.md precise point 6) and
+ * is turned into the same JSON object, so routes validate one shape whatever the client sent.
+ * Anything else → 415.
  */
-export function negotiateBody(formPaths: ReadonlySet<string>) {
-  return createMiddleware<AppEnv>(async function negotiateBody(c, next) {
+export function negotiateBody() {
+  return createMiddleware(async function negotiateBody(c, next) {
     const contentType = c.req.header('content-type')
     if (contentType === undefined || c.req.raw.body === null) return next()
     // Unknown routes and wrong methods answer 404/405 whatever the body is.
     if (!matchedRoutes(c).some((route) => route.method !== 'ALL')) return next()
     const mediaType = contentType.split(';')[0]!.trim().toLowerCase()
+    const acceptsForm = policyOf(c).formBody === true
     if (JSON_MEDIA_TYPE.test(mediaType)) {
       // An empty JSON body is an empty object: optional bodies (logout) pass, required fields are
       // named as missing (400 validation_failed) instead of "malformed JSON".
@@ -25,7 +27,7 @@ export function negotiateBody(formPaths: ReadonlySet<string>) {
       if (text.trim() === '') c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers: c.req.raw.headers, body: '{}' })
       return next()
     }
-    if (mediaType === FORM_MEDIA_TYPE && formPaths.has(c.req.path)) {
+    if (mediaType === FORM_MEDIA_TYPE && acceptsForm) {
       const text = new TextDecoder().decode(await c.req.raw.arrayBuffer())
       const fields = Object.fromEntries(new URLSearchParams(text))
       const headers = new Headers(c.req.raw.headers)
@@ -40,7 +42,7 @@ export function negotiateBody(formPaths: ReadonlySet<string>) {
     throw new ApiError(
       415,
       'unsupported_media_type',
-      formPaths.has(c.req.path)
+      acceptsForm
         ? 'Send the body as application/json or application/x-www-form-urlencoded.'
         : 'Send the body as application/json.',
     )

@@ -1,14 +1,16 @@
 import { createMiddleware } from 'hono/factory'
 import { secureHeaders } from 'hono/secure-headers'
-import { getConfig } from '../config'
-import type { Env } from '../config'
+import { CSRF_HEADER } from '../http/cookie-session'
+import type { ConfigVariables } from './config'
+import { policyOf } from './route-policy'
 
 // Browser-facing protections. The API serves only JSON, so its responses may load nothing and be
 // framed by nobody; the /docs page gets its own, looser CSP from public/_headers.
 
 /**
  * HSTS, nosniff, no framing, no referrer, and a CSP under which a JSON response can do nothing.
- * /docs keeps the CSP it gets from public/_headers (scripts and styles from this origin only).
+ * A route that declares `htmlPage` (/docs) keeps the CSP it gets from public/_headers (scripts
+ * and styles from this origin only).
  */
 export function apiSecurityHeaders() {
   const common = {
@@ -23,14 +25,14 @@ export function apiSecurityHeaders() {
     ...common,
     contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"] },
   })
-  const forDocs = secureHeaders(common)
+  const forPage = secureHeaders(common)
   return createMiddleware(function apiSecurityHeaders(c, next) {
-    return c.req.path === '/docs' ? forDocs(c, next) : forApi(c, next)
+    return policyOf(c).htmlPage === true ? forPage(c, next) : forApi(c, next)
   })
 }
 
 const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE'
-const ALLOWED_HEADERS = 'Authorization, Content-Type, If-None-Match, X-Request-Id, X-CSRF-Token, X-D1-Bookmark'
+const ALLOWED_HEADERS = `Authorization, Content-Type, If-None-Match, X-Request-Id, ${CSRF_HEADER}, X-D1-Bookmark`
 const EXPOSED_HEADERS = 'ETag, Location, Retry-After, Server-Timing, WWW-Authenticate, X-Request-Id, X-D1-Bookmark'
 
 /**
@@ -39,9 +41,9 @@ const EXPOSED_HEADERS = 'ETag, Location, Retry-After, Server-Timing, WWW-Authent
  * would still send Allow-Credentials and Expose-Headers), so the browser withholds the response.
  */
 export function corsForConfiguredOrigins() {
-  return createMiddleware(async function corsForConfiguredOrigins(c, next) {
+  return createMiddleware<{ Variables: ConfigVariables }>(async function corsForConfiguredOrigins(c, next) {
     const origin = c.req.header('origin')
-    const allowed = origin !== undefined && getConfig(c.env as Env).corsOrigins.includes(origin)
+    const allowed = origin !== undefined && c.var.config.corsOrigins.includes(origin)
     const isPreflight = c.req.method === 'OPTIONS' && c.req.header('access-control-request-method') !== undefined
     if (isPreflight) {
       // Through the context, so X-Request-Id and the security headers are kept.

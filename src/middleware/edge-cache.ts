@@ -1,32 +1,31 @@
 import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
-import { matchesIfNoneMatch } from '../routes/http-caching'
-import type { AppEnv } from '../router'
+import type { RequestIdVariables } from 'hono/request-id'
+import { PUBLIC_REVALIDATE, matchesIfNoneMatch } from '../http/conditional-get'
+import { carriesCredentials } from '../http/cookie-session'
+import { isSafeMethod } from '../http/request'
+import { policyOf } from './route-policy'
 
-// Anonymous GETs of public data (posts, profiles, and their lists) are served from the Workers
-// Cache API of the location. Every cache key embeds a "generation"; a successful write to posts
-// or users replaces the generation, so everything cached before it is unreachable at once and a
-// reader at the same location never sees data older than a write. Other locations keep their
-// copies for at most EDGE_TTL_SECONDS. Responses to requests with credentials are never cached.
+// Anonymous GETs of routes that declare `edgeCached` (posts, profiles, and their lists) are served
+// from the Workers Cache API of the location. Every cache key embeds a "generation"; a successful
+// write to a route that declares `purgesEdgeCache` replaces the generation, so everything cached
+// before it is unreachable at once and a reader at the same location never sees data older than
+// a write. Other locations keep their copies for at most EDGE_TTL_SECONDS. Responses to requests
+// with credentials are never cached.
 
 const EDGE_TTL_SECONDS = 60
 const CACHE_ORIGIN = 'https://edge-cache.edgepress.internal'
 const GENERATION_KEY = `${CACHE_ORIGIN}/generation`
-const CACHEABLE = /^\/api\/v1\/(posts|users)(\/[^/]+(\/posts)?)?$/
-const INVALIDATING = /^\/api\/v1\/(posts|users|auth\/register)(\/|$)/
-const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 
 export function edgeCache() {
-  return createMiddleware<AppEnv>(async function edgeCache(c, next) {
-    const path = c.req.path
-    if (UNSAFE_METHODS.has(c.req.method)) {
+  return createMiddleware<{ Variables: RequestIdVariables }>(async function edgeCache(c, next) {
+    const policy = policyOf(c)
+    if (!isSafeMethod(c.req.method)) {
       await next()
-      if (c.res.status < 400 && INVALIDATING.test(path)) await newGeneration()
+      if (c.res.status < 400 && policy.purgesEdgeCache === true) await newGeneration()
       return
     }
-    if (c.req.method !== 'GET' || !CACHEABLE.test(path) || path === '/api/v1/users/me' || hasCredentials(c)) {
-      return next()
-    }
+    if (c.req.method !== 'GET' || policy.edgeCached !== true || carriesCredentials(c)) return next()
     const cache = caches.default
     const url = new URL(c.req.url)
     // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
@@ -42,16 +41,12 @@ export function edgeCache() {
   })
 }
 
-function hasCredentials(c: Context): boolean {
-  return c.req.header('authorization') !== undefined || (c.req.header('cookie') ?? '').includes('__Host-edgepress-')
-}
-
-function fromCache(c: Context, hit: Response): Response {
+function fromCache(c: Context<{ Variables: RequestIdVariables }>, hit: Response): Response {
   const headers = new Headers(hit.headers)
-  headers.set('Cache-Control', 'public, no-cache')
+  headers.set('Cache-Control', PUBLIC_REVALIDATE)
   headers.set('X-Edge-Cache', 'HIT')
   headers.delete('X-D1-Bookmark') // the cached copy's bookmark and id belong to the request that filled it
-  headers.set('X-Request-Id', c.get('requestId') as string)
+  headers.set('X-Request-Id', c.var.requestId)
   const etag = headers.get('etag')
   if (etag !== null && matchesIfNoneMatch(c.req.header('if-none-match'), etag)) {
     return new Response(null, { status: 304, headers })

@@ -1,7 +1,7 @@
 import { createMiddleware } from 'hono/factory'
 
 /**
- * API.md: "JSON in and out (application/json; charset=utf-8)". Hono's c.json() sends a bare
+ * docs/API.md: "JSON in and out (application/json; charset=utf-8)". Hono's c.json() sends a bare
  * `application/json`; this states the charset on every JSON response in one place.
  */
 export function jsonCharset() {

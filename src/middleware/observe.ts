@@ -1,7 +1,14 @@
 import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
+import type { RequestIdVariables } from 'hono/request-id'
 import { matchedRoutes } from 'hono/route'
-import type { AppEnv } from '../router'
+import type { AuthVariables } from './authenticate'
+import type { BindingVariables } from './bindings'
+import type { ConfigVariables } from './config'
+
+// Runs around everything else, so what later middleware publishes may be missing: a preflight or
+// a 413 is answered before the bindings are opened, and a bad configuration before anything.
+type ObservedEnv = { Variables: RequestIdVariables & Partial<ConfigVariables & BindingVariables & AuthVariables> }
 
 /**
  * One structured JSON log line per request and a Server-Timing header with the time spent on D1
@@ -9,24 +16,21 @@ import type { AppEnv } from '../router'
  * password or email: only ids and numbers.
  */
 export function observe() {
-  return createMiddleware<AppEnv>(async function observe(c, next) {
+  return createMiddleware<ObservedEnv>(async function observe(c, next) {
     const started = performance.now()
     await next()
     const totalMs = performance.now() - started
-    const timings = c.get('timings') as AppEnv['Variables']['timings'] | undefined
+    const { timings, config, auth } = c.var
     const d1Ms = timings?.d1Ms ?? 0
     const kvMs = timings?.kvMs ?? 0
     c.header('Server-Timing', `d1;dur=${d1Ms.toFixed(1)}, kv;dur=${kvMs.toFixed(1)}, total;dur=${totalMs.toFixed(1)}`)
-    const config = c.get('config') as AppEnv['Variables']['config'] | undefined
-    // Responses made before withContext() (preflights, 413, a bad config) have no parsed config.
-    const logRequests = config?.logRequests ?? (c.env as { LOG_REQUESTS?: string }).LOG_REQUESTS !== 'false'
-    if (!logRequests) return
-    const auth = c.get('auth' as never) as { userId: string } | undefined
+    // Without a parsed configuration (it is invalid) the line is written: that 500 needs it.
+    if (config?.logRequests === false) return
     console.log(
       JSON.stringify({
         level: c.res.status >= 500 ? 'error' : 'info',
         message: 'request',
-        request_id: c.get('requestId'),
+        request_id: c.var.requestId,
         method: c.req.method,
         route: routeOf(c),
         status: c.res.status,
@@ -39,7 +43,7 @@ export function observe() {
   })
 }
 
-function routeOf(c: Context<AppEnv>): string {
+function routeOf(c: Context): string {
   // The first matching handler is the one that ran (/users/me is registered before /users/:id).
   const route = matchedRoutes(c).find((r) => r.method !== 'ALL')
   return route?.path ?? 'unmatched'

@@ -1,8 +1,7 @@
 import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { Env } from '../config'
-import { ApiError } from '../errors'
-import type { AppEnv } from '../router'
+import { ApiError } from '../lib/api-error'
 
 export type Limiter = 'CREDENTIALS_BY_IP' | 'CREDENTIALS_BY_ACCOUNT' | 'WRITES_BY_USER'
 
@@ -41,7 +40,7 @@ export async function enforceRateLimit(env: Env, limiter: Limiter, key: string):
  * sets). Requests with no client IP (in-process calls such as tests) are limited per account only.
  */
 export function limitByClientIp(endpoint: string) {
-  return createMiddleware<AppEnv>(async function limitByClientIp(c, next) {
+  return createMiddleware<{ Bindings: Env }>(async function limitByClientIp(c, next) {
     const ip = c.req.header('cf-connecting-ip')
     if (ip !== undefined) await enforceRateLimit(c.env, 'CREDENTIALS_BY_IP', `${endpoint}:${ip}`)
     await next()
@@ -49,6 +48,6 @@ export function limitByClientIp(endpoint: string) {
 }
 
 /** Limits a credential endpoint per account: the username or email being tried, in any case. */
-export function limitByAccount<E extends AppEnv>(c: Context<E>, endpoint: string, account: string): Promise<void> {
+export function limitByAccount<E extends { Bindings: Env }>(c: Context<E>, endpoint: string, account: string): Promise<void> {
   return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:${account.trim().normalize('NFC').toLowerCase()}`)
 }

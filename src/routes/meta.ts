@@ -1,8 +1,9 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { sql } from 'drizzle-orm'
 import { version } from '../../package.json'
-import { ApiError } from '../errors'
-import { createRouter, json, problems } from '../router'
+import { pingD1 } from '../db/client'
+import { ApiError } from '../lib/api-error'
+import { pingKv } from '../lib/revocation'
+import { API_PREFIX, createRouter, json, problems } from '../router'
 import type { AppRouteHandler } from '../router'
 
 const Health = z
@@ -11,7 +12,7 @@ const Health = z
 
 const health = createRoute({
   method: 'get',
-  path: '/api/v1/health',
+  path: `${API_PREFIX}/health`,
   tags: ['Meta'],
   summary: 'Liveness, with D1 and KV reachability',
   responses: { 200: json(Health, 'D1 and KV answered'), ...problems(405, 503) },
@@ -29,13 +30,10 @@ const jwks = createRoute({
   responses: { 200: json(Jwks, 'The current and previous public keys'), ...problems(405) },
 })
 
-// A key nobody writes: reading it proves KV answers without depending on any data.
-const KV_PROBE_KEY = 'health:probe'
-
 const getHealth: AppRouteHandler<typeof health> = async (c) => {
   const [d1, kv] = await Promise.allSettled([
-    c.var.db.get(sql`select 1 as ok`),
-    c.var.kv.get(KV_PROBE_KEY),
+    pingD1(c.var.db),
+    pingKv(c.var.kv),
   ])
   const down = [d1.status === 'rejected' ? 'D1' : null, kv.status === 'rejected' ? 'KV' : null].filter(Boolean)
   if (down.length > 0) {

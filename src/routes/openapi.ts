@@ -1,12 +1,12 @@
 import type { OpenAPIHono } from '@hono/zod-openapi'
 import { version } from '../../package.json'
-import { notFound } from '../errors'
-import { problems } from '../router'
+import { notFound } from '../lib/api-error'
+import { FORM_MEDIA_TYPE } from '../middleware/body'
+import { declaredPolicy, routePolicy } from '../middleware/route-policy'
+import { API_PREFIX, problems } from '../router'
 import type { AppEnv } from '../router'
 
 type Document = ReturnType<OpenAPIHono<AppEnv>['getOpenAPI31Document']>
-
-const FORM_MEDIA_TYPE = 'application/x-www-form-urlencoded'
 
 const INFO = {
   title: 'edgepress API',
@@ -27,17 +27,17 @@ const INFO = {
  * Serves GET /openapi.json (OpenAPI 3.1) from the routes' own zod definitions. The document is
  * built once per isolate (zod → JSON Schema is the costly part); only `servers` follows the request.
  */
-export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>, formPaths: readonly string[]): void {
+export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>): void {
   app.openAPIRegistry.registerComponent('securitySchemes', 'Bearer', {
     type: 'http',
     scheme: 'bearer',
     bearerFormat: 'JWT',
-    description: 'Access token from POST /api/v1/auth/token. `Authorization: JWT <token>` is accepted too.',
+    description: `Access token from POST ${API_PREFIX}/auth/token. \`Authorization: JWT <token>\` is accepted too.`,
   })
   app.openAPIRegistry.registerComponent('securitySchemes', 'Basic', {
     type: 'http',
     scheme: 'basic',
-    description: 'Username (or email) and password; only on POST /api/v1/auth/token and /login.',
+    description: `Username (or email) and password; only on POST ${API_PREFIX}/auth/token and /login.`,
   })
   app.openAPIRegistry.registerPath({
     method: 'get',
@@ -60,7 +60,7 @@ export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>, formPaths: readon
     },
   })
 
-  app.get('/docs', async (c) => {
+  app.get('/docs', routePolicy({ htmlPage: true }), async (c) => {
     // The vitest pool runs without static assets; `wrangler dev` and production have them.
     if (c.env.ASSETS === undefined) throw notFound('docs page')
     const page = await c.env.ASSETS.fetch(new Request(new URL('/docs', c.req.url)))
@@ -73,7 +73,7 @@ export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>, formPaths: readon
 
   let document: Document | undefined
   app.get('/openapi.json', (c) => {
-    document ??= completeDocument(app.getOpenAPI31Document({ openapi: '3.1.0', info: INFO }), formPaths)
+    document ??= completeDocument(app.getOpenAPI31Document({ openapi: '3.1.0', info: INFO }), formBodyOperations(app))
     c.header('Cache-Control', 'public, max-age=300')
     return c.json({ ...document, servers: [{ url: new URL(c.req.url).origin }] })
   })
@@ -81,30 +81,33 @@ export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>, formPaths: readon
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const
 
+/** `post /api/v1/auth/token` for every route that declares `formBody`, with OpenAPI's `{id}` paths. */
+function formBodyOperations(app: OpenAPIHono<AppEnv>): Set<string> {
+  const operations = new Set<string>()
+  for (const route of app.routes) {
+    if (declaredPolicy(route.handler)?.formBody !== true) continue
+    operations.add(`${route.method.toLowerCase()} ${route.path.replace(/:(\w+)/g, '{$1}')}`)
+  }
+  return operations
+}
+
 /**
- * What the route definitions do not say themselves: the form alternative of the auth bodies, an
- * explicit empty `security` on public operations, and a stable operationId for code generators.
+ * What the route definitions do not say themselves: the form alternative of the bodies of routes
+ * that declare `formBody`, an explicit empty `security` on public operations, and a stable
+ * operationId for code generators.
  */
-function completeDocument(document: Document, formPaths: readonly string[]): Document {
+function completeDocument(document: Document, formBodies: ReadonlySet<string>): Document {
   for (const [path, item] of Object.entries(document.paths ?? {})) {
     for (const method of METHODS) {
       const operation = item[method]
       if (operation === undefined) continue
       operation.operationId ??= operationIdFor(method, path)
       operation.security ??= []
-      // Every authenticated write counts against WRITES_BY_USER (src/middleware/authenticate.ts).
-      const responses = operation.responses
-      if (method !== 'get' && operation.security.length > 0 && responses !== undefined && responses['429'] === undefined) {
-        responses['429'] = {
-          description: 'Rate limited (`rate_limited`); see Retry-After',
-          content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
-        }
-      }
       // Declared here rather than on the routes: a second zod media type there would make
       // zod-openapi validate each body twice (once per media type), and negotiateBody() already
       // turns form bodies into the JSON the route validates.
       const requestBody = operation.requestBody
-      if (!formPaths.includes(path) || requestBody === undefined || '$ref' in requestBody) continue
+      if (!formBodies.has(`${method} ${path}`) || requestBody === undefined || '$ref' in requestBody) continue
       const json = requestBody.content['application/json']
       if (json !== undefined) requestBody.content[FORM_MEDIA_TYPE] = json
     }
@@ -114,8 +117,7 @@ function completeDocument(document: Document, formPaths: readonly string[]): Doc
 
 /** `post /api/v1/auth/token/refresh` → `postAuthTokenRefresh`; `{id}` → `ById`. */
 function operationIdFor(method: string, path: string): string {
-  const words = path
-    .replace(/^\/api\/v1/, '')
+  const words = (path.startsWith(API_PREFIX) ? path.slice(API_PREFIX.length) : path)
     .split(/[/.-]/)
     .filter((segment) => segment !== '')
     .map((segment) => (segment.startsWith('{') ? `By${capitalize(segment.slice(1, -1))}` : capitalize(segment)))

@@ -1,13 +1,12 @@
 import { z } from '@hono/zod-openapi'
-import { sql } from 'drizzle-orm'
-import type { AnyColumn, SQL } from 'drizzle-orm'
 import type { Config } from '../config'
+import type { KeysetWindow } from '../db/keyset'
 import { decodeCursor, encodeCursor } from '../lib/cursors'
 import type { CursorPosition } from '../lib/cursors'
 import { toBase64Url, utf8 } from '../lib/encoding'
 import { derivedHmacKey } from '../lib/hmac'
 
-export const MAX_PAGE_SIZE = 100
+const MAX_PAGE_SIZE = 100
 
 export const PaginationQuery = z.object({
   cursor: z.string().max(512).optional().openapi({ description: 'Opaque cursor from `next`/`previous`' }),
@@ -37,17 +36,8 @@ export interface Page<T> {
   previous: string | null
 }
 
-/** The ordering of a list: its sort column, its id column, and which way is "forward". */
-export interface Keyset {
-  sortColumn: AnyColumn
-  idColumn: AnyColumn
-  order: 'asc' | 'desc'
-}
-
 /** A validated page request: where to start and how many rows. */
-export interface PageRequest {
-  position: CursorPosition | null
-  limit: number
+export interface PageRequest extends KeysetWindow {
   scope: string
   url: URL
   key: CryptoKey
@@ -63,26 +53,6 @@ export async function readPageRequest(
   const [scope, key] = await Promise.all([scopeOf(url), derivedHmacKey(config.tokens.secret, 'cursor')])
   const position = query.cursor === undefined ? null : await decodeCursor(query.cursor, scope, key)
   return { position, limit: query.limit, scope, url, key }
-}
-
-/** WHERE fragment that starts the walk after the cursor's edge row (row-value comparison). */
-export function keysetCondition(keyset: Keyset, request: PageRequest): SQL | undefined {
-  const { position } = request
-  if (position === null) return undefined
-  const forward = position.direction === 'next'
-  const greater = (keyset.order === 'asc') === forward
-  const edge = sql`(${position.key}, ${position.id})`
-  const row = sql`(${keyset.sortColumn}, ${keyset.idColumn})`
-  return greater ? sql`${row} > ${edge}` : sql`${row} < ${edge}`
-}
-
-/** ORDER BY for the walk: reversed when walking backwards (the page is flipped afterwards). */
-export function keysetOrder(keyset: Keyset, request: PageRequest): SQL[] {
-  const backwards = request.position?.direction === 'previous'
-  const ascending = (keyset.order === 'asc') !== backwards
-  return ascending
-    ? [sql`${keyset.sortColumn} asc`, sql`${keyset.idColumn} asc`]
-    : [sql`${keyset.sortColumn} desc`, sql`${keyset.idColumn} desc`]
 }
 
 /**

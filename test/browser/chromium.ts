@@ -28,7 +28,7 @@ export function launchChromium(): Promise<Browser> {
   })
 }
 
-/** True for URLs that stay on this machine (or never touch the network at all). */
+/** True for URLs that stay on the loopback host (or never touch the network at all). */
 export function isLocalUrl(url: string): boolean {
   const { protocol, hostname } = new URL(url)
   if (protocol === 'data:' || protocol === 'blob:' || protocol === 'about:') return true

@@ -1,5 +1,5 @@
 // GET /docs in a real browser: Swagger UI served by the Worker's static assets renders every
-// operation from /openapi.json under the page's strict CSP, loads nothing from off this machine,
+// operation from /openapi.json under the page's strict CSP, loads nothing from another host,
 // and "Try it out" really calls the API.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -104,7 +104,7 @@ describe('/docs in chromium', () => {
     await page.screenshot({ path: join(tmpDir, 'docs-try-it-out.png') })
   })
 
-  it('loaded nothing from off this machine and hit no CSP violation or console error', async () => {
+  it('loaded nothing from another host and hit no CSP violation or console error', async () => {
     expect(requests.length).toBeGreaterThan(3)
     expect(requests.filter((url) => !isLocalUrl(url))).toEqual([])
     expect(requests).toContain(`${apiUrl}/openapi.json`)

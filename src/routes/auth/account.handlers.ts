@@ -1,20 +1,18 @@
-import { and, eq, sql } from 'drizzle-orm'
-import { users } from '../../db/schema'
 import { consumeOneTimeToken } from '../../db/one-time-tokens'
+import { endAllSessions, startSession } from '../../db/sessions'
+import { findUserByLogin, loadAuthenticatedUser, markEmailVerified, resetPassword, setPassword } from '../../db/users'
 import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
-import { ApiError } from '../../errors'
-import type { AuthedEnv } from '../../middleware/authenticate'
-import { limitByAccount } from '../../middleware/rate-limit'
+import { ApiError } from '../../lib/api-error'
 import { hashPassword, verifyPassword } from '../../lib/passwords'
-import type { AppRouteHandler } from '../../router'
-import { findUserByLogin, requireUserRow } from '../users/user-store'
+import { limitByAccount } from '../../middleware/rate-limit'
+import { executionContextOf } from '../../router'
+import type { AppRouteHandler, AuthedEnv } from '../../router'
 import * as routes from './account.routes'
-import { endAllSessions, startSession } from './sessions'
 
 export const passwordChange: AppRouteHandler<typeof routes.passwordChange, AuthedEnv> = async (c) => {
   const { old_password: oldPassword, new_password: newPassword } = c.req.valid('json')
   const { auth, db, config, tokenKeys } = c.var
-  const user = await requireUserRow(db, auth.userId)
+  const user = await loadAuthenticatedUser(db, auth.userId)
   if (!(await verifyPassword(oldPassword, user.passwordHash, config.passwordPepper))) {
     throw new ApiError(401, 'invalid_credentials', 'The current password is incorrect.')
   }
@@ -22,8 +20,7 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
   const passwordHash = await hashPassword(newPassword, config.passwordPepper)
   // Every session ends, this one included; the caller continues in the new session below.
   await endAllSessions(db, c.var.kv, user.id, 'password change', now, tokenKeys, [auth.sessionId])
-  const changePassword = db.update(users).set({ passwordHash, updatedAt: now }).where(eq(users.id, user.id))
-  const { pair } = await startSession(db, user.id, tokenKeys, now, [changePassword])
+  const { pair } = await startSession(db, user.id, tokenKeys, now, [setPassword(db, user.id, passwordHash, now)])
   return c.json(pair, 200)
 }
 
@@ -36,7 +33,7 @@ export const passwordReset: AppRouteHandler<typeof routes.passwordReset> = async
     const now = new Date()
     const recipient = { userId: user.id, username: user.username, email: user.email }
     await db.batch(await accountEmailStatements('password_reset', db, config, recipient, now))
-    deliverSoon(c)
+    deliverSoon(executionContextOf(c), db, config)
   }
   return c.json({ status: 'accepted' as const }, 202)
 }
@@ -47,15 +44,7 @@ export const passwordResetConfirm: AppRouteHandler<typeof routes.passwordResetCo
   const now = new Date()
   const passwordHash = await hashPassword(newPassword, config.passwordPepper)
   const owner = await consumeOneTimeToken(db, 'password_reset', token, now, (live) => [
-    // Following the emailed link proves the address, so it counts as verified too.
-    db
-      .update(users)
-      .set({
-        passwordHash,
-        updatedAt: now,
-        emailVerified: sql`case when lower(${users.email}) = lower(${live.email}) then 1 else ${users.emailVerified} end`,
-      })
-      .where(eq(users.id, live.userId)),
+    resetPassword(db, live, passwordHash, now),
   ])
   await endAllSessions(db, c.var.kv, owner.userId!, 'password reset', now, tokenKeys)
   return c.body(null, 204)
@@ -65,19 +54,13 @@ export const emailVerify: AppRouteHandler<typeof routes.emailVerify> = async (c)
   const { token } = c.req.valid('json')
   const { db } = c.var
   const now = new Date()
-  await consumeOneTimeToken(db, 'email_verification', token, now, (live) => [
-    // Only the address the link was sent to: after an email change, an old link verifies nothing.
-    db
-      .update(users)
-      .set({ emailVerified: true, updatedAt: now })
-      .where(and(eq(users.id, live.userId), sql`lower(${users.email}) = lower(${live.email})`)),
-  ])
+  await consumeOneTimeToken(db, 'email_verification', token, now, (live) => [markEmailVerified(db, live, now)])
   return c.body(null, 204)
 }
 
 export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> = async (c) => {
   const { db, config } = c.var
-  const user = await requireUserRow(db, c.var.auth.userId)
+  const user = await loadAuthenticatedUser(db, c.var.auth.userId)
   if (!user.emailVerified) {
     const statements = await accountEmailStatements(
       'email_verification',
@@ -87,7 +70,7 @@ export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> 
       new Date(),
     )
     await db.batch(statements)
-    deliverSoon(c)
+    deliverSoon(executionContextOf(c), db, config)
   }
   return c.json({ status: 'accepted' as const }, 202)
 }

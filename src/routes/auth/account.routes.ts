@@ -2,8 +2,8 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
-import { EmailSchema, PasswordSchema } from '../account-fields'
-import { TokenPairSchema } from './auth.routes'
+import { EmailSchema, PasswordSchema } from '../account-schemas'
+import { TokenPairSchema, atPrimary, atPrimaryWithForms } from './auth.routes'
 
 const PasswordChangeInput = z
   .object({ old_password: z.string().min(1).max(1024), new_password: PasswordSchema })
@@ -25,12 +25,12 @@ export const passwordChange = createRoute({
   tags: ['Auth'],
   summary: 'Change the password',
   description: 'Returns a new token pair (a new session); every other session is revoked.',
-  middleware: [requireUser()] as const,
+  middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(PasswordChangeInput) },
   responses: {
     200: json(TokenPairSchema, 'A new token pair'),
-    ...problems(400, 401, 413, 415, 503),
+    ...problems(400, 401, 413, 415, 429, 503),
   },
 })
 
@@ -42,7 +42,7 @@ export const passwordReset = createRoute({
   description:
     'Always 202, whether or not the address has an account (no enumeration). The link carries a ' +
     'single-use token valid for 1 hour.',
-  middleware: [limitByClientIp('password-reset')] as const,
+  middleware: [atPrimaryWithForms, limitByClientIp('password-reset')] as const,
   request: { body: jsonBody(PasswordResetInput) },
   responses: { 202: json(Accepted, 'If the address has an account, a link is on its way'), ...problems(400, 413, 415, 429) },
 })
@@ -53,6 +53,7 @@ export const passwordResetConfirm = createRoute({
   tags: ['Auth'],
   summary: 'Set a new password with a reset token',
   description: 'The token works once; every session of the user is revoked.',
+  middleware: [atPrimaryWithForms] as const,
   request: { body: jsonBody(PasswordResetConfirmInput) },
   responses: { 204: { description: 'Password changed' }, ...problems(400, 413, 415) },
 })
@@ -62,6 +63,7 @@ export const emailVerify = createRoute({
   path: '/email/verify',
   tags: ['Auth'],
   summary: 'Confirm an email address with the emailed token',
+  middleware: [atPrimaryWithForms] as const,
   request: { body: jsonBody(EmailVerifyInput) },
   responses: { 204: { description: 'Email verified' }, ...problems(400, 413, 415) },
 })
@@ -71,10 +73,7 @@ export const emailResend = createRoute({
   path: '/email/resend',
   tags: ['Auth'],
   summary: 'Send the verification email again',
-  middleware: [requireUser()] as const,
+  middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
-  responses: { 202: json(Accepted, 'A new link is on its way (nothing is sent if already verified)'), ...problems(401, 415, 503) },
+  responses: { 202: json(Accepted, 'A new link is on its way (nothing is sent if already verified)'), ...problems(401, 415, 429, 503) },
 })
-
-/** Account paths (under /api/v1/auth) that also accept form bodies, like FORM_BODY_PATHS. */
-export const ACCOUNT_FORM_BODY_PATHS = [passwordReset, passwordResetConfirm, emailVerify].map((route) => route.path)

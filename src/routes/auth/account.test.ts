@@ -13,7 +13,7 @@ import {
 } from '../../../test/helpers'
 import type { RegisteredUser, TokenPair } from '../../../test/helpers'
 
-// wrangler.toml [vars]: the base of every link in an email (API.md § Email).
+// wrangler.toml [vars]: the base of every link in an email (docs/API.md § Email).
 const PUBLIC_BASE_URL = 'http://localhost:8787'
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 const NEW_PASSWORD = 'a brand new passphrase'

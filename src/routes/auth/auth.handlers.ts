@@ -1,29 +1,27 @@
-import { eq, sql } from 'drizzle-orm'
 import type { Context } from 'hono'
-import { users } from '../../db/schema'
 import type { UserRow } from '../../db/schema'
+import { endAllSessions, endSessions, isCurrentRefreshToken, rotateRefreshToken, startSession } from '../../db/sessions'
+import { findUserByLogin, insertUser, recordLogin, toConflict, userIdByEmail } from '../../db/users'
 import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
-import { ApiError } from '../../errors'
-import { assertNotRevoked } from '../../middleware/authenticate'
+import { validationFailed } from '../../errors'
 import {
   assertCsrfToken,
   clearSessionCookies,
   readRefreshCookie,
   setSessionCookies,
   wantsCookies,
-} from '../../middleware/cookie-session'
-import type { AuthedEnv } from '../../middleware/authenticate'
-import { limitByAccount } from '../../middleware/rate-limit'
+} from '../../http/cookie-session'
+import { ApiError } from '../../lib/api-error'
 import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
+import { assertSessionNotRevoked } from '../../lib/revocation'
 import { verifyToken } from '../../lib/tokens'
-import { createRouter, validationFailed } from '../../router'
-import type { AppEnv, AppRouteHandler } from '../../router'
-import { findUserByLogin, toConflict } from '../users/user-store'
-import { toPrivateUser } from '../users/users.routes'
+import { limitByAccount } from '../../middleware/rate-limit'
+import { API_PREFIX, createRouter, executionContextOf } from '../../router'
+import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
+import { toPrivateUser } from '../account-schemas'
 import * as account from './account.handlers'
 import * as accountRoutes from './account.routes'
 import * as routes from './auth.routes'
-import { endAllSessions, endSessions, isCurrentRefreshToken, rotateRefreshToken, startSession } from './sessions'
 
 export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const { username, email, password } = c.req.valid('json')
@@ -31,17 +29,16 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const { db, config } = c.var
   const now = new Date()
   const passwordHash = await hashPassword(password, config.passwordPepper)
-  const newUserId = sql`(select ${users.id} from ${users} where lower(${users.email}) = lower(${email}))`
   // The account, its verification token and the email carrying it land together or not at all.
   const [inserted] = await db
     .batch([
-      db.insert(users).values({ username, email, passwordHash, createdAt: now, updatedAt: now }).returning(),
-      ...(await accountEmailStatements('email_verification', db, config, { userId: newUserId, username, email }, now)),
+      insertUser(db, { username, email, passwordHash }, now),
+      ...(await accountEmailStatements('email_verification', db, config, { userId: userIdByEmail(email), username, email }, now)),
     ])
     .catch(toConflict)
   const user = (inserted as UserRow[])[0]!
-  deliverSoon(c)
-  c.header('Location', `/api/v1/users/${user.id}`)
+  deliverSoon(executionContextOf(c), db, config)
+  c.header('Location', `${API_PREFIX}/users/${user.id}`)
   return c.json(toPrivateUser(user), 201)
 }
 
@@ -60,11 +57,10 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
     throw new ApiError(401, 'invalid_credentials', 'The username or password is incorrect.')
   }
   const now = new Date()
-  const upgrade = needsRehash(user.passwordHash, config.passwordPepper)
-    ? { passwordHash: await hashPassword(password, config.passwordPepper) }
-    : {}
-  const recordLogin = db.update(users).set({ lastLoginAt: now, ...upgrade }).where(eq(users.id, user.id))
-  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin])
+  const upgradedHash = needsRehash(user.passwordHash, config.passwordPepper)
+    ? await hashPassword(password, config.passwordPepper)
+    : undefined
+  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin(db, user.id, now, upgradedHash)])
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
   return c.json(pair, 200)
 }
@@ -118,7 +114,7 @@ export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
 export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const { token: presented } = c.req.valid('json')
   const claims = await verifyToken(presented, 'any', c.var.tokenKeys, new Date())
-  await assertNotRevoked(c.var.kv, claims, c.var.config.tokens.revocationCacheTtlSeconds)
+  await assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
   // A rotated refresh token is no longer valid even though its session lives on.
   if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(c.var.db, claims))) {
     throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')
@@ -127,7 +123,7 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
 }
 
 export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c) => {
-  // Logout ends only its own session (API.md point 7), which includes this session's refresh token;
+  // Logout ends only its own session (docs/API.md, precise point 7), which includes this session's refresh token;
   // the optional body `{refresh_token}` is validated but never widens that to another session.
   const { auth, db, tokenKeys } = c.var
   const now = new Date()

@@ -1,9 +1,15 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
+import { routePolicy } from '../../middleware/route-policy'
 import { json, jsonBody, problems } from '../../router'
-import { EmailSchema, PasswordSchema, UsernameSchema } from '../account-fields'
-import { PrivateUserSchema } from '../users/users.routes'
+import { EmailSchema, PasswordSchema, PrivateUserSchema, UsernameSchema } from '../account-schemas'
+
+// Every auth route reads sessions, tokens and passwords that must not be stale: its D1 session
+// starts at the primary. The endpoints a plain HTML form may post to (docs/API.md, precise point 6)
+// also take form bodies; registering adds a public profile, so it purges the edge cache.
+export const atPrimary = routePolicy({ d1Primary: true })
+export const atPrimaryWithForms = routePolicy({ d1Primary: true, formBody: true })
 
 const RegisterInput = z
   .object({ username: UsernameSchema, email: EmailSchema, password: PasswordSchema })
@@ -66,7 +72,7 @@ export const register = createRoute({
   path: '/register',
   tags: ['Auth'],
   summary: 'Create an account',
-  middleware: [limitByClientIp('register')] as const,
+  middleware: [routePolicy({ d1Primary: true, formBody: true, purgesEdgeCache: true }), limitByClientIp('register')] as const,
   request: { body: jsonBody(RegisterInput) },
   responses: {
     201: json(PrivateUserSchema, 'The new account (private view)'),
@@ -84,7 +90,7 @@ export const token = createRoute({
     'or HTTP Basic with no body. Unknown user and wrong password get the same 401.',
   // {} makes HTTP Basic optional: the credentials may come in the body instead.
   security: [{}, { Basic: [] }] as Array<Record<string, string[]>>,
-  middleware: [limitByClientIp('token')] as const,
+  middleware: [atPrimaryWithForms, limitByClientIp('token')] as const,
   request: {
     query: CookieModeQuery,
     body: { required: false, content: { 'application/json': { schema: CredentialsInput } } },
@@ -108,6 +114,7 @@ export const refresh = createRoute({
     '`REFRESH_REUSE_GRACE` seconds of its rotation, where the current refresh token (same jti) ' +
     'and a fresh access token are returned. In cookie mode (`?mode=cookie`) the refresh token may ' +
     'come from its cookie instead of the body; then `X-CSRF-Token` is required and new cookies are set.',
+  middleware: [atPrimaryWithForms] as const,
   request: {
     query: CookieModeQuery,
     body: { required: false, content: { 'application/json': { schema: RefreshInput } } },
@@ -123,6 +130,7 @@ export const verify = createRoute({
   path: '/token/verify',
   tags: ['Auth'],
   summary: 'Check a token',
+  middleware: [atPrimaryWithForms] as const,
   request: { body: jsonBody(VerifyInput) },
   responses: {
     200: json(VerifiedToken, 'The token is valid and not revoked'),
@@ -138,12 +146,12 @@ export const logout = createRoute({
   description:
     "The access token and its session's refresh token stop working at once. Only this session " +
     'ends (a refresh_token of another session in the body is ignored); see logout-all for every session.',
-  middleware: [requireUser()] as const,
+  middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: { required: false, content: { 'application/json': { schema: LogoutInput } } } },
   responses: {
     204: { description: 'Logged out' },
-    ...problems(400, 401, 413, 415, 503),
+    ...problems(400, 401, 413, 415, 429, 503),
   },
 })
 
@@ -152,17 +160,10 @@ export const logoutAll = createRoute({
   path: '/logout-all',
   tags: ['Auth'],
   summary: 'End every session of the user',
-  middleware: [requireUser()] as const,
+  middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   responses: {
     204: { description: 'Every session revoked' },
-    ...problems(401, 415, 503),
+    ...problems(401, 415, 429, 503),
   },
 })
-
-/**
- * Paths (under /api/v1/auth) whose bodies may also be application/x-www-form-urlencoded (API.md
- * precise point 6). negotiateBody() turns such bodies into JSON before validation, and the
- * OpenAPI document lists the form media type for them (src/routes/openapi.ts).
- */
-export const FORM_BODY_PATHS = [register, token, login, refresh, verify].map((route) => route.path)

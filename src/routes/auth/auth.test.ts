@@ -480,7 +480,7 @@ describe('POST /api/v1/auth/logout', () => {
     expect((await refresh(other.refresh_token)).status).toBe(200)
   })
 
-  it("ends only its own session, even when another session's refresh token is in the body (API.md point 7)", async ({ expect }) => {
+  it("ends only its own session, even when another session's refresh token is in the body (docs/API.md point 7)", async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
     const second = await login(user)
     const res = await api('POST', '/auth/logout', { refresh_token: second.refresh_token }, tokens.access_token)

@@ -1,40 +1,45 @@
-import { eq } from 'drizzle-orm'
-import { posts } from '../../db/schema'
-import { forbidden, notFound } from '../../errors'
-import type { Auth, AuthedEnv } from '../../middleware/authenticate'
-import { createRouter } from '../../router'
-import type { AppRouteHandler, Db } from '../../router'
-import { PUBLIC_REVALIDATE, isNotModified } from '../http-caching'
-import { readPageRequest } from '../pagination'
-import { parseId } from '../params'
-import { findUserById, requireUserRow } from '../users/user-store'
-import { findPost, listPosts, toPostView } from './post-store'
-import type { PostWithAuthor } from './post-store'
+import type { Db } from '../../db/client'
+import { createdAtEdge } from '../../db/keyset'
+import { deletePost, findPost, insertPost, listPosts, updatePost } from '../../db/posts'
+import type { PostWithAuthor } from '../../db/posts'
+import { findUserById, loadAuthenticatedUser } from '../../db/users'
+import { PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
+import { forbidden, notFound } from '../../lib/api-error'
+import { parseId } from '../../lib/ids'
+import type { Auth } from '../../middleware/authenticate'
+import { API_PREFIX, createRouter } from '../../router'
+import type { AppRouteHandler, AuthedEnv } from '../../router'
+import { readPageRequest, toPage } from '../pagination'
 import * as routes from './posts.routes'
 
 export const list: AppRouteHandler<typeof routes.list> = async (c) => {
   const { author, q, ordering, ...pagination } = c.req.valid('query')
   const page = await readPageRequest(c.req.url, pagination, c.var.config)
+  const rows = await listPosts(c.var.db, { authorId: author, search: q, ordering }, page)
   c.header('Cache-Control', PUBLIC_REVALIDATE)
-  return c.json(await listPosts(c.var.db, { authorId: author, search: q, ordering }, page), 200)
+  return c.json(await toPage(rows, page, createdAtEdge, routes.toPostView), 200)
+}
+
+export const listOfUser: AppRouteHandler<typeof routes.listOfUser> = async (c) => {
+  const user = await findUserById(c.var.db, c.req.valid('param').id)
+  if (user === undefined) throw notFound('user')
+  const page = await readPageRequest(c.req.url, c.req.valid('query'), c.var.config)
+  const rows = await listPosts(c.var.db, { authorId: user.id, ordering: '-created_at' }, page)
+  c.header('Cache-Control', PUBLIC_REVALIDATE)
+  return c.json(await toPage(rows, page, createdAtEdge, routes.toPostView), 200)
 }
 
 export const create: AppRouteHandler<typeof routes.create, AuthedEnv> = async (c) => {
-  const { title, body } = c.req.valid('json')
   const { db, auth } = c.var
-  const author = await requireUserRow(db, auth.userId)
-  const now = new Date()
-  const [post] = await db
-    .insert(posts)
-    .values({ authorId: author.id, title, body, createdAt: now, updatedAt: now })
-    .returning()
-  c.header('Location', `/api/v1/posts/${post!.id}`)
+  const author = await loadAuthenticatedUser(db, auth.userId)
+  const post = await insertPost(db, author, c.req.valid('json'), new Date())
+  c.header('Location', `${API_PREFIX}/posts/${post.id}`)
   c.header('Cache-Control', 'no-store')
-  return c.json(toPostView({ ...post!, authorUsername: author.username }), 201)
+  return c.json(routes.toPostView(post), 201)
 }
 
 export const get: AppRouteHandler<typeof routes.get> = async (c) => {
-  const post = toPostView(await findPostOr404(c.var.db, c.req.valid('param').id))
+  const post = routes.toPostView(await findPostOr404(c.var.db, c.req.valid('param').id))
   if (await isNotModified(c, post)) return c.body(null, 304)
   return c.json(post, 200)
 }
@@ -51,7 +56,7 @@ export const update: AppRouteHandler<typeof routes.update, AuthedEnv> = async (c
 
 export const remove: AppRouteHandler<typeof routes.remove, AuthedEnv> = async (c) => {
   const post = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
-  await c.var.db.delete(posts).where(eq(posts.id, post.id))
+  await deletePost(c.var.db, post.id)
   return c.body(null, 204)
 }
 
@@ -71,18 +76,10 @@ async function findEditablePost(db: Db, rawId: string, auth: Auth): Promise<Post
   return post
 }
 
-async function savePost(
-  db: Db,
-  post: PostWithAuthor,
-  changes: { title?: string | undefined; body?: string | undefined },
-) {
-  const [saved] = await db
-    .update(posts)
-    .set({ title: changes.title ?? post.title, body: changes.body ?? post.body, updatedAt: new Date() })
-    .where(eq(posts.id, post.id))
-    .returning()
+async function savePost(db: Db, post: PostWithAuthor, changes: { title?: string | undefined; body?: string | undefined }) {
+  const saved = await updatePost(db, post, changes, new Date())
   if (saved === undefined) throw notFound('post')
-  return toPostView({ ...saved, authorUsername: post.authorUsername })
+  return routes.toPostView(saved)
 }
 
 export const postsRouter = createRouter()
@@ -92,3 +89,4 @@ export const postsRouter = createRouter()
   .openapi(routes.replace, replace)
   .openapi(routes.update, update)
   .openapi(routes.remove, remove)
+  .openapi(routes.listOfUser, listOfUser)

@@ -1,10 +1,13 @@
 import { createRoute, z } from '@hono/zod-openapi'
+import type { PostWithAuthor } from '../../db/posts'
 import { requireUser } from '../../middleware/authenticate'
-import { ETAG_HEADER, Timestamp, json, jsonBody, problems } from '../../router'
+import { routePolicy } from '../../middleware/route-policy'
+import { ETAG_HEADER, Timestamp, idParams, json, jsonBody, problems } from '../../router'
 import { PaginationQuery, pageSchema } from '../pagination'
 
+// The posts router is mounted at the API root: it also owns GET /users/{id}/posts, a user's posts.
 
-export const PostSchema = z
+const PostSchema = z
   .object({
     id: z.number().int().openapi({ example: 42 }),
     title: z.string().openapi({ example: 'Hello, edge' }),
@@ -17,6 +20,17 @@ export const PostSchema = z
 
 export type Post = z.infer<typeof PostSchema>
 
+export function toPostView(row: PostWithAuthor): Post {
+  return {
+    id: row.id,
+    title: row.title,
+    body: row.body,
+    author: { id: row.authorId, username: row.authorUsername },
+    created_at: row.createdAt.toISOString(),
+    updated_at: row.updatedAt.toISOString(),
+  }
+}
+
 const Title = z.string().min(1).max(200).openapi({ example: 'Hello, edge' })
 const Body = z.string().max(50_000).openapi({ example: 'Posts are stored in D1.' })
 
@@ -28,7 +42,7 @@ const PostPatch = z
   })
   .openapi('PostPatch')
 
-export const PostListQuery = PaginationQuery.extend({
+const PostListQuery = PaginationQuery.extend({
   author: z.coerce.number().int().positive().optional().openapi({ type: 'integer', description: 'Author user id' }),
   q: z.string().trim().min(1).max(200).optional().openapi({ description: 'Full-text search over title and body' }),
   ordering: z.enum(['created_at', '-created_at']).default('-created_at'),
@@ -36,36 +50,43 @@ export const PostListQuery = PaginationQuery.extend({
 
 export const PostPage = pageSchema(PostSchema, 'PostPage')
 
-const PostParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '42' }) })
+const PostParams = idParams('42')
+const UserParams = idParams('1')
+
+// Posts and their lists are served from the edge cache; every write purges it.
+const edgeCached = routePolicy({ edgeCached: true })
+const purgesEdgeCache = routePolicy({ purgesEdgeCache: true })
 
 export const list = createRoute({
   method: 'get',
-  path: '/',
+  path: '/posts',
   tags: ['Posts'],
   summary: 'List posts (cursor-paginated, newest first by default)',
+  middleware: [edgeCached] as const,
   request: { query: PostListQuery },
   responses: { 200: json(PostPage, 'A page of posts'), ...problems(400) },
 })
 
 export const create = createRoute({
   method: 'post',
-  path: '/',
+  path: '/posts',
   tags: ['Posts'],
   summary: 'Write a post',
-  middleware: [requireUser()] as const,
+  middleware: [purgesEdgeCache, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(PostInput) },
   responses: {
     201: { ...json(PostSchema, 'The created post'), headers: { Location: { schema: { type: 'string' as const } } } },
-    ...problems(400, 401, 413, 415, 503),
+    ...problems(400, 401, 413, 415, 429, 503),
   },
 })
 
 export const get = createRoute({
   method: 'get',
-  path: '/{id}',
+  path: '/posts/{id}',
   tags: ['Posts'],
   summary: 'Read a post (with ETag; If-None-Match → 304)',
+  middleware: [edgeCached] as const,
   request: { params: PostParams },
   responses: {
     200: { ...json(PostSchema, 'The post'), headers: ETAG_HEADER },
@@ -76,15 +97,15 @@ export const get = createRoute({
 
 const writeResponses = {
   200: json(PostSchema, 'The updated post'),
-  ...problems(400, 401, 403, 404, 413, 415, 503),
+  ...problems(400, 401, 403, 404, 413, 415, 429, 503),
 }
 
 export const replace = createRoute({
   method: 'put',
-  path: '/{id}',
+  path: '/posts/{id}',
   tags: ['Posts'],
   summary: 'Replace a post (author or admin)',
-  middleware: [requireUser()] as const,
+  middleware: [purgesEdgeCache, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { params: PostParams, body: jsonBody(PostInput) },
   responses: writeResponses,
@@ -92,10 +113,10 @@ export const replace = createRoute({
 
 export const update = createRoute({
   method: 'patch',
-  path: '/{id}',
+  path: '/posts/{id}',
   tags: ['Posts'],
   summary: 'Change some fields of a post (author or admin)',
-  middleware: [requireUser()] as const,
+  middleware: [purgesEdgeCache, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { params: PostParams, body: jsonBody(PostPatch) },
   responses: writeResponses,
@@ -103,11 +124,21 @@ export const update = createRoute({
 
 export const remove = createRoute({
   method: 'delete',
-  path: '/{id}',
+  path: '/posts/{id}',
   tags: ['Posts'],
   summary: 'Delete a post (author or admin)',
-  middleware: [requireUser()] as const,
+  middleware: [purgesEdgeCache, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { params: PostParams },
-  responses: { 204: { description: 'Deleted' }, ...problems(401, 403, 404, 503) },
+  responses: { 204: { description: 'Deleted' }, ...problems(401, 403, 404, 429, 503) },
+})
+
+export const listOfUser = createRoute({
+  method: 'get',
+  path: '/users/{id}/posts',
+  tags: ['Users'],
+  summary: "A user's posts (cursor-paginated, newest first)",
+  middleware: [edgeCached] as const,
+  request: { params: UserParams, query: PaginationQuery },
+  responses: { 200: json(PostPage, 'A page of posts'), ...problems(400, 404) },
 })

@@ -38,7 +38,7 @@ function uniqueWord(): string {
 
 /**
  * A fresh user and an access token for it. The token is minted with the configured key, which the
- * API accepts like one it issued (API.md precise point 2); it saves a password check per test.
+ * API accepts like one it issued (docs/API.md precise point 2); it saves a password check per test.
  */
 async function newAuthor(): Promise<{ user: RegisteredUser; tokens: { access_token: string } }> {
   const user = await registerUser()

@@ -1,57 +1,52 @@
-import { and, asc, eq, gt, sql } from 'drizzle-orm'
-import type { SQL } from 'drizzle-orm'
-import { subscribers } from '../../db/schema'
 import type { SubscriberRow } from '../../db/schema'
+import type { Db } from '../../db/client'
+import { createdAtEdge } from '../../db/keyset'
 import { consumeOneTimeToken, issueOneTimeToken } from '../../db/one-time-tokens'
+import { queueEmail } from '../../db/outbox'
+import {
+  activateSubscriber,
+  deleteSubscriber,
+  findSubscriber,
+  findSubscriberByEmail,
+  listSubscribers,
+  savePendingSubscriber,
+  subscriberIdByEmail,
+  subscribersAfter,
+  unsubscribeByTokenHash,
+  updateSubscriber,
+} from '../../db/subscribers'
 import { deliverSoon } from '../../email/account-emails'
 import { LINK_PATHS, linkTo, subscriptionConfirmationMessage } from '../../email/messages'
-import { queueEmail } from '../../email/outbox'
-import { ApiError, notFound } from '../../errors'
+import { PRIVATE_NO_STORE } from '../../http/conditional-get'
+import { ApiError, notFound } from '../../lib/api-error'
 import { csvRecord } from '../../lib/csv'
 import { derivedHmacKey, sha256Base64Url } from '../../lib/hmac'
+import { parseId } from '../../lib/ids'
 import { isWellFormedUnsubscribeToken, unsubscribeTokenFor } from '../../lib/unsubscribe-tokens'
-import type { AdminEnv } from '../../middleware/authenticate'
 import { limitByAccount } from '../../middleware/rate-limit'
-import { createRouter } from '../../router'
-import type { AppRouteHandler, Db } from '../../router'
-import { PRIVATE_NO_STORE } from '../http-caching'
-import { keysetCondition, keysetOrder, readPageRequest, toPage } from '../pagination'
-import type { Keyset } from '../pagination'
-import { parseId } from '../params'
+import { createRouter, executionContextOf } from '../../router'
+import type { AdminEnv, AppRouteHandler } from '../../router'
+import { readPageRequest, toPage } from '../pagination'
 import * as routes from './subscribers.routes'
 
-const NEWEST_FIRST: Keyset = { sortColumn: subscribers.createdAt, idColumn: subscribers.id, order: 'desc' }
 const EXPORT_CHUNK_ROWS = 500
-
-const byEmail = (email: string): SQL => sql`lower(${subscribers.email}) = lower(${email})`
 
 export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => {
   const { email, name } = c.req.valid('json')
   await limitByAccount(c, 'subscribe', email)
   const { db, config } = c.var
-  const existing = await db.query.subscribers.findFirst({ where: byEmail(email) })
+  const existing = await findSubscriberByEmail(db, email)
   // An active address stays active and gets no email; the answer is the same either way.
   if (existing?.status !== 'active') {
     const now = new Date()
     const unsubscribeToken = await unsubscribeTokenFor(email, await derivedHmacKey(config.tokens.secret, 'unsubscribe'))
-    const saveSubscriber =
-      existing === undefined
-        ? db
-            .insert(subscribers)
-            .values({
-              email,
-              name: name ?? null,
-              status: 'pending',
-              createdAt: now,
-              updatedAt: now,
-              unsubscribeTokenHash: await sha256Base64Url(unsubscribeToken),
-            })
-            .onConflictDoNothing()
-        : db
-            .update(subscribers)
-            .set({ status: 'pending', name: name ?? existing.name, confirmedAt: null, updatedAt: now })
-            .where(eq(subscribers.id, existing.id))
-    const subscriberId = existing?.id ?? sql`(select ${subscribers.id} from ${subscribers} where ${byEmail(email)})`
+    const saveSubscriber = savePendingSubscriber(
+      db,
+      existing,
+      { email, name: name ?? null, unsubscribeTokenHash: await sha256Base64Url(unsubscribeToken) },
+      now,
+    )
+    const subscriberId = existing?.id ?? subscriberIdByEmail(email)
     const { token, insert } = await issueOneTimeToken(db, 'subscription_confirmation', { subscriberId, email }, now)
     const message = subscriptionConfirmationMessage(
       email,
@@ -60,7 +55,7 @@ export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => 
       linkTo(config.publicBaseUrl, LINK_PATHS.unsubscribe, unsubscribeToken),
     )
     await db.batch([saveSubscriber, insert, queueEmail(db, message, now)])
-    deliverSoon(c)
+    deliverSoon(executionContextOf(c), db, config)
   }
   return c.json({ status: 'pending' as const }, 202)
 }
@@ -69,12 +64,9 @@ export const confirm: AppRouteHandler<typeof routes.confirm> = async (c) => {
   const { db } = c.var
   const now = new Date()
   const owner = await consumeOneTimeToken(db, 'subscription_confirmation', c.req.valid('json').token, now, (live) => [
-    db
-      .update(subscribers)
-      .set({ status: 'active', confirmedAt: now, unsubscribedAt: null, updatedAt: now })
-      .where(eq(subscribers.id, live.subscriberId)),
+    activateSubscriber(db, live, now),
   ])
-  const subscriber = await findSubscriber(db, owner.subscriberId ?? 0)
+  const subscriber = await findSubscriberOr404(db, owner.subscriberId ?? 0)
   return c.json({ email: subscriber.email, status: 'active' as const }, 200)
 }
 
@@ -82,38 +74,16 @@ export const unsubscribe: AppRouteHandler<typeof routes.unsubscribe> = async (c)
   const { token } = c.req.valid('json')
   const invalid = new ApiError(400, 'token_invalid', 'This unsubscribe link is invalid.')
   if (!isWellFormedUnsubscribeToken(token)) throw invalid
-  const now = new Date()
-  const [row] = await c.var.db
-    .update(subscribers)
-    .set({ status: 'unsubscribed', unsubscribedAt: sql`coalesce(${subscribers.unsubscribedAt}, ${now.getTime()})`, updatedAt: now })
-    .where(eq(subscribers.unsubscribeTokenHash, await sha256Base64Url(token)))
-    .returning({ id: subscribers.id })
-  if (row === undefined) throw invalid
+  if (!(await unsubscribeByTokenHash(c.var.db, await sha256Base64Url(token), new Date()))) throw invalid
   return c.json({ status: 'unsubscribed' as const }, 200)
 }
 
 export const list: AppRouteHandler<typeof routes.list, AdminEnv> = async (c) => {
   const { status, q, ...pagination } = c.req.valid('query')
   const page = await readPageRequest(c.req.url, pagination, c.var.config)
-  // lower() on both sides: SQLite folds only A–Z, so the term must be folded the same way.
-  const search = q
-  const rows = await c.var.db
-    .select()
-    .from(subscribers)
-    .where(
-      and(
-        keysetCondition(NEWEST_FIRST, page),
-        status === undefined ? undefined : eq(subscribers.status, status),
-        // instr() instead of LIKE: no wildcard characters to escape in the admin's input.
-        search === undefined
-          ? undefined
-          : sql`(instr(lower(${subscribers.email}), lower(${search})) > 0 or instr(lower(coalesce(${subscribers.name}, '')), lower(${search})) > 0)`,
-      ),
-    )
-    .orderBy(...keysetOrder(NEWEST_FIRST, page))
-    .limit(page.limit + 1)
+  const rows = await listSubscribers(c.var.db, { status, search: q }, page)
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(await toPage(rows, page, (row) => ({ key: row.createdAt.getTime(), id: row.id }), routes.toSubscriberView), 200)
+  return c.json(await toPage(rows, page, createdAtEdge, routes.toSubscriberView), 200)
 }
 
 export const exportCsv: AppRouteHandler<typeof routes.exportCsv, AdminEnv> = (c) => {
@@ -129,12 +99,7 @@ export const exportCsv: AppRouteHandler<typeof routes.exportCsv, AdminEnv> = (c)
         controller.enqueue(encoder.encode(csvRecord(['id', 'email', 'name', 'status', 'created_at', 'confirmed_at'])))
         return
       }
-      const rows = await db
-        .select()
-        .from(subscribers)
-        .where(gt(subscribers.id, lastId))
-        .orderBy(asc(subscribers.id))
-        .limit(EXPORT_CHUNK_ROWS)
+      const rows = await subscribersAfter(db, lastId, EXPORT_CHUNK_ROWS)
       for (const row of rows) {
         const view = routes.toSubscriberView(row)
         controller.enqueue(encoder.encode(csvRecord([view.id, view.email, view.name, view.status, view.created_at, view.confirmed_at])))
@@ -157,33 +122,19 @@ export const get: AppRouteHandler<typeof routes.get, AdminEnv> = async (c) => {
 
 export const update: AppRouteHandler<typeof routes.update, AdminEnv> = async (c) => {
   const subscriber = await findSubscriberParam(c.var.db, c.req.valid('param').id)
-  const { name, status } = c.req.valid('json')
-  const now = new Date()
-  const statusChange =
-    status === undefined || status === subscriber.status
-      ? {}
-      : {
-          status,
-          confirmedAt: status === 'active' ? (subscriber.confirmedAt ?? now) : subscriber.confirmedAt,
-          unsubscribedAt: status === 'unsubscribed' ? now : null,
-        }
-  const [saved] = await c.var.db
-    .update(subscribers)
-    .set({ ...(name === undefined ? {} : { name }), ...statusChange, updatedAt: now })
-    .where(eq(subscribers.id, subscriber.id))
-    .returning()
+  const saved = await updateSubscriber(c.var.db, subscriber, c.req.valid('json'), new Date())
   if (saved === undefined) throw notFound('subscriber')
   return c.json(routes.toSubscriberView(saved), 200)
 }
 
 export const remove: AppRouteHandler<typeof routes.remove, AdminEnv> = async (c) => {
   const subscriber = await findSubscriberParam(c.var.db, c.req.valid('param').id)
-  await c.var.db.delete(subscribers).where(eq(subscribers.id, subscriber.id))
+  await deleteSubscriber(c.var.db, subscriber.id)
   return c.body(null, 204)
 }
 
-async function findSubscriber(db: Db, id: number): Promise<SubscriberRow> {
-  const subscriber = await db.query.subscribers.findFirst({ where: eq(subscribers.id, id) })
+async function findSubscriberOr404(db: Db, id: number): Promise<SubscriberRow> {
+  const subscriber = await findSubscriber(db, id)
   if (subscriber === undefined) throw notFound('subscriber')
   return subscriber
 }
@@ -191,7 +142,7 @@ async function findSubscriber(db: Db, id: number): Promise<SubscriberRow> {
 function findSubscriberParam(db: Db, rawId: string): Promise<SubscriberRow> {
   const id = parseId(rawId)
   if (id === null) throw notFound('subscriber')
-  return findSubscriber(db, id)
+  return findSubscriberOr404(db, id)
 }
 
 export const subscribersRouter = createRouter()
@@ -203,4 +154,3 @@ export const subscribersRouter = createRouter()
   .openapi(routes.get, get)
   .openapi(routes.update, update)
   .openapi(routes.remove, remove)
-

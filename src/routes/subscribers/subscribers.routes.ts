@@ -3,14 +3,14 @@ import { SUBSCRIBER_STATUSES } from '../../db/schema'
 import type { SubscriberRow } from '../../db/schema'
 import { requireAdmin } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
-import { Timestamp, json, jsonBody, problems } from '../../router'
-import { EmailSchema } from '../account-fields'
+import { Timestamp, idParams, json, jsonBody, problems } from '../../router'
+import { EmailSchema } from '../account-schemas'
 import { PaginationQuery, pageSchema } from '../pagination'
 
 const Status = z.enum(SUBSCRIBER_STATUSES)
 const Name = z.string().trim().max(200).openapi({ example: 'Ada' })
 
-export const SubscriberSchema = z
+const SubscriberSchema = z
   .object({
     id: z.number().int().openapi({ example: 7 }),
     email: z.string().openapi({ example: 'reader@example.com' }),
@@ -35,7 +35,7 @@ export function toSubscriberView(row: SubscriberRow): Subscriber {
 }
 
 const TokenInput = z.object({ token: z.string().min(1).max(512) }).openapi('SubscriberTokenInput')
-const SubscriberParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '7' }) })
+const SubscriberParams = idParams('7')
 
 export const subscribe = createRoute({
   method: 'post',
@@ -134,7 +134,7 @@ export const update = createRoute({
     params: SubscriberParams,
     body: jsonBody(z.object({ name: Name.nullable().optional(), status: Status.optional() }).openapi('SubscriberPatch')),
   },
-  responses: { 200: json(SubscriberSchema, 'The updated subscriber'), ...problems(400, 401, 403, 404, 413, 415, 503) },
+  responses: { 200: json(SubscriberSchema, 'The updated subscriber'), ...problems(400, 401, 403, 404, 413, 415, 429, 503) },
 })
 
 export const remove = createRoute({
@@ -145,5 +145,5 @@ export const remove = createRoute({
   middleware: [requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: { params: SubscriberParams },
-  responses: { 204: { description: 'Deleted' }, ...problems(401, 403, 404, 503) },
+  responses: { 204: { description: 'Deleted' }, ...problems(401, 403, 404, 429, 503) },
 })

@@ -12,7 +12,7 @@ import {
   uniqueName,
 } from '../../../test/helpers'
 
-// PUBLIC_BASE_URL in wrangler.toml: every emailed link starts with it (API.md § Email).
+// PUBLIC_BASE_URL in wrangler.toml: every emailed link starts with it (docs/API.md § Email).
 const PUBLIC_BASE_URL = 'http://localhost:8787'
 const CONFIRM_PATH = 'confirm-subscription'
 const UNSUBSCRIBE_PATH = 'unsubscribe'

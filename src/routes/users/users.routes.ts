@@ -1,40 +1,12 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import type { UserRow } from '../../db/schema'
 import { requireAdmin, requireUser } from '../../middleware/authenticate'
-import { ETAG_HEADER, Timestamp, json, jsonBody, problems } from '../../router'
-import { EmailSchema, UsernameSchema } from '../account-fields'
+import { routePolicy } from '../../middleware/route-policy'
+import { ETAG_HEADER, Timestamp, idParams, json, jsonBody, problems } from '../../router'
+import { EmailSchema, PrivateUserSchema, UsernameSchema } from '../account-schemas'
 import { PaginationQuery, pageSchema } from '../pagination'
-import { PostPage } from '../posts/posts.routes'
 
-
-export const PrivateUserSchema = z
-  .object({
-    id: z.number().int().openapi({ example: 1 }),
-    username: z.string().openapi({ example: 'alice' }),
-    email: z.string().openapi({ example: 'alice@example.com' }),
-    email_verified: z.boolean(),
-    is_admin: z.boolean(),
-    created_at: Timestamp,
-    last_login_at: Timestamp.nullable(),
-  })
-  .openapi('PrivateUser', { description: 'The account as its owner (or an admin) sees it.' })
-
-export type PrivateUser = z.infer<typeof PrivateUserSchema>
-
-/** The owner's view of a user row. Written by hand so no column (password_hash) leaks by default. */
-export function toPrivateUser(user: UserRow): PrivateUser {
-  return {
-    id: user.id,
-    username: user.username,
-    email: user.email,
-    email_verified: user.emailVerified,
-    is_admin: user.isAdmin,
-    created_at: user.createdAt.toISOString(),
-    last_login_at: user.lastLoginAt?.toISOString() ?? null,
-  }
-}
-
-export const PublicUserSchema = z
+const PublicUserSchema = z
   .object({ id: z.number().int().openapi({ example: 1 }), username: z.string().openapi({ example: 'alice' }), created_at: Timestamp })
   .openapi('PublicUser', { description: 'What anyone may see of a user.' })
 
@@ -44,7 +16,7 @@ export function toPublicUser(user: Pick<UserRow, 'id' | 'username' | 'createdAt'
   return { id: user.id, username: user.username, created_at: user.createdAt.toISOString() }
 }
 
-const UserParams = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '1' }) })
+const UserParams = idParams('1')
 
 const MePatch = z
   .object({ username: UsernameSchema.optional(), email: EmailSchema.optional() })
@@ -61,11 +33,17 @@ const AdminUserPatch = z
 
 const DeleteMeInput = z.object({ password: z.string().min(1).max(1024) }).openapi('DeleteMeInput')
 
+// Public profiles and their list are served from the edge cache; every write to a user changes
+// what they show (usernames appear on posts too), so each one purges it.
+const edgeCached = routePolicy({ edgeCached: true })
+const purgesEdgeCache = routePolicy({ purgesEdgeCache: true })
+
 export const list = createRoute({
   method: 'get',
   path: '/',
   tags: ['Users'],
   summary: 'List public profiles (oldest first)',
+  middleware: [edgeCached] as const,
   request: { query: PaginationQuery },
   responses: { 200: json(pageSchema(PublicUserSchema, 'PublicUserPage'), 'A page of profiles'), ...problems(400) },
 })
@@ -75,6 +53,7 @@ export const get = createRoute({
   path: '/{id}',
   tags: ['Users'],
   summary: 'A public profile (with ETag)',
+  middleware: [edgeCached] as const,
   request: { params: UserParams },
   responses: {
     200: { ...json(PublicUserSchema, 'The profile'), headers: ETAG_HEADER },
@@ -83,24 +62,15 @@ export const get = createRoute({
   },
 })
 
-export const listPostsOf = createRoute({
-  method: 'get',
-  path: '/{id}/posts',
-  tags: ['Users'],
-  summary: "A user's posts (cursor-paginated, newest first)",
-  request: { params: UserParams, query: PaginationQuery },
-  responses: { 200: json(PostPage, 'A page of posts'), ...problems(400, 404) },
-})
-
 export const updateMe = createRoute({
   method: 'patch',
   path: '/me',
   tags: ['Users'],
   summary: 'Change your username or email (a new email is unverified again)',
-  middleware: [requireUser()] as const,
+  middleware: [purgesEdgeCache, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(MePatch) },
-  responses: { 200: json(PrivateUserSchema, 'The updated account'), ...problems(400, 401, 409, 413, 415, 503) },
+  responses: { 200: json(PrivateUserSchema, 'The updated account'), ...problems(400, 401, 409, 413, 415, 429, 503) },
 })
 
 export const deleteMe = createRoute({
@@ -108,10 +78,10 @@ export const deleteMe = createRoute({
   path: '/me',
   tags: ['Users'],
   summary: 'Delete your account and posts (password required)',
-  middleware: [requireUser()] as const,
+  middleware: [purgesEdgeCache, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(DeleteMeInput) },
-  responses: { 204: { description: 'Deleted; every token stops working' }, ...problems(400, 401, 413, 415, 503) },
+  responses: { 204: { description: 'Deleted; every token stops working' }, ...problems(400, 401, 413, 415, 429, 503) },
 })
 
 export const adminUpdate = createRoute({
@@ -119,10 +89,10 @@ export const adminUpdate = createRoute({
   path: '/{id}',
   tags: ['Users'],
   summary: 'Change a user (admin)',
-  middleware: [requireAdmin()] as const,
+  middleware: [purgesEdgeCache, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: { params: UserParams, body: jsonBody(AdminUserPatch) },
-  responses: { 200: json(PrivateUserSchema, 'The updated user'), ...problems(400, 401, 403, 404, 409, 413, 415, 503) },
+  responses: { 200: json(PrivateUserSchema, 'The updated user'), ...problems(400, 401, 403, 404, 409, 413, 415, 429, 503) },
 })
 
 export const adminDelete = createRoute({
@@ -130,10 +100,10 @@ export const adminDelete = createRoute({
   path: '/{id}',
   tags: ['Users'],
   summary: 'Delete a user and their posts (admin)',
-  middleware: [requireAdmin()] as const,
+  middleware: [purgesEdgeCache, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: { params: UserParams },
-  responses: { 204: { description: 'Deleted; every token of the user stops working' }, ...problems(401, 403, 404, 503) },
+  responses: { 204: { description: 'Deleted; every token of the user stops working' }, ...problems(401, 403, 404, 429, 503) },
 })
 
 export const getMe = createRoute({

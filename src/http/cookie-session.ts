@@ -1,10 +1,11 @@
 import type { Context } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import type { Config } from '../config'
-import { forbidden } from '../errors'
+import { forbidden } from '../lib/api-error'
 import { utf8 } from '../lib/encoding'
 import { derivedHmacKey, isValidMac, macOf } from '../lib/hmac'
 import type { TokenPair } from '../lib/tokens'
+import { isSafeMethod } from './request'
 
 // Cookie mode for web apps: instead of a JSON token pair, POST /auth/token?mode=cookie sets the
 // tokens as __Host- cookies (HttpOnly, Secure, Path=/, no Domain, SameSite from COOKIE_SAMESITE)
@@ -12,12 +13,11 @@ import type { TokenPair } from '../lib/tokens'
 // X-CSRF-Token: a MAC of the session id (a signed double-submit token), handed out in the login
 // body and in a readable __Host- cookie.
 
-export const ACCESS_COOKIE = '__Host-edgepress-access'
-export const REFRESH_COOKIE = '__Host-edgepress-refresh'
-export const CSRF_COOKIE = '__Host-edgepress-csrf'
+const COOKIE_PREFIX = '__Host-edgepress-'
+export const ACCESS_COOKIE = `${COOKIE_PREFIX}access`
+export const REFRESH_COOKIE = `${COOKIE_PREFIX}refresh`
+export const CSRF_COOKIE = `${COOKIE_PREFIX}csrf`
 export const CSRF_HEADER = 'X-CSRF-Token'
-
-const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 /** The body a cookie-mode login or refresh returns instead of the tokens. */
 export interface CookieSession {
@@ -33,7 +33,7 @@ export function wantsCookies(c: Context): boolean {
 }
 
 /** The CSRF token of a session: MAC(sid) under a key derived for this purpose only. */
-export async function csrfTokenFor(sessionId: string, config: Config): Promise<string> {
+async function csrfTokenFor(sessionId: string, config: Config): Promise<string> {
   return macOf(`csrf:${sessionId}`, await derivedHmacKey(config.tokens.secret, 'csrf'))
 }
 
@@ -60,6 +60,14 @@ export function clearSessionCookies(c: Context): void {
   }
 }
 
+/**
+ * The request carries credentials: an Authorization header, or any of the session cookies (an
+ * expired access cookie too).
+ */
+export function carriesCredentials(c: Context): boolean {
+  return c.req.header('authorization') !== undefined || (c.req.header('cookie') ?? '').includes(COOKIE_PREFIX)
+}
+
 export function readAccessCookie(c: Context): string | undefined {
   return getCookie(c, bare(ACCESS_COOKIE), 'host')
 }
@@ -74,7 +82,7 @@ export function readRefreshCookie(c: Context): string | undefined {
  * compute the token.
  */
 export async function assertCsrfToken(c: Context, sessionId: string, config: Config): Promise<void> {
-  if (SAFE_METHODS.has(c.req.method)) return
+  if (isSafeMethod(c.req.method)) return
   const presented = c.req.header(CSRF_HEADER) ?? ''
   const key = await derivedHmacKey(config.tokens.secret, 'csrf')
   if (presented === '' || utf8(presented).length > 64 || !(await isValidMac(`csrf:${sessionId}`, presented, key))) {

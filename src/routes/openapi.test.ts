@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { api } from './helpers'
+import { api } from '../../test/helpers'
 
 interface Operation {
   operationId?: string
@@ -15,7 +15,7 @@ async function openApiDocument(): Promise<{ openapi: string; paths: Paths; compo
   return res.json()
 }
 
-// Every row of API.md's endpoint tables.
+// Every row of docs/API.md's endpoint tables.
 const CONTRACT: [keyof Paths[string], string][] = [
   ['get', '/api/v1/health'],
   ['get', '/openapi.json'],
@@ -98,4 +98,18 @@ describe('GET /openapi.json', () => {
     expect(document.paths['/api/v1/users/me']?.get?.security).toEqual([{ Bearer: [] }])
     expect(document.paths['/api/v1/posts']?.get?.security).toEqual([])
   })
+
+  it('documents 429 on every authenticated write, which counts against the per-user write limit', async () => {
+    const document = await openApiDocument()
+    const writes = Object.entries(document.paths).flatMap(([path, item]) =>
+      Object.entries(item)
+        .filter(([method, operation]) => method !== 'get' && (operation.security ?? []).length > 0)
+        .map(([method, operation]) => [`${method} ${path}`, operation] as const),
+    )
+    expect(writes.length).toBeGreaterThanOrEqual(15)
+    for (const [label, operation] of writes) {
+      expect(operation.responses['429']?.content?.['application/problem+json'], label).toBeDefined()
+    }
+  })
 })
+

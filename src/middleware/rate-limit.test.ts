@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { api, expectProblem, mintToken, registerUser, uniqueName } from './helpers'
+import { api, expectProblem, mintToken, registerUser, uniqueName } from '../../test/helpers'
 
 // Limits from wrangler.toml [[ratelimits]]: CREDENTIALS_BY_IP 60/60 s, CREDENTIALS_BY_ACCOUNT
 // 20/60 s, WRITES_BY_USER 120/60 s. Counters live as long as the test file, so every test uses its

@@ -3,11 +3,11 @@ import { env } from 'cloudflare:workers'
 import { SignJWT, base64url, createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify } from 'jose'
 import type { JWK } from 'jose'
 import { beforeAll, describe, expect, it } from 'vitest'
-import worker from '../src/index'
-import { BASE_URL, expectProblem, mintToken, registerUser, uniqueName } from './helpers'
-import type { RegisteredUser, TokenPair } from './helpers'
+import worker from '../index'
+import { BASE_URL, expectProblem, mintToken, registerUser, uniqueName } from '../../test/helpers'
+import type { RegisteredUser, TokenPair } from '../../test/helpers'
 
-// EdDSA/ES256 signing through the real worker (API.md § Authentication, precise point 1). Each
+// EdDSA/ES256 signing through the real worker (docs/API.md § Authentication, precise point 1). Each
 // configuration is its own env object, built once and reused: config and keys are memoised per
 // env object, so a new object is exactly what a redeploy with new secrets looks like.
 

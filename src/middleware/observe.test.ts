@@ -3,10 +3,10 @@ import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { MockInstance } from 'vitest'
-import worker from '../src/index'
-import wranglerToml from '../wrangler.toml?raw'
-import { BASE_URL, api, mintToken, registerAndLogin, tokenFromEmail, uniqueName } from './helpers'
-import type { TokenPair } from './helpers'
+import worker from '../index'
+import wranglerToml from '../../wrangler.toml?raw'
+import { BASE_URL, api, mintToken, registerAndLogin, tokenFromEmail, uniqueName } from '../../test/helpers'
+import type { TokenPair } from '../../test/helpers'
 
 // Server-Timing on every response, and the one-line-per-request JSON log (src/middleware/observe.ts).
 // The pool runs the worker with LOG_REQUESTS 'false'; the log tests call the worker's fetch
@@ -315,7 +315,7 @@ describe('request log (LOG_REQUESTS=true)', () => {
         [`refresh token ${i}`, pair.refresh_token],
       ]),
     ]
-    // The local mail transport prints each email, link and token included, by contract (API.md §
+    // The local mail transport prints each email, link and token included, by contract (docs/API.md §
     // Email); every other line must hold none of these.
     const lines = log.lines().filter((line) => !line.startsWith('--- email ---'))
     expect(lines.length).toBeGreaterThanOrEqual(responses.length)

@@ -8,7 +8,7 @@ export const PUBLIC_REVALIDATE = 'public, no-cache'
 export const PRIVATE_NO_STORE = 'private, no-store'
 
 /** A strong ETag: a digest of the exact representation, so any visible change changes it. */
-export async function strongEtag(body: string): Promise<string> {
+async function strongEtag(body: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', utf8(body)))
   return `"${toBase64Url(digest.slice(0, 18))}"`
 }

@@ -1,7 +1,7 @@
 import { exports } from 'cloudflare:workers'
 import { describe, it } from 'vitest'
-import { BASE_URL, api, expectProblem, login, mintToken, registerAndLogin, registerUser } from './helpers'
-import type { RegisteredUser } from './helpers'
+import { BASE_URL, api, expectProblem, login, mintToken, registerAndLogin, registerUser } from '../../test/helpers'
+import type { RegisteredUser } from '../../test/helpers'
 
 // What a browser sees (STYLE.md rule 8): CORS for the configured origins only (vitest.config.ts sets
 // CORS_ORIGINS to https://app.example.com and http://localhost:5173), the security headers of every
@@ -137,7 +137,7 @@ describe('CORS', () => {
     expect(await res.text()).toBe('')
   })
 
-  it('gives a preflight answer an X-Request-Id, like every response (API.md § General)', async ({ expect }) => {
+  it('gives a preflight answer an X-Request-Id, like every response (docs/API.md § General)', async ({ expect }) => {
     const generated = await preflight(ALLOWED_ORIGIN)
     expect(generated.status).toBe(204)
     expect(generated.headers.get('x-request-id') ?? '').toMatch(/\S/)

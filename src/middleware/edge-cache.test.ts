@@ -2,14 +2,15 @@ import { env } from 'cloudflare:workers'
 import { Hono } from 'hono'
 import { requestId } from 'hono/request-id'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { edgeCache } from '../src/middleware/edge-cache'
-import type { AppEnv } from '../src/router'
-import { api, registerAdmin, registerAndLogin, uniqueName } from './helpers'
-import type { RegisteredUser } from './helpers'
+import { edgeCache } from './edge-cache'
+import { routePolicy } from './route-policy'
+import type { AppEnv } from '../router'
+import { api, registerAdmin, registerAndLogin, uniqueName } from '../../test/helpers'
+import type { RegisteredUser } from '../../test/helpers'
 
 // The edge cache (src/middleware/edge-cache.ts) serves anonymous GETs of posts and profiles from
 // the Cache API; X-Edge-Cache says MISS (stored) or HIT (served from the cache). A write through
-// the API must make the next read fresh (API.md § Caching).
+// the API must make the next read fresh (docs/API.md § Caching).
 
 // The console mail transport prints every verification and subscription email; nothing here reads it.
 beforeEach(() => {
@@ -300,7 +301,7 @@ describe('what is never cached', () => {
     const app = new Hono<AppEnv>()
     app.use(requestId())
     app.use(edgeCache())
-    app.get('/api/v1/posts/:id', (c) => {
+    app.get('/api/v1/posts/:id', routePolicy({ edgeCached: true }), (c) => {
       handled += 1
       if (c.req.param('id').startsWith('cookie-')) c.header('Set-Cookie', 'tracking=1; Path=/; Secure')
       return c.json({ id: c.req.param('id'), handled }, 200)

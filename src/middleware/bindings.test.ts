@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { sessionStart } from '../src/middleware/context'
-import { api, registerAndLogin } from './helpers'
+import { sessionStart } from './bindings'
+import { declaredPolicy } from './route-policy'
+import { authRouter } from '../routes/auth/auth.handlers'
+import { api, registerAndLogin } from '../../test/helpers'
 
 describe('D1 read replication (Sessions API)', () => {
   it('returns a bookmark after a write and accepts it back on the next read, which sees the write', async () => {
@@ -24,14 +26,29 @@ describe('D1 read replication (Sessions API)', () => {
 
   it('starts writes, auth and authenticated requests at the primary; anonymous reads at the bookmark or anywhere', () => {
     const bookmark = '0000000000000001-00000002-00004f3c-6c0f5f4e0c5e6ba14a43b0ab1f8e8b20'
+    // Whether a route needs the primary is declared at the route (routePolicy d1Primary); every
+    // /auth route declares it.
+    const routeNeedsPrimary = (path: string) =>
+      path.startsWith('/api/v1/auth/') &&
+      authRouter.routes.some((route) => `/api/v1/auth${route.path}` === path && declaredPolicy(route.handler)?.d1Primary === true)
     const anonymous = (method: string, path: string, sent?: string) =>
-      sessionStart({ method, path, authenticated: false, bookmark: sent })
+      sessionStart({ method, routeNeedsPrimary: routeNeedsPrimary(path), authenticated: false, bookmark: sent })
     expect(anonymous('POST', '/api/v1/posts', bookmark)).toBe('first-primary')
     expect(anonymous('DELETE', '/api/v1/posts/1')).toBe('first-primary')
     expect(anonymous('GET', '/api/v1/auth/token/verify', bookmark)).toBe('first-primary')
-    expect(sessionStart({ method: 'GET', path: '/api/v1/users/me', authenticated: true, bookmark })).toBe('first-primary')
+    expect(sessionStart({ method: 'GET', routeNeedsPrimary: false, authenticated: true, bookmark })).toBe('first-primary')
     expect(anonymous('GET', '/api/v1/posts/1', bookmark)).toBe(bookmark)
     expect(anonymous('GET', '/api/v1/posts')).toBe('first-unconstrained')
     expect(anonymous('GET', '/api/v1/posts', 'not a bookmark')).toBe('first-unconstrained')
+  })
+
+  it('every /auth route declares that its D1 session starts at the primary', () => {
+    const handlers = authRouter.routes.filter((route) => route.method !== 'ALL')
+    const paths = new Set(handlers.map((route) => `${route.method} ${route.path}`))
+    const declared = new Set(
+      handlers.filter((route) => declaredPolicy(route.handler)?.d1Primary === true).map((route) => `${route.method} ${route.path}`),
+    )
+    expect(paths.size).toBeGreaterThanOrEqual(12)
+    expect([...paths].filter((route) => !declared.has(route))).toEqual([])
   })
 })

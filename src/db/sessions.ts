@@ -1,14 +1,18 @@
-import { and, eq, gt, inArray, isNull } from 'drizzle-orm'
+import { and, eq, gt, inArray, isNull, lt } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
-import { sessions } from '../../db/schema'
-import type { SessionRow } from '../../db/schema'
-import { ApiError } from '../../errors'
-import { revokeSessions } from '../../lib/revocation'
-import type { SessionRevocation } from '../../lib/revocation'
-import type { TokenKeys } from '../../lib/token-keys'
-import { newClaims, toTokenPair } from '../../lib/tokens'
-import type { TokenClaims, TokenPair } from '../../lib/tokens'
-import type { Db } from '../../router'
+import { ApiError } from '../lib/api-error'
+import { revokeSessions } from '../lib/revocation'
+import type { SessionRevocation } from '../lib/revocation'
+import type { TokenKeys } from '../lib/token-keys'
+import { issueTokenPair, newClaims, toTokenPair } from '../lib/tokens'
+import type { TokenClaims, TokenPair } from '../lib/tokens'
+import type { Db } from './client'
+import { sessions } from './schema'
+import type { SessionRow } from './schema'
+
+// Login sessions: one row per refresh-token family. The row is the authority for refresh
+// (strongly consistent at the D1 primary); each revocation is mirrored to one KV key per session
+// (src/lib/revocation.ts) so that access tokens, checked without D1, stop too.
 
 const toSeconds = (date: Date): number => Math.floor(date.getTime() / 1000)
 const fromSeconds = (seconds: number): Date => new Date(seconds * 1000)
@@ -25,9 +29,7 @@ export async function startSession(
   alongside: BatchItem<'sqlite'>[] = [],
 ): Promise<{ pair: TokenPair; sessionId: string }> {
   const subject = { userId: String(userId), sid: crypto.randomUUID() }
-  const access = newClaims('access', subject, keys, now)
-  const refresh = newClaims('refresh', subject, keys, now)
-  const pair = await toTokenPair(access, refresh, keys)
+  const { pair, refresh } = await issueTokenPair(subject, keys, now)
   await db.batch([
     db.insert(sessions).values({
       sid: subject.sid,
@@ -216,4 +218,9 @@ function lastTokenExpiry(refreshExpiresAt: Date | undefined, keys: TokenKeys, no
   const accessLimit = toSeconds(now) + keys.accessTtlSeconds + keys.leewaySeconds
   const refreshLimit = refreshExpiresAt === undefined ? 0 : toSeconds(refreshExpiresAt)
   return Math.max(accessLimit, refreshLimit)
+}
+
+/** Deletes sessions whose refresh token expired before `cutoff` (the cron). */
+export function pruneSessions(db: Db, cutoff: Date): BatchItem<'sqlite'> {
+  return db.delete(sessions).where(lt(sessions.refreshExpiresAt, cutoff))
 }

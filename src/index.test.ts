@@ -1,8 +1,8 @@
 import { exports } from 'cloudflare:workers'
 import { hc } from 'hono/client'
 import { describe, expect, it } from 'vitest'
-import type { AppType } from '../src/index'
-import { BASE_URL, uniqueName } from './helpers'
+import type { AppType } from './index'
+import { BASE_URL, uniqueName } from '../test/helpers'
 
 // The README's typed-client example, run for real: every path, body and response below is
 // type-checked against the app's own route definitions (`npm test` runs tsc on this file).

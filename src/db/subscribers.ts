@@ -1,0 +1,127 @@
+import { and, asc, eq, gt, sql } from 'drizzle-orm'
+import type { SQL } from 'drizzle-orm'
+import type { BatchItem } from 'drizzle-orm/batch'
+import type { Db } from './client'
+import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
+import type { Keyset, KeysetWindow } from './keyset'
+import type { LiveToken } from './one-time-tokens'
+import { subscribers } from './schema'
+import type { SubscriberRow, SubscriberStatus } from './schema'
+
+const NEWEST_FIRST: Keyset = { sortColumn: subscribers.createdAt, idColumn: subscribers.id, order: 'desc' }
+
+// lower(email) = lower(?) matches the expression index subscribers_email_lower_unique.
+const emailIs = (email: string): SQL => sql`lower(${subscribers.email}) = lower(${email})`
+
+export function findSubscriber(db: Db, id: number): Promise<SubscriberRow | undefined> {
+  return db.query.subscribers.findFirst({ where: eq(subscribers.id, id) })
+}
+
+export function findSubscriberByEmail(db: Db, email: string): Promise<SubscriberRow | undefined> {
+  return db.query.subscribers.findFirst({ where: emailIs(email) })
+}
+
+/** A subquery yielding the id of the subscriber with this email: for statements batched with its INSERT. */
+export function subscriberIdByEmail(email: string): SQL {
+  return sql`(select ${subscribers.id} from ${subscribers} where ${emailIs(email)})`
+}
+
+/**
+ * The statement that makes an address pending again: the INSERT of a new subscriber (a no-op if
+ * a concurrent request inserted it first), or the UPDATE of an existing one.
+ */
+export function savePendingSubscriber(
+  db: Db,
+  existing: SubscriberRow | undefined,
+  input: { email: string; name: string | null; unsubscribeTokenHash: string },
+  now: Date,
+): BatchItem<'sqlite'> {
+  if (existing === undefined) {
+    return db
+      .insert(subscribers)
+      .values({ ...input, status: 'pending', createdAt: now, updatedAt: now })
+      .onConflictDoNothing()
+  }
+  return db
+    .update(subscribers)
+    .set({ status: 'pending', name: input.name ?? existing.name, confirmedAt: null, updatedAt: now })
+    .where(eq(subscribers.id, existing.id))
+}
+
+/** Activates the subscriber a live confirmation token belongs to. */
+export function activateSubscriber(db: Db, live: LiveToken, now: Date): BatchItem<'sqlite'> {
+  return db
+    .update(subscribers)
+    .set({ status: 'active', confirmedAt: now, unsubscribedAt: null, updatedAt: now })
+    .where(eq(subscribers.id, live.subscriberId))
+}
+
+/** Unsubscribes the holder of the token; false when no subscriber has it. Repeating it is harmless. */
+export async function unsubscribeByTokenHash(db: Db, tokenHash: string, now: Date): Promise<boolean> {
+  const [row] = await db
+    .update(subscribers)
+    .set({ status: 'unsubscribed', unsubscribedAt: sql`coalesce(${subscribers.unsubscribedAt}, ${now.getTime()})`, updatedAt: now })
+    .where(eq(subscribers.unsubscribeTokenHash, tokenHash))
+    .returning({ id: subscribers.id })
+  return row !== undefined
+}
+
+export interface SubscriberFilters {
+  status?: SubscriberStatus | undefined
+  /** Substring of the email or the name, any case. */
+  search?: string | undefined
+}
+
+/** One keyset window of subscribers, newest first: `limit + 1` rows in walk order. */
+export function listSubscribers(db: Db, filters: SubscriberFilters, window: KeysetWindow): Promise<SubscriberRow[]> {
+  const { status, search } = filters
+  return db
+    .select()
+    .from(subscribers)
+    .where(
+      and(
+        keysetCondition(NEWEST_FIRST, window),
+        status === undefined ? undefined : eq(subscribers.status, status),
+        // instr() instead of LIKE: no wildcard characters to escape in the admin's input. lower()
+        // on both sides: SQLite folds only A–Z, so the term must be folded the same way.
+        search === undefined
+          ? undefined
+          : sql`(instr(lower(${subscribers.email}), lower(${search})) > 0 or instr(lower(coalesce(${subscribers.name}, '')), lower(${search})) > 0)`,
+      ),
+    )
+    .orderBy(...keysetOrder(NEWEST_FIRST, window))
+    .limit(keysetLimit(window))
+}
+
+/** The next `limit` subscribers after `lastId`, by id: the export reads the table in such chunks. */
+export function subscribersAfter(db: Db, lastId: number, limit: number): Promise<SubscriberRow[]> {
+  return db.select().from(subscribers).where(gt(subscribers.id, lastId)).orderBy(asc(subscribers.id)).limit(limit)
+}
+
+/** Saves an admin's changes; a status change keeps confirmed_at and unsubscribed_at consistent. */
+export async function updateSubscriber(
+  db: Db,
+  subscriber: SubscriberRow,
+  changes: { name?: string | null | undefined; status?: SubscriberStatus | undefined },
+  now: Date,
+): Promise<SubscriberRow | undefined> {
+  const { name, status } = changes
+  const statusChange =
+    status === undefined || status === subscriber.status
+      ? {}
+      : {
+          status,
+          confirmedAt: status === 'active' ? (subscriber.confirmedAt ?? now) : subscriber.confirmedAt,
+          unsubscribedAt: status === 'unsubscribed' ? now : null,
+        }
+  const [saved] = await db
+    .update(subscribers)
+    .set({ ...(name === undefined ? {} : { name }), ...statusChange, updatedAt: now })
+    .where(eq(subscribers.id, subscriber.id))
+    .returning()
+  return saved
+}
+
+export async function deleteSubscriber(db: Db, id: number): Promise<void> {
+  await db.delete(subscribers).where(eq(subscribers.id, id))
+}
