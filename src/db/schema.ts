@@ -119,6 +119,8 @@ export const oneTimeTokens = sqliteTable(
     index('one_time_tokens_user_id_idx').on(table.userId),
     index('one_time_tokens_subscriber_id_idx').on(table.subscriberId),
     index('one_time_tokens_expires_at_idx').on(table.expiresAt),
+    // The per-recipient mail limit counts the recent tokens sent to an address.
+    index('one_time_tokens_recipient_idx').on(sql`lower(${table.email})`, table.purpose, table.createdAt),
   ],
 )
 

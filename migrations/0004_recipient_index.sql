@@ -1,0 +1,1 @@
+CREATE INDEX `one_time_tokens_recipient_idx` ON `one_time_tokens` (lower("email"),`purpose`,`created_at`);
