@@ -21,6 +21,8 @@ export default defineConfig(async () => ({
           // One log line per request would bury test failures; src/middleware/observe.test.ts turns it back on.
           LOG_REQUESTS: 'false',
           CORS_ORIGINS: 'https://app.example.com,http://localhost:5173',
+          // The console transport is opted into, as .dev.vars does for `npm run dev`.
+          MAIL_TRANSPORT: 'console',
         },
       },
     }),

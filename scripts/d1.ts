@@ -11,6 +11,16 @@ const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_M
 
 export type Target = '--local' | '--remote'
 
+/**
+ * The wrangler arguments that pick the database: `--local` may be redirected to another local
+ * store with EDGEPRESS_D1_PERSIST=<dir> (`--persist-to`), so tests can run scripts against a
+ * throwaway D1; unset, wrangler's default (.wrangler/state) is used.
+ */
+function targetArgs(target: Target): string[] {
+  const persistTo = process.env.EDGEPRESS_D1_PERSIST
+  return target === '--local' && persistTo ? [target, '--persist-to', persistTo] : [target]
+}
+
 /** A SQL string literal: single quotes doubled, so any text is safe inside '…'. */
 export function literal(value: string | number | boolean | null): string {
   if (value === null) return 'NULL'
@@ -20,7 +30,7 @@ export function literal(value: string | number | boolean | null): string {
 }
 
 export function applyMigrations(target: Target): void {
-  run(['d1', 'migrations', 'apply', 'DB', target], 'inherit')
+  run(['d1', 'migrations', 'apply', 'DB', ...targetArgs(target)], 'inherit')
 }
 
 /** Executes SQL (several statements allowed) and returns the rows of the last statement. */
@@ -29,7 +39,7 @@ export function execute(sql: string, target: Target): Record<string, unknown>[] 
   const file = join(dir, 'statements.sql')
   try {
     writeFileSync(file, sql)
-    const output = run(['d1', 'execute', 'DB', target, '--json', '--file', file], 'pipe')
+    const output = run(['d1', 'execute', 'DB', ...targetArgs(target), '--json', '--file', file], 'pipe')
     const results = JSON.parse(output) as { results?: Record<string, unknown>[] }[]
     return results[results.length - 1]?.results ?? []
   } finally {

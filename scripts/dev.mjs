@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// `npm run dev`: create .dev.vars with a random JWT_SECRET when missing, apply the local D1
-// migrations, then start `wrangler dev`. Extra arguments go to wrangler dev
+// `npm run dev`: create .dev.vars with a random JWT_SECRET (and MAIL_TRANSPORT=console) when
+// missing, apply the local D1 migrations, then start `wrangler dev`. Extra arguments go to wrangler dev
 // (e.g. `npm run dev -- --port 8788 --var JWT_ISSUER:https://auth.example`).
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -14,6 +14,7 @@ const wrangler = join(root, 'node_modules', '.bin', process.platform === 'win32'
 const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? 'false' }
 
 ensureDevSecret()
+ensureDevMailTransport()
 run(['node', join(root, 'scripts', 'docs-assets.mjs')], 'copying the /docs assets')
 run([wrangler, 'd1', 'migrations', 'apply', 'DB', '--local'], 'applying local D1 migrations')
 
@@ -29,6 +30,16 @@ function ensureDevSecret() {
   const separator = withoutOld === '' || withoutOld.endsWith('\n') ? '' : '\n'
   writeFileSync(devVars, `${withoutOld}${separator}JWT_SECRET=${secret}\n`, { mode: 0o600 })
   console.log('edgepress: wrote a random JWT_SECRET to .dev.vars (local only; never commit it)')
+}
+
+// The console transport prints every email (links and tokens included) to the log: right for
+// local work, so it is opted into here and never set in wrangler.toml, whose [vars] are deployed.
+function ensureDevMailTransport() {
+  const current = existsSync(devVars) ? readFileSync(devVars, 'utf8') : ''
+  if (/^MAIL_TRANSPORT\s*=/m.test(current)) return
+  const separator = current === '' || current.endsWith('\n') ? '' : '\n'
+  writeFileSync(devVars, `${current}${separator}MAIL_TRANSPORT=console\n`, { mode: 0o600 })
+  console.log('edgepress: wrote MAIL_TRANSPORT=console to .dev.vars (emails are printed to this log)')
 }
 
 function run(command, what) {

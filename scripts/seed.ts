@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util'
 import { createHmac } from 'node:crypto'
 import { hashPassword } from '../src/lib/passwords'
+import { usernameKey } from '../src/lib/usernames'
 import { applyMigrations, execute, literal, passwordPepper } from './d1'
 import type { Target } from './d1'
 
@@ -27,17 +28,18 @@ let now = Date.now()
 const statements: string[] = []
 for (const person of people) {
   const hash = await hashPassword(PASSWORD, pepper)
+  const key = literal(usernameKey(person.username))
   statements.push(
-    `INSERT INTO users (username, email, email_verified, is_admin, password_hash, created_at, updated_at)
-     SELECT ${literal(person.username)}, ${literal(person.email)}, 1, 0, ${literal(hash)}, ${now}, ${now}
-     WHERE NOT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower(${literal(person.username)}) OR lower(email) = lower(${literal(person.email)}));`,
+    `INSERT INTO users (username, username_key, email, email_verified, is_admin, password_hash, created_at, updated_at)
+     SELECT ${literal(person.username)}, ${key}, ${literal(person.email)}, 1, 0, ${literal(hash)}, ${now}, ${now}
+     WHERE NOT EXISTS (SELECT 1 FROM users WHERE username_key = ${key} OR lower(username) = lower(${literal(person.username)}) OR lower(email) = lower(${literal(person.email)}));`,
   )
   for (const title of person.posts) {
     now += 1
     statements.push(
       `INSERT INTO posts (author_id, title, body, created_at, updated_at)
        SELECT id, ${literal(title)}, ${literal(`${title}. A sample post by ${person.username}, seeded by npm run seed.`)}, ${now}, ${now}
-       FROM users WHERE lower(username) = lower(${literal(person.username)})
+       FROM users WHERE username_key = ${key}
        AND NOT EXISTS (SELECT 1 FROM posts p WHERE p.author_id = users.id AND p.title = ${literal(title)});`,
     )
   }

@@ -22,6 +22,7 @@ export interface Env {
   ACCESS_TOKEN_TTL?: string
   REFRESH_TOKEN_TTL?: string
   REFRESH_REUSE_GRACE?: string
+  SESSION_MAX_AGE?: string
   REVOCATION_CACHE_TTL?: string
   PASSWORD_PEPPER?: string
   PUBLIC_BASE_URL?: string
@@ -62,6 +63,8 @@ const ConfigSchema = z
     ACCESS_TOKEN_TTL: seconds(300),
     REFRESH_TOKEN_TTL: seconds(86_400),
     REFRESH_REUSE_GRACE: seconds(10, { min: 0 }),
+    // However often a session refreshes, it ends this long after its login (30 days).
+    SESSION_MAX_AGE: seconds(30 * 86_400),
     // KV refuses cacheTtl below 30 s; 60 s is KV's own default.
     REVOCATION_CACHE_TTL: seconds(60, { min: 30 }),
     PASSWORD_PEPPER: optionalText,
@@ -78,7 +81,7 @@ const ConfigSchema = z
     message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
     path: ['JWT_PRIVATE_JWK'],
   })
-  .refine((env) => (env.MAIL_TRANSPORT ?? 'console') === 'console' || env.MAIL_API_KEY !== undefined, {
+  .refine((env) => env.MAIL_TRANSPORT === undefined || env.MAIL_TRANSPORT === 'console' || env.MAIL_API_KEY !== undefined, {
     message: 'MAIL_API_KEY must be set when MAIL_TRANSPORT is not console.',
     path: ['MAIL_API_KEY'],
   })
@@ -97,6 +100,8 @@ export interface TokenSettings {
   accessTtlSeconds: number
   refreshTtlSeconds: number
   reuseGraceSeconds: number
+  /** No refresh this long after the login that started the session, whatever the rotations. */
+  sessionMaxAgeSeconds: number
   /** How long a location may cache a revocation lookup (KV cacheTtl), seconds. */
   revocationCacheTtlSeconds: number
 }
@@ -111,7 +116,12 @@ export interface Config {
   /** One JSON log line per request (LOG_REQUESTS, default true). */
   logRequests: boolean
   mail: {
-    transport: 'console' | 'http' | 'resend'
+    /**
+     * Unset: no email can be sent, and a request that would send one answers 500 naming
+     * MAIL_TRANSPORT. `console` (prints every message, tokens included) is opted into per
+     * environment, never a default: a deployed worker must not write reset links to its logs.
+     */
+    transport: 'console' | 'http' | 'resend' | 'unset'
     from: string
     apiKey: string | undefined
     apiUrl: string
@@ -147,6 +157,7 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       accessTtlSeconds: env.ACCESS_TOKEN_TTL,
       refreshTtlSeconds: env.REFRESH_TOKEN_TTL,
       reuseGraceSeconds: env.REFRESH_REUSE_GRACE,
+      sessionMaxAgeSeconds: env.SESSION_MAX_AGE,
       revocationCacheTtlSeconds: env.REVOCATION_CACHE_TTL,
     },
     passwordPepper: env.PASSWORD_PEPPER,
@@ -158,7 +169,7 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
     logRequests: env.LOG_REQUESTS !== 'false',
     cookieSameSite: env.COOKIE_SAMESITE ?? 'Strict',
     mail: {
-      transport: env.MAIL_TRANSPORT ?? 'console',
+      transport: env.MAIL_TRANSPORT ?? 'unset',
       from: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',
       apiKey: env.MAIL_API_KEY,
       apiUrl: env.MAIL_API_URL ?? 'https://api.resend.com/emails',

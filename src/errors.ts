@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import type { Context, ErrorHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import { NO_STORE } from './http/conditional-get'
 import { ApiError, ERROR_CODES, notFound } from './lib/api-error'
 import type { ErrorCode, ErrorStatus, FieldError } from './lib/api-error'
 
@@ -143,7 +144,7 @@ function problemResponse(c: Context, error: ApiError): Response {
   const challenge = challengeFor(error)
   const headers: Record<string, string> = {
     'Content-Type': 'application/problem+json',
-    'Cache-Control': 'no-store',
+    'Cache-Control': NO_STORE,
     ...(challenge === undefined ? {} : { 'WWW-Authenticate': challenge }),
     ...error.extra.headers,
   }

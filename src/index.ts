@@ -40,8 +40,8 @@ export function createApp() {
   app.use(methodNotAllowed({ app, onMethodNotAllowed }))
   app.use(bodyLimit({ maxSize: MAX_BODY_BYTES }))
   app.use(withTokenKeys())
-  app.use(withBindings())
   app.use(edgeCache())
+  app.use(withBindings())
   app.use(negotiateBody())
 
   const routes = app

@@ -3,6 +3,7 @@ import type { Env } from './config'
 import { createDb } from './db/client'
 import { pruneOneTimeTokens } from './db/one-time-tokens'
 import { pruneSessions } from './db/sessions'
+import { backfillUsernameKeys } from './db/users'
 import { deliverDueEmails } from './email/outbox'
 import { transportFor } from './email/transports'
 
@@ -10,14 +11,17 @@ import { transportFor } from './email/transports'
 const RETENTION_MS = 7 * 24 * 3_600_000
 
 /**
- * The cron: deliver and retry queued email, then prune expired one-time tokens and sessions. It
+ * The cron: deliver and retry queued email, then prune expired one-time tokens and sessions, and
+ * key the usernames of rows written before username keys existed (docs/design.md § Usernames). It
  * reads the configuration through getConfig, as withConfig does for requests (one memo).
  */
 export async function runScheduledMaintenance(env: Env, now: Date): Promise<void> {
   const config = getConfig(env)
   const db = createDb(env)
-  const report = await deliverDueEmails(db, transportFor(config), config.mail.from, now, 100)
+  const transport = transportFor(config)
+  const report = transport === undefined ? { unsent: 'MAIL_TRANSPORT is not set' } : await deliverDueEmails(db, transport, config.mail.from, now, 100)
   const cutoff = new Date(now.getTime() - RETENTION_MS)
   await db.batch([pruneOneTimeTokens(db, cutoff), pruneSessions(db, cutoff)])
+  await backfillUsernameKeys(db, 10)
   console.log(JSON.stringify({ level: 'info', message: 'scheduled maintenance', ...report }))
 }

@@ -4,6 +4,7 @@ import { deliverDueEmails } from '../src/email/outbox'
 import type { MailTransport } from '../src/email/transports'
 import { createDb } from '../src/db/client'
 import { api, apiWithEnv, expectProblem, login, outboxMessagesTo, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
+import type { RegisteredUser, TokenPair } from './helpers'
 
 // Fault injection: the worker is called directly with D1 or KV bindings that
 // fail. Config and keys are memoised per env object (src/config.ts, src/middleware/token-keys.ts), so each faulty
@@ -38,6 +39,8 @@ interface D1Faults {
    * so D1 runs the statements before it and must roll them back.
    */
   sabotage?: (sql: string, index: number) => boolean
+  /** A statement run on its own (run/all/first/raw) whose SQL matches throws. */
+  failStatement?: (sql: string) => boolean
 }
 
 /**
@@ -53,7 +56,8 @@ function faultyD1(real: D1Database, faults: D1Faults): D1Database {
         const value = Reflect.get(target, property, target) as unknown
         if (typeof value !== 'function') return value
         if (property === 'bind') return (...args: unknown[]) => wrapStatement(target.bind(...args), sql)
-        if (faults.failAll === true && typeof property === 'string' && ['run', 'all', 'first', 'raw'].includes(property)) {
+        const failing = faults.failAll === true || faults.failStatement?.(sql) === true
+        if (failing && typeof property === 'string' && ['run', 'all', 'first', 'raw'].includes(property)) {
           return () => Promise.reject(injected(sql))
         }
         return (value as (...a: unknown[]) => unknown).bind(target)
@@ -256,6 +260,56 @@ describe('logout while KV writes fail', () => {
     // A retry once KV is back completes the logout: the access token stops too.
     expect((await api('POST', '/auth/logout', {}, tokens.access_token)).status).toBe(204)
     await expectProblem(await api('GET', '/users/me', undefined, tokens.access_token), 401, 'token_revoked')
+  })
+})
+
+describe('ending every session survives a failure half-way, and retrying completes it', () => {
+  /** The UPDATE that marks sessions revoked fails, on its own or inside a batch. */
+  const sessionsUpdateFails: WorkerEnv = {
+    ...env,
+    DB: faultyD1(env.DB, { failStatement: (sql) => /^update "sessions"/i.test(sql), sabotage: (sql) => /^update "sessions"/i.test(sql) }),
+  }
+
+  async function twoSessions(): Promise<{ user: RegisteredUser; mine: TokenPair; attacker: TokenPair }> {
+    const { user, tokens: mine } = await registerAndLogin()
+    return { user, mine, attacker: await login(user) }
+  }
+
+  it('password reset: a failed session revocation commits nothing, so the same link can be retried', async ({ expect }) => {
+    const { user, attacker } = await twoSessions()
+    expect((await api('POST', '/auth/password/reset', { email: user.email })).status).toBe(202)
+    const resetToken = await tokenFromEmail(user.email, 'reset-password')
+    const body = { token: resetToken, new_password: 'the password after the reset' }
+
+    await expectOpaqueServerProblem(await call(sessionsUpdateFails, 'POST', '/auth/password/reset/confirm', body))
+    expect((await api('POST', '/auth/token', { username: user.username, password: user.password })).status).toBe(200)
+
+    expect((await api('POST', '/auth/password/reset/confirm', body)).status).toBe(204)
+    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }), 401, 'token_revoked')
+    await expectProblem(await api('GET', '/users/me', undefined, attacker.access_token), 401, 'token_revoked')
+  })
+
+  it('logout-all: KV writes failing → 5xx; a retry revokes the access tokens of the sessions the first try revoked', async ({ expect }) => {
+    const { mine, attacker } = await twoSessions()
+    await expectOpaqueServerProblem(await call(kvWritesFail, 'POST', '/auth/logout-all', undefined, mine.access_token))
+
+    expect((await api('POST', '/auth/logout-all', undefined, mine.access_token)).status).toBe(204)
+    await expectProblem(await api('GET', '/users/me', undefined, attacker.access_token), 401, 'token_revoked')
+    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }), 401, 'token_revoked')
+    await expectProblem(await api('GET', '/users/me', undefined, mine.access_token), 401, 'token_revoked')
+  })
+
+  it('password change: KV writes failing → 5xx and nothing changed; the same request retried completes it', async ({ expect }) => {
+    const { user, mine, attacker } = await twoSessions()
+    const body = { old_password: user.password, new_password: 'the password after the change' }
+    await expectOpaqueServerProblem(await call(kvWritesFail, 'POST', '/auth/password/change', body, mine.access_token))
+
+    const retried = await api('POST', '/auth/password/change', body, mine.access_token)
+    expect(retried.status).toBe(200)
+    await expectProblem(await api('GET', '/users/me', undefined, attacker.access_token), 401, 'token_revoked')
+    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }), 401, 'token_revoked')
+    const fresh = (await retried.json()) as TokenPair
+    expect((await api('GET', '/users/me', undefined, fresh.access_token)).status).toBe(200)
   })
 })
 

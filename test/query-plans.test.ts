@@ -229,6 +229,44 @@ describe('query plans: users', () => {
     )
   })
 
+  it('looks usernames up by key, checks for unkeyed rows and keys them, through indexes', async () => {
+    // Two rows as written before username keys (migration 0005): the old columns only, with the
+    // author's password hash; one name in two cases, which lower() told apart.
+    const legacy = `Ödön_${uniqueName()}`
+    for (const username of [legacy, legacy.replace('Ö', 'ö')]) {
+      await env.DB.prepare(
+        `INSERT INTO users (username, email, email_verified, is_admin, password_hash, created_at, updated_at)
+         SELECT ?, ?, 0, 0, password_hash, created_at, updated_at FROM users WHERE id = ?`,
+      )
+        .bind(username, `${uniqueName()}@example.com`, author.user.id)
+        .run()
+    }
+    const renamed = `Ærø_${uniqueName()}`
+    await expectIndexedPlans(
+      async () => {
+        // Keys the old rows on the way (the second one apart: its key is taken), then finds the first.
+        await expectStatus(call('POST', '/auth/token', { username: legacy.toUpperCase(), password: 'correct horse battery staple' }), 200)
+        await expectStatus(call('PATCH', '/users/me', { username: renamed }, other.tokens.access_token), 200)
+        await runScheduledMaintenance(recordingEnv, new Date())
+      },
+      [
+        /where \("users"\."username_key" = \? or lower\("users"\."username"\) = lower\(\?\)\)/,
+        /from "users" where "users"\."username_key" is null order by "users"\."id" limit \?/,
+        /^update or ignore "users" set "username_key" = case "users"\."id" when \? then \?/,
+        /^update "users" set "username_key" = char\(65535\) \|\| "users"\."id"/,
+        /^update "users" set "username" = \?, "username_key" = \?/,
+      ],
+    )
+    const keys = await env.DB.prepare('SELECT username, username_key AS key FROM users WHERE lower(username) IN (lower(?), lower(?), lower(?)) ORDER BY id')
+      .bind(legacy, legacy.replace('Ö', 'ö'), renamed)
+      .all<{ username: string; key: string }>()
+    expect(Object.fromEntries(keys.results.map((row) => [row.username, row.key]))).toEqual({
+      [legacy]: legacy.toLowerCase(),
+      [legacy.replace('Ö', 'ö')]: expect.stringMatching(/^\uFFFF\d+$/),
+      [renamed]: renamed.toLowerCase(),
+    })
+  })
+
   it('lists users, first page and a cursor page, in index order', async () => {
     const token = other.tokens.access_token
     const second = await nextPath('/users?limit=1', token)

@@ -1,8 +1,9 @@
 import { createExecutionContext } from 'cloudflare:test'
 import { env, exports } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
+import type { Env as WorkerEnv } from '../src/config'
 import worker from '../src/index'
-import { BASE_URL, api, decodeJwt, expectProblem, login, mintToken, registerAndLogin, registerUser, uniqueName } from './helpers'
+import { BASE_URL, api, apiWithEnv, decodeJwt, expectProblem, login, mintToken, registerAndLogin, registerUser, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 
 // HTTP-level attack corpus (STYLE.md rule 8: a named `Security:` suite). Every request goes through
@@ -739,5 +740,102 @@ describe('Content types', () => {
     expect(ok.headers.get('content-type')).toBe('application/json; charset=utf-8')
     const missing = await api('GET', '/posts/999999999')
     expect(missing.headers.get('content-type')).toBe('application/problem+json')
+  })
+})
+
+describe('Security: responses that carry tokens or a private view are never stored', () => {
+  it('token, login, refresh and password change answer Cache-Control: no-store (RFC 6749 §5.1)', async () => {
+    const user = await registerUser()
+    const credentials = { username: user.username, password: user.password }
+    const token = await api('POST', '/auth/token', credentials)
+    const loggedIn = await api('POST', '/auth/login', credentials)
+    const pair = (await token.json()) as TokenPair
+    const refreshed = await api('POST', '/auth/token/refresh', { refresh_token: pair.refresh_token })
+    const current = (await refreshed.clone().json()) as TokenPair
+    const changed = await api('POST', '/auth/password/change', { old_password: user.password, new_password: 'another long password' }, current.access_token)
+    for (const [label, res] of [['token', token], ['login', loggedIn], ['refresh', refreshed], ['password change', changed]] as const) {
+      expect(res.status, label).toBe(200)
+      expect(res.headers.get('cache-control'), label).toBe('no-store')
+    }
+  })
+
+  it('register and /users/me answer with no-store', async () => {
+    const username = uniqueName()
+    const registered = await api('POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
+    expect(registered.status).toBe(201)
+    expect(registered.headers.get('cache-control')).toMatch(/\bno-store\b/)
+    const tokens = await login({ username, password: 'correct horse battery staple' })
+    expect((await api('GET', '/users/me', undefined, tokens.access_token)).headers.get('cache-control')).toMatch(/\bno-store\b/)
+  })
+})
+
+describe('Security: a session has an absolute lifetime (SESSION_MAX_AGE, 30 days by default)', () => {
+  async function ageSession(refreshToken: string, days: number): Promise<void> {
+    const sid = decodeJwt(refreshToken).payload.sid as string
+    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?').bind(Date.now() - days * 86_400_000, sid).run()
+  }
+
+  it('refuses to refresh a session older than 30 days, however recently it rotated', async () => {
+    const { tokens } = await registerAndLogin()
+    const rotated = await api('POST', '/auth/token/refresh', { refresh_token: tokens.refresh_token })
+    expect(rotated.status).toBe(200)
+    const current = (await rotated.json()) as TokenPair
+    await ageSession(current.refresh_token, 31)
+    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: current.refresh_token }), 401, 'token_expired')
+    expect((await api('POST', '/auth/token/verify', { token: current.refresh_token })).status).toBe(401)
+  })
+
+  it('still refreshes a session a day short of the limit', async () => {
+    const { tokens } = await registerAndLogin()
+    await ageSession(tokens.refresh_token, 29)
+    expect((await api('POST', '/auth/token/refresh', { refresh_token: tokens.refresh_token })).status).toBe(200)
+  })
+
+  it('follows SESSION_MAX_AGE', async () => {
+    const oneHour: WorkerEnv = { ...env, SESSION_MAX_AGE: '3600' }
+    const user = await registerUser()
+    const pair = (await (await apiWithEnv(oneHour, 'POST', '/auth/token', { username: user.username, password: user.password })).json()) as TokenPair
+    const sid = decodeJwt(pair.refresh_token).payload.sid as string
+    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?').bind(Date.now() - 3_601_000, sid).run()
+    await expectProblem(await apiWithEnv(oneHour, 'POST', '/auth/token/refresh', { refresh_token: pair.refresh_token }), 401, 'token_expired')
+  })
+})
+
+describe('Security: a worker without an email provider never logs mail', () => {
+  // MAIL_TRANSPORT unset is what a deploy that skipped the email step runs with: wrangler.toml's
+  // [vars] do not set it; only .dev.vars (npm run dev) and the test config opt into console.
+  const noMail: WorkerEnv = { ...env, MAIL_TRANSPORT: undefined }
+
+  it('refuses to register (500 naming MAIL_TRANSPORT), writes nothing and prints nothing', async () => {
+    const log = vi.spyOn(console, 'log')
+    try {
+      const username = uniqueName('nomail')
+      const res = await apiWithEnv(noMail, 'POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
+      const problem = await expectProblem(res, 500, 'internal_error')
+      expect(problem.detail).toContain('MAIL_TRANSPORT')
+      expect(await env.DB.prepare('SELECT count(*) AS n FROM users WHERE username = ?').bind(username).first('n')).toBe(0)
+      expect(log.mock.calls.flat().join('\n')).not.toContain('--- email ---')
+    } finally {
+      log.mockRestore()
+    }
+  })
+
+  it('refuses a password reset for a real account the same way, and queues no link', async () => {
+    const user = await registerUser()
+    const res = await apiWithEnv(noMail, 'POST', '/auth/password/reset', { email: user.email })
+    const problem = await expectProblem(res, 500, 'internal_error')
+    expect(problem.detail).toContain('MAIL_TRANSPORT')
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM one_time_tokens WHERE lower(email) = lower(?) AND purpose = 'password_reset'").bind(user.email).first('n')).toBe(0)
+
+    // The same answer for an address without an account: no enumeration through the 500.
+    const unknown = await apiWithEnv(noMail, 'POST', '/auth/password/reset', { email: `${uniqueName('nobody')}@example.com` })
+    expect((await expectProblem(unknown, 500, 'internal_error')).detail).toBe(problem.detail)
+  })
+
+  it('keeps console mail working on a local run whose PUBLIC_BASE_URL is a plain-http test host', async () => {
+    const testHost: WorkerEnv = { ...env, PUBLIC_BASE_URL: 'http://edgepress.test.lan:8787' }
+    const username = uniqueName('lan')
+    const res = await apiWithEnv(testHost, 'POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
+    expect(res.status).toBe(201)
   })
 })

@@ -1,11 +1,11 @@
-import { and, eq, gt, isNull, lt, sql } from 'drizzle-orm'
+import { and, count, eq, gt, gte, isNull, lt, ne, sql } from 'drizzle-orm'
 import type { AnyColumn, SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError } from '../lib/api-error'
 import { randomToken } from '../lib/encoding'
 import { sha256Base64Url } from '../lib/hmac'
 import type { BatchStatements, Db } from './client'
-import { oneTimeTokens } from './schema'
+import { oneTimeTokens, users } from './schema'
 import type { OneTimeTokenPurpose } from './schema'
 
 const ONE_TIME_TOKEN_TTL_MS: Record<OneTimeTokenPurpose, number> = {
@@ -46,17 +46,53 @@ export async function issueOneTimeToken(
 
 /** What a token's effects may refer to: subqueries that yield a value only while the token is live. */
 export interface LiveToken {
+  /** The SHA-256 of the token itself (not a subquery). */
+  tokenHash: string
   userId: SQL
   subscriberId: SQL
   email: SQL
 }
 
+// A token mailed to a user works only while the account still has the address it went to: after
+// an email change, every link sent to the old address is dead.
+const addressIsCurrent = sql`(${oneTimeTokens.userId} is null or exists (select 1 from ${users} where ${users.id} = ${oneTimeTokens.userId} and lower(${users.email}) = lower(${oneTimeTokens.email})))`
+
+function isLive(tokenHash: string, purpose: OneTimeTokenPurpose, now: Date): SQL {
+  return and(
+    eq(oneTimeTokens.tokenHash, tokenHash),
+    eq(oneTimeTokens.purpose, purpose),
+    isNull(oneTimeTokens.usedAt),
+    gt(oneTimeTokens.expiresAt, now),
+    addressIsCurrent,
+  )!
+}
+
+interface TokenOwnerRow {
+  userId: number | null
+  subscriberId: number | null
+  email: string
+}
+
+/**
+ * The owner of a live token, without spending it: a cheap check before costly work (hashing a new
+ * password). Not live → the same 400 that spending it would give.
+ */
+export async function findLiveToken(db: Db, purpose: OneTimeTokenPurpose, token: string, now: Date): Promise<TokenOwnerRow> {
+  const tokenHash = await sha256Base64Url(token)
+  const [row] = await db
+    .select({ userId: oneTimeTokens.userId, subscriberId: oneTimeTokens.subscriberId, email: oneTimeTokens.email })
+    .from(oneTimeTokens)
+    .where(isLive(tokenHash, purpose, now))
+  return row ?? (await refuseToken(db, tokenHash, purpose, now))
+}
+
 /**
  * Spends a token and applies its effects in one atomic D1 batch. `effects` get subqueries that
- * yield the token's owner only while the token is unused and unexpired, so when the token is not
- * live they change nothing; the final conditional UPDATE spends it, so of two concurrent uses
- * exactly one succeeds. Unknown, used or foreign-purpose tokens → 400 `token_invalid`; expired
- * ones → 400 `token_expired`.
+ * yield the token's owner only while the token is unused, unexpired and (for a user's token)
+ * mailed to the account's current address, so when the token is not live they change nothing;
+ * the final conditional UPDATE spends it, so of two concurrent uses exactly one succeeds.
+ * Unknown, used, foreign-purpose or outdated tokens → 400 `token_invalid`; expired ones → 400
+ * `token_expired`.
  */
 export async function consumeOneTimeToken(
   db: Db,
@@ -64,16 +100,12 @@ export async function consumeOneTimeToken(
   token: string,
   now: Date,
   effects: (live: LiveToken) => BatchItem<'sqlite'>[] = () => [],
-): Promise<{ userId: number | null; subscriberId: number | null; email: string }> {
+): Promise<TokenOwnerRow> {
   const tokenHash = await sha256Base64Url(token)
-  const isLive = and(
-    eq(oneTimeTokens.tokenHash, tokenHash),
-    eq(oneTimeTokens.purpose, purpose),
-    isNull(oneTimeTokens.usedAt),
-    gt(oneTimeTokens.expiresAt, now),
-  )
-  const liveColumn = (column: AnyColumn): SQL => sql`(select ${column} from ${oneTimeTokens} where ${isLive})`
-  const live: LiveToken = {
+  const live = isLive(tokenHash, purpose, now)
+  const liveColumn = (column: AnyColumn): SQL => sql`(select ${column} from ${oneTimeTokens} where ${live})`
+  const liveToken: LiveToken = {
+    tokenHash,
     userId: liveColumn(oneTimeTokens.userId),
     subscriberId: liveColumn(oneTimeTokens.subscriberId),
     email: liveColumn(oneTimeTokens.email),
@@ -81,20 +113,56 @@ export async function consumeOneTimeToken(
   const spend = db
     .update(oneTimeTokens)
     .set({ usedAt: now })
-    .where(isLive)
+    .where(live)
     .returning({ userId: oneTimeTokens.userId, subscriberId: oneTimeTokens.subscriberId, email: oneTimeTokens.email })
-  const statements: BatchItem<'sqlite'>[] = [...effects(live), spend]
+  const statements: BatchItem<'sqlite'>[] = [...effects(liveToken), spend]
   const results = await db.batch(statements as BatchStatements)
-  const [spent] = results[results.length - 1] as { userId: number | null; subscriberId: number | null; email: string }[]
-  if (spent !== undefined) return spent
+  const [spent] = results[results.length - 1] as TokenOwnerRow[]
+  return spent ?? (await refuseToken(db, tokenHash, purpose, now))
+}
+
+/**
+ * Spends every unused token of `purpose` that a user holds, except `exceptHash` (the one being
+ * spent by the same batch): one reset link spends them all, and so do a password or email change.
+ */
+export function spendTokensOf(
+  db: Db,
+  userId: number | SQL,
+  purpose: OneTimeTokenPurpose,
+  now: Date,
+  exceptHash?: string,
+): BatchItem<'sqlite'> {
+  return db
+    .update(oneTimeTokens)
+    .set({ usedAt: now })
+    .where(
+      and(
+        eq(oneTimeTokens.userId, userId),
+        eq(oneTimeTokens.purpose, purpose),
+        isNull(oneTimeTokens.usedAt),
+        exceptHash === undefined ? undefined : ne(oneTimeTokens.tokenHash, exceptHash),
+      ),
+    )
+}
+
+async function refuseToken(db: Db, tokenHash: string, purpose: OneTimeTokenPurpose, now: Date): Promise<never> {
   const known = await db.query.oneTimeTokens.findFirst({
-    columns: { usedAt: true, purpose: true },
+    columns: { usedAt: true, purpose: true, expiresAt: true },
     where: eq(oneTimeTokens.tokenHash, tokenHash),
   })
-  if (known !== undefined && known.purpose === purpose && known.usedAt === null) {
+  if (known !== undefined && known.purpose === purpose && known.usedAt === null && known.expiresAt <= now) {
     throw new ApiError(400, 'token_expired', 'This link has expired. Ask for a new one.')
   }
   throw new ApiError(400, 'token_invalid', 'This link is invalid or has already been used.')
+}
+
+/** How many tokens of `purpose` were mailed to `email` (any case) since `since`. */
+export async function countTokensSentTo(db: Db, email: string, purpose: OneTimeTokenPurpose, since: Date): Promise<number> {
+  const [row] = await db
+    .select({ sent: count() })
+    .from(oneTimeTokens)
+    .where(and(sql`lower(${oneTimeTokens.email}) = lower(${email})`, eq(oneTimeTokens.purpose, purpose), gte(oneTimeTokens.createdAt, since)))
+  return row?.sent ?? 0
 }
 
 /** Deletes tokens that expired before `cutoff` (the cron). */

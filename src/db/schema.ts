@@ -11,6 +11,12 @@ export const users = sqliteTable(
   {
     id: integer().primaryKey({ autoIncrement: true }),
     username: text().notNull(),
+    /**
+     * usernameKey(username) (src/lib/usernames.ts): NFKC and full case folding, which SQL cannot
+     * compute. NULL on rows written before it existed until backfillUsernameKeys() keys them
+     * (src/db/users.ts); U+FFFF and the id on an old row whose key an older row already holds.
+     */
+    usernameKey: text(),
     email: text().notNull(),
     emailVerified: integer({ mode: 'boolean' }).notNull().default(false),
     isAdmin: integer({ mode: 'boolean' }).notNull().default(false),
@@ -20,8 +26,11 @@ export const users = sqliteTable(
     lastLoginAt: timestamp(),
   },
   (table) => [
-    // Case-insensitive uniqueness: `Alice` cannot shadow `alice`, and emails compare as mail
+    // Case-insensitive uniqueness: `Émile` cannot shadow `émile`, nor `STRASSE` `straße`. Login
+    // looks the key up. SQLite's lower() folds A-Z only: the lower(username) index is kept for the
+    // rows without a key of their own (docs/design.md § Usernames), and emails compare as mail
     // servers do in practice. Lookups use the same lower() expression so they hit these indexes.
+    uniqueIndex('users_username_key_unique').on(table.usernameKey),
     uniqueIndex('users_username_lower_unique').on(sql`lower(${table.username})`),
     uniqueIndex('users_email_lower_unique').on(sql`lower(${table.email})`),
     index('users_created_at_id_idx').on(table.createdAt, table.id),

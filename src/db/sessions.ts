@@ -1,4 +1,5 @@
-import { and, eq, gt, inArray, isNull, lt } from 'drizzle-orm'
+import { and, eq, gt, gte, inArray, isNull, lt, or } from 'drizzle-orm'
+import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError } from '../lib/api-error'
 import { revokeSessions } from '../lib/revocation'
@@ -6,7 +7,7 @@ import type { SessionRevocation } from '../lib/revocation'
 import type { TokenKeys } from '../lib/token-keys'
 import { issueTokenPair, newClaims, toTokenPair } from '../lib/tokens'
 import type { TokenClaims, TokenPair } from '../lib/tokens'
-import type { Db } from './client'
+import type { BatchStatements, Db } from './client'
 import { sessions } from './schema'
 import type { SessionRow } from './schema'
 
@@ -19,7 +20,8 @@ const fromSeconds = (seconds: number): Date => new Date(seconds * 1000)
 
 /**
  * Starts a login session (a new refresh family) and returns its first token pair. `alongside`
- * runs in the same D1 batch, so e.g. `last_login_at` and the session land together or not at all.
+ * runs first in the same D1 batch, so e.g. `last_login_at` (or a password change that ends every
+ * other session) and the new session land together or not at all.
  */
 export async function startSession(
   db: Db,
@@ -30,17 +32,16 @@ export async function startSession(
 ): Promise<{ pair: TokenPair; sessionId: string }> {
   const subject = { userId: String(userId), sid: crypto.randomUUID() }
   const { pair, refresh } = await issueTokenPair(subject, keys, now)
-  await db.batch([
-    db.insert(sessions).values({
-      sid: subject.sid,
-      userId,
-      currentJti: refresh.jti,
-      refreshIssuedAt: fromSeconds(refresh.iat),
-      refreshExpiresAt: fromSeconds(refresh.exp),
-      createdAt: now,
-    }),
-    ...alongside,
-  ])
+  const insert = db.insert(sessions).values({
+    sid: subject.sid,
+    userId,
+    currentJti: refresh.jti,
+    refreshIssuedAt: fromSeconds(refresh.iat),
+    refreshExpiresAt: fromSeconds(refresh.exp),
+    createdAt: now,
+  })
+  const statements: BatchItem<'sqlite'>[] = [...alongside, insert]
+  await db.batch(statements as BatchStatements)
   return { pair, sessionId: subject.sid }
 }
 
@@ -59,7 +60,7 @@ export async function rotateRefreshToken(
   graceSeconds: number,
   now: Date,
 ): Promise<TokenPair> {
-  const session = await loadLiveSession(db, presented)
+  const session = await loadLiveSession(db, presented, keys, now)
   const subject = { userId: presented.sub, sid: presented.sid }
   if (session.currentJti === presented.jti) {
     const access = newClaims('access', subject, keys, now)
@@ -79,7 +80,7 @@ export async function rotateRefreshToken(
       .returning({ sid: sessions.sid })
     if (rotated.length === 1) return toTokenPair(access, refresh, keys)
     // Another request rotated this token between our read and our write: judge it as a replay.
-    return replayRotatedToken(db, kv, await loadLiveSession(db, presented), presented, keys, graceSeconds, now)
+    return replayRotatedToken(db, kv, await loadLiveSession(db, presented, keys, now), presented, keys, graceSeconds, now)
   }
   return replayRotatedToken(db, kv, session, presented, keys, graceSeconds, now)
 }
@@ -120,7 +121,7 @@ async function replayRotatedToken(
   )
 }
 
-async function loadLiveSession(db: Db, presented: TokenClaims): Promise<SessionRow> {
+async function loadLiveSession(db: Db, presented: TokenClaims, keys: TokenKeys, now: Date): Promise<SessionRow> {
   const session = await db.query.sessions.findFirst({ where: eq(sessions.sid, presented.sid) })
   if (session === undefined || String(session.userId) !== presented.sub) {
     throw new ApiError(401, 'token_invalid', 'The refresh token does not belong to a known session.')
@@ -128,20 +129,30 @@ async function loadLiveSession(db: Db, presented: TokenClaims): Promise<SessionR
   if (session.revokedAt !== null) {
     throw new ApiError(401, 'token_revoked', 'The session has been revoked. Log in again.')
   }
+  if (hasOutlivedMaxAge(session, keys, now)) {
+    throw new ApiError(401, 'token_expired', 'The session has reached its maximum age. Log in again.')
+  }
   return session
 }
 
+// SESSION_MAX_AGE: every rotation moves the refresh token's expiry forward, so without an
+// absolute limit a stolen refresh family could be kept alive for ever.
+function hasOutlivedMaxAge(session: Pick<SessionRow, 'createdAt'>, keys: TokenKeys, now: Date): boolean {
+  return now.getTime() >= session.createdAt.getTime() + keys.sessionMaxAgeSeconds * 1000
+}
+
 /** True if the refresh token is the current member of a live session (for /auth/token/verify). */
-export async function isCurrentRefreshToken(db: Db, claims: TokenClaims): Promise<boolean> {
+export async function isCurrentRefreshToken(db: Db, claims: TokenClaims, keys: TokenKeys, now: Date): Promise<boolean> {
   const session = await db.query.sessions.findFirst({
-    columns: { userId: true, currentJti: true, revokedAt: true },
+    columns: { userId: true, currentJti: true, revokedAt: true, createdAt: true },
     where: eq(sessions.sid, claims.sid),
   })
   return (
     session !== undefined &&
     String(session.userId) === claims.sub &&
     session.currentJti === claims.jti &&
-    session.revokedAt === null
+    session.revokedAt === null &&
+    !hasOutlivedMaxAge(session, keys, now)
   )
 }
 
@@ -177,7 +188,15 @@ export async function endSessions(
   await revokeSessions(kv, ended, reason, now)
 }
 
-/** Ends every live session of a user (logout-all, password change or reset, account deletion). */
+/**
+ * Ends every session of a user (logout-all, account deletion). Retrying it completes it:
+ * 1. KV keys for every other session that is live or was revoked within the last access-token
+ *    lifetime (a failure here changes nothing in D1, and rewrites what an earlier, failed
+ *    attempt left out);
+ * 2. D1 marks the live sessions revoked, so refresh stops everywhere at once;
+ * 3. KV keys for `ownSid` (the caller's session, written last so a failed attempt can be retried
+ *    with the same token) and for any session that started between 1 and 2.
+ */
 export async function endAllSessions(
   db: Db,
   kv: KVNamespace,
@@ -185,31 +204,93 @@ export async function endAllSessions(
   reason: string,
   now: Date,
   keys: TokenKeys,
-  alsoSids: string[] = [],
+  ownSid?: string,
 ): Promise<void> {
-  const live = await db
-    .update(sessions)
-    .set({ revokedAt: now })
-    .where(
-      and(
-        eq(sessions.userId, userId),
-        isNull(sessions.revokedAt),
-        // A session whose refresh token expired may still have a live access token when
-        // ACCESS_TOKEN_TTL > REFRESH_TOKEN_TTL; older ones have nothing left to revoke.
-        gt(sessions.refreshExpiresAt, new Date(now.getTime() - keys.accessTtlSeconds * 1000)),
-      ),
-    )
-    .returning({ sid: sessions.sid, refreshExpiresAt: sessions.refreshExpiresAt })
-  const ended: SessionRevocation[] = live.map((row) => ({
-    sid: row.sid,
-    lastTokenExpiresAt: lastTokenExpiry(row.refreshExpiresAt, keys, now),
-  }))
-  for (const sid of alsoSids) {
-    if (!ended.some((entry) => entry.sid === sid)) {
-      ended.push({ sid, lastTokenExpiresAt: lastTokenExpiry(undefined, keys, now) })
-    }
+  const written = await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: true, exceptSid: ownSid })
+  await db.update(sessions).set({ revokedAt: now }).where(liveSessionsOf(userId, now, keys))
+  await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: false, alreadyWritten: written, ownSid })
+}
+
+/** The UPDATE that ends every live session of a user, for a batch with the change behind it. */
+export function revokeLiveSessions(db: Db, userId: number | SQL, now: Date, keys: TokenKeys): BatchItem<'sqlite'> {
+  return db.update(sessions).set({ revokedAt: now }).where(liveSessionsOf(userId, now, keys))
+}
+
+function liveSessionsOf(userId: number | SQL, now: Date, keys: TokenKeys): SQL {
+  return and(
+    eq(sessions.userId, userId),
+    isNull(sessions.revokedAt),
+    // A session whose refresh token expired may still have a live access token when
+    // ACCESS_TOKEN_TTL > REFRESH_TOKEN_TTL; older ones have nothing left to revoke.
+    gt(sessions.refreshExpiresAt, new Date(now.getTime() - keys.accessTtlSeconds * 1000)),
+  )!
+}
+
+interface KeyWriteOptions {
+  /** Live sessions too (before D1 revokes them), or only those D1 revoked recently (after). */
+  includeLive: boolean
+  exceptSid?: string | undefined
+  /** Sids whose key this request wrote already. */
+  alreadyWritten?: ReadonlySet<string>
+  /** Written last, whether or not D1 knows it (a token minted by another service holding the key). */
+  ownSid?: string | undefined
+}
+
+/**
+ * Writes the KV revocation keys of a user's sessions that may still have a live access token:
+ * those revoked within the last access-token lifetime, and with `includeLive` the live ones.
+ * Returns the sids written.
+ */
+export async function revokeSessionKeys(
+  db: Db,
+  kv: KVNamespace,
+  userId: number,
+  reason: string,
+  now: Date,
+  keys: TokenKeys,
+  options: KeyWriteOptions,
+): Promise<Set<string>> {
+  const window = new Date(now.getTime() - (keys.accessTtlSeconds + keys.leewaySeconds) * 1000)
+  const recent = gte(sessions.revokedAt, window)
+  const rows = await db
+    .select({ sid: sessions.sid, refreshExpiresAt: sessions.refreshExpiresAt })
+    .from(sessions)
+    .where(and(eq(sessions.userId, userId), options.includeLive ? or(isNull(sessions.revokedAt), recent) : recent))
+  const toWrite: SessionRevocation[] = rows
+    .filter((row) => row.sid !== options.exceptSid && row.sid !== options.ownSid && options.alreadyWritten?.has(row.sid) !== true)
+    .map((row) => ({ sid: row.sid, lastTokenExpiresAt: lastTokenExpiry(row.refreshExpiresAt, keys, now) }))
+  await revokeSessions(kv, toWrite, reason, now)
+  const written = new Set([...(options.alreadyWritten ?? []), ...toWrite.map((entry) => entry.sid)])
+  if (options.ownSid !== undefined) {
+    const own = rows.find((row) => row.sid === options.ownSid)
+    await revokeSessions(kv, [{ sid: options.ownSid, lastTokenExpiresAt: lastTokenExpiry(own?.refreshExpiresAt, keys, now) }], reason, now)
+    written.add(options.ownSid)
   }
-  await revokeSessions(kv, ended, reason, now)
+  return written
+}
+
+/**
+ * After a batch that revoked sessions has committed (password change or reset): the KV keys of
+ * the caller's old session and of any session that started after the keys were first written.
+ * A failure is logged, not thrown: the change is committed, refresh already stops everywhere, the
+ * access tokens left end within ACCESS_TOKEN_TTL, and the next logout-all, password change or
+ * reset writes their keys again.
+ */
+export async function completeRevocation(
+  db: Db,
+  kv: KVNamespace,
+  userId: number,
+  reason: string,
+  now: Date,
+  keys: TokenKeys,
+  written: ReadonlySet<string>,
+  ownSid?: string,
+): Promise<void> {
+  try {
+    await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: false, alreadyWritten: written, ownSid })
+  } catch (err) {
+    console.error(JSON.stringify({ level: 'error', message: 'revocation keys not written', reason, error: err instanceof Error ? err.name : 'unknown' }))
+  }
 }
 
 // An access token minted just before the revocation may outlive the refresh token's expiry when

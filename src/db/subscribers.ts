@@ -28,7 +28,9 @@ export function subscriberIdByEmail(email: string): SQL {
 
 /**
  * The statement that makes an address pending again: the INSERT of a new subscriber (a no-op if
- * a concurrent request inserted it first), or the UPDATE of an existing one.
+ * a concurrent request inserted it first), or the UPDATE of an existing one. Anyone may post any
+ * address, so an existing row keeps its name (`input.name` is only for a new row); its unsubscribe
+ * token hash is refreshed, so the links of the email about to be sent work under the current key.
  */
 export function savePendingSubscriber(
   db: Db,
@@ -44,7 +46,7 @@ export function savePendingSubscriber(
   }
   return db
     .update(subscribers)
-    .set({ status: 'pending', name: input.name ?? existing.name, confirmedAt: null, updatedAt: now })
+    .set({ status: 'pending', unsubscribeTokenHash: input.unsubscribeTokenHash, confirmedAt: null, updatedAt: now })
     .where(eq(subscribers.id, existing.id))
 }
 

@@ -1,9 +1,10 @@
-import { and, eq, sql } from 'drizzle-orm'
+import { and, eq, inArray, isNull, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError } from '../lib/api-error'
 import { parseId } from '../lib/ids'
 import type { TokenKeys } from '../lib/token-keys'
+import { usernameKey } from '../lib/usernames'
 import type { Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
@@ -16,6 +17,10 @@ const OLDEST_FIRST: Keyset = { sortColumn: users.createdAt, idColumn: users.id, 
 
 // lower(column) = lower(?) matches the expression indexes users_*_lower_unique.
 const emailIs = (email: string | SQL): SQL => sql`lower(${users.email}) = lower(${email})`
+const spelledAs = (username: string): SQL => sql`lower(${users.username}) = lower(${username})`
+
+// Rows keyed per statement by keyUsernames(): 3 bound parameters each, under D1's 100.
+const BACKFILL_BATCH = 30
 
 export async function findUserById(db: Db, id: string | number): Promise<UserRow | undefined> {
   const numericId = typeof id === 'number' ? id : parseId(id)
@@ -23,11 +28,64 @@ export async function findUserById(db: Db, id: string | number): Promise<UserRow
   return db.query.users.findFirst({ where: eq(users.id, numericId) })
 }
 
-/** Login identifier: an email (contains @) or a username; both compare case-insensitively. */
+/**
+ * Login identifier: an email (contains @) or a username; both compare case-insensitively, a
+ * username by its key (src/lib/usernames.ts). Rows written before keys existed are keyed first; the
+ * check for them shares the lookup's round trip (docs/design.md § Usernames).
+ */
 export async function findUserByLogin(db: Db, identifier: string): Promise<UserRow | undefined> {
   const normalized = identifier.trim().normalize('NFC')
-  const where = normalized.includes('@') ? emailIs(normalized) : sql`lower(${users.username}) = lower(${normalized})`
-  return db.query.users.findFirst({ where })
+  if (normalized.includes('@')) return db.query.users.findFirst({ where: emailIs(normalized) })
+  const key = usernameKey(normalized)
+  // The key's owner, and the row spelled so (A-Z in any case) if it has no key or was keyed apart.
+  const candidates = () => db.select().from(users).where(or(eq(users.usernameKey, key), spelledAs(normalized)))
+  const [first, unkeyed] = await db.batch([candidates(), unkeyedUsers(db)])
+  let found = first
+  if (unkeyed.length > 0) {
+    await keyUsernames(db, unkeyed)
+    if (!found.some((row) => row.usernameKey === key)) found = await candidates()
+  }
+  // The exact spelling first: of two old accounts that are one name in another case, the one keyed
+  // apart still logs in as it is spelled. Then the key's owner.
+  return found.find((row) => row.username === normalized) ?? found.find((row) => row.usernameKey === key) ?? found[0]
+}
+
+/**
+ * Keys the rows written before username keys existed (migration 0005 keyed the ASCII ones), up to
+ * `rounds` batches; true when none is left. Run before a username is written (register, rename)
+ * so the unique key index sees every name, and by the cron.
+ */
+export async function backfillUsernameKeys(db: Db, rounds = 5): Promise<boolean> {
+  for (let round = 0; round < rounds; round += 1) {
+    const rows = await unkeyedUsers(db)
+    if (rows.length > 0) await keyUsernames(db, rows)
+    if (rows.length < BACKFILL_BATCH) return true
+  }
+  return false
+}
+
+function unkeyedUsers(db: Db) {
+  return db
+    .select({ id: users.id, username: users.username })
+    .from(users)
+    .where(isNull(users.usernameKey))
+    .orderBy(users.id)
+    .limit(BACKFILL_BATCH)
+}
+
+/**
+ * Gives each row its key, oldest first. A key already taken (two old rows that are one name in
+ * another case, which lower() let through) is skipped by OR IGNORE; such a row then gets U+FFFF
+ * and its id, a key no username folds to (usernames exclude U+FFFF), so it logs in as spelled.
+ */
+async function keyUsernames(db: Db, rows: { id: number; username: string }[]): Promise<void> {
+  const ids = rows.map((row) => row.id)
+  const keys = sql.join(rows.map((row) => sql`when ${row.id} then ${usernameKey(row.username)}`), sql` `)
+  const stillUnkeyed = and(inArray(users.id, ids), isNull(users.usernameKey))
+  // Two statements, not a batch (drizzle cannot batch a raw statement with parameters); each
+  // touches only rows still without a key, so a concurrent backfill between them does no harm.
+  await db.run(sql`update or ignore ${users} set ${sql.identifier('username_key')} = case ${users.id} ${keys} end where ${stillUnkeyed}`)
+  await db.update(users).set({ usernameKey: sql`char(65535) || ${users.id}` }).where(stillUnkeyed)
 }
 
 /** The authenticated user's row; a token whose subject no longer exists is refused (docs/API.md, precise point 2). */
@@ -53,7 +111,7 @@ export function insertUser(
   account: { username: string; email: string; passwordHash: string },
   now: Date,
 ) {
-  return db.insert(users).values({ ...account, createdAt: now, updatedAt: now }).returning()
+  return db.insert(users).values({ ...account, usernameKey: usernameKey(account.username), createdAt: now, updatedAt: now }).returning()
 }
 
 /** A subquery yielding the id of the user with this email: for statements batched with its INSERT. */
@@ -101,11 +159,14 @@ export interface UserChanges {
   isAdmin: boolean
 }
 
-/** The UPDATE of a profile, returning the row; run it in a batch with `toConflict` as catch. */
-export function updateUser(db: Db, userId: number, changes: UserChanges, now: Date) {
+/**
+ * The UPDATE of the given columns only (a username with its key), returning the row; run it in a
+ * batch with `toConflict` as catch.
+ */
+export function updateUser(db: Db, userId: number, changes: Partial<UserChanges>, now: Date) {
   return db
     .update(users)
-    .set({ ...changes, updatedAt: now })
+    .set({ ...changes, ...(changes.username === undefined ? {} : { usernameKey: usernameKey(changes.username) }), updatedAt: now })
     .where(eq(users.id, userId))
     .returning()
 }
@@ -116,9 +177,9 @@ export async function deleteUser(
   kv: KVNamespace,
   keys: TokenKeys,
   userId: number,
-  alsoSids: string[] = [],
+  ownSid?: string,
 ): Promise<void> {
-  await endAllSessions(db, kv, userId, 'account deleted', new Date(), keys, alsoSids)
+  await endAllSessions(db, kv, userId, 'account deleted', new Date(), keys, ownSid)
   await db.delete(users).where(eq(users.id, userId))
 }
 

@@ -1,11 +1,12 @@
 import type { SQL } from 'drizzle-orm'
+import type { OneTimeTokenPurpose } from '../db/schema'
 import type { Config } from '../config'
 import type { BatchStatements, Db } from '../db/client'
-import { issueOneTimeToken } from '../db/one-time-tokens'
+import { countTokensSentTo, issueOneTimeToken } from '../db/one-time-tokens'
 import { queueEmail } from '../db/outbox'
 import { LINK_PATHS, emailVerificationMessage, linkTo, passwordResetMessage } from './messages'
 import { deliverInBackground } from './outbox'
-import { transportFor } from './transports'
+import { assertMailConfigured, transportFor } from './transports'
 
 interface Recipient {
   /** The user id, or a subquery yielding it when the user is inserted in the same batch. */
@@ -19,6 +20,17 @@ const ACCOUNT_EMAILS = {
   password_reset: { path: LINK_PATHS.passwordReset, message: passwordResetMessage },
 } as const
 
+// At most this many emails of one kind to one address per window, whoever asks: verification
+// resends, email changes, reset requests and subscriptions cannot be turned into a mail bomb. Requests over the
+// limit get the same answer; only the email is not sent.
+const RECIPIENT_LIMIT = { emails: 3, windowMs: 3_600_000 }
+
+/** True while `email` may be sent another `purpose` email (see RECIPIENT_LIMIT). */
+export async function mayMail(db: Db, purpose: OneTimeTokenPurpose, email: string, now: Date): Promise<boolean> {
+  const since = new Date(now.getTime() - RECIPIENT_LIMIT.windowMs)
+  return (await countTokensSentTo(db, email, purpose, since)) < RECIPIENT_LIMIT.emails
+}
+
 /**
  * Statements that issue a one-time token for a user (email verification 24 h, password reset 1 h)
  * and queue the email carrying its link: run them in one db.batch() with the change behind them.
@@ -30,6 +42,7 @@ export async function accountEmailStatements(
   recipient: Recipient,
   now: Date,
 ): Promise<BatchStatements> {
+  assertMailConfigured(config)
   const { token, insert } = await issueOneTimeToken(db, purpose, recipient, now)
   const { path, message } = ACCOUNT_EMAILS[purpose]
   const link = linkTo(config.publicBaseUrl, path, token)
@@ -45,5 +58,6 @@ export function deliverSoon(
   db: Db,
   config: Config,
 ): void {
-  deliverInBackground(executionCtx, db, transportFor(config), config.mail.from)
+  const transport = transportFor(config)
+  if (transport !== undefined) deliverInBackground(executionCtx, db, transport, config.mail.from)
 }

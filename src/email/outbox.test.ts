@@ -158,6 +158,53 @@ describe('deliverDueEmails', () => {
     expect(seen[0]!.nextAttemptAt.getTime()).toBeGreaterThan(T0.getTime())
   })
 
+  it('leases from the claim, not from a `now` minutes in the past: a concurrent drain does not send it again', async ({ expect }) => {
+    // A cron drain running late: its `now` is its scheduled time, five minutes ago.
+    const scheduled = new Date(Date.now() - 5 * MINUTE)
+    const row = await queue(new Date(scheduled.getTime() - MINUTE))
+    const rival = fakeTransport()
+    const seen: { leaseEnds: number; clock: number }[] = []
+    let rivalReport: unknown
+    const transport: MailTransport = {
+      name: 'peeking',
+      async send() {
+        seen.push({ leaseEnds: (await reload(row)).nextAttemptAt.getTime(), clock: Date.now() })
+        // Meanwhile a request-time drain runs on the real clock.
+        rivalReport = await deliverDueEmails(createDb(env), rival, FROM, new Date())
+      },
+    }
+    await deliverDueEmails(db, transport, FROM, scheduled)
+    expect(rival.calls).toEqual([])
+    expect(rivalReport).toEqual(NOTHING)
+    expect(seen).toHaveLength(1)
+    expect(seen[0]!.leaseEnds).toBeGreaterThan(seen[0]!.clock)
+    expect(await reload(row)).toMatchObject({ status: 'sent', attempts: 1 })
+  })
+
+  it('reads the clock at each claim: a message claimed late in a drain gets a full lease', async ({ expect }) => {
+    const first = await queue(at(-2 * MINUTE))
+    const second = await queue(at(-MINUTE))
+    let clock = T0.getTime()
+    const leases = new Map<number, number>()
+    const rival = fakeTransport()
+    const transport: MailTransport = {
+      name: 'slow',
+      async send(email) {
+        const row = email.to === first.recipient ? first : second
+        leases.set(row.id, (await reload(row)).nextAttemptAt.getTime())
+        clock += 50_000 // each send takes 50 s
+        // During the second send (100 s into the drain) another drain looks for due messages.
+        if (row === second) await deliverDueEmails(createDb(env), rival, FROM, new Date(clock), 25, () => new Date(clock))
+      },
+    }
+    const report = await deliverDueEmails(db, transport, FROM, T0, 25, () => new Date(clock))
+    expect(rival.calls).toEqual([])
+    expect(report).toEqual({ sent: 2, retried: 0, failed: 0 })
+    expect(leases.get(first.id)).toBe(T0.getTime() + MINUTE)
+    expect(leases.get(second.id)).toBe(T0.getTime() + 50_000 + MINUTE)
+    expect(await reload(second)).toMatchObject({ status: 'sent', attempts: 1 })
+  })
+
   it('puts a failed message back to pending, records the error and backs off by retryDelayMs(1)', async ({ expect }) => {
     const row = await queue(T0)
     const transport = fakeTransport('550 mailbox unavailable')
@@ -443,16 +490,17 @@ describe('httpTransport', () => {
 })
 
 describe('transportFor', () => {
-  it('is the console transport by default', ({ expect }) => {
+  it('is the console transport only when MAIL_TRANSPORT=console (as the tests set it), none when unset', ({ expect }) => {
     const config = getConfig(env)
     expect(config.mail.transport).toBe('console')
     expect(transportFor(config)).toBe(consoleTransport)
-    expect(transportFor({ ...config, mail: { ...config.mail, transport: 'console' } }).name).toBe('console')
+    expect(getConfig({ ...env, MAIL_TRANSPORT: undefined }).mail.transport).toBe('unset')
+    expect(transportFor({ ...config, mail: { ...config.mail, transport: 'unset' } })).toBeUndefined()
   })
 
   it.for(['http', 'resend'] as const)('is the HTTP transport for MAIL_TRANSPORT=%s', (transport, { expect }) => {
     const config = getConfig(env)
-    expect(transportFor({ ...config, mail: { ...config.mail, transport, apiKey: 'k' } }).name).toBe('http')
+    expect(transportFor({ ...config, mail: { ...config.mail, transport, apiKey: 'k' } })?.name).toBe('http')
   })
 
   it('the console transport prints the recipient, subject, headers and full text', async ({ expect }) => {

@@ -9,8 +9,8 @@ import type { MailTransport } from './transports'
 /** After this many failed deliveries a message is marked `failed` and left for an operator. */
 export const MAX_DELIVERY_ATTEMPTS = 8
 
-// A claimed message is leased for this long; a worker that dies mid-send leaves it to be
-// reclaimed by the next drain rather than lost.
+// A claimed message is leased for this long from the moment of the claim; a worker that dies
+// mid-send leaves it to be reclaimed by the next drain rather than lost.
 const SEND_LEASE_MS = 60_000
 
 /** Backoff before attempt n+1: 1, 2, 4 … minutes, capped at 6 hours. */
@@ -25,9 +25,9 @@ export interface DeliveryReport {
 }
 
 /**
- * Delivers due messages (pending, or leased by a sender that vanished). Each message is claimed
- * with a conditional UPDATE first, so concurrent drains (request-time waitUntil and the cron)
- * never send the same message twice at once.
+ * Delivers the messages due at `now` (pending, or leased by a sender that vanished). Each message
+ * is claimed with a conditional UPDATE first, so concurrent drains (request-time waitUntil and the
+ * cron) never send the same message twice at once. `clock` is read at each claim.
  */
 export async function deliverDueEmails(
   db: Db,
@@ -35,10 +35,15 @@ export async function deliverDueEmails(
   from: string,
   now: Date,
   limit = 25,
+  clock: () => Date = () => new Date(),
 ): Promise<DeliveryReport> {
   const report: DeliveryReport = { sent: 0, retried: 0, failed: 0 }
   for (const id of await dueMessageIds(db, now, limit)) {
-    const claimed = await claimMessage(db, id, now, new Date(now.getTime() + SEND_LEASE_MS))
+    // The lease runs from the claim, not from `now`: the cron's `now` is its scheduled time, and a
+    // message claimed over a minute into a drain would get a lease already over, free for another
+    // drain to send again. Never before `now` either, or a drain at the same `now` could reclaim it.
+    const leaseStart = Math.max(now.getTime(), clock().getTime())
+    const claimed = await claimMessage(db, id, now, new Date(leaseStart + SEND_LEASE_MS))
     if (claimed === undefined) continue
     const outcome = await deliverOne(db, transport, from, claimed, now)
     report[outcome] += 1

@@ -1,4 +1,5 @@
 import type { Config } from '../config'
+import { ApiError } from '../lib/api-error'
 
 export interface OutgoingEmail {
   from: string
@@ -54,14 +55,30 @@ export function httpTransport(endpoint: string, apiKey: string): MailTransport {
   }
 }
 
-/** The transport MAIL_TRANSPORT names: `console` (default) or `http`/`resend`. */
-export function transportFor(config: Config): MailTransport {
+/**
+ * The transport MAIL_TRANSPORT names: `console` or `http`/`resend`; undefined when it is unset
+ * (nothing can be delivered; assertMailConfigured() refuses to queue).
+ */
+export function transportFor(config: Config): MailTransport | undefined {
   switch (config.mail.transport) {
     case 'http':
     case 'resend':
       // getConfig() already refused an http transport without MAIL_API_KEY.
       return httpTransport(config.mail.apiUrl, config.mail.apiKey ?? '')
-    default:
+    case 'console':
       return consoleTransport
+    default:
+      return undefined
   }
+}
+
+/** Refuses to queue an email nobody could deliver: 500 naming MAIL_TRANSPORT, before any write. */
+export function assertMailConfigured(config: Config): void {
+  if (config.mail.transport !== 'unset') return
+  throw new ApiError(
+    500,
+    'internal_error',
+    'Server misconfigured: email is not set up. Set MAIL_TRANSPORT to http (with MAIL_API_KEY and MAIL_FROM) ' +
+      'in production, or to console for local development (`npm run dev` writes it to .dev.vars).',
+  )
 }

@@ -7,6 +7,9 @@ export const PUBLIC_REVALIDATE = 'public, no-cache'
 /** Responses that depend on who is asking. */
 export const PRIVATE_NO_STORE = 'private, no-store'
 
+/** Responses no cache may keep at all: anything carrying tokens (RFC 6749 §5.1), problems, health. */
+export const NO_STORE = 'no-store'
+
 /** A strong ETag: a digest of the exact representation, so any visible change changes it. */
 async function strongEtag(body: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', utf8(body)))

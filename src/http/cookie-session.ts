@@ -5,6 +5,7 @@ import { forbidden } from '../lib/api-error'
 import { utf8 } from '../lib/encoding'
 import { derivedHmacKey, isValidMac, macOf } from '../lib/hmac'
 import type { TokenPair } from '../lib/tokens'
+import { NO_STORE } from './conditional-get'
 import { isSafeMethod } from './request'
 
 // Cookie mode for web apps: instead of a JSON token pair, POST /auth/token?mode=cookie sets the
@@ -37,6 +38,22 @@ async function csrfTokenFor(sessionId: string, config: Config): Promise<string> 
   return macOf(`csrf:${sessionId}`, await derivedHmacKey(config.tokens.secret, 'csrf'))
 }
 
+/**
+ * Login CSRF: a page on another site can auto-submit a form (no preflight) that logs the victim's
+ * browser into the attacker's account. A request that asks for cookies must come from the API's
+ * own origin or a configured CORS origin, and not be marked cross-site by the browser; anything
+ * else is refused with 403 before any cookie is set. Clients that send neither header (not a
+ * browser) pass.
+ */
+export function assertCookieModeOrigin(c: Context, corsOrigins: readonly string[]): void {
+  const origin = c.req.header('origin')
+  const ownOrigin = new URL(c.req.url).origin
+  const foreignOrigin = origin !== undefined && origin !== ownOrigin && !corsOrigins.includes(origin)
+  if (foreignOrigin || c.req.header('sec-fetch-site') === 'cross-site') {
+    throw forbidden('Cookie mode is only for pages of this API and of the configured CORS origins.')
+  }
+}
+
 /** Sets the token pair as cookies and returns the body to send instead of the tokens. */
 export async function setSessionCookies(
   c: Context,
@@ -49,7 +66,7 @@ export async function setSessionCookies(
   setCookie(c, bare(ACCESS_COOKIE), pair.access_token, { ...base, httpOnly: true, maxAge: pair.expires_in })
   setCookie(c, bare(REFRESH_COOKIE), pair.refresh_token, { ...base, httpOnly: true, maxAge: pair.refresh_expires_in })
   setCookie(c, bare(CSRF_COOKIE), csrfToken, { ...base, httpOnly: false, maxAge: pair.refresh_expires_in })
-  c.header('Cache-Control', 'no-store')
+  c.header('Cache-Control', NO_STORE)
   return { token_type: 'Cookie', expires_in: pair.expires_in, refresh_expires_in: pair.refresh_expires_in, csrf_token: csrfToken }
 }
 

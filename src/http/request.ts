@@ -4,3 +4,6 @@ const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 export function isSafeMethod(method: string): boolean {
   return SAFE_METHODS.has(method)
 }
+
+/** The D1 session bookmark a client sends back to read its own writes from any replica. */
+export const BOOKMARK_HEADER = 'X-D1-Bookmark'

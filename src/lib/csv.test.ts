@@ -21,6 +21,32 @@ describe('csvField', () => {
     expect(csvField(value)).toBe(expected)
   })
 
+  // OWASP CSV injection: a cell a spreadsheet would read as a formula gets a leading `'`, then
+  // RFC 4180 quoting as for any other text.
+  it.for([
+    ['=', '=HYPERLINK("http://evil.example","x")', `"'=HYPERLINK(""http://evil.example"",""x"")"`],
+    ['=', "=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"],
+    ['+', '+1+2', "'+1+2"],
+    ['-', '-2+3', "'-2+3"],
+    ['@', '@SUM(1,2)', `"'@SUM(1,2)"`],
+    ['a tab', '\t=1+1', "'\t=1+1"],
+    ['a CR', '\r=1+1', `"'\r=1+1"`],
+    ['a LF', '\n=1+1', `"'\n=1+1"`],
+    ['a NUL', '\0=1+1', "'\0=1+1"],
+    ['= alone', '=', "'="],
+    ['- in an address', '-list@example.com', "'-list@example.com"],
+  ] as const)('neutralises text starting with %s', ([, value, expected]) => {
+    expect(csvField(value)).toBe(expected)
+  })
+
+  it.for([
+    ['a formula character later on', 'a=b+c-d@e', 'a=b+c-d@e'],
+    ['a leading single quote (already text)', "'=1+1", "'=1+1"],
+    ['a leading space', ' =1', ' =1'],
+  ] as const)('leaves %s as it is', ([, value, expected]) => {
+    expect(csvField(value)).toBe(expected)
+  })
+
   it('renders null as an empty field', () => {
     expect(csvField(null)).toBe('')
   })
@@ -52,6 +78,10 @@ describe('csvRecord', () => {
 
   it('keeps nulls as empty positions so columns stay aligned', () => {
     expect(csvRecord([null, null, null])).toBe(',,\r\n')
+  })
+
+  it('neutralises each text field on its own and leaves numbers alone', () => {
+    expect(csvRecord([-1, '-1', '=A1', 'ok'])).toBe("-1,'-1,'=A1,ok\r\n")
   })
 
   it('round-trips through a minimal RFC 4180 parser', () => {

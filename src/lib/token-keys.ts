@@ -18,6 +18,7 @@ export interface TokenKeys {
   leewaySeconds: number
   accessTtlSeconds: number
   refreshTtlSeconds: number
+  sessionMaxAgeSeconds: number
 }
 
 const CURVES: Record<Exclude<JwtAlgorithm, 'HS256'>, { kty: string; crv: string }> = {
@@ -34,6 +35,7 @@ export async function loadTokenKeys(settings: TokenSettings): Promise<TokenKeys>
     leewaySeconds: settings.leewaySeconds,
     accessTtlSeconds: settings.accessTtlSeconds,
     refreshTtlSeconds: settings.refreshTtlSeconds,
+    sessionMaxAgeSeconds: settings.sessionMaxAgeSeconds,
   }
   if (settings.alg === 'HS256') {
     const key = await crypto.subtle.importKey(

@@ -27,6 +27,7 @@ function tokenSettings(overrides: Partial<TokenSettings> = {}): TokenSettings {
     accessTtlSeconds: 600,
     refreshTtlSeconds: 7_200,
     reuseGraceSeconds: 10,
+    sessionMaxAgeSeconds: 30 * 86_400,
     revocationCacheTtlSeconds: 60,
     ...overrides,
   }

@@ -3,9 +3,10 @@ import type { Env } from '../config'
 import { createDb } from '../db/client'
 import type { Db } from '../db/client'
 import { carriesCredentials } from '../http/cookie-session'
-import { isSafeMethod } from '../http/request'
+import { BOOKMARK_HEADER, isSafeMethod } from '../http/request'
 import { timedD1, timedKv } from '../lib/timed-bindings'
 import type { BindingTimings } from '../lib/timed-bindings'
+import type { EdgeCacheVariables } from './edge-cache'
 import { policyOf } from './route-policy'
 
 export interface BindingVariables {
@@ -16,8 +17,6 @@ export interface BindingVariables {
   timings: BindingTimings
 }
 
-/** The D1 session bookmark a client sends back to read its own writes from any replica. */
-const BOOKMARK_HEADER = 'X-D1-Bookmark'
 
 /**
  * Opens the request's D1 session (read replication) where its route and method need it, and
@@ -25,14 +24,15 @@ const BOOKMARK_HEADER = 'X-D1-Bookmark'
  * bookmark in X-D1-Bookmark.
  */
 export function withBindings() {
-  return createMiddleware<{ Bindings: Env; Variables: BindingVariables }>(async function withBindings(c, next) {
+  return createMiddleware<{ Bindings: Env; Variables: BindingVariables & EdgeCacheVariables }>(async function withBindings(c, next) {
     const timings = { d1Ms: 0, kvMs: 0 }
     const session = c.env.DB.withSession(
       sessionStart({
         method: c.req.method,
         routeNeedsPrimary: policyOf(c).d1Primary === true,
         authenticated: carriesCredentials(c),
-        bookmark: c.req.header(BOOKMARK_HEADER),
+        // A response about to fill the edge cache must include the write that purged it.
+        bookmark: c.var.cacheFillBookmark ?? c.req.header(BOOKMARK_HEADER),
       }),
     )
     c.set('timings', timings)

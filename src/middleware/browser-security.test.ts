@@ -568,3 +568,71 @@ describe('Cookie mode: the tokens stay out of reach of scripts and caches', () =
     expect(again.access_token).not.toBe(session.cookies.get(ACCESS_COOKIE)!.value)
   })
 })
+
+describe('Cookie mode: login CSRF (a cross-site form must not log the browser in)', () => {
+  it.for([
+    ['a foreign Origin', { origin: FOREIGN_ORIGIN }],
+    ['Sec-Fetch-Site: cross-site', { 'sec-fetch-site': 'cross-site' }],
+    ['a foreign Origin on a form body', { origin: FOREIGN_ORIGIN, 'content-type': 'application/x-www-form-urlencoded' }],
+  ] as [string, Record<string, string>][])('refuses POST /auth/token?mode=cookie with %s: 403, no cookie', async ([, headers], { expect }) => {
+    const user = await registerUser()
+    const form = headers['content-type'] === 'application/x-www-form-urlencoded'
+    const body = form
+      ? new URLSearchParams({ username: user.username, password: user.password }).toString()
+      : { username: user.username, password: user.password }
+    const res = await api('POST', '/auth/token?mode=cookie', body, undefined, { ...headers })
+    expect(setCookieLines(res)).toEqual([])
+    await expectProblem(res, 403, 'forbidden')
+  })
+
+  it('refuses a cookie-mode refresh from a foreign origin: 403, no new cookie, the session lives on', async ({ expect }) => {
+    const { session } = await registerAndCookieLogin()
+    const res = await api('POST', '/auth/token/refresh?mode=cookie', {}, undefined, {
+      cookie: session.cookie,
+      'x-csrf-token': session.body.csrf_token,
+      origin: FOREIGN_ORIGIN,
+    })
+    expect(setCookieLines(res)).toEqual([])
+    await expectProblem(res, 403, 'forbidden')
+    const me = await api('GET', '/users/me', undefined, undefined, { cookie: session.cookie })
+    expect(me.status).toBe(200)
+  })
+
+  it.for([
+    ['the API origin', { origin: BASE_URL, 'sec-fetch-site': 'same-origin' }],
+    ['a configured CORS origin', { origin: ALLOWED_ORIGIN, 'sec-fetch-site': 'same-site' }],
+    ['no Origin (not a browser)', {}],
+  ] as [string, Record<string, string>][])('accepts a cookie-mode login from %s', async ([, headers], { expect }) => {
+    const user = await registerUser()
+    const res = await api('POST', '/auth/token?mode=cookie', { username: user.username, password: user.password }, undefined, { ...headers })
+    expect(res.status).toBe(200)
+    expect([...setCookiesOf(res).keys()].sort()).toEqual([...SESSION_COOKIES].sort())
+  })
+})
+
+describe('Cookie mode: password change', () => {
+  it('answers a caller who came by cookie with new cookies, never tokens in the body', async ({ expect }) => {
+    const { user, session } = await registerAndCookieLogin()
+    const res = await api(
+      'POST',
+      '/auth/password/change',
+      { old_password: user.password, new_password: 'a brand new password' },
+      undefined,
+      { cookie: session.cookie, 'x-csrf-token': session.body.csrf_token },
+    )
+    expect(res.status).toBe(200)
+    const body = (await res.json()) as Record<string, unknown>
+    expect(body).toMatchObject({ token_type: 'Cookie', csrf_token: expect.any(String) })
+    expect(body).not.toHaveProperty('access_token')
+    expect(body).not.toHaveProperty('refresh_token')
+    expect(res.headers.get('cache-control')).toBe('no-store')
+    const cookies = setCookiesOf(res)
+    expect([...cookies.keys()].sort()).toEqual([...SESSION_COOKIES].sort())
+    expect(cookies.get(CSRF_COOKIE)!.value).toBe(body.csrf_token)
+
+    // The new cookies are a working session; the old ones are not.
+    const fresh = await api('GET', '/users/me', undefined, undefined, { cookie: cookieHeaderOf(cookies) })
+    expect(fresh.status).toBe(200)
+    await expectProblem(await api('GET', '/users/me', undefined, undefined, { cookie: session.cookie }), 401, 'token_revoked')
+  })
+})

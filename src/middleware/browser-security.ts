@@ -1,6 +1,7 @@
 import { createMiddleware } from 'hono/factory'
 import { secureHeaders } from 'hono/secure-headers'
 import { CSRF_HEADER } from '../http/cookie-session'
+import { BOOKMARK_HEADER } from '../http/request'
 import type { ConfigVariables } from './config'
 import { policyOf } from './route-policy'
 
@@ -32,8 +33,8 @@ export function apiSecurityHeaders() {
 }
 
 const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE'
-const ALLOWED_HEADERS = `Authorization, Content-Type, If-None-Match, X-Request-Id, ${CSRF_HEADER}, X-D1-Bookmark`
-const EXPOSED_HEADERS = 'ETag, Location, Retry-After, Server-Timing, WWW-Authenticate, X-Request-Id, X-D1-Bookmark'
+const ALLOWED_HEADERS = `Authorization, Content-Type, If-None-Match, X-Request-Id, ${CSRF_HEADER}, ${BOOKMARK_HEADER}`
+const EXPOSED_HEADERS = `ETag, Location, Retry-After, Server-Timing, WWW-Authenticate, X-Request-Id, ${BOOKMARK_HEADER}`
 
 /**
  * CORS for the origins in CORS_ORIGINS only: preflights answered, credentials (cookies) allowed,

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { edgeCache } from './edge-cache'
 import { routePolicy } from './route-policy'
 import type { AppEnv } from '../router'
-import { api, registerAdmin, registerAndLogin, uniqueName } from '../../test/helpers'
+import { api, apiWithEnv, registerAdmin, registerAndLogin, uniqueName } from '../../test/helpers'
 import type { RegisteredUser } from '../../test/helpers'
 
 // The edge cache (src/middleware/edge-cache.ts) serves anonymous GETs of posts and profiles from
@@ -364,5 +364,41 @@ describe('what is never cached', () => {
     const missing = await anonymousGet('/users/987654321')
     expect(missing.status).toBe(404)
     expect(missing.headers.get('x-edge-cache')).toBeNull()
+  })
+})
+
+describe('with read replication, the read that refills the cache after a write sees that write', () => {
+  it('starts its D1 session at the bookmark of the write that purged the cache', async ({ expect }) => {
+    const constraints: (string | undefined)[] = []
+    const recordingDb = new Proxy(env.DB, {
+      get(target, property) {
+        if (property === 'withSession') {
+          return (constraint?: string) => {
+            constraints.push(constraint)
+            return target.withSession(constraint)
+          }
+        }
+        const value = Reflect.get(target, property, target) as unknown
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      },
+    })
+    const recording = { ...env, DB: recordingDb }
+    const { token } = await author()
+
+    const created = await apiWithEnv(recording, 'POST', '/posts', { title: uniqueName('replicated'), body: 'b' }, token)
+    expect(created.status).toBe(201)
+    const writeBookmark = created.headers.get('x-d1-bookmark')
+    expect(writeBookmark).toMatch(/^[0-9a-f]+(-[0-9a-f]+)+$/i)
+
+    constraints.length = 0
+    const refill = await apiWithEnv(recording, 'GET', '/posts?limit=3')
+    expect(refill.status).toBe(200)
+    expect(refill.headers.get('x-edge-cache')).toBe('MISS')
+    expect(constraints).toEqual([writeBookmark])
+
+    // Served from the cache now: no D1 session at all.
+    constraints.length = 0
+    expect((await apiWithEnv(recording, 'GET', '/posts?limit=3')).headers.get('x-edge-cache')).toBe('HIT')
+    expect(constraints).toEqual([])
   })
 })

@@ -3,7 +3,7 @@ import { createMiddleware } from 'hono/factory'
 import type { RequestIdVariables } from 'hono/request-id'
 import { PUBLIC_REVALIDATE, matchesIfNoneMatch } from '../http/conditional-get'
 import { carriesCredentials } from '../http/cookie-session'
-import { isSafeMethod } from '../http/request'
+import { BOOKMARK_HEADER, isSafeMethod } from '../http/request'
 import { policyOf } from './route-policy'
 
 // Anonymous GETs of routes that declare `edgeCached` (posts, profiles, and their lists) are served
@@ -14,24 +14,35 @@ import { policyOf } from './route-policy'
 // with credentials are never cached.
 
 const EDGE_TTL_SECONDS = 60
+
+export interface EdgeCacheVariables {
+  /**
+   * Set on a cache miss: the D1 bookmark of the write that started the current generation. The
+   * response is about to be cached for everyone, so its D1 session must start there (see
+   * src/middleware/bindings.ts), not at a replica that may not have that write yet.
+   */
+  cacheFillBookmark?: string
+}
 const CACHE_ORIGIN = 'https://edge-cache.edgepress.internal'
 const GENERATION_KEY = `${CACHE_ORIGIN}/generation`
 
 export function edgeCache() {
-  return createMiddleware<{ Variables: RequestIdVariables }>(async function edgeCache(c, next) {
+  return createMiddleware<{ Variables: RequestIdVariables & EdgeCacheVariables }>(async function edgeCache(c, next) {
     const policy = policyOf(c)
     if (!isSafeMethod(c.req.method)) {
       await next()
-      if (c.res.status < 400 && policy.purgesEdgeCache === true) await newGeneration()
+      if (c.res.status < 400 && policy.purgesEdgeCache === true) await newGeneration(c.res.headers.get(BOOKMARK_HEADER))
       return
     }
     if (c.req.method !== 'GET' || policy.edgeCached !== true || carriesCredentials(c)) return next()
     const cache = caches.default
     const url = new URL(c.req.url)
+    const generation = await currentGeneration()
     // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
-    const key = new Request(`${CACHE_ORIGIN}/${await currentGeneration()}/${url.host}${url.pathname}${url.search}`)
+    const key = new Request(`${CACHE_ORIGIN}/${generation.id}/${url.host}${url.pathname}${url.search}`)
     const hit = await cache.match(key)
     if (hit !== undefined) return (c.res = fromCache(c, hit))
+    if (generation.bookmark !== null) c.set('cacheFillBookmark', generation.bookmark)
     await next()
     if (c.res.status !== 200 || c.res.headers.has('set-cookie')) return
     const stored = new Response(c.res.clone().body, c.res)
@@ -45,7 +56,7 @@ function fromCache(c: Context<{ Variables: RequestIdVariables }>, hit: Response)
   const headers = new Headers(hit.headers)
   headers.set('Cache-Control', PUBLIC_REVALIDATE)
   headers.set('X-Edge-Cache', 'HIT')
-  headers.delete('X-D1-Bookmark') // the cached copy's bookmark and id belong to the request that filled it
+  headers.delete(BOOKMARK_HEADER) // the cached copy's bookmark and id belong to the request that filled it
   headers.set('X-Request-Id', c.var.requestId)
   const etag = headers.get('etag')
   if (etag !== null && matchesIfNoneMatch(c.req.header('if-none-match'), etag)) {
@@ -54,19 +65,31 @@ function fromCache(c: Context<{ Variables: RequestIdVariables }>, hit: Response)
   return new Response(hit.body, { status: hit.status, headers })
 }
 
-async function currentGeneration(): Promise<string> {
-  const stored = await caches.default.match(GENERATION_KEY)
-  if (stored !== undefined) return stored.text()
-  // Evicted or never set: start a fresh generation rather than fall back to a fixed one, which
-  // could resurrect entries cached before the eviction.
-  return newGeneration()
+/**
+ * A generation of the cache: its id (part of every key) and the D1 bookmark of the write that
+ * started it, so the read that refills the cache sees that write even from a lagging replica.
+ */
+interface Generation {
+  id: string
+  bookmark: string | null
 }
 
-async function newGeneration(): Promise<string> {
-  const generation = crypto.randomUUID()
+async function currentGeneration(): Promise<Generation> {
+  const stored = await caches.default.match(GENERATION_KEY)
+  if (stored !== undefined) {
+    const [id = '', bookmark = ''] = (await stored.text()).split(' ')
+    return { id, bookmark: bookmark === '' ? null : bookmark }
+  }
+  // Evicted or never set: start a fresh generation rather than fall back to a fixed one, which
+  // could resurrect entries cached before the eviction.
+  return newGeneration(null)
+}
+
+async function newGeneration(bookmark: string | null): Promise<Generation> {
+  const generation = { id: crypto.randomUUID(), bookmark }
   await caches.default.put(
     GENERATION_KEY,
-    new Response(generation, { headers: { 'Cache-Control': 'public, s-maxage=31536000' } }),
+    new Response(`${generation.id} ${bookmark ?? ''}`, { headers: { 'Cache-Control': 'public, s-maxage=31536000' } }),
   )
   return generation
 }

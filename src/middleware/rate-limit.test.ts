@@ -124,6 +124,25 @@ describe('per account: one budget whatever the spelling of the login', () => {
   })
 })
 
+describe('per account: the keys of different kinds never collide', () => {
+  it('attempts for the login name "user:<id>" do not spend the budget of user <id>', SLOW, async () => {
+    const { failures, realLogin } = await inOneWindow(async () => {
+      const user = await registerUser()
+      const failures = await statusesOf(PER_ACCOUNT + 1, () =>
+        api('POST', '/auth/token', { username: `user:${user.id}`, password: 'a guess' }),
+      )
+      const realLogin = await api('POST', '/auth/token', { username: user.username, password: user.password })
+      return { failures, realLogin }
+    })
+
+    // The made-up name has a budget of its own, which it used up …
+    expect(failures.slice(0, PER_ACCOUNT)).toEqual(Array(PER_ACCOUNT).fill(401))
+    expect(failures[PER_ACCOUNT]).toBe(429)
+    // … and the account it looks like is not locked out.
+    expect(realLogin.status).toBe(200)
+  })
+})
+
 describe('per client IP (CF-Connecting-IP)', () => {
   it(`POST /auth/token (and /auth/login): the ${PER_IP + 1}st attempt from one IP → 429; another IP is unaffected`, SLOW, async () => {
     const { attempts, blocked, otherIp } = await inOneWindow(async () => {
@@ -175,6 +194,22 @@ describe('per client IP (CF-Connecting-IP)', () => {
     expect(accepted).toEqual(Array(PER_IP).fill(202))
     await expectRateLimited(blocked)
     expect(otherIp.status).toBe(202)
+  })
+
+  it(`POST /auth/password/reset/confirm: the ${PER_IP + 1}st attempt from one IP → 429; another IP is unaffected`, SLOW, async () => {
+    const { refused, blocked, otherIp } = await inOneWindow(async () => {
+      const ip = uniqueIp()
+      const refused = await statusesOf(PER_IP, (i) =>
+        api('POST', '/auth/password/reset/confirm', { token: `guess-${i}`, new_password: 'a new password' }, undefined, from(ip)),
+      )
+      const blocked = await api('POST', '/auth/password/reset/confirm', { token: 'guess', new_password: 'a new password' }, undefined, from(ip))
+      const otherIp = await api('POST', '/auth/password/reset/confirm', { token: 'guess', new_password: 'a new password' }, undefined, from(uniqueIp()))
+      return { refused, blocked, otherIp }
+    })
+
+    expect(refused).toEqual(Array(PER_IP).fill(400))
+    await expectRateLimited(blocked)
+    expect(otherIp.status).toBe(400)
   })
 
   it(`POST /subscribers: the ${PER_IP + 1}st subscription from one IP → 429; another IP is unaffected`, SLOW, async () => {

@@ -47,7 +47,18 @@ export function limitByClientIp(endpoint: string) {
   })
 }
 
-/** Limits a credential endpoint per account: the username or email being tried, in any case. */
-export function limitByAccount<E extends { Bindings: Env }>(c: Context<E>, endpoint: string, account: string): Promise<void> {
-  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:${account.trim().normalize('NFC').toLowerCase()}`)
+// Each kind of account key has its own prefix, so no string a client types can name another
+// kind's bucket: the login name `user:5` is not user 5.
+
+/** Limits a credential endpoint per login name: the username or email being tried, in any case. */
+export function limitByAccount<E extends { Bindings: Env }>(c: Context<E>, endpoint: string, login: string): Promise<void> {
+  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:login:${login.trim().normalize('NFC').toLowerCase()}`)
+}
+
+/**
+ * Limits a credential endpoint per existing user, whatever spelling named them (username, email,
+ * any case): one budget per account.
+ */
+export function limitByUser<E extends { Bindings: Env }>(c: Context<E>, endpoint: string, userId: number): Promise<void> {
+  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:user:${userId}`)
 }

@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import type { UserRow } from '../db/schema'
+import { usernameProblem } from '../lib/usernames'
 import { Timestamp } from '../router'
 
 // Account schemas shared by auth (register, password flows) and users (PATCH /users/me, the
@@ -20,8 +21,11 @@ export const UsernameSchema = z
       .string()
       .min(3)
       .max(150)
-      .regex(/^[^\s@/\\\p{C}]+$/u, {
-        message: 'may contain letters, digits and punctuation, but no spaces, "@", "/" or "\\"',
+      // The characters: no whitespace, "@", "/", "\", control, invisible or blank-looking ones, as
+      // typed or in NFKC form (src/lib/usernames.ts); the first problem found is the message.
+      .superRefine((value, ctx) => {
+        const problem = usernameProblem(value)
+        if (problem !== null) ctx.addIssue({ code: 'custom', message: problem })
       }),
   )
   .openapi({ type: 'string', minLength: 3, maxLength: 150, example: 'alice' })

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { version } from '../../package.json'
 import { pingD1 } from '../db/client'
+import { NO_STORE } from '../http/conditional-get'
 import { ApiError } from '../lib/api-error'
 import { pingKv } from '../lib/revocation'
 import { API_PREFIX, createRouter, json, problems } from '../router'
@@ -42,7 +43,7 @@ const getHealth: AppRouteHandler<typeof health> = async (c) => {
       cause: d1.status === 'rejected' ? d1.reason : kv.status === 'rejected' ? kv.reason : undefined,
     })
   }
-  c.header('Cache-Control', 'no-store')
+  c.header('Cache-Control', NO_STORE)
   return c.json({ status: 'ok' as const, version }, 200)
 }
 

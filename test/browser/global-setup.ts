@@ -83,6 +83,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
         '--var', `JWT_SECRET:${randomBytes(36).toString('base64url')}`, // 48 characters
         '--var', `CORS_ORIGINS:${appUrl}`,
         '--var', 'LOG_REQUESTS:false',
+        '--var', 'MAIL_TRANSPORT:console',
         '--var', `PUBLIC_BASE_URL:${apiUrl}`,
       ],
       { cwd: root, env, detached: true, stdio: ['ignore', logFd, logFd] },

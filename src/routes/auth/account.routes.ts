@@ -3,7 +3,7 @@ import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
 import { EmailSchema, PasswordSchema } from '../account-schemas'
-import { TokenPairSchema, atPrimary, atPrimaryWithForms } from './auth.routes'
+import { CookieSessionSchema, TokenPairSchema, atPrimary, atPrimaryWithForms } from './auth.routes'
 
 const PasswordChangeInput = z
   .object({ old_password: z.string().min(1).max(1024), new_password: PasswordSchema })
@@ -24,12 +24,15 @@ export const passwordChange = createRoute({
   path: '/password/change',
   tags: ['Auth'],
   summary: 'Change the password',
-  description: 'Returns a new token pair (a new session); every other session is revoked.',
+  description:
+    'Returns a new token pair (a new session); every other session is revoked, and so is every ' +
+    'outstanding password-reset link. Authenticated by the cookie-mode session cookie, it answers ' +
+    'with new cookies instead of tokens.',
   middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(PasswordChangeInput) },
   responses: {
-    200: json(TokenPairSchema, 'A new token pair'),
+    200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'A new token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 413, 415, 429, 503),
   },
 })
@@ -52,10 +55,12 @@ export const passwordResetConfirm = createRoute({
   path: '/password/reset/confirm',
   tags: ['Auth'],
   summary: 'Set a new password with a reset token',
-  description: 'The token works once; every session of the user is revoked.',
-  middleware: [atPrimaryWithForms] as const,
+  description:
+    'The token works once, and only while the account still has the address it was mailed to; ' +
+    'it spends every other reset link of the user, and every session of the user is revoked.',
+  middleware: [atPrimaryWithForms, limitByClientIp('password-reset-confirm')] as const,
   request: { body: jsonBody(PasswordResetConfirmInput) },
-  responses: { 204: { description: 'Password changed' }, ...problems(400, 413, 415) },
+  responses: { 204: { description: 'Password changed' }, ...problems(400, 413, 415, 429, 503) },
 })
 
 export const emailVerify = createRoute({

@@ -1,5 +1,5 @@
 import { env } from 'cloudflare:workers'
-import { describe, it } from 'vitest'
+import { describe, it, vi } from 'vitest'
 import {
   api,
   decodeJwt,
@@ -356,5 +356,110 @@ describe('POST /api/v1/auth/password/change', () => {
       401,
       'not_authenticated',
     )
+  })
+})
+
+/** Every token of the `<base>/<path>?token=` links emailed to `recipient`, oldest first. */
+async function tokensEmailedTo(recipient: string, path: string): Promise<string[]> {
+  return (await linksTo(recipient, path)).map((link) => decodeURIComponent(new URL(link).searchParams.get('token')!))
+}
+
+describe('Reset links end with what should end them', () => {
+  it('a link is dead once the account no longer has the address it was mailed to', async ({ expect }) => {
+    const { user, tokens } = await registerAndLogin()
+    expect((await requestReset(user.email)).status).toBe(202)
+    const resetToken = await tokenFromEmail(user.email, 'reset-password')
+    const moved = await api('PATCH', '/users/me', { email: `${uniqueName('moved')}@example.com` }, tokens.access_token)
+    expect(moved.status).toBe(200)
+
+    await expectProblem(await confirmReset(resetToken), 400, 'token_invalid')
+    expect((await tokenLogin(user.username, user.password)).status).toBe(200)
+    expect((await tokenLogin(user.username, NEW_PASSWORD)).status).toBe(401)
+  })
+
+  it('spending one link spends every other reset link of the user', async ({ expect }) => {
+    const user = await registerUser()
+    expect((await requestReset(user.email)).status).toBe(202)
+    expect((await requestReset(user.email)).status).toBe(202)
+    const [first, second] = await tokensEmailedTo(user.email, 'reset-password')
+    expect(first).toBeDefined()
+    expect(second).toBeDefined()
+
+    expect((await confirmReset(second!)).status).toBe(204)
+    await expectProblem(await confirmReset(first!, 'a different new password'), 400, 'token_invalid')
+    expect((await tokenLogin(user.username, NEW_PASSWORD)).status).toBe(200)
+  })
+
+  it('a password change spends every outstanding reset link', async ({ expect }) => {
+    const { user, tokens } = await registerAndLogin()
+    expect((await requestReset(user.email)).status).toBe(202)
+    const resetToken = await tokenFromEmail(user.email, 'reset-password')
+    const changed = await api('POST', '/auth/password/change', { old_password: user.password, new_password: NEW_PASSWORD }, tokens.access_token)
+    expect(changed.status).toBe(200)
+
+    await expectProblem(await confirmReset(resetToken, 'what the attacker wanted'), 400, 'token_invalid')
+    expect((await tokenLogin(user.username, NEW_PASSWORD)).status).toBe(200)
+  })
+
+  it('an email verification link sent to an address the account no longer has verifies nothing and says so', async ({ expect }) => {
+    const { user, tokens } = await registerAndLogin()
+    const oldLink = await tokenFromEmail(user.email, 'verify-email')
+    const newEmail = `${uniqueName('moved')}@example.com`
+    expect((await api('PATCH', '/users/me', { email: newEmail }, tokens.access_token)).status).toBe(200)
+    await expectProblem(await verifyEmail(oldLink), 400, 'token_invalid')
+    expect(await emailVerifiedOf(user)).toBe(false)
+  })
+})
+
+describe('POST /api/v1/auth/password/reset/confirm checks the link before any costly work', () => {
+  it('hashes nothing for an unknown, spent or expired link', async ({ expect }) => {
+    const user = await registerUser()
+    expect((await requestReset(user.email)).status).toBe(202)
+    const resetToken = await tokenFromEmail(user.email, 'reset-password')
+    expect((await confirmReset(resetToken)).status).toBe(204)
+
+    const deriveBits = vi.spyOn(crypto.subtle, 'deriveBits')
+    try {
+      await expectProblem(await confirmReset('no-such-token-at-all'), 400, 'token_invalid')
+      await expectProblem(await confirmReset(resetToken), 400, 'token_invalid')
+      expect(deriveBits).not.toHaveBeenCalled()
+    } finally {
+      deriveBits.mockRestore()
+    }
+  })
+})
+
+describe('At most 3 emails of a kind to one address an hour (no mail bombing)', () => {
+  it('caps verification resends, and the answer stays 202', async ({ expect }) => {
+    const { user, tokens } = await registerAndLogin()
+    const statuses: number[] = []
+    for (let i = 0; i < 5; i += 1) statuses.push((await api('POST', '/auth/email/resend', undefined, tokens.access_token)).status)
+    expect(statuses).toEqual([202, 202, 202, 202, 202])
+    // The registration email and two resends.
+    expect(await linksTo(user.email, 'verify-email')).toHaveLength(3)
+  })
+
+  it('caps email changes that point at the same address, and the answer is unchanged', async ({ expect }) => {
+    const { tokens } = await registerAndLogin()
+    const victim = `${uniqueName('victim')}@example.com`
+    const bodies: unknown[] = []
+    for (let i = 0; i < 4; i += 1) {
+      const toVictim = await api('PATCH', '/users/me', { email: victim }, tokens.access_token)
+      expect(toVictim.status).toBe(200)
+      bodies.push(await toVictim.json())
+      expect((await api('PATCH', '/users/me', { email: `${uniqueName('elsewhere')}@example.com` }, tokens.access_token)).status).toBe(200)
+    }
+    expect(await linksTo(victim, 'verify-email')).toHaveLength(3)
+    expect(new Set(bodies.map((body) => JSON.stringify({ ...(body as object), last_login_at: null })))).toHaveProperty('size', 1)
+  })
+
+  it('caps password-reset emails, and the answer stays the same 202', async ({ expect }) => {
+    const user = await registerUser()
+    for (let i = 0; i < 5; i += 1) {
+      const res = await requestReset(user.email.toUpperCase())
+      expect(res.status).toBe(202)
+      expect(await res.json()).toEqual({ status: 'accepted' })
+    }
+    expect(await linksTo(user.email, 'reset-password')).toHaveLength(3)
   })
 })

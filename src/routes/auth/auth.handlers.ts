@@ -1,21 +1,23 @@
 import type { Context } from 'hono'
 import type { UserRow } from '../../db/schema'
 import { endAllSessions, endSessions, isCurrentRefreshToken, rotateRefreshToken, startSession } from '../../db/sessions'
-import { findUserByLogin, insertUser, recordLogin, toConflict, userIdByEmail } from '../../db/users'
+import { backfillUsernameKeys, findUserByLogin, insertUser, recordLogin, toConflict, userIdByEmail } from '../../db/users'
 import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
 import { validationFailed } from '../../errors'
 import {
+  assertCookieModeOrigin,
   assertCsrfToken,
   clearSessionCookies,
   readRefreshCookie,
   setSessionCookies,
   wantsCookies,
 } from '../../http/cookie-session'
+import { NO_STORE, PRIVATE_NO_STORE } from '../../http/conditional-get'
 import { ApiError } from '../../lib/api-error'
 import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
 import { assertSessionNotRevoked } from '../../lib/revocation'
 import { verifyToken } from '../../lib/tokens'
-import { limitByAccount } from '../../middleware/rate-limit'
+import { limitByAccount, limitByUser } from '../../middleware/rate-limit'
 import { API_PREFIX, createRouter, executionContextOf } from '../../router'
 import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
 import { toPrivateUser } from '../account-schemas'
@@ -29,6 +31,8 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const { db, config } = c.var
   const now = new Date()
   const passwordHash = await hashPassword(password, config.passwordPepper)
+  // Every old row keyed first, so the unique key index sees each name the new one could shadow.
+  await backfillUsernameKeys(db)
   // The account, its verification token and the email carrying it land together or not at all.
   const [inserted] = await db
     .batch([
@@ -39,6 +43,7 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const user = (inserted as UserRow[])[0]!
   deliverSoon(executionContextOf(c), db, config)
   c.header('Location', `${API_PREFIX}/users/${user.id}`)
+  c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(user), 201)
 }
 
@@ -46,11 +51,12 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
 type TokenRoute = typeof routes.token
 
 export const token: AppRouteHandler<TokenRoute> = async (c) => {
-  const { username, password } = readCredentials(c, c.req.valid('json'))
   const { db, config, tokenKeys } = c.var
+  if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
+  const { username, password } = readCredentials(c, c.req.valid('json'))
   const user = await findUserByLogin(db, username)
   // Keyed on the account when it exists, so username, email and Unicode spellings share one budget.
-  await limitByAccount(c, 'token', user === undefined ? username : `user:${user.id}`)
+  await (user === undefined ? limitByAccount(c, 'token', username) : limitByUser(c, 'token', user.id))
   // Unknown users are checked against a decoy hash: same PBKDF2 work, same answer, same timing.
   const matches = await verifyPassword(password, user?.passwordHash ?? decoyHash(config.passwordPepper), config.passwordPepper)
   if (user === undefined || !matches) {
@@ -62,6 +68,7 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
     : undefined
   const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin(db, user.id, now, upgradedHash)])
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
+  c.header('Cache-Control', NO_STORE)
   return c.json(pair, 200)
 }
 
@@ -95,6 +102,7 @@ function decodeBasic(encoded: string): { username: string; password: string } | 
 
 export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
   const { db, config, tokenKeys } = c.var
+  if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
   const now = new Date()
   const fromBody = c.req.valid('json').refresh_token
   const fromCookie = fromBody === undefined && wantsCookies(c) ? readRefreshCookie(c) : undefined
@@ -108,6 +116,7 @@ export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
   if (fromCookie !== undefined) await assertCsrfToken(c, claims.sid, config)
   const pair = await rotateRefreshToken(db, c.var.kv, claims, tokenKeys, config.tokens.reuseGraceSeconds, now)
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, claims.sid, config), 200)
+  c.header('Cache-Control', NO_STORE)
   return c.json(pair, 200)
 }
 
@@ -116,7 +125,7 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const claims = await verifyToken(presented, 'any', c.var.tokenKeys, new Date())
   await assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
   // A rotated refresh token is no longer valid even though its session lives on.
-  if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(c.var.db, claims))) {
+  if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(c.var.db, claims, c.var.tokenKeys, new Date()))) {
     throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')
   }
   return c.json({ token_type: claims.tokenType, sub: claims.sub, exp: claims.exp }, 200)
@@ -134,9 +143,7 @@ export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c
 
 export const logoutAll: AppRouteHandler<typeof routes.logoutAll, AuthedEnv> = async (c) => {
   const { auth, db, tokenKeys } = c.var
-  await endAllSessions(db, c.var.kv, Number(auth.userId), 'logout-all', new Date(), tokenKeys, [
-    auth.sessionId,
-  ])
+  await endAllSessions(db, c.var.kv, Number(auth.userId), 'logout-all', new Date(), tokenKeys, auth.sessionId)
   if (auth.viaCookie) clearSessionCookies(c)
   return c.body(null, 204)
 }

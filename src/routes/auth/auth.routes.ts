@@ -34,7 +34,7 @@ const CookieModeQuery = z.object({
   }),
 })
 
-const CookieSessionSchema = z
+export const CookieSessionSchema = z
   .object({
     token_type: z.literal('Cookie'),
     expires_in: z.number().int(),
@@ -97,7 +97,7 @@ export const token = createRoute({
   },
   responses: {
     200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'A new session: its token pair, or in cookie mode the cookies'),
-    ...problems(400, 401, 413, 415, 429),
+    ...problems(400, 401, 403, 413, 415, 429),
   },
 })
 
@@ -121,7 +121,7 @@ export const refresh = createRoute({
   },
   responses: {
     200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'The next token pair, or in cookie mode the cookies'),
-    ...problems(400, 401, 413, 415),
+    ...problems(400, 401, 403, 413, 415),
   },
 })
 

@@ -13,6 +13,8 @@ import {
   uniqueName,
 } from '../../../test/helpers'
 import type { TokenPair } from '../../../test/helpers'
+import { getConfig } from '../../config'
+import { hashPassword } from '../../lib/passwords'
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
@@ -569,3 +571,106 @@ describe('POST /api/v1/auth/logout-all', () => {
     await expectProblem(res, 401, 'not_authenticated')
   })
 })
+
+describe('Unicode usernames', () => {
+  const PASSWORD = 'correct horse battery staple'
+  const suffix = (): string => crypto.randomUUID().slice(0, 8)
+  const freshEmail = (): string => `${uniqueName('mail')}@example.com`
+
+  function register(username: string, password = PASSWORD): Promise<Response> {
+    return api('POST', '/auth/register', { username, email: freshEmail(), password })
+  }
+
+  async function loginAs(username: string, password = PASSWORD): Promise<string> {
+    const res = await api('POST', '/auth/token', { username, password })
+    if (res.status !== 200) throw new Error(`login as ${JSON.stringify(username)} failed: ${res.status} ${await res.text()}`)
+    return decodeJwt(((await res.json()) as TokenPair).access_token).sub!
+  }
+
+  /** A row as the code before username keys wrote it: the old columns only, raw SQL. */
+  async function insertPreMigrationRow(username: string, password: string): Promise<number> {
+    const { passwordPepper } = getConfig(env)
+    const now = Date.now()
+    const row = await env.DB.prepare(
+      `INSERT INTO users (username, email, email_verified, is_admin, password_hash, created_at, updated_at)
+       VALUES (?, ?, 0, 0, ?, ?, ?) RETURNING id`,
+    )
+      .bind(username, freshEmail(), await hashPassword(password, passwordPepper), now, now)
+      .first<{ id: number }>()
+    return row!.id
+  }
+
+  it('answers 409 username_taken to a name that differs from a taken one only in non-ASCII case', async () => {
+    const s = suffix()
+    expect201(await register(`Émile_${s}`))
+    await expectProblem(await register(`émile_${s}`), 409, 'username_taken')
+    await expectProblem(await register(`ÉMILE_${s.toUpperCase()}`), 409, 'username_taken')
+  })
+
+  it('folds ß, ẞ and SS together, and compatibility forms (full-width letters, ligatures) with their plain letters', async () => {
+    const s = suffix()
+    expect201(await register(`straße_${s}`))
+    await expectProblem(await register(`STRASSE_${s}`), 409, 'username_taken')
+    await expectProblem(await register(`STRAẞE_${s}`), 409, 'username_taken')
+    expect201(await register(`office_${s}`))
+    await expectProblem(await register(`oﬃce_${s}`), 409, 'username_taken')
+    await expectProblem(await register(`ＯＦＦＩＣＥ_${s}`), 409, 'username_taken')
+  })
+
+  it('logs in by a non-ASCII username in any case', async ({ expect }) => {
+    const s = suffix()
+    const res = await register(`Émile_${s}`)
+    expect(res.status).toBe(201)
+    const { id } = (await res.json()) as PrivateUser
+    for (const spelling of [`Émile_${s}`, `ÉMILE_${s.toUpperCase()}`, `émile_${s}`, `E\u0301mile_${s}`]) {
+      expect(await loginAs(spelling)).toBe(String(id))
+    }
+  })
+
+  it.for([
+    ['U+3164 HANGUL FILLER', '\u3164\u3164\u3164'],
+    ['U+2800 BRAILLE PATTERN BLANK', '\u2800\u2800\u2800'],
+    ['U+FFA0 HALFWIDTH HANGUL FILLER', '\uFFA0\uFFA0\uFFA0'],
+    ['U+115F and U+1160 HANGUL CHOSEONG/JUNGSEONG FILLER', '\u115F\u1160\u115F'],
+    ['a visible name hiding a filler', 'adm\u3164in'],
+    ['a variation selector', 'admin\uFE0F'],
+    ['combining marks only', '\u0301\u0301\u0301'],
+    ['a full-width "@"', 'user＠example'],
+  ] as const)('answers 400 validation_failed to a username with %s', async ([, username], { expect }) => {
+    const problem = await expectProblem(await register(username), 400, 'validation_failed')
+    expect(problem.errors?.map((e) => e.path)).toEqual(['username'])
+    expect(problem.errors?.[0]?.message).toMatch(/invisible or blank|look-alikes|at least one letter/)
+  })
+
+  it('keeps the login of a row written before username keys existed, in any case', async ({ expect }) => {
+    const s = suffix()
+    const id = await insertPreMigrationRow(`Ödön_${s}`, PASSWORD)
+    for (const spelling of [`ödön_${s}`, `ÖDÖN_${s.toUpperCase()}`, `Ödön_${s}`]) {
+      expect(await loginAs(spelling)).toBe(String(id))
+    }
+    await expectProblem(await register(`ödön_${s}`), 409, 'username_taken')
+  })
+
+  it('answers 409 username_taken to a name that an old row, not yet keyed, is in another case', async () => {
+    const s = suffix()
+    await insertPreMigrationRow(`Ærø_${s}`, PASSWORD)
+    await expectProblem(await register(`ærø_${s}`), 409, 'username_taken')
+  })
+
+  it('keeps both logins when two old rows are the same name in another case', async ({ expect }) => {
+    const s = suffix()
+    // SQLite's lower() told these apart (it folds A-Z only), so both could register.
+    const older = await insertPreMigrationRow(`Élodie_${s}`, 'the older password')
+    const newer = await insertPreMigrationRow(`élodie_${s}`, 'the newer password')
+    // The older account keeps the name in every case; the newer one logs in as it is spelled.
+    for (const spelling of [`Élodie_${s}`, `éLODIE_${s.toUpperCase()}`, `ÉLODIE_${s}`]) {
+      expect(await loginAs(spelling, 'the older password')).toBe(String(older))
+    }
+    expect(await loginAs(`élodie_${s}`, 'the newer password')).toBe(String(newer))
+    await expectProblem(await register(`ÉLODIE_${s.toUpperCase()}`), 409, 'username_taken')
+  })
+})
+
+function expect201(res: Response): void {
+  if (res.status !== 201) throw new Error(`expected 201, got ${res.status}`)
+}

