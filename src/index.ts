@@ -1,70 +1,29 @@
-import { OpenAPIHono } from '@hono/zod-openapi'
-import { bodyLimit } from 'hono/body-limit'
-import { methodNotAllowed } from 'hono/method-not-allowed'
-import { requestId } from 'hono/request-id'
-import { onError, onMethodNotAllowed, onNotFound } from './errors'
-import { withBindings } from './middleware/bindings'
-import { negotiateBody } from './middleware/body'
-import { apiSecurityHeaders, corsForConfiguredOrigins } from './middleware/browser-security'
-import { withConfig } from './middleware/config'
-import { edgeCache } from './middleware/edge-cache'
-import { jsonCharset } from './middleware/json-charset'
-import { observe } from './middleware/observe'
-import { withTokenKeys } from './middleware/token-keys'
-import { API_PREFIX } from './router'
-import type { AppEnv } from './router'
-import { runScheduledMaintenance } from './scheduled'
-import { authRouter } from './routes/auth/auth.handlers'
-import { metaRouter } from './routes/meta'
-import { serveOpenApiDocument } from './routes/openapi'
-import { postsRouter } from './routes/posts/posts.handlers'
-import { subscribersRouter } from './routes/subscribers/subscribers.handlers'
-import { usersRouter } from './routes/users/users.handlers'
+import type { createApp } from './app'
+import type { Env } from './config'
 
-const MAX_BODY_BYTES = 64 * 1024
+// The Worker's entry. The app (every route, its zod schemas, the OpenAPI registry) is built on
+// the first request of an isolate, not while the isolate starts: a worker deployed to every
+// location starts cold in each of them, and start-up is paid before any request can be served
+// (scripts/budget.ts holds it to a budget). The imports below are separate modules that esbuild
+// evaluates only when they are first imported; the cron's is loaded when it first runs.
 
-/**
- * Builds the whole app: the middleware order, the mounts and the error mapping live here. What a
- * single route needs (edge caching, form bodies, D1 primary) it declares itself with
- * routePolicy(); the middleware below read it.
- */
-export function createApp() {
-  const app = new OpenAPIHono<AppEnv>()
+type App = ReturnType<typeof createApp>
 
-  app.use(requestId())
-  app.use(observe())
-  app.use(apiSecurityHeaders())
-  app.use(withConfig())
-  app.use(corsForConfiguredOrigins())
-  app.use(jsonCharset())
-  app.use(methodNotAllowed({ app, onMethodNotAllowed }))
-  app.use(bodyLimit({ maxSize: MAX_BODY_BYTES }))
-  app.use(withTokenKeys())
-  app.use(edgeCache())
-  app.use(withBindings())
-  app.use(negotiateBody())
+let app: Promise<App> | undefined
 
-  const routes = app
-    .route('/', metaRouter)
-    .route(`${API_PREFIX}/auth`, authRouter)
-    .route(`${API_PREFIX}/users`, usersRouter)
-    .route(API_PREFIX, postsRouter)
-    .route(`${API_PREFIX}/subscribers`, subscribersRouter)
-
-  serveOpenApiDocument(app)
-
-  app.notFound(onNotFound)
-  app.onError(onError)
-  return routes
+function loadApp(): Promise<App> {
+  app ??= import('./app').then((module) => module.createApp())
+  return app
 }
 
-const app = createApp()
-
-export type AppType = typeof app
+export type AppType = App
 
 export default {
-  fetch: app.fetch,
-  scheduled(controller, env, ctx) {
-    ctx.waitUntil(runScheduledMaintenance(env, new Date(controller.scheduledTime)))
+  async fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
+    return (await loadApp()).fetch(request, env, ctx)
   },
-} satisfies ExportedHandler<AppEnv['Bindings']>
+  scheduled(controller, env, ctx) {
+    const run = import('./scheduled').then((module) => module.runScheduledMaintenance(env, new Date(controller.scheduledTime)))
+    ctx.waitUntil(run)
+  },
+} satisfies ExportedHandler<Env>

@@ -8,13 +8,14 @@ import type { ErrorStatus } from './lib/api-error'
 import type { AdminVariables, AuthVariables } from './middleware/authenticate'
 import type { BindingVariables } from './middleware/bindings'
 import type { ConfigVariables } from './middleware/config'
+import type { ObserveVariables } from './middleware/observe'
 import type { TokenKeysVariables } from './middleware/token-keys'
 
 /** Where the API lives; only /openapi.json, /docs and /.well-known/ sit outside it. */
 export const API_PREFIX = '/api/v1'
 
 /** What every handler can read: the variables the app-level middleware publish (src/index.ts). */
-export type AppVariables = RequestIdVariables & ConfigVariables & TokenKeysVariables & BindingVariables
+export type AppVariables = RequestIdVariables & ObserveVariables & ConfigVariables & TokenKeysVariables & BindingVariables
 
 export interface AppEnv {
   Bindings: Env

@@ -3,7 +3,8 @@ import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { SignJWT, exportJWK, generateKeyPair } from 'jose'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import worker, { createApp } from '../src/index'
+import { createApp } from '../src/app'
+import worker from '../src/index'
 import { BASE_URL, registerAndLogin, registerUser } from './helpers'
 
 // Work that belongs to start-up or to the first request of an isolate must not be repeated on

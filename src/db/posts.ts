@@ -1,5 +1,6 @@
 import { and, eq, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
+import { ApiError } from '../lib/api-error'
 import type { Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
@@ -26,13 +27,29 @@ export type PostWithAuthor = {
   updatedAt: Date
 }
 
+function postQuery(db: Db, id: number) {
+  return db.select(postColumns).from(posts).innerJoin(users, eq(users.id, posts.authorId)).where(eq(posts.id, id))
+}
+
 export async function findPost(db: Db, id: number): Promise<PostWithAuthor | undefined> {
-  const [row] = await db
-    .select(postColumns)
-    .from(posts)
-    .innerJoin(users, eq(users.id, posts.authorId))
-    .where(eq(posts.id, id))
+  const [row] = await postQuery(db, id)
   return row
+}
+
+/**
+ * A post and whether `callerId` is an administrator, in one round trip: what deciding who may
+ * change the post needs.
+ */
+export async function findPostForCaller(
+  db: Db,
+  id: number,
+  callerId: number,
+): Promise<{ post: PostWithAuthor | undefined; callerIsAdmin: boolean }> {
+  const [found, caller] = await db.batch([
+    postQuery(db, id),
+    db.select({ isAdmin: users.isAdmin }).from(users).where(eq(users.id, callerId)),
+  ])
+  return { post: found[0], callerIsAdmin: caller[0]?.isAdmin === true }
 }
 
 export interface PostFilters {
@@ -46,6 +63,23 @@ export interface PostFilters {
  * (no OFFSET, no COUNT).
  */
 export async function listPosts(db: Db, filters: PostFilters, window: KeysetWindow): Promise<PostWithAuthor[]> {
+  return (await postsQuery(db, filters, window)) ?? []
+}
+
+/**
+ * One keyset window of a user's posts, newest first, and whether the user exists, in one round
+ * trip; `undefined` when there is no such user.
+ */
+export async function listPostsOfUser(db: Db, userId: number, window: KeysetWindow): Promise<PostWithAuthor[] | undefined> {
+  const [user, rows] = await db.batch([
+    db.select({ id: users.id }).from(users).where(eq(users.id, userId)),
+    postsQuery(db, { authorId: userId, ordering: '-created_at' }, window)!,
+  ])
+  return user.length === 0 ? undefined : rows
+}
+
+/** The query of one window, or null when the search has no word to look for (an empty page). */
+function postsQuery(db: Db, filters: PostFilters, window: KeysetWindow) {
   const keyset: Keyset = {
     sortColumn: posts.createdAt,
     idColumn: posts.id,
@@ -55,7 +89,7 @@ export async function listPosts(db: Db, filters: PostFilters, window: KeysetWind
   if (filters.authorId !== undefined) conditions.push(eq(posts.authorId, filters.authorId))
   if (filters.search !== undefined) {
     const match = toFtsQuery(filters.search)
-    if (match === null) return []
+    if (match === null) return null
     conditions.push(sql`${posts.id} in (select rowid from posts_fts where posts_fts match ${match})`)
   }
   return db
@@ -67,17 +101,34 @@ export async function listPosts(db: Db, filters: PostFilters, window: KeysetWind
     .limit(keysetLimit(window))
 }
 
+/**
+ * Inserts a post by the user `authorId` and reads their username, in one round trip (one batch).
+ * A user that no longer exists fails the insert (foreign key): 401, as for any token whose
+ * subject is gone.
+ */
 export async function insertPost(
   db: Db,
-  author: { id: number; username: string },
+  authorId: number,
   content: { title: string; body: string },
   now: Date,
 ): Promise<PostWithAuthor> {
-  const [post] = await db
-    .insert(posts)
-    .values({ authorId: author.id, ...content, createdAt: now, updatedAt: now })
-    .returning()
-  return { ...post!, authorUsername: author.username }
+  const [inserted, author] = await db
+    .batch([
+      db.insert(posts).values({ authorId, ...content, createdAt: now, updatedAt: now }).returning(),
+      db.select({ username: users.username }).from(users).where(eq(users.id, authorId)),
+    ])
+    .catch((err: unknown) => {
+      if (isForeignKeyViolation(err)) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+      throw err
+    })
+  return { ...inserted[0]!, authorUsername: author[0]!.username }
+}
+
+function isForeignKeyViolation(err: unknown): boolean {
+  for (let cause: unknown = err; cause instanceof Error; cause = cause.cause) {
+    if (/FOREIGN KEY constraint failed/.test(cause.message)) return true
+  }
+  return false
 }
 
 /** Saves new content; undefined when the post was deleted meanwhile. */

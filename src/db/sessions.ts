@@ -60,28 +60,37 @@ export async function rotateRefreshToken(
   graceSeconds: number,
   now: Date,
 ): Promise<TokenPair> {
-  const session = await loadLiveSession(db, presented, keys, now)
+  // The success path is this one statement: it rotates only the current token of a live session
+  // of this user that has not outlived SESSION_MAX_AGE. Anything else is judged below.
   const subject = { userId: presented.sub, sid: presented.sid }
-  if (session.currentJti === presented.jti) {
-    const access = newClaims('access', subject, keys, now)
-    const refresh = newClaims('refresh', subject, keys, now)
-    const rotated = await db
-      .update(sessions)
-      .set({
-        currentJti: refresh.jti,
-        previousJti: presented.jti,
-        refreshIssuedAt: fromSeconds(refresh.iat),
-        refreshExpiresAt: fromSeconds(refresh.exp),
-        rotatedAt: now,
-      })
-      .where(
-        and(eq(sessions.sid, presented.sid), eq(sessions.currentJti, presented.jti), isNull(sessions.revokedAt)),
-      )
-      .returning({ sid: sessions.sid })
-    if (rotated.length === 1) return toTokenPair(access, refresh, keys)
-    // Another request rotated this token between our read and our write: judge it as a replay.
-    return replayRotatedToken(db, kv, await loadLiveSession(db, presented, keys, now), presented, keys, graceSeconds, now)
-  }
+  const access = newClaims('access', subject, keys, now)
+  const refresh = newClaims('refresh', subject, keys, now)
+  const userId = Number(presented.sub)
+  const rotated = Number.isSafeInteger(userId)
+    ? await db
+        .update(sessions)
+        .set({
+          currentJti: refresh.jti,
+          previousJti: presented.jti,
+          refreshIssuedAt: fromSeconds(refresh.iat),
+          refreshExpiresAt: fromSeconds(refresh.exp),
+          rotatedAt: now,
+        })
+        .where(
+          and(
+            eq(sessions.sid, presented.sid),
+            eq(sessions.userId, userId),
+            eq(sessions.currentJti, presented.jti),
+            isNull(sessions.revokedAt),
+            gt(sessions.createdAt, new Date(now.getTime() - keys.sessionMaxAgeSeconds * 1000)),
+          ),
+        )
+        .returning({ sid: sessions.sid })
+    : []
+  if (rotated.length === 1) return toTokenPair(access, refresh, keys)
+  // Unknown, revoked or too old (loadLiveSession throws), or a replay of a rotated token, perhaps
+  // rotated by a concurrent request between its read and this write.
+  const session = await loadLiveSession(db, presented, keys, now)
   return replayRotatedToken(db, kv, session, presented, keys, graceSeconds, now)
 }
 
@@ -157,10 +166,10 @@ export async function isCurrentRefreshToken(db: Db, claims: TokenClaims, keys: T
 }
 
 /**
- * Ends the given sessions of a user: D1 first (refresh stops at once, everywhere), then one KV key
- * per session so its access tokens stop too. `sids` may name sessions D1 has never seen (tokens
- * minted by another service holding the key); they are revoked in KV all the same, until
- * `tokenExpiresAt` (epoch seconds) at least.
+ * Ends the given sessions of a user (logout, reuse detection): the D1 rows (refresh stops at once,
+ * everywhere) and one KV key per session so its access tokens stop too, both in one round trip.
+ * `sids` may name sessions D1 has never seen (tokens minted by another service holding the key);
+ * they are revoked in KV all the same, until `tokenExpiresAt` (epoch seconds) at least.
  */
 export async function endSessions(
   db: Db,
@@ -173,19 +182,20 @@ export async function endSessions(
   tokenExpiresAt = 0,
 ): Promise<void> {
   const unique = [...new Set(sids)]
-  const rows = await db
-    .update(sessions)
-    .set({ revokedAt: now })
-    .where(and(inArray(sessions.sid, unique), eq(sessions.userId, userId), isNull(sessions.revokedAt)))
-    .returning({ sid: sessions.sid, refreshExpiresAt: sessions.refreshExpiresAt })
-  const ended = unique.map((sid) => ({
-    sid,
-    lastTokenExpiresAt: Math.max(
-      tokenExpiresAt,
-      lastTokenExpiry(rows.find((row) => row.sid === sid)?.refreshExpiresAt, keys, now),
-    ),
-  }))
-  await revokeSessions(kv, ended, reason, now)
+  // D1 and KV at once (one round trip, not two): both writes are idempotent, so a retry completes
+  // whichever failed. The KV key cannot wait for the row's refresh expiry, so it lives until the
+  // latest any refresh token minted now could expire.
+  const lastTokenExpiresAt = Math.max(tokenExpiresAt, lastTokenExpiry(new Date(now.getTime() + keys.refreshTtlSeconds * 1000), keys, now))
+  const outcomes = await Promise.allSettled([
+    db
+      .update(sessions)
+      .set({ revokedAt: now })
+      .where(and(inArray(sessions.sid, unique), eq(sessions.userId, userId), isNull(sessions.revokedAt))),
+    revokeSessions(kv, unique.map((sid) => ({ sid, lastTokenExpiresAt })), reason, now),
+  ])
+  // Both have finished, so whichever succeeded has taken effect; a failure still fails the request.
+  const failed = outcomes.find((outcome) => outcome.status === 'rejected')
+  if (failed !== undefined) throw failed.reason
 }
 
 /**

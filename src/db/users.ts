@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNull, or, sql } from 'drizzle-orm'
+import { and, count, eq, gte, inArray, isNull, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError } from '../lib/api-error'
@@ -8,7 +8,7 @@ import { usernameKey } from '../lib/usernames'
 import type { Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
-import { users } from './schema'
+import { oneTimeTokens, users } from './schema'
 import type { UserRow } from './schema'
 import { endAllSessions } from './sessions'
 import type { LiveToken } from './one-time-tokens'
@@ -86,6 +86,37 @@ async function keyUsernames(db: Db, rows: { id: number; username: string }[]): P
   // touches only rows still without a key, so a concurrent backfill between them does no harm.
   await db.run(sql`update or ignore ${users} set ${sql.identifier('username_key')} = case ${users.id} ${keys} end where ${stillUnkeyed}`)
   await db.update(users).set({ usernameKey: sql`char(65535) || ${users.id}` }).where(stillUnkeyed)
+}
+
+/**
+ * What a profile change needs, in one round trip: the user's row and how many verification emails
+ * went to `mailTo` since `since` (the per-recipient mail limit; `own`: the user's current address).
+ * Rows written before username keys existed are keyed first when any remain (rare), so the unique
+ * key index sees every name a new one could shadow.
+ */
+export async function loadUserForChange(
+  db: Db,
+  userId: number,
+  mailTo: string | 'own',
+  since: Date,
+): Promise<{ user: UserRow | undefined; verificationsSent: number }> {
+  const address = mailTo === 'own' ? sql`(select ${users.email} from ${users} where ${users.id} = ${userId})` : mailTo
+  const [found, sent, unkeyed] = await db.batch([
+    db.select().from(users).where(eq(users.id, userId)),
+    db
+      .select({ sent: count() })
+      .from(oneTimeTokens)
+      .where(
+        and(
+          sql`lower(${oneTimeTokens.email}) = lower(${address})`,
+          eq(oneTimeTokens.purpose, 'email_verification'),
+          gte(oneTimeTokens.createdAt, since),
+        ),
+      ),
+    unkeyedUsers(db),
+  ])
+  if (unkeyed.length > 0) await backfillUsernameKeys(db)
+  return { user: found[0], verificationsSent: sent[0]?.sent ?? 0 }
 }
 
 /** The authenticated user's row; a token whose subject no longer exists is refused (docs/API.md, precise point 2). */

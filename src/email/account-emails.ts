@@ -1,6 +1,7 @@
 import type { SQL } from 'drizzle-orm'
 import type { OneTimeTokenPurpose } from '../db/schema'
 import type { Config } from '../config'
+import { createDb } from '../db/client'
 import type { BatchStatements, Db } from '../db/client'
 import { countTokensSentTo, issueOneTimeToken } from '../db/one-time-tokens'
 import { queueEmail } from '../db/outbox'
@@ -25,10 +26,19 @@ const ACCOUNT_EMAILS = {
 // limit get the same answer; only the email is not sent.
 const RECIPIENT_LIMIT = { emails: 3, windowMs: 3_600_000 }
 
+/** Where the window of RECIPIENT_LIMIT starts: emails sent since then count. */
+export function mailWindowStart(now: Date): Date {
+  return new Date(now.getTime() - RECIPIENT_LIMIT.windowMs)
+}
+
+/** True while an address that was sent `sent` emails of one kind in the window may get another. */
+export function withinMailLimit(sent: number): boolean {
+  return sent < RECIPIENT_LIMIT.emails
+}
+
 /** True while `email` may be sent another `purpose` email (see RECIPIENT_LIMIT). */
 export async function mayMail(db: Db, purpose: OneTimeTokenPurpose, email: string, now: Date): Promise<boolean> {
-  const since = new Date(now.getTime() - RECIPIENT_LIMIT.windowMs)
-  return (await countTokensSentTo(db, email, purpose, since)) < RECIPIENT_LIMIT.emails
+  return withinMailLimit(await countTokensSentTo(db, email, purpose, mailWindowStart(now)))
 }
 
 /**
@@ -51,13 +61,15 @@ export async function accountEmailStatements(
 
 /**
  * After a batch that queued email has committed: deliver it once the response is on its way.
- * Without an execution context (the app called from a script) the cron delivers it instead.
+ * Delivery uses its own connection to D1 (the binding, not the request's session), so it is
+ * neither part of the request's round trips nor bound to where its session started. Without an
+ * execution context (the app called from a script) the cron delivers it instead.
  */
 export function deliverSoon(
   executionCtx: Pick<ExecutionContext, 'waitUntil'> | undefined,
-  db: Db,
+  bindings: { DB: D1Database },
   config: Config,
 ): void {
   const transport = transportFor(config)
-  if (transport !== undefined) deliverInBackground(executionCtx, db, transport, config.mail.from)
+  if (transport !== undefined) deliverInBackground(executionCtx, createDb(bindings), transport, config.mail.from)
 }

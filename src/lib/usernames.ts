@@ -2,19 +2,26 @@
 // name (docs/design.md § Usernames). Pure functions: the API, the database layer and the scripts
 // (create-admin, seed) all use these, so a name means the same thing everywhere.
 
-/** What the basic rule refuses: whitespace, "@" (it marks an email at login), "/", "\" and control, format, unassigned, private-use or surrogate code points. */
-const FORBIDDEN = /[\s@/\\\p{C}]/u
+// The patterns are built on first use, not at start-up: compiling these Unicode property classes
+// costs tens of milliseconds, which every cold isolate would pay before serving anything.
+let patterns: { forbidden: RegExp; invisible: RegExp; visible: RegExp } | undefined
 
-/**
- * Code points that render as nothing or as blank space without being whitespace: every
- * Default_Ignorable_Code_Point (joiners, variation selectors, the Hangul fillers U+115F, U+1160,
- * U+3164, U+FFA0, …), spelled out where it matters most in case an engine's tables lag, plus
- * U+2800 BRAILLE PATTERN BLANK, a symbol that looks like a space.
- */
-const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\u115F\u1160\u3164\uFFA0\u2800]/u
-
-/** A name needs at least one character that is seen on its own: not only combining marks. */
-const VISIBLE = /[\p{L}\p{N}\p{P}\p{S}]/u
+function usernamePatterns(): NonNullable<typeof patterns> {
+  patterns ??= {
+    /** What the basic rule refuses: whitespace, "@" (it marks an email at login), "/", "\" and control, format, unassigned, private-use or surrogate code points. */
+    forbidden: /[\s@/\\\p{C}]/u,
+    /**
+     * Code points that render as nothing or as blank space without being whitespace: every
+     * Default_Ignorable_Code_Point (joiners, variation selectors, the Hangul fillers U+115F,
+     * U+1160, U+3164, U+FFA0, …), spelled out where it matters most in case an engine's tables
+     * lag, plus U+2800 BRAILLE PATTERN BLANK, a symbol that looks like a space.
+     */
+    invisible: /[\p{Default_Ignorable_Code_Point}\u115F\u1160\u3164\uFFA0\u2800]/u,
+    /** A name needs at least one character that is seen on its own: not only combining marks. */
+    visible: /[\p{L}\p{N}\p{P}\p{S}]/u,
+  }
+  return patterns
+}
 
 const CHARACTERS_MESSAGE = 'may contain letters, digits and punctuation, but no spaces, "@", "/" or "\\"'
 
@@ -24,15 +31,16 @@ const CHARACTERS_MESSAGE = 'may contain letters, digits and punctuation, but no 
  * character that stands for a refused one ("＠", U+3000 IDEOGRAPHIC SPACE) is refused too.
  */
 export function usernameProblem(username: string): string | null {
-  if (FORBIDDEN.test(username)) return CHARACTERS_MESSAGE
-  if (INVISIBLE.test(username)) {
+  const { forbidden, invisible, visible } = usernamePatterns()
+  if (forbidden.test(username)) return CHARACTERS_MESSAGE
+  if (invisible.test(username)) {
     return 'may not contain invisible or blank characters (such as U+3164 HANGUL FILLER or U+2800 BRAILLE PATTERN BLANK)'
   }
   const compatible = username.normalize('NFKC')
-  if (FORBIDDEN.test(compatible) || INVISIBLE.test(compatible)) {
+  if (forbidden.test(compatible) || invisible.test(compatible)) {
     return 'may not contain look-alikes of spaces, "@", "/" or "\\" (such as the full-width "＠")'
   }
-  if (!VISIBLE.test(compatible)) return 'must contain at least one letter, digit, punctuation mark or symbol'
+  if (!visible.test(compatible)) return 'must contain at least one letter, digit, punctuation mark or symbol'
   return null
 }
 

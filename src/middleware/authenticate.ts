@@ -10,6 +10,7 @@ import { assertSessionNotRevoked } from '../lib/revocation'
 import { verifyToken } from '../lib/tokens'
 import type { BindingVariables } from './bindings'
 import type { ConfigVariables } from './config'
+import type { ObserveVariables } from './observe'
 import { enforceRateLimit } from './rate-limit'
 import type { TokenKeysVariables } from './token-keys'
 
@@ -33,24 +34,31 @@ export interface AdminVariables extends AuthVariables {
 }
 
 /** What authentication reads: config, keys, KV (and D1 for the admin check). */
-type AuthenticatingEnv<V> = { Bindings: Env; Variables: ConfigVariables & TokenKeysVariables & BindingVariables & V }
+type AuthenticatingEnv<V> = { Bindings: Env; Variables: ObserveVariables & ConfigVariables & TokenKeysVariables & BindingVariables & V }
 
 /**
- * Requires a valid, unrevoked access token: one signature check and one KV read, no D1.
- * Handlers that need the user row load it themselves (and answer 401 if it is gone).
+ * Requires a valid, unrevoked access token: one signature check and one KV read, no D1. The KV
+ * read overlaps the handler: its first D1 query goes out while the revocation check is on its
+ * way, its writes (D1 and KV) wait for the answer, and if the token turns out to be revoked the
+ * handler's response is thrown away for a 401. A signed-in read then costs one round trip.
  */
 export function requireUser() {
   return createMiddleware<AuthenticatingEnv<AuthVariables>>(async function requireUser(c, next) {
-    c.set('auth', await authenticate(c))
+    const { auth, revocation } = await authenticate(c)
+    c.set('auth', auth)
     await next()
+    await revocation
   })
 }
 
-/** requireUser() plus the user row, which must have is_admin; others get 403. */
+/**
+ * requireUser() plus the user row, which must have is_admin; others get 403. The row is read
+ * while the revocation check is on its way; the answer is given only once both are in.
+ */
 export function requireAdmin() {
   return createMiddleware<AuthenticatingEnv<AdminVariables>>(async function requireAdmin(c, next) {
-    const auth = await authenticate(c)
-    const user = await loadAuthenticatedUser(c.var.db, auth.userId)
+    const { auth, revocation } = await authenticate(c)
+    const [user] = await Promise.all([loadAuthenticatedUser(c.var.db, auth.userId), revocation])
     if (!user.isAdmin) throw forbidden('This action needs an administrator.')
     c.set('auth', auth)
     c.set('user', user)
@@ -61,18 +69,23 @@ export function requireAdmin() {
 /**
  * The access token from `Authorization` or, for web apps in cookie mode, from the session cookie
  * (then a state-changing request must also carry the CSRF token). Writes count against the
- * user's write limit.
+ * user's write limit. The revocation check is started, not awaited: `revocation` settles with it,
+ * and the request's writes wait for it (the bindings' write gate).
  */
-async function authenticate<V extends object>(c: Context<AuthenticatingEnv<V>>): Promise<Auth> {
+async function authenticate<V extends object>(c: Context<AuthenticatingEnv<V>>): Promise<{ auth: Auth; revocation: Promise<void> }> {
   const header = c.req.header('authorization')
   const cookie = header === undefined ? readAccessCookie(c) : undefined
   const token = cookie ?? readBearerToken(header)
   if (token === null || token === undefined) throw notAuthenticated()
   const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
   if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
-  await assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
-  if (!isSafeMethod(c.req.method)) await enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${claims.sub}`)
-  return { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp, viaCookie: cookie !== undefined }
+  const revocation = assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
+  c.var.writeGate.ready = revocation
+  // Settled by requireUser/requireAdmin; this only keeps an early failure from counting as unhandled.
+  revocation.catch(() => undefined)
+  if (!isSafeMethod(c.req.method)) await enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${claims.sub}`, c.var.timings)
+  const auth = { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp, viaCookie: cookie !== undefined }
+  return { auth, revocation }
 }
 
 /** Reads `Bearer <token>` or `JWT <token>` (older Flask-JWT clients); the scheme is case-insensitive. */

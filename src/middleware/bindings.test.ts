@@ -24,7 +24,7 @@ describe('D1 read replication (Sessions API)', () => {
     expect(res.status).toBe(200)
   })
 
-  it('starts writes, auth and authenticated requests at the primary; anonymous reads at the bookmark or anywhere', () => {
+  it('starts writes and routes that declare d1Primary at the primary; other reads, signed in or not, at the bookmark or anywhere', () => {
     const bookmark = '0000000000000001-00000002-00004f3c-6c0f5f4e0c5e6ba14a43b0ab1f8e8b20'
     // Whether a route needs the primary is declared at the route (routePolicy d1Primary); every
     // /auth route declares it.
@@ -32,11 +32,12 @@ describe('D1 read replication (Sessions API)', () => {
       path.startsWith('/api/v1/auth/') &&
       authRouter.routes.some((route) => `/api/v1/auth${route.path}` === path && declaredPolicy(route.handler)?.d1Primary === true)
     const anonymous = (method: string, path: string, sent?: string) =>
-      sessionStart({ method, routeNeedsPrimary: routeNeedsPrimary(path), authenticated: false, bookmark: sent })
+      sessionStart({ method, routeNeedsPrimary: routeNeedsPrimary(path), bookmark: sent })
     expect(anonymous('POST', '/api/v1/posts', bookmark)).toBe('first-primary')
     expect(anonymous('DELETE', '/api/v1/posts/1')).toBe('first-primary')
     expect(anonymous('GET', '/api/v1/auth/token/verify', bookmark)).toBe('first-primary')
-    expect(sessionStart({ method: 'GET', routeNeedsPrimary: false, authenticated: true, bookmark })).toBe('first-primary')
+    // Signed-in reads are not special: /users/me reads at the client's bookmark, or a replica.
+    expect(sessionStart({ method: 'GET', routeNeedsPrimary: false, bookmark })).toBe(bookmark)
     expect(anonymous('GET', '/api/v1/posts/1', bookmark)).toBe(bookmark)
     expect(anonymous('GET', '/api/v1/posts')).toBe('first-unconstrained')
     expect(anonymous('GET', '/api/v1/posts', 'not a bookmark')).toBe('first-unconstrained')

@@ -1,9 +1,11 @@
-import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { RequestIdVariables } from 'hono/request-id'
 import { PUBLIC_REVALIDATE, matchesIfNoneMatch } from '../http/conditional-get'
 import { carriesCredentials } from '../http/cookie-session'
 import { BOOKMARK_HEADER, isSafeMethod } from '../http/request'
+import { timedLocal } from '../lib/timed-bindings'
+import type { BindingTimings } from '../lib/timed-bindings'
+import type { ObserveVariables } from './observe'
 import { policyOf } from './route-policy'
 
 // Anonymous GETs of routes that declare `edgeCached` (posts, profiles, and their lists) are served
@@ -27,21 +29,24 @@ const CACHE_ORIGIN = 'https://edge-cache.edgepress.internal'
 const GENERATION_KEY = `${CACHE_ORIGIN}/generation`
 
 export function edgeCache() {
-  return createMiddleware<{ Variables: RequestIdVariables & EdgeCacheVariables }>(async function edgeCache(c, next) {
+  return createMiddleware<{ Variables: RequestIdVariables & EdgeCacheVariables & ObserveVariables }>(async function edgeCache(c, next) {
     const policy = policyOf(c)
+    const cache = timedCache(c.var.timings)
     if (!isSafeMethod(c.req.method)) {
       await next()
-      if (c.res.status < 400 && policy.purgesEdgeCache === true) await newGeneration(c.res.headers.get(BOOKMARK_HEADER))
+      if (c.res.status < 400 && policy.purgesEdgeCache === true) await newGeneration(cache, c.res.headers.get(BOOKMARK_HEADER))
       return
     }
     if (c.req.method !== 'GET' || policy.edgeCached !== true || carriesCredentials(c)) return next()
-    const cache = caches.default
     const url = new URL(c.req.url)
-    const generation = await currentGeneration()
+    const generation = await currentGeneration(cache)
     // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
     const key = new Request(`${CACHE_ORIGIN}/${generation.id}/${url.host}${url.pathname}${url.search}`)
     const hit = await cache.match(key)
-    if (hit !== undefined) return (c.res = fromCache(c, hit))
+    if (hit !== undefined) {
+      c.res = fromCache(hit, { requestId: c.var.requestId, ifNoneMatch: c.req.header('if-none-match') }, generation.bookmark)
+      return
+    }
     if (generation.bookmark !== null) c.set('cacheFillBookmark', generation.bookmark)
     await next()
     if (c.res.status !== 200 || c.res.headers.has('set-cookie')) return
@@ -52,14 +57,27 @@ export function edgeCache() {
   })
 }
 
-function fromCache(c: Context<{ Variables: RequestIdVariables }>, hit: Response): Response {
+/** caches.default, each call timed and counted (it answers at this location: no round trip). */
+function timedCache(timings: BindingTimings) {
+  return {
+    match: (key: Request | string) => timedLocal(timings, 'cache', () => caches.default.match(key)),
+    put: (key: Request | string, response: Response) => timedLocal(timings, 'cache', () => caches.default.put(key, response)),
+  }
+}
+
+type TimedCache = ReturnType<typeof timedCache>
+
+function fromCache(hit: Response, request: { requestId: string; ifNoneMatch: string | undefined }, bookmark: string | null): Response {
   const headers = new Headers(hit.headers)
   headers.set('Cache-Control', PUBLIC_REVALIDATE)
   headers.set('X-Edge-Cache', 'HIT')
-  headers.delete(BOOKMARK_HEADER) // the cached copy's bookmark and id belong to the request that filled it
-  headers.set('X-Request-Id', c.var.requestId)
+  // The cached copy's bookmark and id belong to the request that filled it; the generation's
+  // bookmark is one the content is at least as new as.
+  headers.delete(BOOKMARK_HEADER)
+  if (bookmark !== null) headers.set(BOOKMARK_HEADER, bookmark)
+  headers.set('X-Request-Id', request.requestId)
   const etag = headers.get('etag')
-  if (etag !== null && matchesIfNoneMatch(c.req.header('if-none-match'), etag)) {
+  if (etag !== null && matchesIfNoneMatch(request.ifNoneMatch, etag)) {
     return new Response(null, { status: 304, headers })
   }
   return new Response(hit.body, { status: hit.status, headers })
@@ -74,20 +92,20 @@ interface Generation {
   bookmark: string | null
 }
 
-async function currentGeneration(): Promise<Generation> {
-  const stored = await caches.default.match(GENERATION_KEY)
+async function currentGeneration(cache: TimedCache): Promise<Generation> {
+  const stored = await cache.match(GENERATION_KEY)
   if (stored !== undefined) {
     const [id = '', bookmark = ''] = (await stored.text()).split(' ')
     return { id, bookmark: bookmark === '' ? null : bookmark }
   }
   // Evicted or never set: start a fresh generation rather than fall back to a fixed one, which
   // could resurrect entries cached before the eviction.
-  return newGeneration(null)
+  return newGeneration(cache, null)
 }
 
-async function newGeneration(bookmark: string | null): Promise<Generation> {
+async function newGeneration(cache: TimedCache, bookmark: string | null): Promise<Generation> {
   const generation = { id: crypto.randomUUID(), bookmark }
-  await caches.default.put(
+  await cache.put(
     GENERATION_KEY,
     new Response(`${generation.id} ${bookmark ?? ''}`, { headers: { 'Cache-Control': 'public, s-maxage=31536000' } }),
   )

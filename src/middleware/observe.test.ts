@@ -73,22 +73,25 @@ function lineOf(lines: RequestLine[], res: Response): RequestLine {
   return matching[0]!
 }
 
-/** Server-Timing as `{name: dur}`; every entry must be `name;dur=<number>`. */
+/**
+ * Server-Timing as `{name: dur}` for the entries with a duration; every entry must be
+ * `name[;dur=<number>][;desc="…"]`.
+ */
 function serverTiming(res: Response): Record<string, number> {
   const header = res.headers.get('server-timing')
   expect(header, `Server-Timing on ${res.status}`).not.toBeNull()
   const entries: Record<string, number> = {}
   for (const part of header!.split(',')) {
-    const match = /^\s*([A-Za-z0-9_-]+);dur=([^\s;,]+)\s*$/.exec(part)
+    const match = /^\s*([A-Za-z0-9_-]+)(?:;dur=([^\s;,]+))?(?:;desc="[^"]*")?\s*$/.exec(part)
     expect(match, `Server-Timing entry "${part}"`).not.toBeNull()
-    entries[match![1]!] = Number(match![2])
+    if (match![2] !== undefined) entries[match![1]!] = Number(match![2])
   }
   return entries
 }
 
 function expectDurations(res: Response, label: string): Record<string, number> {
   const timing = serverTiming(res)
-  expect(Object.keys(timing).sort(), label).toEqual(['d1', 'kv', 'total'])
+  expect(Object.keys(timing).sort(), label).toEqual(['cache', 'd1', 'kv', 'ratelimit', 'total'])
   for (const [name, dur] of Object.entries(timing)) {
     expect(Number.isFinite(dur), `${label}: ${name}`).toBe(true)
     expect(dur, `${label}: ${name}`).toBeGreaterThanOrEqual(0)
@@ -230,7 +233,7 @@ describe('request log (LOG_REQUESTS=true)', () => {
       const line = lineOf(lines, res)
       const label = `${method} ${route} ${status}`
       expect(Object.keys(line).sort(), label).toEqual(
-        ['d1_ms', 'duration_ms', 'kv_ms', 'level', 'message', 'method', 'request_id', 'route', 'status', 'user_id'].sort(),
+        ['d1_calls', 'd1_ms', 'duration_ms', 'kv_calls', 'kv_ms', 'level', 'message', 'method', 'request_id', 'route', 'rt', 'status', 'user_id'].sort(),
       )
       expect(line, label).toMatchObject({ level: 'info', message: 'request', method, route, status })
       expect(line.user_id === null ? null : String(line.user_id), label).toBe(userId)

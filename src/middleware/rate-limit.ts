@@ -2,6 +2,11 @@ import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { Env } from '../config'
 import { ApiError } from '../lib/api-error'
+import { timedLocal } from '../lib/timed-bindings'
+import type { BindingTimings } from '../lib/timed-bindings'
+import type { ObserveVariables } from './observe'
+
+type LimitedEnv = { Bindings: Env; Variables: ObserveVariables }
 
 export type Limiter = 'CREDENTIALS_BY_IP' | 'CREDENTIALS_BY_ACCOUNT' | 'WRITES_BY_USER'
 
@@ -18,12 +23,12 @@ const PERIOD_SECONDS: Record<Limiter, number> = {
  * Retry-After. A limiter that is not bound, or that fails, lets the request through: rate limiting
  * protects capacity and slows guessing, and must not take the API down with it.
  */
-export async function enforceRateLimit(env: Env, limiter: Limiter, key: string): Promise<void> {
+export async function enforceRateLimit(env: Env, limiter: Limiter, key: string, timings?: BindingTimings): Promise<void> {
   const binding = env[limiter]
   if (binding === undefined) return
   let allowed = true
   try {
-    allowed = (await binding.limit({ key })).success
+    allowed = (await timedLocal(timings, 'rateLimit', () => binding.limit({ key }))).success
   } catch (err) {
     console.error(JSON.stringify({ level: 'error', message: 'rate limiter failed', limiter, error: err instanceof Error ? err.name : 'unknown' }))
   }
@@ -40,9 +45,9 @@ export async function enforceRateLimit(env: Env, limiter: Limiter, key: string):
  * sets). Requests with no client IP (in-process calls such as tests) are limited per account only.
  */
 export function limitByClientIp(endpoint: string) {
-  return createMiddleware<{ Bindings: Env }>(async function limitByClientIp(c, next) {
+  return createMiddleware<LimitedEnv>(async function limitByClientIp(c, next) {
     const ip = c.req.header('cf-connecting-ip')
-    if (ip !== undefined) await enforceRateLimit(c.env, 'CREDENTIALS_BY_IP', `${endpoint}:${ip}`)
+    if (ip !== undefined) await enforceRateLimit(c.env, 'CREDENTIALS_BY_IP', `${endpoint}:${ip}`, c.var.timings)
     await next()
   })
 }
@@ -51,14 +56,14 @@ export function limitByClientIp(endpoint: string) {
 // kind's bucket: the login name `user:5` is not user 5.
 
 /** Limits a credential endpoint per login name: the username or email being tried, in any case. */
-export function limitByAccount<E extends { Bindings: Env }>(c: Context<E>, endpoint: string, login: string): Promise<void> {
-  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:login:${login.trim().normalize('NFC').toLowerCase()}`)
+export function limitByAccount<E extends LimitedEnv>(c: Context<E>, endpoint: string, login: string): Promise<void> {
+  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:login:${login.trim().normalize('NFC').toLowerCase()}`, c.var.timings)
 }
 
 /**
  * Limits a credential endpoint per existing user, whatever spelling named them (username, email,
  * any case): one budget per account.
  */
-export function limitByUser<E extends { Bindings: Env }>(c: Context<E>, endpoint: string, userId: number): Promise<void> {
-  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:user:${userId}`)
+export function limitByUser<E extends LimitedEnv>(c: Context<E>, endpoint: string, userId: number): Promise<void> {
+  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:user:${userId}`, c.var.timings)
 }

@@ -1,11 +1,12 @@
 import { consumeOneTimeToken, findLiveToken, spendTokensOf } from '../../db/one-time-tokens'
 import { completeRevocation, revokeLiveSessions, revokeSessionKeys, startSession } from '../../db/sessions'
-import { findUserByLogin, loadAuthenticatedUser, markEmailVerified, resetPassword, setPassword } from '../../db/users'
-import { accountEmailStatements, deliverSoon, mayMail } from '../../email/account-emails'
+import { findUserByLogin, loadAuthenticatedUser, loadUserForChange, markEmailVerified, resetPassword, setPassword } from '../../db/users'
+import { accountEmailStatements, deliverSoon, mailWindowStart, mayMail, withinMailLimit } from '../../email/account-emails'
 import { assertMailConfigured } from '../../email/transports'
 import { NO_STORE } from '../../http/conditional-get'
 import { setSessionCookies } from '../../http/cookie-session'
 import { ApiError } from '../../lib/api-error'
+import { parseId } from '../../lib/ids'
 import { hashPassword, verifyPassword } from '../../lib/passwords'
 import { limitByAccount } from '../../middleware/rate-limit'
 import { executionContextOf } from '../../router'
@@ -53,7 +54,7 @@ export const passwordReset: AppRouteHandler<typeof routes.passwordReset> = async
   if (user !== undefined && (await mayMail(db, 'password_reset', user.email, now))) {
     const recipient = { userId: user.id, username: user.username, email: user.email }
     await db.batch(await accountEmailStatements('password_reset', db, config, recipient, now))
-    deliverSoon(executionContextOf(c), db, config)
+    deliverSoon(executionContextOf(c), c.env, config)
   }
   return c.json({ status: 'accepted' as const }, 202)
 }
@@ -89,9 +90,12 @@ export const emailVerify: AppRouteHandler<typeof routes.emailVerify> = async (c)
 
 export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> = async (c) => {
   const { db, config } = c.var
-  const user = await loadAuthenticatedUser(db, c.var.auth.userId)
   const now = new Date()
-  if (!user.emailVerified && (await mayMail(db, 'email_verification', user.email, now))) {
+  // The user and the verification emails their address got this hour, in one round trip.
+  const userId = parseId(c.var.auth.userId)
+  const { user, verificationsSent } = userId === null ? { user: undefined, verificationsSent: 0 } : await loadUserForChange(db, userId, 'own', mailWindowStart(now))
+  if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  if (!user.emailVerified && withinMailLimit(verificationsSent)) {
     const statements = await accountEmailStatements(
       'email_verification',
       db,
@@ -100,7 +104,7 @@ export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> 
       now,
     )
     await db.batch(statements)
-    deliverSoon(executionContextOf(c), db, config)
+    deliverSoon(executionContextOf(c), c.env, config)
   }
   return c.json({ status: 'accepted' as const }, 202)
 }

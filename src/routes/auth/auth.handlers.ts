@@ -41,7 +41,7 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
     ])
     .catch(toConflict)
   const user = (inserted as UserRow[])[0]!
-  deliverSoon(executionContextOf(c), db, config)
+  deliverSoon(executionContextOf(c), c.env, config)
   c.header('Location', `${API_PREFIX}/users/${user.id}`)
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(user), 201)

@@ -60,7 +60,7 @@ export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => 
       linkTo(config.publicBaseUrl, LINK_PATHS.unsubscribe, unsubscribeToken),
     )
     await db.batch([saveSubscriber, insert, queueEmail(db, message, now)])
-    deliverSoon(executionContextOf(c), db, config)
+    deliverSoon(executionContextOf(c), c.env, config)
   }
   return c.json({ status: 'pending' as const }, 202)
 }

@@ -2,10 +2,15 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { SUBSCRIBER_STATUSES } from '../../db/schema'
 import type { SubscriberRow } from '../../db/schema'
 import { requireAdmin } from '../../middleware/authenticate'
+import { routePolicy } from '../../middleware/route-policy'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { Timestamp, idParams, json, jsonBody, problems } from '../../router'
 import { EmailSchema } from '../account-schemas'
 import { PaginationQuery, pageSchema } from '../pagination'
+
+// Admin reads start at the primary too: the subscriber list is personal data, and an admin demoted
+// a moment ago must not read it once more from a replica that has not seen the demotion.
+const adminAtPrimary = routePolicy({ d1Primary: true })
 
 const Status = z.enum(SUBSCRIBER_STATUSES)
 // Anyone may post a name for any address, and it is greeted in mail and exported as CSV: one line
@@ -99,7 +104,7 @@ export const list = createRoute({
   path: '/',
   tags: ['Subscribers'],
   summary: 'List subscribers (admin)',
-  middleware: [requireAdmin()] as const,
+  middleware: [adminAtPrimary, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: {
     query: PaginationQuery.extend({
@@ -118,7 +123,7 @@ export const exportCsv = createRoute({
   path: '/export',
   tags: ['Subscribers'],
   summary: 'Every subscriber as CSV, streamed (admin)',
-  middleware: [requireAdmin()] as const,
+  middleware: [adminAtPrimary, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   responses: {
     200: {
@@ -136,7 +141,7 @@ export const get = createRoute({
   path: '/{id}',
   tags: ['Subscribers'],
   summary: 'A subscriber (admin)',
-  middleware: [requireAdmin()] as const,
+  middleware: [adminAtPrimary, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: { params: SubscriberParams },
   responses: { 200: json(SubscriberSchema, 'The subscriber'), ...problems(401, 403, 404, 503) },
@@ -147,7 +152,7 @@ export const update = createRoute({
   path: '/{id}',
   tags: ['Subscribers'],
   summary: 'Change a subscriber (admin)',
-  middleware: [requireAdmin()] as const,
+  middleware: [adminAtPrimary, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: {
     params: SubscriberParams,
@@ -161,7 +166,7 @@ export const remove = createRoute({
   path: '/{id}',
   tags: ['Subscribers'],
   summary: 'Delete a subscriber (admin)',
-  middleware: [requireAdmin()] as const,
+  middleware: [adminAtPrimary, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: { params: SubscriberParams },
   responses: { 204: { description: 'Deleted' }, ...problems(401, 403, 404, 429, 503) },

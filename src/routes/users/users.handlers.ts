@@ -3,11 +3,12 @@ import type { BatchStatements, Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
 import { spendTokensOf } from '../../db/one-time-tokens'
-import { backfillUsernameKeys, deleteUser, findUserById, listUsers, loadAuthenticatedUser, toConflict, updateUser } from '../../db/users'
+import { deleteUser, findUserById, listUsers, loadAuthenticatedUser, loadUserForChange, toConflict, updateUser } from '../../db/users'
 import type { UserChanges } from '../../db/users'
-import { accountEmailStatements, deliverSoon, mayMail } from '../../email/account-emails'
+import { accountEmailStatements, deliverSoon, mailWindowStart, withinMailLimit } from '../../email/account-emails'
 import { PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
 import { ApiError, notFound } from '../../lib/api-error'
+import { parseId } from '../../lib/ids'
 import { verifyPassword } from '../../lib/passwords'
 import { createRouter, executionContextOf } from '../../router'
 import type { AdminEnv, AppRouteHandler, AuthedEnv } from '../../router'
@@ -37,9 +38,11 @@ export const getMe: AppRouteHandler<typeof routes.getMe, AuthedEnv> = async (c) 
 }
 
 export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = async (c) => {
-  const user = await loadAuthenticatedUser(c.var.db, c.var.auth.userId)
-  const updated = await applyUserChanges(c.var.db, c.var.config, user, c.req.valid('json'))
-  if (updated.email !== user.email) deliverSoon(executionContextOf(c), c.var.db, c.var.config)
+  const changes = c.req.valid('json')
+  const { user, verificationsSent } = await loadForChange(c.var.db, c.var.auth.userId, changes.email)
+  if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  const updated = await applyUserChanges(c.var.db, c.var.config, user, changes, {}, verificationsSent)
+  if (updated.email !== user.email) deliverSoon(executionContextOf(c), c.env, c.var.config)
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(updated), 200)
 }
@@ -55,11 +58,11 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
 }
 
 export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> = async (c) => {
-  const target = await findUserById(c.var.db, c.req.valid('param').id)
-  if (target === undefined) throw notFound('user')
   const { is_admin: isAdmin, email_verified: emailVerified, ...profile } = c.req.valid('json')
-  const updated = await applyUserChanges(c.var.db, c.var.config, target, profile, { isAdmin, emailVerified })
-  if (updated.email !== target.email && !updated.emailVerified) deliverSoon(executionContextOf(c), c.var.db, c.var.config)
+  const { user: target, verificationsSent } = await loadForChange(c.var.db, c.req.valid('param').id, profile.email)
+  if (target === undefined) throw notFound('user')
+  const updated = await applyUserChanges(c.var.db, c.var.config, target, profile, { isAdmin, emailVerified }, verificationsSent)
+  if (updated.email !== target.email && !updated.emailVerified) deliverSoon(executionContextOf(c), c.env, c.var.config)
   return c.json(toPrivateUser(updated), 200)
 }
 
@@ -82,7 +85,8 @@ async function applyUserChanges(
   config: Config,
   user: UserRow,
   changes: { username?: string | undefined; email?: string | undefined },
-  flags: { isAdmin?: boolean | undefined; emailVerified?: boolean | undefined } = {},
+  flags: { isAdmin?: boolean | undefined; emailVerified?: boolean | undefined },
+  verificationsSent: number,
 ): Promise<UserRow> {
   const now = new Date()
   const emailChanged = changes.email !== undefined && changes.email.toLowerCase() !== user.email.toLowerCase()
@@ -93,19 +97,27 @@ async function applyUserChanges(
     ...(emailVerified === undefined ? {} : { emailVerified }),
     ...(flags.isAdmin === undefined ? {} : { isAdmin: flags.isAdmin }),
   }
-  // Every old row keyed first, so the unique key index sees each name the new one could shadow.
-  if (changes.username !== undefined) await backfillUsernameKeys(db)
   const statements: BatchStatements = [updateUser(db, user.id, columns, now)]
   if (emailChanged) {
     statements.push(spendTokensOf(db, user.id, 'password_reset', now))
     const email = changes.email!
-    if (emailVerified !== true && (await mayMail(db, 'email_verification', email, now))) {
+    if (emailVerified !== true && withinMailLimit(verificationsSent)) {
       const username = changes.username ?? user.username
       statements.push(...(await accountEmailStatements('email_verification', db, config, { userId: user.id, username, email }, now)))
     }
   }
   const [updated] = await db.batch(statements).catch(toConflict)
   return (updated as UserRow[])[0]!
+}
+
+/**
+ * The row a change applies to and the verification emails its new address got this hour, in one
+ * round trip (undefined user: no such id).
+ */
+function loadForChange(db: Db, rawId: string, newEmail: string | undefined) {
+  const id = parseId(rawId)
+  if (id === null) return Promise.resolve({ user: undefined, verificationsSent: 0 })
+  return loadUserForChange(db, id, newEmail ?? 'own', mailWindowStart(new Date()))
 }
 
 export const usersRouter = createRouter()

@@ -461,30 +461,46 @@ describe('GET /api/v1/users/{id}/posts', () => {
  */
 function demotingDb(real: D1Database, userId: number): D1Database {
   let armed = true
-  const wrapStatement = (statement: D1PreparedStatement, sql: string): D1PreparedStatement =>
-    new Proxy(statement, {
+  const sqlOf = new WeakMap<object, string>()
+  const originals = new WeakMap<object, D1PreparedStatement>()
+  const readsUsers = (sql: string | undefined) => sql !== undefined && /^select .* from "users"/i.test(sql)
+  const demoteOnce = async () => {
+    if (!armed) return
+    armed = false
+    await real.prepare('UPDATE users SET is_admin = 0 WHERE id = ?').bind(userId).run()
+  }
+  const wrapStatement = (statement: D1PreparedStatement, sql: string): D1PreparedStatement => {
+    const proxy = new Proxy(statement, {
       get(target, property) {
         const value = Reflect.get(target, property, target) as unknown
         if (typeof value !== 'function') return value
         if (property === 'bind') return (...args: unknown[]) => wrapStatement(target.bind(...args), sql)
-        if (typeof property === 'string' && ['all', 'raw', 'first'].includes(property) && /^select .* from "users"/i.test(sql)) {
+        if (typeof property === 'string' && ['all', 'raw', 'first'].includes(property) && readsUsers(sql)) {
           return async (...args: unknown[]) => {
             const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
-            if (armed) {
-              armed = false
-              await real.prepare('UPDATE users SET is_admin = 0 WHERE id = ?').bind(userId).run()
-            }
+            await demoteOnce()
             return result
           }
         }
         return (value as (...a: unknown[]) => unknown).bind(target)
       },
     })
+    sqlOf.set(proxy, sql)
+    originals.set(proxy, statement)
+    return proxy
+  }
   const wrap = (session: D1Database | D1DatabaseSession): D1Database =>
     new Proxy(session, {
       get(target, property) {
         const value = Reflect.get(target, property, target) as unknown
         if (property === 'prepare') return (sql: string) => wrapStatement(target.prepare(sql), sql)
+        if (property === 'batch') {
+          return async (statements: D1PreparedStatement[]) => {
+            const result = await target.batch(statements.map((s) => originals.get(s) ?? s))
+            if (statements.some((s) => readsUsers(sqlOf.get(s)))) await demoteOnce()
+            return result
+          }
+        }
         if (property === 'withSession') return (constraint?: string) => wrap((target as D1Database).withSession(constraint))
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
       },
