@@ -21,6 +21,8 @@ export const users = sqliteTable(
     emailVerified: integer({ mode: 'boolean' }).notNull().default(false),
     isAdmin: integer({ mode: 'boolean' }).notNull().default(false),
     passwordHash: text().notNull(),
+    /** A confirmed TOTP factor exists (mfa_factors): login then needs a second step. */
+    mfaEnabled: integer({ mode: 'boolean' }).notNull().default(false),
     createdAt: timestamp().notNull(),
     updatedAt: timestamp().notNull(),
     lastLoginAt: timestamp(),
@@ -55,12 +57,52 @@ export const sessions = sqliteTable(
     createdAt: timestamp().notNull(),
     rotatedAt: timestamp(),
     revokedAt: timestamp(),
+    /** A short label derived from the login's User-Agent ("Firefox on macOS"); never the raw header. */
+    deviceLabel: text(),
+    /** Country (ISO 3166-1 alpha-2) and Cloudflare location (IATA) of the login, from request.cf. */
+    loginCountry: text(),
+    loginColo: text(),
+    /** The last refresh: when, and from which country and Cloudflare location. */
+    lastUsedAt: timestamp(),
+    lastCountry: text(),
+    lastColo: text(),
   },
   (table) => [
     index('sessions_user_id_idx').on(table.userId, table.revokedAt),
     // The cron prunes expired sessions by this column.
     index('sessions_refresh_expires_at_idx').on(table.refreshExpiresAt),
   ],
+)
+
+/**
+ * A user's TOTP factor (RFC 6238). The secret is sealed with AES-GCM under a key derived from
+ * MFA_ENCRYPTION_KEY (src/lib/secret-box.ts). Active once confirmed; `lastStep` is the last time
+ * step accepted, so a code cannot be used twice. Wrong codes are counted per window.
+ */
+export const mfaFactors = sqliteTable('mfa_factors', {
+  userId: integer()
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  secretSealed: text().notNull(),
+  createdAt: timestamp().notNull(),
+  confirmedAt: timestamp(),
+  lastStep: integer(),
+  failedAttempts: integer().notNull().default(0),
+  failedWindowStart: timestamp(),
+})
+
+/** Single-use recovery codes of a factor, stored only as SHA-256 hashes. */
+export const mfaRecoveryCodes = sqliteTable(
+  'mfa_recovery_codes',
+  {
+    codeHash: text().primaryKey(),
+    userId: integer()
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    createdAt: timestamp().notNull(),
+    usedAt: timestamp(),
+  },
+  (table) => [index('mfa_recovery_codes_user_id_idx').on(table.userId)],
 )
 
 export const posts = sqliteTable(
@@ -157,5 +199,6 @@ export const emailOutbox = sqliteTable(
 
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
+export type MfaFactorRow = typeof mfaFactors.$inferSelect
 export type SubscriberRow = typeof subscribers.$inferSelect
 export type OutboxRow = typeof emailOutbox.$inferSelect
