@@ -1,5 +1,6 @@
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers'
 import { configDefaults, defineConfig } from 'vitest/config'
+import { TEST_PROVIDERS, handleProviderRequest } from './test/oidc-provider'
 
 export const TEST_JWT_SECRET = 'test-only-secret-with-at-least-32-bytes!!'
 
@@ -15,6 +16,9 @@ export default defineConfig(async () => ({
           CREDENTIALS_BY_ACCOUNT: { simple: { limit: 20, period: 60 } },
           WRITES_BY_USER: { simple: { limit: 120, period: 60 } },
         },
+        // The worker's whole outbound network in the tests: the fake OpenID Connect provider
+        // (test/oidc-provider.ts) serves JWKS at a loopback address; anything else answers 502.
+        outboundService: (request: unknown) => handleProviderRequest(request as Request),
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations('./migrations'),
           JWT_SECRET: TEST_JWT_SECRET,
@@ -23,6 +27,8 @@ export default defineConfig(async () => ({
           CORS_ORIGINS: 'https://app.example.com,http://localhost:5173',
           // The console transport is opted into, as .dev.vars does for `npm run dev`.
           MAIL_TRANSPORT: 'console',
+          MFA_ENCRYPTION_KEY: 'test-only-mfa-encryption-key-of-32-bytes!!',
+          OIDC_PROVIDERS: JSON.stringify(TEST_PROVIDERS),
         },
       },
     }),

@@ -177,7 +177,10 @@ async function main(): Promise<void> {
   const workDir = mkdtempSync(join(tmpdir(), 'edgepress-bench-geo-'))
   let mf: Miniflare | undefined
   try {
-    log('building scripts/geo-worker.ts (wrangler deploy --dry-run --minify)')
+    // Which code is measured: the commit, and the files of src/ and migrations/ changed on top of it.
+    const git = (...args: string[]) => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout.trim()
+    const code = { commit: git('rev-parse', 'HEAD'), uncommitted: git('status', '--porcelain', '--', 'src', 'migrations').split('\n').filter(Boolean) }
+    log(`building scripts/geo-worker.ts (wrangler deploy --dry-run --minify) at ${code.commit.slice(0, 7)}${code.uncommitted.length > 0 ? ` + ${code.uncommitted.length} uncommitted files in src/ and migrations/` : ''}`)
     const scriptPath = build(join(workDir, 'dist'))
     mf = new Miniflare({
       scriptPath,
@@ -448,9 +451,6 @@ async function main(): Promise<void> {
     mkdirSync(outDir, { recursive: true })
     const date = new Date().toISOString()
     const outFile = join(outDir, `geo-${date.replace(/[:.]/g, '-')}.json`)
-    const git = (...args: string[]) => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout.trim()
-    // Which code was measured: the commit, and the files of src/ changed on top of it.
-    const code = { commit: git('rev-parse', 'HEAD'), uncommittedInSrc: git('status', '--porcelain', '--', 'src').split('\n').filter(Boolean) }
     writeFileSync(outFile, `${JSON.stringify({ date, code, options: { samples: SAMPLES, posts: postIds.length, regions: REGIONS }, assumptions: rtt, waits: model, rows, targets }, null, 2)}\n`)
     log(`results written to ${outFile}`)
   } finally {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// `npm run dev`: create .dev.vars with a random JWT_SECRET (and MAIL_TRANSPORT=console) when
-// missing, apply the local D1 migrations, then start `wrangler dev`. Extra arguments go to wrangler dev
+// `npm run dev`: create .dev.vars with a random JWT_SECRET and MFA_ENCRYPTION_KEY (and
+// MAIL_TRANSPORT=console) when missing, apply the local D1 migrations, then start `wrangler dev`.
+// Extra arguments go to wrangler dev
 // (e.g. `npm run dev -- --port 8788 --var JWT_ISSUER:https://auth.example`).
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -23,13 +24,19 @@ for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => dev.kill(si
 dev.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)))
 
 function ensureDevSecret() {
+  ensureRandomVar('JWT_SECRET', 'a random JWT_SECRET')
+  ensureRandomVar('MFA_ENCRYPTION_KEY', 'a random MFA_ENCRYPTION_KEY (seals TOTP secrets)')
+}
+
+/** Writes NAME=<48 random bytes> to .dev.vars unless it holds a value of at least 32 characters. */
+function ensureRandomVar(name, what) {
   const current = existsSync(devVars) ? readFileSync(devVars, 'utf8') : ''
-  if (/^JWT_SECRET\s*=\s*\S{32,}/m.test(current)) return
-  const secret = randomBytes(48).toString('base64url')
-  const withoutOld = current.replace(/^JWT_SECRET\s*=.*\n?/m, '')
+  if (new RegExp(`^${name}\\s*=\\s*\\S{32,}`, 'm').test(current)) return
+  const value = randomBytes(48).toString('base64url')
+  const withoutOld = current.replace(new RegExp(`^${name}\\s*=.*\\n?`, 'm'), '')
   const separator = withoutOld === '' || withoutOld.endsWith('\n') ? '' : '\n'
-  writeFileSync(devVars, `${withoutOld}${separator}JWT_SECRET=${secret}\n`, { mode: 0o600 })
-  console.log('edgepress: wrote a random JWT_SECRET to .dev.vars (local only; never commit it)')
+  writeFileSync(devVars, `${withoutOld}${separator}${name}=${value}\n`, { mode: 0o600 })
+  console.log(`edgepress: wrote ${what} to .dev.vars (local only; never commit it)`)
 }
 
 // The console transport prints every email (links and tokens included) to the log: right for

@@ -25,6 +25,7 @@ export interface Env {
   SESSION_MAX_AGE?: string
   REVOCATION_CACHE_TTL?: string
   PASSWORD_PEPPER?: string
+  MFA_ENCRYPTION_KEY?: string
   PUBLIC_BASE_URL?: string
   CORS_ORIGINS?: string
   MAIL_TRANSPORT?: string
@@ -33,6 +34,7 @@ export interface Env {
   MAIL_API_URL?: string
   LOG_REQUESTS?: string
   COOKIE_SAMESITE?: string
+  OIDC_PROVIDERS?: string
 }
 
 const optionalText = z
@@ -46,6 +48,38 @@ function seconds(defaultValue: number, { min = 1 }: { min?: number } = {}) {
     z.coerce.number().int().min(min).max(10 * 365 * 86_400),
   )
 }
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
+
+/** One OpenID Connect provider of OIDC_PROVIDERS (docs/API.md § Configuration). */
+const OidcProviderSchema = z.strictObject({
+  /** The accepted `iss` values (Google uses two spellings). */
+  issuers: z.array(z.string().min(1)).min(1),
+  // HTTPS, except a loopback host (local development and the tests' fake provider).
+  jwks_uri: z.url().refine((uri) => {
+    const url = new URL(uri)
+    return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname))
+  }),
+  /** The accepted `aud` values: the iOS bundle id, the Android and web client ids. */
+  audiences: z.array(z.string().min(1)).min(1),
+  /** How the client's nonce appears in the token: its SHA-256 in hex (Apple) or as sent (Google). */
+  nonce: z.enum(['sha256', 'plain']),
+  /** The signature algorithms accepted; both Apple and Google sign with RS256. */
+  algorithms: z.array(z.enum(['RS256', 'ES256'])).min(1).default(['RS256', 'ES256']),
+})
+
+const OidcProvidersSchema = z.preprocess(
+  (value) => {
+    if (value === undefined || (typeof value === 'string' && value.trim() === '')) return {}
+    if (typeof value !== 'string') return value
+    try {
+      return JSON.parse(value) as unknown
+    } catch {
+      return null
+    }
+  },
+  z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), OidcProviderSchema),
+)
 
 const ConfigSchema = z
   .object({
@@ -68,6 +102,9 @@ const ConfigSchema = z
     // KV refuses cacheTtl below 30 s; 60 s is KV's own default.
     REVOCATION_CACHE_TTL: seconds(60, { min: 30 }),
     PASSWORD_PEPPER: optionalText,
+    MFA_ENCRYPTION_KEY: optionalText.refine((key) => key === undefined || textEncoder.encode(key).length >= 32, {
+      message: 'MFA_ENCRYPTION_KEY must be at least 32 bytes long.',
+    }),
     PUBLIC_BASE_URL: optionalText.pipe(z.url().optional()),
     CORS_ORIGINS: optionalText,
     MAIL_TRANSPORT: optionalText.pipe(z.enum(['console', 'http', 'resend']).optional()),
@@ -76,6 +113,7 @@ const ConfigSchema = z
     MAIL_API_URL: optionalText.pipe(z.url().optional()),
     LOG_REQUESTS: optionalText.pipe(z.enum(['true', 'false']).optional()),
     COOKIE_SAMESITE: optionalText.pipe(z.enum(['Strict', 'Lax', 'None']).optional()),
+    OIDC_PROVIDERS: OidcProvidersSchema,
   })
   .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
     message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
@@ -106,15 +144,28 @@ export interface TokenSettings {
   revocationCacheTtlSeconds: number
 }
 
+export interface OidcProvider {
+  name: string
+  issuers: string[]
+  jwksUri: string
+  audiences: string[]
+  algorithms: ('RS256' | 'ES256')[]
+  nonce: 'plain' | 'sha256'
+}
+
 export interface Config {
   tokens: TokenSettings
   passwordPepper: string | undefined
+  /** The secret TOTP secrets are sealed under (MFA_ENCRYPTION_KEY); unset: no factor can be enrolled. */
+  mfaEncryptionKey: string | undefined
   publicBaseUrl: string
   corsOrigins: string[]
   /** SameSite of the cookie-mode session cookies (COOKIE_SAMESITE, default Strict). */
   cookieSameSite: 'Strict' | 'Lax' | 'None'
   /** One JSON log line per request (LOG_REQUESTS, default true). */
   logRequests: boolean
+  /** Native sign-in providers by name (OIDC_PROVIDERS, default none). */
+  oidcProviders: ReadonlyMap<string, OidcProvider>
   mail: {
     /**
      * Unset: no email can be sent, and a request that would send one answers 500 naming
@@ -161,6 +212,7 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       revocationCacheTtlSeconds: env.REVOCATION_CACHE_TTL,
     },
     passwordPepper: env.PASSWORD_PEPPER,
+    mfaEncryptionKey: env.MFA_ENCRYPTION_KEY,
     publicBaseUrl: (env.PUBLIC_BASE_URL ?? 'http://localhost:8787').replace(/\/+$/, ''),
     corsOrigins: (env.CORS_ORIGINS ?? '')
       .split(',')
@@ -168,6 +220,19 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       .filter((origin) => origin !== ''),
     logRequests: env.LOG_REQUESTS !== 'false',
     cookieSameSite: env.COOKIE_SAMESITE ?? 'Strict',
+    oidcProviders: new Map(
+      Object.entries(env.OIDC_PROVIDERS).map(([name, provider]) => [
+        name,
+        {
+          name,
+          issuers: provider.issuers,
+          jwksUri: provider.jwks_uri,
+          audiences: provider.audiences,
+          algorithms: provider.algorithms,
+          nonce: provider.nonce,
+        },
+      ]),
+    ),
     mail: {
       transport: env.MAIL_TRANSPORT ?? 'unset',
       from: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',
@@ -179,7 +244,8 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
 
 function configInvalid(error: z.ZodError): ApiError {
   const problems = error.issues.map((issue) => {
-    const name = issue.path.join('.') || 'configuration'
+    // The variable, never a path into its value (an OIDC_PROVIDERS key may be anything).
+    const name = String(issue.path[0] ?? 'configuration')
     // zod's own messages can quote the received value; only our messages are safe to show.
     const message = issue.message.startsWith(name) ? issue.message : `${name} is invalid.`
     return message

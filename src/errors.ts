@@ -22,6 +22,7 @@ export const ProblemSchema = z
     code: z.enum(ERROR_CODES).openapi({ example: 'validation_failed' }),
     errors: z.array(FieldErrorSchema).optional(),
     request_id: z.string().optional(),
+    mfa_token: z.string().optional().openapi({ description: 'With `mfa_required`: the token for POST /api/v1/auth/mfa/verify' }),
   })
   .openapi('Problem', { description: 'RFC 9457 problem details' })
 
@@ -119,6 +120,7 @@ function toProblem(error: ApiError, requestId?: string): Problem {
     detail: error.detail,
     code: error.code,
     ...(error.extra.errors === undefined ? {} : { errors: error.extra.errors }),
+    ...error.extra.members,
     ...(requestId === undefined ? {} : { request_id: requestId }),
   }
 }

@@ -89,6 +89,9 @@ interface RouteSpec {
 }
 
 const longPassword = 'another correct horse battery'
+// A well-formed ID token whose signature no key of the test provider verifies (the mutations work on it).
+const FUZZ_ID_TOKEN =
+  'eyJhbGciOiJSUzI1NiIsImtpZCI6Imdvb2dsZS0xIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2FjY291bnRzLmdvb2dsZS5jb20iLCJzdWIiOiIxIn0.' + 'A'.repeat(342)
 const ROUTES: RouteSpec[] = [
   { method: 'GET', path: '/api/v1/health' },
   { method: 'GET', path: '/openapi.json' },
@@ -106,6 +109,11 @@ const ROUTES: RouteSpec[] = [
   { method: 'POST', path: '/api/v1/auth/password/reset/confirm', body: () => ({ token: 'A'.repeat(43), new_password: longPassword }) },
   { method: 'POST', path: '/api/v1/auth/email/verify', body: () => ({ token: 'A'.repeat(43) }) },
   { method: 'POST', path: '/api/v1/auth/email/resend' },
+  { method: 'GET', path: '/api/v1/auth/sessions' },
+  { method: 'DELETE', path: '/api/v1/auth/sessions/{id}' },
+  { method: 'POST', path: '/api/v1/auth/oidc/google', body: () => ({ id_token: FUZZ_ID_TOKEN, nonce: 'fuzz-nonce' }) },
+  { method: 'POST', path: '/api/v1/auth/oidc/google/link', body: () => ({ id_token: FUZZ_ID_TOKEN, nonce: 'fuzz-nonce' }) },
+  { method: 'DELETE', path: '/api/v1/auth/oidc/google/link' },
   { method: 'GET', path: '/api/v1/users' },
   { method: 'GET', path: '/api/v1/users/{id}', idOf: (f) => f.user.id },
   { method: 'GET', path: '/api/v1/users/me' },
@@ -385,7 +393,7 @@ function send(method: string, path: string, headers: Record<string, string>, bod
 // ---------------------------------------------------------------------------------------------
 // The invariant
 
-const CHECKED_TABLES = ['users', 'posts', 'subscribers', 'sessions', 'one_time_tokens']
+const CHECKED_TABLES = ['users', 'posts', 'subscribers', 'sessions', 'one_time_tokens', 'external_identities']
 
 let snapshotQueries: D1PreparedStatement[] | undefined
 

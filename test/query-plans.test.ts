@@ -8,6 +8,7 @@ import { createDb } from '../src/db/client'
 import { runScheduledMaintenance } from '../src/scheduled'
 import { BASE_URL, apiWithEnv, registerAdmin, registerAndLogin, tokenFromEmail, uniqueName } from './helpers'
 import type { TokenPair } from './helpers'
+import { TEST_PROVIDERS, signIdToken } from './oidc-provider'
 
 // Issue 6, point 2: every query the API makes on a list or lookup path is run through
 // `EXPLAIN QUERY PLAN` with the parameters it was bound with, and a full table scan fails the
@@ -358,6 +359,21 @@ describe('query plans: sessions and one-time tokens', () => {
     )
   })
 
+  it("lists and ends a user's devices through sessions_user_id_idx and the primary key", async () => {
+    const { user, tokens } = await registerAndLogin()
+    await expectStatus(call('POST', '/auth/token', { username: user.username, password: 'correct horse battery staple' }), 200)
+    const { results } = (await (await call('GET', '/auth/sessions', undefined, tokens.access_token)).json()) as { results: { id: string; current: boolean }[] }
+    const otherId = results.find((session) => !session.current)!.id
+    await expectIndexedPlans(
+      async () => {
+        await expectStatus(call('GET', '/auth/sessions', undefined, tokens.access_token), 200)
+        await expectStatus(call('DELETE', `/auth/sessions/${otherId}`, undefined, tokens.access_token), 204)
+        await expectStatus(call('DELETE', `/auth/sessions/${otherId}`, undefined, tokens.access_token), 404)
+      },
+      [/^select .* from "sessions" where \("sessions"\."user_id" = \?/, /^select "sid" from "sessions" where \("sessions"\."sid" = \?/],
+    )
+  })
+
   it('ends all sessions of a user (logout-all) through sessions_user_id_idx', async () => {
     const { tokens } = await registerAndLogin()
     await expectIndexedPlans(
@@ -465,5 +481,24 @@ describe('query plans: email outbox and maintenance', () => {
         '`CREATE INDEX sessions_refresh_expires_at_idx ON sessions (refresh_expires_at)`. ' +
         JSON.stringify(report),
     ).toBeNull()
+  })
+})
+
+describe('query plans: native sign-in (OIDC)', () => {
+  it('finds identities by (provider, sub) and by user, checks free usernames, links and unlinks through indexes', async () => {
+    const idToken = (sub: string, email: string) =>
+      signIdToken({ kid: 'google-1', iss: 'https://accounts.google.com', aud: TEST_PROVIDERS.google.audiences[0], sub, email, email_verified: true, nonce: 'plan' })
+    const sub = `plan-${uniqueName()}`
+    const email = `${uniqueName('plan')}@gmail.com`
+    await expectIndexedPlans(
+      async () => {
+        await expectStatus(call('POST', '/auth/oidc/google', { id_token: await idToken(sub, email), nonce: 'plan' }), 200)
+        await expectStatus(call('POST', '/auth/oidc/google', { id_token: await idToken(sub, email), nonce: 'plan' }), 200)
+        await expectStatus(call('POST', '/auth/oidc/google/link', { id_token: await idToken(`${sub}-2`, `${uniqueName('plan')}@gmail.com`), nonce: 'plan' }, author.tokens.access_token), 204)
+        await expectStatus(call('GET', '/users/me', undefined, author.tokens.access_token), 200)
+        await expectStatus(call('DELETE', '/auth/oidc/google/link', undefined, author.tokens.access_token), 204)
+      },
+      [/"external_identities"\."provider" = \?/, /"external_identities"\."user_id" = \?/, /^insert into "external_identities"/, /^delete from "external_identities"/, /"users"\."username_key" in/],
+    )
   })
 })

@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { api, login, makeAdmin, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
+import { TEST_PROVIDERS, signIdToken } from './oidc-provider'
 
 // The round-trip ledger (docs/design.md § Round trips): every route, on its success path and its
 // common failure paths, stays within a budget of calls to the bindings that can be far away (D1
@@ -69,6 +70,13 @@ const SIGNED_IN_WRITE: Budget = { kv: 1, d1: upTo(2), start: ['primary'], depth:
 const LOGIN: Budget = { kv: 0, d1: upTo(2), start: ['primary'], depth: upTo(2) }
 const REFRESH: Budget = { kv: 0, d1: 1, start: ['primary'], depth: 1 }
 const LOGOUT: Budget = { kv: upTo(2), d1: 1, start: ['primary'], depth: upTo(2) }
+/** The device list: security state, so read at the primary; the query overlaps the KV read. */
+const SIGNED_IN_READ_AT_PRIMARY: Budget = { kv: 1, d1: upTo(1), start: ['primary'], depth: 1 }
+/**
+ * Signing out one device: the session lookup overlaps the KV read, then the D1 row and the KV key
+ * go out together (as logout). A 404 writes nothing: one wave.
+ */
+const END_ONE_SESSION: Budget = { kv: upTo(2), d1: upTo(2), start: ['primary'], depth: upTo(2) }
 const NO_BINDINGS: Budget = { kv: 0, d1: 0, start: ['any', 'bookmark', 'primary', 'none'], depth: 0 }
 /** Anonymous writes of the credential and mailing-list flows (one lookup, one limit count, one batch). */
 const ANONYMOUS_WRITE: Budget = { kv: 0, d1: upTo(3), start: ['primary'], depth: upTo(3) }
@@ -78,6 +86,15 @@ const ANONYMOUS_WRITE: Budget = { kv: 0, d1: upTo(3), start: ['primary'], depth:
  * Round trips are traded for a failure at any step leaving the request retryable.
  */
 const END_EVERY_SESSION: Budget = { kv: upTo(8), d1: upTo(5), start: ['primary'], depth: upTo(7) }
+/** Managing the second factor: the user, the factor, the accepted step, then one batch. */
+const MFA_MANAGEMENT: Budget = { kv: 1, d1: upTo(4), start: ['primary'], depth: upTo(4) }
+
+/**
+ * A first native sign-in (OIDC): the identity lookup, one batch checking the email and the free
+ * usernames, the account with its identity, then the session. The provider's JWKS is fetched
+ * outside D1 and KV (cached per isolate and in the Cache API), so it is not counted here.
+ */
+const OIDC_SIGN_UP: Budget = { kv: 0, d1: upTo(4), start: ['primary'], depth: upTo(4) }
 
 function json(body: unknown): string {
   return JSON.stringify(body)
@@ -186,6 +203,19 @@ describe('the round-trip ledger', () => {
     await expectBudget('POST /auth/token/refresh (after logout)', await api('POST', '/auth/token/refresh', { refresh_token: next.refresh_token }), 401, { ...REFRESH, d1: upTo(2), depth: upTo(2) })
   })
 
+  it('devices: the session list and signing out one device', async () => {
+    const user = await registerUser()
+    const laptop = await login(user)
+    await login(user)
+    const listed = await expectBudget('GET /auth/sessions', await api('GET', '/auth/sessions', undefined, laptop.access_token), 200, SIGNED_IN_READ_AT_PRIMARY)
+    const { results } = (await listed.json()) as { results: { id: string; current: boolean }[] }
+    const phone = results.find((session) => !session.current)!.id
+    const end = (id: string) => api('DELETE', `/auth/sessions/${id}`, undefined, laptop.access_token)
+    await expectBudget('DELETE /auth/sessions/{id}', await end(phone), 204, END_ONE_SESSION)
+    await expectBudget('DELETE /auth/sessions/{id} (already ended)', await end(phone), 404, { ...END_ONE_SESSION, kv: 1, d1: 1, depth: 1 })
+    await expectBudget('DELETE /auth/sessions/{id} (unknown)', await end(crypto.randomUUID()), 404, { ...END_ONE_SESSION, kv: 1, d1: 1, depth: 1 })
+  })
+
   it('anonymous credential and mailing-list writes', async () => {
     const username = uniqueName('ledger')
     const email = `${username}@example.com`
@@ -215,5 +245,43 @@ describe('the round-trip ledger', () => {
     )
     const changed = { ...user, password: 'a changed password' }
     await expectBudget('DELETE /users/me', await api('DELETE', '/users/me', { password: changed.password }, await signIn(changed)), 204, END_EVERY_SESSION)
+  })
+})
+
+describe('the round-trip ledger: two-factor sign-in', () => {
+  it('enrolment and the second step of a login', async () => {
+    const { Secret, TOTP } = await import('otpauth')
+    const codeAt = (secret: string, offset: number) =>
+      new TOTP({ secret: Secret.fromBase32(secret), period: 30, digits: 6, algorithm: 'SHA1' }).generate({ timestamp: Date.now() + offset * 30_000 })
+    const { user, tokens } = await registerAndLogin()
+    const token = tokens.access_token
+    const started = await expectBudget('POST /auth/mfa/totp', await api('POST', '/auth/mfa/totp', undefined, token), 200, SIGNED_IN_WRITE)
+    const { secret } = (await started.json()) as { secret: string }
+    await expectBudget('POST /auth/mfa/totp/confirm', await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret, -1) }, token), 200, MFA_MANAGEMENT)
+    const password = await api('POST', '/auth/token', { username: user.username, password: user.password })
+    const { mfa_token: mfaToken } = (await expectBudget('POST /auth/token (mfa_required)', password, 401, LOGIN).then((res) => res.json())) as { mfa_token: string }
+    await expectBudget('POST /auth/mfa/verify', await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }), 200, ANONYMOUS_WRITE)
+    await expectBudget('POST /auth/mfa/verify (wrong code)', await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }), 401, ANONYMOUS_WRITE)
+    await expectBudget('POST /auth/mfa/recovery-codes', await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret, 1) }, token), 200, MFA_MANAGEMENT)
+  })
+})
+
+describe('the round-trip ledger: native sign-in (OIDC)', () => {
+  it('sign-up, sign-in, a refused token, link and unlink', async () => {
+    const sub = String(Math.floor(Math.random() * 1e12))
+    const email = `${uniqueName('ledger')}@gmail.com`
+    const idToken = (subject: string, address: string) =>
+      signIdToken({ kid: 'google-1', iss: 'https://accounts.google.com', aud: TEST_PROVIDERS.google.audiences[0], sub: subject, email: address, email_verified: true, nonce: 'ledger-nonce' })
+    const signIn = async (subject: string, address: string) => api('POST', '/auth/oidc/google', { id_token: await idToken(subject, address), nonce: 'ledger-nonce' })
+    await expectBudget('POST /auth/oidc/{provider} (new account)', await signIn(sub, email), 200, OIDC_SIGN_UP)
+    await expectBudget('POST /auth/oidc/{provider}', await signIn(sub, email), 200, LOGIN)
+    await expectBudget('POST /auth/oidc/{provider} (account exists)', await signIn(`${sub}0`, email), 409, OIDC_SIGN_UP)
+    await expectBudget('POST /auth/oidc/{provider} (bad token)', await api('POST', '/auth/oidc/google', { id_token: 'not.a.jwt' }), 401, { ...LOGIN, d1: 0, depth: 0, start: ['primary', 'none'] })
+
+    const { tokens } = await registerAndLogin()
+    const linkBody = { id_token: await idToken(`${sub}1`, `${uniqueName('link')}@gmail.com`), nonce: 'ledger-nonce' }
+    await expectBudget('POST /auth/oidc/{provider}/link', await api('POST', '/auth/oidc/google/link', linkBody, tokens.access_token), 204, SIGNED_IN_WRITE)
+    await expectBudget('DELETE /auth/oidc/{provider}/link', await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token), 204, SIGNED_IN_WRITE)
+    await expectBudget('DELETE /auth/oidc/{provider}/link (not linked)', await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token), 404, SIGNED_IN_WRITE)
   })
 })

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core'
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core'
 
 // Timestamps are integer milliseconds since the epoch (drizzle maps them to Date); the API renders
 // them as ISO 8601 UTC strings.
@@ -105,6 +105,29 @@ export const mfaRecoveryCodes = sqliteTable(
   (table) => [index('mfa_recovery_codes_user_id_idx').on(table.userId)],
 )
 
+/**
+ * An account at an OpenID Connect provider (Sign in with Apple, Google) that signs in to a user:
+ * the provider's name in OIDC_PROVIDERS and its stable subject. Created by a first native sign-in
+ * or by linking from a signed-in account (docs/design.md § Native sign-in (OIDC)).
+ */
+export const externalIdentities = sqliteTable(
+  'external_identities',
+  {
+    provider: text().notNull(),
+    sub: text().notNull(),
+    userId: integer()
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    /** The address the provider gave when the identity was linked (Apple's may be a relay). */
+    email: text(),
+    createdAt: timestamp().notNull(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.provider, table.sub] }),
+    index('external_identities_user_id_idx').on(table.userId),
+  ],
+)
+
 export const posts = sqliteTable(
   'posts',
   {
@@ -200,5 +223,6 @@ export const emailOutbox = sqliteTable(
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
 export type MfaFactorRow = typeof mfaFactors.$inferSelect
+export type ExternalIdentityRow = typeof externalIdentities.$inferSelect
 export type SubscriberRow = typeof subscribers.$inferSelect
 export type OutboxRow = typeof emailOutbox.$inferSelect

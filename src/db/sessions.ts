@@ -1,4 +1,4 @@
-import { and, eq, gt, gte, inArray, isNull, lt, or } from 'drizzle-orm'
+import { and, desc, eq, gt, gte, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError } from '../lib/api-error'
@@ -15,13 +15,27 @@ import type { SessionRow } from './schema'
 // (strongly consistent at the D1 primary); each revocation is mirrored to one KV key per session
 // (src/lib/revocation.ts) so that access tokens, checked without D1, stop too.
 
+/** Where a request came from, as Cloudflare saw it: ISO 3166-1 alpha-2 country, IATA colo. */
+export interface Sighting {
+  country: string | null
+  colo: string | null
+}
+
+/** What a session records of the device that logged in: a short label, never the User-Agent. */
+export interface SessionDevice extends Sighting {
+  label: string | null
+}
+
+const NOT_SEEN: Sighting = { country: null, colo: null }
+
 const toSeconds = (date: Date): number => Math.floor(date.getTime() / 1000)
 const fromSeconds = (seconds: number): Date => new Date(seconds * 1000)
 
 /**
  * Starts a login session (a new refresh family) and returns its first token pair. `alongside`
  * runs first in the same D1 batch, so e.g. `last_login_at` (or a password change that ends every
- * other session) and the new session land together or not at all.
+ * other session) and the new session land together or not at all. `device` is what the session
+ * list shows of where it started.
  */
 export async function startSession(
   db: Db,
@@ -29,6 +43,7 @@ export async function startSession(
   keys: TokenKeys,
   now: Date,
   alongside: BatchItem<'sqlite'>[] = [],
+  device?: SessionDevice,
 ): Promise<{ pair: TokenPair; sessionId: string }> {
   const subject = { userId: String(userId), sid: crypto.randomUUID() }
   const { pair, refresh } = await issueTokenPair(subject, keys, now)
@@ -39,6 +54,9 @@ export async function startSession(
     refreshIssuedAt: fromSeconds(refresh.iat),
     refreshExpiresAt: fromSeconds(refresh.exp),
     createdAt: now,
+    deviceLabel: device?.label ?? null,
+    loginCountry: device?.country ?? null,
+    loginColo: device?.colo ?? null,
   })
   const statements: BatchItem<'sqlite'>[] = [...alongside, insert]
   await db.batch(statements as BatchStatements)
@@ -50,7 +68,8 @@ export async function startSession(
  * UPDATE, so of two concurrent refreshes exactly one mints the next family member. Presenting
  * the token that was just rotated within `graceSeconds` returns the session's current refresh
  * token (same jti) and a fresh access token; presenting any other old token is reuse: the whole
- * session is revoked and 401 `token_reused` is thrown.
+ * session is revoked and 401 `token_reused` is thrown. A rotation records `seen` as the session's
+ * last use, in the same statement.
  */
 export async function rotateRefreshToken(
   db: Db,
@@ -59,6 +78,7 @@ export async function rotateRefreshToken(
   keys: TokenKeys,
   graceSeconds: number,
   now: Date,
+  seen: Sighting = NOT_SEEN,
 ): Promise<TokenPair> {
   // The success path is this one statement: it rotates only the current token of a live session
   // of this user that has not outlived SESSION_MAX_AGE. Anything else is judged below.
@@ -75,6 +95,9 @@ export async function rotateRefreshToken(
           refreshIssuedAt: fromSeconds(refresh.iat),
           refreshExpiresAt: fromSeconds(refresh.exp),
           rotatedAt: now,
+          lastUsedAt: now,
+          lastCountry: seen.country,
+          lastColo: seen.colo,
         })
         .where(
           and(
@@ -165,6 +188,54 @@ export async function isCurrentRefreshToken(db: Db, claims: TokenClaims, keys: T
   )
 }
 
+/** A session as the device list shows it. */
+export type DeviceSession = Pick<
+  SessionRow,
+  'sid' | 'createdAt' | 'lastUsedAt' | 'deviceLabel' | 'loginCountry' | 'loginColo' | 'lastCountry' | 'lastColo'
+>
+
+/** The device list shows at most this many sessions (a user with more ends them with logout-all). */
+export const MAX_LISTED_SESSIONS = 100
+
+// The sessions that can still refresh: not revoked, refresh token unexpired, within SESSION_MAX_AGE.
+function refreshableSessionsOf(userId: number, now: Date, keys: TokenKeys): SQL {
+  return and(
+    eq(sessions.userId, userId),
+    isNull(sessions.revokedAt),
+    gt(sessions.refreshExpiresAt, now),
+    gt(sessions.createdAt, new Date(now.getTime() - keys.sessionMaxAgeSeconds * 1000)),
+  )!
+}
+
+/** The user's live sessions, most recent activity (last refresh, else login) first. */
+export async function listLiveSessions(db: Db, userId: number, now: Date, keys: TokenKeys): Promise<DeviceSession[]> {
+  return db
+    .select({
+      sid: sessions.sid,
+      createdAt: sessions.createdAt,
+      lastUsedAt: sessions.lastUsedAt,
+      deviceLabel: sessions.deviceLabel,
+      loginCountry: sessions.loginCountry,
+      loginColo: sessions.loginColo,
+      lastCountry: sessions.lastCountry,
+      lastColo: sessions.lastColo,
+    })
+    .from(sessions)
+    .where(refreshableSessionsOf(userId, now, keys))
+    .orderBy(desc(sql`coalesce(${sessions.lastUsedAt}, ${sessions.createdAt})`), desc(sessions.createdAt))
+    .limit(MAX_LISTED_SESSIONS)
+}
+
+/** True if `sid` is a live session of the user: one the device list shows (or would, uncapped). */
+export async function isLiveSessionOf(db: Db, userId: number, sid: string, now: Date, keys: TokenKeys): Promise<boolean> {
+  const [row] = await db
+    .select({ sid: sessions.sid })
+    .from(sessions)
+    .where(and(eq(sessions.sid, sid), refreshableSessionsOf(userId, now, keys)))
+    .limit(1)
+  return row !== undefined
+}
+
 /**
  * Ends the given sessions of a user (logout, reuse detection): the D1 rows (refresh stops at once,
  * everywhere) and one KV key per session so its access tokens stop too, both in one round trip.
@@ -219,6 +290,27 @@ export async function endAllSessions(
   const written = await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: true, exceptSid: ownSid })
   await db.update(sessions).set({ revokedAt: now }).where(liveSessionsOf(userId, now, keys))
   await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: false, alreadyWritten: written, ownSid })
+}
+
+/**
+ * Ends every session of a user but the caller's (turning two-factor sign-in off): the other
+ * sessions' KV keys first, then their D1 rows, then the keys of any that started in between.
+ */
+export async function endOtherSessions(
+  db: Db,
+  kv: KVNamespace,
+  userId: number,
+  ownSid: string,
+  reason: string,
+  now: Date,
+  keys: TokenKeys,
+): Promise<void> {
+  const written = await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: true, exceptSid: ownSid })
+  await db
+    .update(sessions)
+    .set({ revokedAt: now })
+    .where(and(liveSessionsOf(userId, now, keys), ne(sessions.sid, ownSid)))
+  await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: false, alreadyWritten: written, exceptSid: ownSid })
 }
 
 /** The UPDATE that ends every live session of a user, for a batch with the change behind it. */

@@ -6,6 +6,7 @@ import { parseId } from '../lib/ids'
 import type { TokenKeys } from '../lib/token-keys'
 import { usernameKey } from '../lib/usernames'
 import type { Db } from './client'
+import { providersOf } from './external-identities'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
 import { oneTimeTokens, users } from './schema'
@@ -99,10 +100,11 @@ export async function loadUserForChange(
   userId: number,
   mailTo: string | 'own',
   since: Date,
-): Promise<{ user: UserRow | undefined; verificationsSent: number }> {
+): Promise<{ user: UserRow | undefined; providers: string[]; verificationsSent: number }> {
   const address = mailTo === 'own' ? sql`(select ${users.email} from ${users} where ${users.id} = ${userId})` : mailTo
-  const [found, sent, unkeyed] = await db.batch([
+  const [found, linked, sent, unkeyed] = await db.batch([
     db.select().from(users).where(eq(users.id, userId)),
+    providersOf(db, userId),
     db
       .select({ sent: count() })
       .from(oneTimeTokens)
@@ -116,7 +118,16 @@ export async function loadUserForChange(
     unkeyedUsers(db),
   ])
   if (unkeyed.length > 0) await backfillUsernameKeys(db)
-  return { user: found[0], verificationsSent: sent[0]?.sent ?? 0 }
+  return { user: found[0], providers: linked.map((row) => row.provider), verificationsSent: sent[0]?.sent ?? 0 }
+}
+
+/** The authenticated user's row and linked sign-in providers, in one round trip (refused as loadAuthenticatedUser). */
+export async function loadPrivateUser(db: Db, userId: string): Promise<{ user: UserRow; providers: string[] }> {
+  const id = parseId(userId)
+  const [found, linked] = id === null ? [[], []] : await db.batch([db.select().from(users).where(eq(users.id, id)), providersOf(db, id)])
+  const user = found[0]
+  if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  return { user, providers: linked.map((row) => row.provider) }
 }
 
 /** The authenticated user's row; a token whose subject no longer exists is refused (docs/API.md, precise point 2). */
@@ -139,10 +150,35 @@ export function listUsers(db: Db, window: KeysetWindow): Promise<Pick<UserRow, '
 /** The INSERT of a new account, returning its row; run it in a batch with `toConflict` as catch. */
 export function insertUser(
   db: Db,
-  account: { username: string; email: string; passwordHash: string },
+  account: { username: string; email: string; passwordHash: string; emailVerified?: boolean },
   now: Date,
 ) {
   return db.insert(users).values({ ...account, usernameKey: usernameKey(account.username), createdAt: now, updatedAt: now }).returning()
+}
+
+/**
+ * What creating an account for a sign-in provider needs, in one round trip: whether the email
+ * belongs to an account, and the first of `candidates` no account holds (by key or lower()).
+ * Rows written before username keys existed are keyed first when any remain (rare).
+ */
+export async function signUpChecks(db: Db, email: string, candidates: string[]): Promise<{ emailTaken: boolean; username: string | undefined }> {
+  const keys = candidates.map(usernameKey)
+  const lowered = candidates.map((name) => name.toLowerCase())
+  const taken = () =>
+    db
+      .select({ key: users.usernameKey, lowered: sql<string>`lower(${users.username})` })
+      .from(users)
+      .where(or(inArray(users.usernameKey, keys), inArray(sql`lower(${users.username})`, lowered)))
+  const [owner, first, unkeyed] = await db.batch([db.select({ id: users.id }).from(users).where(emailIs(email)), taken(), unkeyedUsers(db)])
+  let rows = first
+  if (unkeyed.length > 0) {
+    await backfillUsernameKeys(db)
+    rows = await taken()
+  }
+  const takenKeys = new Set(rows.map((row) => row.key))
+  const takenLowered = new Set(rows.map((row) => row.lowered))
+  const username = candidates.find((_, index) => !takenKeys.has(keys[index]!) && !takenLowered.has(lowered[index]!))
+  return { emailTaken: owner.length > 0, username }
 }
 
 /** A subquery yielding the id of the user with this email: for statements batched with its INSERT. */

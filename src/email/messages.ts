@@ -72,3 +72,37 @@ export function subscriptionConfirmationMessage(
     headers: { 'List-Unsubscribe': `<${unsubscribeLink}>` },
   }
 }
+
+export type SecurityEvent = 'mfa_enabled' | 'mfa_disabled' | 'recovery_code_used'
+
+const SECURITY_EVENTS: Record<SecurityEvent, { subject: string; what: string }> = {
+  mfa_enabled: {
+    subject: 'Two-factor sign-in is on for your edgepress account',
+    what: 'Two-factor sign-in was turned on for your account: signing in now also needs a code from your authenticator app.',
+  },
+  mfa_disabled: {
+    subject: 'Two-factor sign-in is off for your edgepress account',
+    what: 'Two-factor sign-in was turned off for your account, and every other session was signed out.',
+  },
+  recovery_code_used: {
+    subject: 'A recovery code was used to sign in to edgepress',
+    what: 'Someone signed in to your account with one of your two-factor recovery codes.',
+  },
+}
+
+/** Tells the account owner about a change to how their account signs in. */
+export function securityEventMessage(to: string, username: string, event: SecurityEvent): EmailMessage {
+  const { subject, what } = SECURITY_EVENTS[event]
+  return {
+    to,
+    subject,
+    text: [
+      `Hello ${username},`,
+      '',
+      what,
+      '',
+      'If this was you, there is nothing to do. If it was not, reset your password at once and sign',
+      'out every session (POST /api/v1/auth/logout-all), then turn two-factor sign-in on again.',
+    ].join('\n'),
+  }
+}

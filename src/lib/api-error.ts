@@ -2,6 +2,7 @@
 export const ERROR_CODES = [
   'validation_failed',
   'invalid_credentials',
+  'mfa_required',
   'not_authenticated',
   'token_invalid',
   'token_expired',
@@ -12,6 +13,7 @@ export const ERROR_CODES = [
   'conflict',
   'username_taken',
   'email_taken',
+  'account_exists',
   'rate_limited',
   'payload_too_large',
   'unsupported_media_type',
@@ -32,6 +34,8 @@ export interface FieldError {
 
 interface ApiErrorExtra {
   errors?: FieldError[]
+  /** Extension members of the problem body (RFC 9457 § 3.2), e.g. `mfa_token`. */
+  members?: { mfa_token?: string }
   headers?: Record<string, string>
   cause?: unknown
 }

@@ -3,7 +3,17 @@ import type { JWTPayload } from 'jose'
 import { ApiError } from './api-error'
 import type { TokenKeys } from './token-keys'
 
-export type TokenType = 'access' | 'refresh'
+export type TokenType = 'access' | 'refresh' | 'mfa'
+
+// An MFA token proves the password step of a login and nothing else: it is accepted only by the
+// second step (POST /auth/mfa/verify), for this long.
+const MFA_TOKEN_TTL_SECONDS = 300
+
+const TYPE_REQUIRED: Record<TokenType, string> = {
+  access: 'An access token is required.',
+  refresh: 'A refresh token is required.',
+  mfa: 'An MFA token is required.',
+}
 
 /** The claims edgepress relies on, after verification. Times are epoch seconds. */
 export interface TokenClaims {
@@ -57,7 +67,7 @@ export function newClaims(
   now: Date,
 ): TokenClaims {
   const iat = Math.floor(now.getTime() / 1000)
-  const ttl = tokenType === 'access' ? keys.accessTtlSeconds : keys.refreshTtlSeconds
+  const ttl = tokenType === 'access' ? keys.accessTtlSeconds : tokenType === 'refresh' ? keys.refreshTtlSeconds : MFA_TOKEN_TTL_SECONDS
   return { sub: subject.userId, sid: subject.sid, jti: crypto.randomUUID(), tokenType, iat, exp: iat + ttl }
 }
 
@@ -86,6 +96,14 @@ export async function issueTokenPair(
   const access = newClaims('access', subject, keys, now)
   const refresh = newClaims('refresh', subject, keys, now)
   return { pair: await toTokenPair(access, refresh, keys), access, refresh }
+}
+
+/**
+ * The token a login's password step answers with when the account has a second factor: its own
+ * type, a fresh random `sid` (it belongs to no session), valid for MFA_TOKEN_TTL_SECONDS.
+ */
+export async function issueMfaToken(userId: string, keys: TokenKeys, now: Date): Promise<string> {
+  return signToken(newClaims('mfa', { userId, sid: crypto.randomUUID() }, keys, now), keys)
 }
 
 /**
@@ -122,8 +140,10 @@ export async function verifyToken(
   // The leeway forgives a minter whose clock runs ahead (nbf, iat); expiry itself is exact.
   if (claims.exp <= nowSeconds) throw expiredToken()
   if (claims.iat > nowSeconds + keys.leewaySeconds) throw invalidToken('The token was issued in the future.')
-  if (expected !== 'any' && claims.tokenType !== expected) {
-    throw invalidToken(expected === 'access' ? 'An access token is required.' : 'A refresh token is required.')
+  // `any` means a token of a session (access or refresh): an MFA token is accepted nowhere but
+  // where it is expected by name.
+  if (expected === 'any' ? claims.tokenType === 'mfa' : claims.tokenType !== expected) {
+    throw invalidToken(expected === 'any' ? 'An access or refresh token is required.' : TYPE_REQUIRED[expected])
   }
   return claims
 }
@@ -132,7 +152,7 @@ function toClaims(payload: JWTPayload): TokenClaims {
   const { sub, jti, sid, token_type: tokenType, iat, exp } = payload
   const nonEmpty = (value: unknown): value is string => typeof value === 'string' && value !== '' && value.length <= 256
   if (!nonEmpty(sub) || !nonEmpty(jti) || !nonEmpty(sid)) throw invalidToken('The token claims are invalid.')
-  if (tokenType !== 'access' && tokenType !== 'refresh') throw invalidToken('The token type is invalid.')
+  if (tokenType !== 'access' && tokenType !== 'refresh' && tokenType !== 'mfa') throw invalidToken('The token type is invalid.')
   if (typeof iat !== 'number' || typeof exp !== 'number') throw invalidToken('The token claims are invalid.')
   return { sub, jti, sid, tokenType, iat, exp }
 }

@@ -56,3 +56,13 @@ export function usernameKey(username: string): string {
   const fold = (text: string): string => text.toLowerCase().toUpperCase().toLowerCase()
   return fold(fold(username.normalize('NFKC')).normalize('NFKC')).normalize('NFKC')
 }
+
+/**
+ * A username for an account created by a sign-in provider, from its email's local part: letters,
+ * digits, ".", "_" and "-" only, at most 30 characters; "user" when too little is left.
+ */
+export function usernameFromEmail(email: string | undefined): string {
+  const local = (email ?? '').split('@')[0]!.split('+')[0]!
+  const kept = local.replace(/[^A-Za-z0-9._-]/g, '').slice(0, 30)
+  return kept.length >= 3 && usernameProblem(kept) === null ? kept : 'user'
+}

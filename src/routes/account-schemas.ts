@@ -44,6 +44,8 @@ export const PrivateUserSchema = z
     email: z.string().openapi({ example: 'alice@example.com' }),
     email_verified: z.boolean(),
     is_admin: z.boolean(),
+    mfa_enabled: z.boolean().openapi({ description: 'Two-factor sign-in (TOTP) is on' }),
+    providers: z.array(z.string()).openapi({ description: 'The sign-in providers linked to the account (OIDC_PROVIDERS names)', example: ['apple'] }),
     created_at: Timestamp,
     last_login_at: Timestamp.nullable(),
   })
@@ -52,13 +54,15 @@ export const PrivateUserSchema = z
 export type PrivateUser = z.infer<typeof PrivateUserSchema>
 
 /** The owner's view of a user row. Written by hand so no column (password_hash) leaks by default. */
-export function toPrivateUser(user: UserRow): PrivateUser {
+export function toPrivateUser(user: UserRow, providers: string[]): PrivateUser {
   return {
     id: user.id,
     username: user.username,
     email: user.email,
     email_verified: user.emailVerified,
     is_admin: user.isAdmin,
+    mfa_enabled: user.mfaEnabled,
+    providers,
     created_at: user.createdAt.toISOString(),
     last_login_at: user.lastLoginAt?.toISOString() ?? null,
   }

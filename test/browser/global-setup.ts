@@ -84,6 +84,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
         '--var', `CORS_ORIGINS:${appUrl}`,
         '--var', 'LOG_REQUESTS:false',
         '--var', 'MAIL_TRANSPORT:console',
+        '--var', `MFA_ENCRYPTION_KEY:${randomBytes(36).toString('base64url')}`,
         '--var', `PUBLIC_BASE_URL:${apiUrl}`,
       ],
       { cwd: root, env, detached: true, stdio: ['ignore', logFd, logFd] },

@@ -5,6 +5,7 @@ import { accountEmailStatements, deliverSoon, mailWindowStart, mayMail, withinMa
 import { assertMailConfigured } from '../../email/transports'
 import { NO_STORE } from '../../http/conditional-get'
 import { setSessionCookies } from '../../http/cookie-session'
+import { deviceOf } from '../../http/device'
 import { ApiError } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
 import { hashPassword, verifyPassword } from '../../lib/passwords'
@@ -34,7 +35,7 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
     revokeLiveSessions(db, user.id, now, tokenKeys),
     setPassword(db, user.id, passwordHash, now),
     spendTokensOf(db, user.id, 'password_reset', now),
-  ])
+  ], deviceOf(c))
   await completeRevocation(db, kv, user.id, 'password change', now, tokenKeys, written, auth.sessionId)
   // A web app that came by cookie keeps its tokens out of page scripts: new cookies, no tokens.
   if (auth.viaCookie) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)

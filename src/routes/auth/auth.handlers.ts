@@ -13,10 +13,11 @@ import {
   wantsCookies,
 } from '../../http/cookie-session'
 import { NO_STORE, PRIVATE_NO_STORE } from '../../http/conditional-get'
+import { deviceOf, sightingOf } from '../../http/device'
 import { ApiError } from '../../lib/api-error'
 import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
 import { assertSessionNotRevoked } from '../../lib/revocation'
-import { verifyToken } from '../../lib/tokens'
+import { issueMfaToken, verifyToken } from '../../lib/tokens'
 import { limitByAccount, limitByUser } from '../../middleware/rate-limit'
 import { API_PREFIX, createRouter, executionContextOf } from '../../router'
 import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
@@ -24,6 +25,12 @@ import { toPrivateUser } from '../account-schemas'
 import * as account from './account.handlers'
 import * as accountRoutes from './account.routes'
 import * as routes from './auth.routes'
+import * as mfa from './mfa.handlers'
+import * as mfaRoutes from './mfa.routes'
+import * as oidc from './oidc.handlers'
+import * as oidcRoutes from './oidc.routes'
+import * as devices from './sessions.handlers'
+import * as devicesRoutes from './sessions.routes'
 
 export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const { username, email, password } = c.req.valid('json')
@@ -44,7 +51,7 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   deliverSoon(executionContextOf(c), c.env, config)
   c.header('Location', `${API_PREFIX}/users/${user.id}`)
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(toPrivateUser(user), 201)
+  return c.json(toPrivateUser(user, []), 201)
 }
 
 // /auth/login is an alias: both routes come from one factory and share this handler.
@@ -63,10 +70,17 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
     throw new ApiError(401, 'invalid_credentials', 'The username or password is incorrect.')
   }
   const now = new Date()
+  // With a second factor the password step ends here: an MFA token for POST /auth/mfa/verify,
+  // which starts the session. No cookie, no token pair.
+  if (user.mfaEnabled) {
+    throw new ApiError(401, 'mfa_required', 'A second factor is required: send the code with this mfa_token to POST /api/v1/auth/mfa/verify.', {
+      members: { mfa_token: await issueMfaToken(String(user.id), tokenKeys, now) },
+    })
+  }
   const upgradedHash = needsRehash(user.passwordHash, config.passwordPepper)
     ? await hashPassword(password, config.passwordPepper)
     : undefined
-  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin(db, user.id, now, upgradedHash)])
+  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin(db, user.id, now, upgradedHash)], deviceOf(c))
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
   c.header('Cache-Control', NO_STORE)
   return c.json(pair, 200)
@@ -114,7 +128,7 @@ export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
   }
   const claims = await verifyToken(presented, 'refresh', tokenKeys, now)
   if (fromCookie !== undefined) await assertCsrfToken(c, claims.sid, config)
-  const pair = await rotateRefreshToken(db, c.var.kv, claims, tokenKeys, config.tokens.reuseGraceSeconds, now)
+  const pair = await rotateRefreshToken(db, c.var.kv, claims, tokenKeys, config.tokens.reuseGraceSeconds, now, sightingOf(c))
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, claims.sid, config), 200)
   c.header('Cache-Control', NO_STORE)
   return c.json(pair, 200)
@@ -128,7 +142,8 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(c.var.db, claims, c.var.tokenKeys, new Date()))) {
     throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')
   }
-  return c.json({ token_type: claims.tokenType, sub: claims.sub, exp: claims.exp }, 200)
+  // verifyToken('any') refuses MFA tokens: what is left is a session's access or refresh token.
+  return c.json({ token_type: claims.tokenType as 'access' | 'refresh', sub: claims.sub, exp: claims.exp }, 200)
 }
 
 export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c) => {
@@ -156,9 +171,19 @@ export const authRouter = createRouter()
   .openapi(routes.verify, verify)
   .openapi(routes.logout, logout)
   .openapi(routes.logoutAll, logoutAll)
+  .openapi(devicesRoutes.listSessions, devices.listSessions)
+  .openapi(devicesRoutes.endSession, devices.endSession)
   .openapi(accountRoutes.passwordChange, account.passwordChange)
   .openapi(accountRoutes.passwordReset, account.passwordReset)
   .openapi(accountRoutes.passwordResetConfirm, account.passwordResetConfirm)
   .openapi(accountRoutes.emailVerify, account.emailVerify)
   .openapi(accountRoutes.emailResend, account.emailResend)
+  .openapi(mfaRoutes.enroll, mfa.enroll)
+  .openapi(mfaRoutes.confirm, mfa.confirm)
+  .openapi(mfaRoutes.disable, mfa.disable)
+  .openapi(mfaRoutes.regenerateRecoveryCodes, mfa.regenerateRecoveryCodes)
+  .openapi(mfaRoutes.verify, mfa.verify)
+  .openapi(oidcRoutes.signIn, oidc.signIn)
+  .openapi(oidcRoutes.link, oidc.link)
+  .openapi(oidcRoutes.unlink, oidc.unlink)
 

@@ -87,7 +87,8 @@ export const token = createRoute({
   summary: 'Log in: exchange credentials for a token pair',
   description:
     'Credentials as a JSON or form body `{username, password}` (username may be the email), ' +
-    'or HTTP Basic with no body. Unknown user and wrong password get the same 401.',
+    'or HTTP Basic with no body. Unknown user and wrong password get the same 401. An account with a ' +
+    'second factor answers 401 `mfa_required` with an `mfa_token` for POST /auth/mfa/verify.',
   // {} makes HTTP Basic optional: the credentials may come in the body instead.
   security: [{}, { Basic: [] }] as Array<Record<string, string[]>>,
   middleware: [atPrimaryWithForms, limitByClientIp('token')] as const,

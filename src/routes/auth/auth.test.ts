@@ -18,7 +18,7 @@ import { hashPassword } from '../../lib/passwords'
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
-const PRIVATE_VIEW_KEYS = ['created_at', 'email', 'email_verified', 'id', 'is_admin', 'last_login_at', 'username']
+const PRIVATE_VIEW_KEYS = ['created_at', 'email', 'email_verified', 'id', 'is_admin', 'last_login_at', 'mfa_enabled', 'providers', 'username']
 // The KV key of a revoked session; src/lib/revocation.ts owns the prefix.
 const revokedSessionKey = (sid: string): string => `sid:${sid}`
 

@@ -3,7 +3,7 @@ import type { BatchStatements, Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
 import { spendTokensOf } from '../../db/one-time-tokens'
-import { deleteUser, findUserById, listUsers, loadAuthenticatedUser, loadUserForChange, toConflict, updateUser } from '../../db/users'
+import { deleteUser, findUserById, listUsers, loadAuthenticatedUser, loadPrivateUser, loadUserForChange, toConflict, updateUser } from '../../db/users'
 import type { UserChanges } from '../../db/users'
 import { accountEmailStatements, deliverSoon, mailWindowStart, withinMailLimit } from '../../email/account-emails'
 import { PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
@@ -32,19 +32,19 @@ export const get: AppRouteHandler<typeof routes.get> = async (c) => {
 }
 
 export const getMe: AppRouteHandler<typeof routes.getMe, AuthedEnv> = async (c) => {
-  const user = await loadAuthenticatedUser(c.var.db, c.var.auth.userId)
+  const { user, providers } = await loadPrivateUser(c.var.db, c.var.auth.userId)
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(toPrivateUser(user), 200)
+  return c.json(toPrivateUser(user, providers), 200)
 }
 
 export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = async (c) => {
   const changes = c.req.valid('json')
-  const { user, verificationsSent } = await loadForChange(c.var.db, c.var.auth.userId, changes.email)
+  const { user, providers, verificationsSent } = await loadForChange(c.var.db, c.var.auth.userId, changes.email)
   if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
   const updated = await applyUserChanges(c.var.db, c.var.config, user, changes, {}, verificationsSent)
   if (updated.email !== user.email) deliverSoon(executionContextOf(c), c.env, c.var.config)
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(toPrivateUser(updated), 200)
+  return c.json(toPrivateUser(updated, providers), 200)
 }
 
 export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = async (c) => {
@@ -59,11 +59,11 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
 
 export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> = async (c) => {
   const { is_admin: isAdmin, email_verified: emailVerified, ...profile } = c.req.valid('json')
-  const { user: target, verificationsSent } = await loadForChange(c.var.db, c.req.valid('param').id, profile.email)
+  const { user: target, providers, verificationsSent } = await loadForChange(c.var.db, c.req.valid('param').id, profile.email)
   if (target === undefined) throw notFound('user')
   const updated = await applyUserChanges(c.var.db, c.var.config, target, profile, { isAdmin, emailVerified }, verificationsSent)
   if (updated.email !== target.email && !updated.emailVerified) deliverSoon(executionContextOf(c), c.env, c.var.config)
-  return c.json(toPrivateUser(updated), 200)
+  return c.json(toPrivateUser(updated, providers), 200)
 }
 
 export const adminDelete: AppRouteHandler<typeof routes.adminDelete, AdminEnv> = async (c) => {
@@ -116,7 +116,7 @@ async function applyUserChanges(
  */
 function loadForChange(db: Db, rawId: string, newEmail: string | undefined) {
   const id = parseId(rawId)
-  if (id === null) return Promise.resolve({ user: undefined, verificationsSent: 0 })
+  if (id === null) return Promise.resolve({ user: undefined, providers: [], verificationsSent: 0 })
   return loadUserForChange(db, id, newEmail ?? 'own', mailWindowStart(new Date()))
 }
 

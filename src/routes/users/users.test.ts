@@ -16,7 +16,7 @@ import {
 } from '../../../test/helpers'
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
-const PRIVATE_VIEW_KEYS = ['created_at', 'email', 'email_verified', 'id', 'is_admin', 'last_login_at', 'username']
+const PRIVATE_VIEW_KEYS = ['created_at', 'email', 'email_verified', 'id', 'is_admin', 'last_login_at', 'mfa_enabled', 'providers', 'username']
 
 function me(headers: Record<string, string> = {}): Promise<Response> {
   return api('GET', '/users/me', undefined, undefined, headers)
@@ -38,9 +38,12 @@ describe('GET /api/v1/users/me', () => {
       'id',
       'is_admin',
       'last_login_at',
+      'mfa_enabled',
+      'providers',
       'username',
     ])
     expect(body).toMatchObject({
+      providers: [],
       id: user.id,
       username: user.username,
       email: user.email,

@@ -1,0 +1,80 @@
+import { and, eq, exists, ne, or, sql } from 'drizzle-orm'
+import type { SQL } from 'drizzle-orm'
+import type { BatchItem } from 'drizzle-orm/batch'
+import type { Db } from './client'
+import { externalIdentities, users } from './schema'
+import type { UserRow } from './schema'
+
+/**
+ * The password_hash of an account created by a sign-in provider: not a hash at all, so no password
+ * ever matches it (verifyPassword refuses what it cannot parse). A password reset sets a real one.
+ */
+export const NO_PASSWORD = '!oidc'
+
+export const hasPassword = (user: Pick<UserRow, 'passwordHash'>): boolean => user.passwordHash !== NO_PASSWORD
+
+/** The user an identity signs in to, if it is linked. */
+export async function findUserByIdentity(db: Db, provider: string, sub: string): Promise<UserRow | undefined> {
+  const [row] = await db
+    .select({ user: users })
+    .from(externalIdentities)
+    .innerJoin(users, eq(users.id, externalIdentities.userId))
+    .where(and(eq(externalIdentities.provider, provider), eq(externalIdentities.sub, sub)))
+  return row?.user
+}
+
+/** The providers linked to a user, by name: a statement to batch with the user's row. */
+export function providersOf(db: Db, userId: number) {
+  return db
+    .select({ provider: externalIdentities.provider, sub: externalIdentities.sub })
+    .from(externalIdentities)
+    .where(eq(externalIdentities.userId, userId))
+    .orderBy(externalIdentities.provider)
+}
+
+/** Links an identity to a user (`userId` may be a subquery for a user inserted in the same batch). */
+export function linkIdentity(
+  db: Db,
+  identity: { provider: string; sub: string; email: string | undefined },
+  userId: number | SQL,
+  now: Date,
+): BatchItem<'sqlite'> {
+  return db.insert(externalIdentities).values({
+    provider: identity.provider,
+    sub: identity.sub,
+    email: identity.email ?? null,
+    userId,
+    createdAt: now,
+  })
+}
+
+/**
+ * Unlinks the user's identity at this provider unless it is the account's last way to sign in (no
+ * password, no other provider): checked in the same statement, so two concurrent unlinks cannot
+ * both pass. Returns the rows removed.
+ */
+export function unlinkIdentity(db: Db, userId: number, provider: string) {
+  const other = db
+    .select({ one: sql`1` })
+    .from(externalIdentities)
+    .where(and(eq(externalIdentities.userId, userId), ne(externalIdentities.provider, provider)))
+  const passwordOf = sql`(select ${users.passwordHash} from ${users} where ${users.id} = ${userId})`
+  return db
+    .delete(externalIdentities)
+    .where(
+      and(
+        eq(externalIdentities.userId, userId),
+        eq(externalIdentities.provider, provider),
+        or(sql`${passwordOf} <> ${NO_PASSWORD}`, exists(other)),
+      ),
+    )
+    .returning({ sub: externalIdentities.sub })
+}
+
+/** The owner of an identity, if linked: a statement to batch. */
+export function identityOwner(db: Db, provider: string, sub: string) {
+  return db
+    .select({ userId: externalIdentities.userId })
+    .from(externalIdentities)
+    .where(and(eq(externalIdentities.provider, provider), eq(externalIdentities.sub, sub)))
+}
