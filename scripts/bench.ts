@@ -25,6 +25,7 @@ import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
 import { root, runWrangler } from './d1'
+import { readWranglerToml } from './worker-config'
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -108,40 +109,6 @@ function cannon(options: AutocannonOptions): Promise<AutocannonResult> {
   return new Promise((resolve, reject) => {
     autocannon(options, (err, result) => (err ? reject(err) : resolve(result)))
   })
-}
-
-// ---- wrangler.toml (only the keys the bench needs) ------------------------------------------
-
-interface WorkerConfig {
-  compatibilityDate: string
-  compatibilityFlags: string[]
-  vars: Record<string, string>
-  rateLimits: string[]
-}
-
-function readWranglerToml(): WorkerConfig {
-  const text = readFileSync(join(root, 'wrangler.toml'), 'utf8')
-  const config: WorkerConfig = { compatibilityDate: '', compatibilityFlags: [], vars: {}, rateLimits: [] }
-  let section = ''
-  for (const rawLine of text.split('\n')) {
-    const line = rawLine.trim()
-    if (line === '' || line.startsWith('#')) continue
-    const header = /^\[\[?([^\]]+)\]\]?$/.exec(line)
-    if (header) {
-      section = header[1] ?? ''
-      continue
-    }
-    const pair = /^([A-Za-z0-9_]+)\s*=\s*(.+)$/.exec(line)
-    if (!pair) continue
-    const [, key = '', value = ''] = pair
-    const string = /^"((?:[^"\\]|\\.)*)"/.exec(value)?.[1]
-    if (section === '' && key === 'compatibility_date' && string !== undefined) config.compatibilityDate = string
-    if (section === '' && key === 'compatibility_flags') config.compatibilityFlags = [...value.matchAll(/"([^"]*)"/g)].map((m) => m[1] ?? '')
-    if (section === 'vars' && string !== undefined) config.vars[key] = JSON.parse(`"${string}"`) as string
-    if (section === 'ratelimits' && key === 'name' && string !== undefined) config.rateLimits.push(string)
-  }
-  if (config.compatibilityDate === '') throw new Error('wrangler.toml has no compatibility_date')
-  return config
 }
 
 // ---- helpers --------------------------------------------------------------------------------

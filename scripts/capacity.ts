@@ -31,14 +31,15 @@
 //   --limit-gb G     the database size limit assumed (default 10: D1 on Workers Paid)
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
-import { literal, root, runWrangler } from './d1'
+import { literal, runWrangler } from './d1'
+import { readWranglerToml } from './worker-config'
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -73,42 +74,6 @@ const LIMIT_BYTES = positiveNumber('--limit-gb', flags['limit-gb'], 10, false) *
 const RATE_LIMIT = 1_000_000_000
 /** D1 refuses SQL statements over 100 KB; the seeding stays below with a margin. */
 const MAX_STATEMENT_BYTES = 90_000
-
-// ---- wrangler.toml (only the keys needed here) -----------------------------------------------
-
-interface WorkerConfig {
-  compatibilityDate: string
-  compatibilityFlags: string[]
-  vars: Record<string, string>
-  rateLimits: string[]
-  databaseId: string
-}
-
-function readWranglerToml(): WorkerConfig {
-  const text = readFileSync(join(root, 'wrangler.toml'), 'utf8')
-  const config: WorkerConfig = { compatibilityDate: '', compatibilityFlags: [], vars: {}, rateLimits: [], databaseId: '' }
-  let section = ''
-  for (const rawLine of text.split('\n')) {
-    const line = rawLine.trim()
-    if (line === '' || line.startsWith('#')) continue
-    const header = /^\[\[?([^\]]+)\]\]?$/.exec(line)
-    if (header) {
-      section = header[1] ?? ''
-      continue
-    }
-    const pair = /^([A-Za-z0-9_]+)\s*=\s*(.+)$/.exec(line)
-    if (!pair) continue
-    const [, key = '', value = ''] = pair
-    const string = /^"((?:[^"\\]|\\.)*)"/.exec(value)?.[1]
-    if (section === '' && key === 'compatibility_date' && string !== undefined) config.compatibilityDate = string
-    if (section === '' && key === 'compatibility_flags') config.compatibilityFlags = [...value.matchAll(/"([^"]*)"/g)].map((m) => m[1] ?? '')
-    if (section === 'vars' && string !== undefined) config.vars[key] = JSON.parse(`"${string}"`) as string
-    if (section === 'ratelimits' && key === 'name' && string !== undefined) config.rateLimits.push(string)
-    if (section === 'd1_databases' && key === 'database_id' && string !== undefined && config.databaseId === '') config.databaseId = string
-  }
-  if (config.compatibilityDate === '' || config.databaseId === '') throw new Error('wrangler.toml has no compatibility_date or D1 database_id')
-  return config
-}
 
 // ---- helpers --------------------------------------------------------------------------------
 
