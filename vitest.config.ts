@@ -25,8 +25,6 @@ export default defineConfig(async () => ({
           // One log line per request would bury test failures; src/middleware/observe.test.ts turns it back on.
           LOG_REQUESTS: 'false',
           CORS_ORIGINS: 'https://app.example.com,http://localhost:5173',
-          // The console transport is opted into, as .dev.vars does for `npm run dev`.
-          MAIL_TRANSPORT: 'console',
           MFA_ENCRYPTION_KEY: 'test-only-mfa-encryption-key-of-32-bytes!!',
           OIDC_PROVIDERS: JSON.stringify(TEST_PROVIDERS),
         },

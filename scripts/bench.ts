@@ -217,7 +217,7 @@ async function main(): Promise<void> {
       ratelimits: Object.fromEntries(
         config.rateLimits.map((name) => [name, { simple: { limit: BENCH_RATE_LIMIT, period: 60 as const } }]),
       ),
-      bindings: { ...config.vars, JWT_SECRET: jwtSecret, LOG_REQUESTS: 'false', MAIL_TRANSPORT: 'console', MFA_ENCRYPTION_KEY: jwtSecret },
+      bindings: { ...config.vars, JWT_SECRET: jwtSecret, LOG_REQUESTS: 'false', MFA_ENCRYPTION_KEY: jwtSecret },
       logRequests: false,
       // The worker's stdout is console.log (e.g. MAIL_TRANSPORT=console printing the registration
       // email): dropped. Its stderr (errors) is kept.

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// `npm run dev`: create .dev.vars with a random JWT_SECRET and MFA_ENCRYPTION_KEY (and
-// MAIL_TRANSPORT=console) when missing, apply the local D1 migrations, then start `wrangler dev`.
+// `npm run dev`: create .dev.vars with a random JWT_SECRET and MFA_ENCRYPTION_KEY when missing,
+// apply the local D1 migrations, then start `wrangler dev`.
 // Extra arguments go to wrangler dev
 // (e.g. `npm run dev -- --port 8788 --var JWT_ISSUER:https://auth.example`).
 import { spawn, spawnSync } from 'node:child_process'
@@ -15,7 +15,6 @@ const wrangler = join(root, 'node_modules', '.bin', process.platform === 'win32'
 const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? 'false' }
 
 ensureDevSecret()
-ensureDevMailTransport()
 run(['node', join(root, 'scripts', 'docs-assets.mjs')], 'copying the /docs assets')
 run([wrangler, 'd1', 'migrations', 'apply', 'DB', '--local'], 'applying local D1 migrations')
 
@@ -37,16 +36,6 @@ function ensureRandomVar(name, what) {
   const separator = withoutOld === '' || withoutOld.endsWith('\n') ? '' : '\n'
   writeFileSync(devVars, `${withoutOld}${separator}${name}=${value}\n`, { mode: 0o600 })
   console.log(`edgepress: wrote ${what} to .dev.vars (local only; never commit it)`)
-}
-
-// The console transport prints every email (links and tokens included) to the log: right for
-// local work, so it is opted into here and never set in wrangler.toml, whose [vars] are deployed.
-function ensureDevMailTransport() {
-  const current = existsSync(devVars) ? readFileSync(devVars, 'utf8') : ''
-  if (/^MAIL_TRANSPORT\s*=/m.test(current)) return
-  const separator = current === '' || current.endsWith('\n') ? '' : '\n'
-  writeFileSync(devVars, `${current}${separator}MAIL_TRANSPORT=console\n`, { mode: 0o600 })
-  console.log('edgepress: wrote MAIL_TRANSPORT=console to .dev.vars (emails are printed to this log)')
 }
 
 function run(command, what) {

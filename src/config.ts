@@ -119,7 +119,7 @@ const ConfigSchema = z
     message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
     path: ['JWT_PRIVATE_JWK'],
   })
-  .refine((env) => env.MAIL_TRANSPORT === undefined || env.MAIL_TRANSPORT === 'console' || env.MAIL_API_KEY !== undefined, {
+  .refine((env) => (env.MAIL_TRANSPORT ?? 'console') === 'console' || env.MAIL_API_KEY !== undefined, {
     message: 'MAIL_API_KEY must be set when MAIL_TRANSPORT is not console.',
     path: ['MAIL_API_KEY'],
   })
@@ -168,11 +168,10 @@ export interface Config {
   oidcProviders: ReadonlyMap<string, OidcProvider>
   mail: {
     /**
-     * Unset: no email can be sent, and a request that would send one answers 500 naming
-     * MAIL_TRANSPORT. `console` (prints every message, tokens included) is opted into per
-     * environment, never a default: a deployed worker must not write reset links to its logs.
+     * `console` (the default) prints every message, tokens included: for local runs only. With an
+     * https:// PUBLIC_BASE_URL, the sign of a deployed worker, it is refused (src/email/transports.ts).
      */
-    transport: 'console' | 'http' | 'resend' | 'unset'
+    transport: 'console' | 'http' | 'resend'
     from: string
     apiKey: string | undefined
     apiUrl: string
@@ -234,7 +233,7 @@ function toConfig(env: z.output<typeof ConfigSchema>): Config {
       ]),
     ),
     mail: {
-      transport: env.MAIL_TRANSPORT ?? 'unset',
+      transport: env.MAIL_TRANSPORT ?? 'console',
       from: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',
       apiKey: env.MAIL_API_KEY,
       apiUrl: env.MAIL_API_URL ?? 'https://api.resend.com/emails',

@@ -3,7 +3,7 @@ import { env, exports } from 'cloudflare:workers'
 import { describe, expect, it, vi } from 'vitest'
 import type { Env as WorkerEnv } from '../src/config'
 import worker from '../src/index'
-import { BASE_URL, api, apiWithEnv, decodeJwt, expectProblem, login, mintToken, registerAndLogin, registerUser, uniqueName } from './helpers'
+import { BASE_URL, api, apiWithEnv, decodeJwt, expectProblem, login, mintToken, outboxMessagesTo, registerAndLogin, registerUser, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 
 // HTTP-level attack corpus (STYLE.md rule 8: a named `Security:` suite). Every request goes through
@@ -802,9 +802,9 @@ describe('Security: a session has an absolute lifetime (SESSION_MAX_AGE, 30 days
 })
 
 describe('Security: a worker without an email provider never logs mail', () => {
-  // MAIL_TRANSPORT unset is what a deploy that skipped the email step runs with: wrangler.toml's
-  // [vars] do not set it; only .dev.vars (npm run dev) and the test config opt into console.
-  const noMail: WorkerEnv = { ...env, MAIL_TRANSPORT: undefined }
+  // A deploy that skipped the email step: the default console transport with the https:// address
+  // a deployed worker has.
+  const noMail: WorkerEnv = { ...env, MAIL_TRANSPORT: undefined, PUBLIC_BASE_URL: 'https://app.example.com' }
 
   it('refuses to register (500 naming MAIL_TRANSPORT), writes nothing and prints nothing', async () => {
     const log = vi.spyOn(console, 'log')
@@ -833,9 +833,10 @@ describe('Security: a worker without an email provider never logs mail', () => {
   })
 
   it('keeps console mail working on a local run whose PUBLIC_BASE_URL is a plain-http test host', async () => {
-    const testHost: WorkerEnv = { ...env, PUBLIC_BASE_URL: 'http://edgepress.test.lan:8787' }
+    const testHost: WorkerEnv = { ...env, MAIL_TRANSPORT: undefined, PUBLIC_BASE_URL: 'http://edgepress.test.lan:8787' }
     const username = uniqueName('lan')
     const res = await apiWithEnv(testHost, 'POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
     expect(res.status).toBe(201)
+    expect((await outboxMessagesTo(`${username}@example.com`))[0]?.text).toContain('http://edgepress.test.lan:8787/verify-email?token=')
   })
 })

@@ -490,12 +490,14 @@ describe('httpTransport', () => {
 })
 
 describe('transportFor', () => {
-  it('is the console transport only when MAIL_TRANSPORT=console (as the tests set it), none when unset', ({ expect }) => {
+  it('is the console transport by default, and none for a deployed (https://) PUBLIC_BASE_URL', ({ expect }) => {
     const config = getConfig(env)
     expect(config.mail.transport).toBe('console')
     expect(transportFor(config)).toBe(consoleTransport)
-    expect(getConfig({ ...env, MAIL_TRANSPORT: undefined }).mail.transport).toBe('unset')
-    expect(transportFor({ ...config, mail: { ...config.mail, transport: 'unset' } })).toBeUndefined()
+    expect(transportFor({ ...config, publicBaseUrl: 'http://edgepress.test.lan:8787' })).toBe(consoleTransport)
+    expect(transportFor({ ...config, publicBaseUrl: 'https://localhost:8787' })).toBe(consoleTransport)
+    expect(transportFor({ ...config, publicBaseUrl: 'https://app.example.com' })).toBeUndefined()
+    expect(transportFor({ ...config, publicBaseUrl: 'https://app.example.com', mail: { ...config.mail, transport: 'http', apiKey: 'k' } })?.name).toBe('http')
   })
 
   it.for(['http', 'resend'] as const)('is the HTTP transport for MAIL_TRANSPORT=%s', (transport, { expect }) => {

@@ -56,29 +56,33 @@ export function httpTransport(endpoint: string, apiKey: string): MailTransport {
 }
 
 /**
- * The transport MAIL_TRANSPORT names: `console` or `http`/`resend`; undefined when it is unset
- * (nothing can be delivered; assertMailConfigured() refuses to queue).
+ * The transport MAIL_TRANSPORT names: `console` (the default) or `http`/`resend`; undefined when
+ * the console transport is refused (see assertMailConfigured), so nothing is delivered.
  */
 export function transportFor(config: Config): MailTransport | undefined {
-  switch (config.mail.transport) {
-    case 'http':
-    case 'resend':
-      // getConfig() already refused an http transport without MAIL_API_KEY.
-      return httpTransport(config.mail.apiUrl, config.mail.apiKey ?? '')
-    case 'console':
-      return consoleTransport
-    default:
-      return undefined
-  }
+  if (consoleRefused(config)) return undefined
+  // getConfig() already refused an http transport without MAIL_API_KEY.
+  return config.mail.transport === 'console' ? consoleTransport : httpTransport(config.mail.apiUrl, config.mail.apiKey ?? '')
 }
 
-/** Refuses to queue an email nobody could deliver: 500 naming MAIL_TRANSPORT, before any write. */
+/**
+ * Refuses to queue an email nobody may deliver: 500 naming MAIL_TRANSPORT, before any write. The
+ * console transport writes every message, reset and verification links included, to the log:
+ * right for local runs and test hosts (an http:// PUBLIC_BASE_URL, any host), never for a deployed
+ * worker, whose PUBLIC_BASE_URL is https://. Such a worker refuses to mail rather than log tokens.
+ */
 export function assertMailConfigured(config: Config): void {
-  if (config.mail.transport !== 'unset') return
+  if (!consoleRefused(config)) return
   throw new ApiError(
     500,
     'internal_error',
-    'Server misconfigured: email is not set up. Set MAIL_TRANSPORT to http (with MAIL_API_KEY and MAIL_FROM) ' +
-      'in production, or to console for local development (`npm run dev` writes it to .dev.vars).',
+    'Server misconfigured: email is not set up. PUBLIC_BASE_URL is https://, where the console transport ' +
+      '(which prints every link, tokens included, to the log) is refused: set MAIL_TRANSPORT=http with MAIL_API_KEY and MAIL_FROM.',
   )
+}
+
+const LOOPBACK = /^https:\/\/(localhost|127\.0\.0\.1|\[::1\])(:|\/|$)/
+
+function consoleRefused(config: Config): boolean {
+  return config.mail.transport === 'console' && config.publicBaseUrl.startsWith('https://') && !LOOPBACK.test(config.publicBaseUrl)
 }

@@ -83,7 +83,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
         '--var', `JWT_SECRET:${randomBytes(36).toString('base64url')}`, // 48 characters
         '--var', `CORS_ORIGINS:${appUrl}`,
         '--var', 'LOG_REQUESTS:false',
-        '--var', 'MAIL_TRANSPORT:console',
         '--var', `MFA_ENCRYPTION_KEY:${randomBytes(36).toString('base64url')}`,
         '--var', `PUBLIC_BASE_URL:${apiUrl}`,
       ],
