@@ -23,14 +23,15 @@
 //   --posts N     posts to seed (default 1000)
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { parseArgs } from 'node:util'
 import { Miniflare } from 'miniflare'
 import { unstable_readConfig } from 'wrangler'
-import { root, runWrangler } from './d1'
+import { root } from './d1'
+import { buildBundle, log, readMigrations } from './served-worker'
 import type { GeoModel, GeoWaits } from './geo-worker'
 
 // Spelled as in geo-worker.ts.
@@ -94,27 +95,7 @@ function waitsOf(region: RegionAssumptions): GeoWaits {
 }
 const model: GeoModel = { regions: Object.fromEntries(Object.entries(rtt.regions).map(([name, r]) => [name, waitsOf(r)])) }
 
-// ---- helpers (build and migrations as in bench.ts) ---------------------------------------------
-
-const startedAt = Date.now()
-const log = (message: string) => console.log(`[${((Date.now() - startedAt) / 1000).toFixed(1).padStart(6)}s] ${message}`)
-
-function build(outdir: string): string {
-  runWrangler(['deploy', 'scripts/geo-worker.ts', '--dry-run', '--minify', '--outdir', outdir])
-  const modules = readdirSync(outdir).filter((name) => /\.m?js$/.test(name))
-  if (modules.length !== 1 || modules[0] === undefined) throw new Error(`expected one JS module in ${outdir}: ${readdirSync(outdir).join(', ')}`)
-  return join(outdir, modules[0])
-}
-
-function migrationStatements(): string[] {
-  const dir = join(root, 'migrations')
-  return readdirSync(dir)
-    .filter((name) => name.endsWith('.sql'))
-    .sort()
-    .flatMap((file) => readFileSync(join(dir, file), 'utf8').split('--> statement-breakpoint'))
-    .map((statement) => statement.trim())
-    .filter((statement) => statement.replace(/--[^\n]*/g, '').trim() !== '')
-}
+// ---- helpers ---------------------------------------------------------------------------------------
 
 const median = (values: number[]): number => {
   const sorted = [...values].sort((a, b) => a - b)
@@ -181,7 +162,7 @@ async function main(): Promise<void> {
     const git = (...args: string[]) => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout.trim()
     const code = { commit: git('rev-parse', 'HEAD'), uncommitted: git('status', '--porcelain', '--', 'src', 'migrations').split('\n').filter(Boolean) }
     log(`building scripts/geo-worker.ts (wrangler deploy --dry-run --minify) at ${code.commit.slice(0, 7)}${code.uncommitted.length > 0 ? ` + ${code.uncommitted.length} uncommitted files in src/ and migrations/` : ''}`)
-    const scriptPath = build(join(workDir, 'dist'))
+    const scriptPath = buildBundle(join(workDir, 'dist'), 'scripts/geo-worker.ts')
     mf = new Miniflare({
       scriptPath,
       modules: true,
@@ -208,7 +189,7 @@ async function main(): Promise<void> {
     })
     const base = (await mf.ready).toString().replace(/\/$/, '')
     const db = await mf.getD1Database('DB')
-    for (const statement of migrationStatements()) await db.prepare(statement).run()
+    for (const statement of readMigrations().flatMap((migration) => migration.statements)) await db.prepare(statement).run()
 
     const send = (path: string, init: RequestInit = {}) => fetch(`${base}${path}`, init)
     const postJson = (path: string, body: unknown, headers: Record<string, string> = {}) =>

@@ -17,15 +17,15 @@
 //   --only a,b       run only the named scenarios (see SCENARIOS below)
 //   --strict         exit 1 when a target is missed (default: report only)
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
-import { root, runWrangler } from './d1'
-import { readWranglerToml } from './worker-config'
+import { root } from './d1'
+import { buildBundle, expectJson, log, readMigrations, readWranglerToml } from './served-worker'
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -113,46 +113,6 @@ function cannon(options: AutocannonOptions): Promise<AutocannonResult> {
 
 // ---- helpers --------------------------------------------------------------------------------
 
-const startedAt = Date.now()
-function log(message: string): void {
-  console.log(`[${((Date.now() - startedAt) / 1000).toFixed(1).padStart(6)}s] ${message}`)
-}
-
-function build(outdir: string): string {
-  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir])
-  const modules = readdirSync(outdir).filter((name) => /\.(m?js)$/.test(name))
-  if (modules.length !== 1 || modules[0] === undefined) {
-    throw new Error(`expected one JS module in ${outdir}, found: ${readdirSync(outdir).join(', ')}`)
-  }
-  return join(outdir, modules[0])
-}
-
-interface Migration {
-  file: string
-  statements: string[]
-}
-
-function readMigrations(): Migration[] {
-  const dir = join(root, 'migrations')
-  return readdirSync(dir)
-    .filter((name) => name.endsWith('.sql'))
-    .sort()
-    .map((file) => ({
-      file,
-      // drizzle-kit separates statements with this marker; triggers contain `;`, so never split on it.
-      statements: readFileSync(join(dir, file), 'utf8')
-        .split('--> statement-breakpoint')
-        .map((statement) => statement.trim())
-        .filter((statement) => statement.replace(/--[^\n]*/g, '').trim() !== ''),
-    }))
-}
-
-async function expectJson<T>(response: Response, what: string, status = 200): Promise<T> {
-  const text = await response.text()
-  if (response.status !== status) throw new Error(`${what}: expected ${status}, got ${response.status}: ${text.slice(0, 500)}`)
-  return JSON.parse(text) as T
-}
-
 interface TokenPair {
   access_token: string
   refresh_token: string
@@ -199,7 +159,7 @@ async function main(): Promise<void> {
   let failed = false
   try {
     log(`building the bundle (wrangler deploy --dry-run --minify) into ${workDir}`)
-    const scriptPath = build(join(workDir, 'dist'))
+    const scriptPath = buildBundle(join(workDir, 'dist'))
 
     const jwtSecret = randomBytes(48).toString('base64url')
     mf = new Miniflare({

@@ -39,7 +39,7 @@ import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
 import { literal, runWrangler } from './d1'
-import { readWranglerToml } from './worker-config'
+import { buildBundle, expectJson, log, readWranglerToml } from './served-worker'
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -76,26 +76,6 @@ const RATE_LIMIT = 1_000_000_000
 const MAX_STATEMENT_BYTES = 90_000
 
 // ---- helpers --------------------------------------------------------------------------------
-
-const startedAt = Date.now()
-function log(message: string): void {
-  console.log(`[${((Date.now() - startedAt) / 1000).toFixed(1).padStart(6)}s] ${message}`)
-}
-
-function build(outdir: string): string {
-  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir])
-  const modules = readdirSync(outdir).filter((name) => /\.(m?js)$/.test(name))
-  if (modules.length !== 1 || modules[0] === undefined) {
-    throw new Error(`expected one JS module in ${outdir}, found: ${readdirSync(outdir).join(', ')}`)
-  }
-  return join(outdir, modules[0])
-}
-
-async function expectJson<T>(response: Response, what: string, status: number): Promise<T> {
-  const text = await response.text()
-  if (response.status !== status) throw new Error(`${what}: expected ${status}, got ${response.status}: ${text.slice(0, 500)}`)
-  return JSON.parse(text) as T
-}
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN
@@ -492,7 +472,7 @@ async function main(): Promise<void> {
     log(`applying migrations/ to a throwaway local D1 (--persist-to ${persistDir})`)
     runWrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persistDir])
     log('building the bundle (wrangler deploy --dry-run --minify)')
-    const scriptPath = build(join(workDir, 'dist'))
+    const scriptPath = buildBundle(join(workDir, 'dist'))
 
     mf = new Miniflare({
       scriptPath,

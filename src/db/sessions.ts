@@ -287,14 +287,12 @@ export async function endAllSessions(
   keys: TokenKeys,
   ownSid?: string,
 ): Promise<void> {
-  const written = await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: true, exceptSid: ownSid })
-  await db.update(sessions).set({ revokedAt: now }).where(liveSessionsOf(userId, now, keys))
-  await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: false, alreadyWritten: written, ownSid })
+  await endSessionsOfUser(db, kv, userId, reason, now, keys, ownSid, false)
 }
 
 /**
- * Ends every session of a user but the caller's (turning two-factor sign-in off): the other
- * sessions' KV keys first, then their D1 rows, then the keys of any that started in between.
+ * Ends every session of a user but the caller's (turning two-factor sign-in off), in the same
+ * retryable order.
  */
 export async function endOtherSessions(
   db: Db,
@@ -305,12 +303,30 @@ export async function endOtherSessions(
   now: Date,
   keys: TokenKeys,
 ): Promise<void> {
+  await endSessionsOfUser(db, kv, userId, reason, now, keys, ownSid, true)
+}
+
+async function endSessionsOfUser(
+  db: Db,
+  kv: KVNamespace,
+  userId: number,
+  reason: string,
+  now: Date,
+  keys: TokenKeys,
+  ownSid: string | undefined,
+  keepOwn: boolean,
+): Promise<void> {
   const written = await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: true, exceptSid: ownSid })
+  const live = liveSessionsOf(userId, now, keys)
   await db
     .update(sessions)
     .set({ revokedAt: now })
-    .where(and(liveSessionsOf(userId, now, keys), ne(sessions.sid, ownSid)))
-  await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: false, alreadyWritten: written, exceptSid: ownSid })
+    .where(keepOwn && ownSid !== undefined ? and(live, ne(sessions.sid, ownSid)) : live)
+  await revokeSessionKeys(db, kv, userId, reason, now, keys, {
+    includeLive: false,
+    alreadyWritten: written,
+    ...(keepOwn ? { exceptSid: ownSid } : { ownSid }),
+  })
 }
 
 /** The UPDATE that ends every live session of a user, for a batch with the change behind it. */
