@@ -9,12 +9,16 @@ export default defineConfig(async () => ({
     cloudflareTest({
       wrangler: { configPath: './wrangler.toml' },
       miniflare: {
-        // Smaller limits than wrangler.toml's, so src/middleware/rate-limit.test.ts can reach them inside one
-        // 60 s window; the mechanism under test is the same.
+        // The limiters of wrangler.toml with smaller limits, still far above what one test sends, and
+        // three more with limits of a few requests: src/middleware/rate-limit.test.ts routes the
+        // worker's limiters to those, so each of its bursts is a handful of requests.
         ratelimits: {
           CREDENTIALS_BY_IP: { simple: { limit: 60, period: 60 } },
           CREDENTIALS_BY_ACCOUNT: { simple: { limit: 20, period: 60 } },
           WRITES_BY_USER: { simple: { limit: 120, period: 60 } },
+          SMALL_CREDENTIALS_BY_IP: { simple: { limit: 4, period: 60 } },
+          SMALL_CREDENTIALS_BY_ACCOUNT: { simple: { limit: 3, period: 60 } },
+          SMALL_WRITES_BY_USER: { simple: { limit: 4, period: 60 } },
         },
         // The worker's whole outbound network in the tests: the fake OpenID Connect provider
         // (test/oidc-provider.ts) serves JWKS at a loopback address; anything else answers 502.
@@ -36,8 +40,13 @@ export default defineConfig(async () => ({
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     // Real-browser tests run in Node against `wrangler dev` (vitest.browser.config.ts).
     exclude: [...configDefaults.exclude, 'test/browser/**'],
-    // Some tests make hundreds of requests (cursor walks, rate limits); on a small, busy CI runner
-    // the 5 s default is too tight. Timeouts here guard against hangs, not slowness.
+    // Test files share their worker's runtime (one Miniflare, one module graph, one D1) instead of
+    // starting a fresh one each: the app is built once per worker, not once per file, which halves
+    // the suite. Every test creates its own users and data and never counts rows it did not write.
+    isolate: false,
+    // Both cores: the tests are CPU-bound in workerd (PBKDF2, SQLite), not waiting on anything.
+    maxWorkers: 2,
+    // Timeouts guard against hangs, not slowness: on a small, busy CI runner the 5 s default is too tight.
     testTimeout: 60_000,
     // The console mail transport prints every email; show console output only for failing tests.
     silent: 'passed-only' as const,

@@ -1,12 +1,11 @@
-import { exports } from 'cloudflare:workers'
 import { hc } from 'hono/client'
 import { describe, expect, it } from 'vitest'
 import type { AppType } from './index'
-import { BASE_URL, uniqueName } from '../test/helpers'
+import { BASE_URL, fetchWorker, uniqueName } from '../test/helpers'
 
 // The README's typed-client example, run for real: every path, body and response below is
 // type-checked against the app's own route definitions (`npm test` runs tsc on this file).
-const client = hc<AppType>(BASE_URL, { fetch: (input: RequestInfo | URL, init?: RequestInit) => exports.default.fetch(input, init) })
+const client = hc<AppType>(BASE_URL, { fetch: (input: RequestInfo | URL, init?: RequestInit) => fetchWorker(input, init) })
 
 describe('typed client (hono/client)', () => {
   it('drives the auth flow and a post through its whole life', async () => {

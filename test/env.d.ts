@@ -8,6 +8,10 @@ declare global {
     }
     interface Env extends Required<Pick<WorkerEnv, 'DB' | 'REVOKED_TOKENS' | 'JWT_SECRET'>> {
       TEST_MIGRATIONS: D1Migration[]
+      /** Limiters of a few requests for src/middleware/rate-limit.test.ts (vitest.config.ts). */
+      SMALL_CREDENTIALS_BY_IP: RateLimit
+      SMALL_CREDENTIALS_BY_ACCOUNT: RateLimit
+      SMALL_WRITES_BY_USER: RateLimit
     }
   }
 }

@@ -1,7 +1,7 @@
-import { env, exports } from 'cloudflare:workers'
+import { env } from 'cloudflare:workers'
 import fc from 'fast-check'
 import { beforeAll, describe, it } from 'vitest'
-import { BASE_URL, login, mintToken, registerUser, uniqueName } from './helpers'
+import { BASE_URL, fetchWorker, login, mintToken, registerUser, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 
 // Property-based fuzzing of every route of the contract (docs/API.md § Endpoints).
@@ -387,7 +387,7 @@ async function build(route: RouteSpec, f: Fixture, spec: RequestSpec): Promise<B
 }
 
 function send(method: string, path: string, headers: Record<string, string>, body?: string): Promise<Response> {
-  return exports.default.fetch(`${BASE_URL}${path}`, { method, headers, body })
+  return fetchWorker(`${BASE_URL}${path}`, { method, headers, body })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,7 +416,7 @@ async function snapshot(): Promise<string> {
 
 async function checkInvariant(request: Built): Promise<void> {
   const before = await snapshot()
-  const res = await exports.default.fetch(request.url, { method: request.method, headers: request.headers, body: request.body })
+  const res = await fetchWorker(request.url, { method: request.method, headers: request.headers, body: request.body })
   const text = await res.text()
   const fail = (why: string) => {
     throw new Error(`${why}\n→ ${res.status} ${res.headers.get('content-type')} ${text.slice(0, 500)}\n${request.describe}`)

@@ -1,9 +1,9 @@
 import { createExecutionContext } from 'cloudflare:test'
-import { env, exports } from 'cloudflare:workers'
+import { env } from 'cloudflare:workers'
 import { describe, expect, it, vi } from 'vitest'
 import type { Env as WorkerEnv } from '../src/config'
 import worker from '../src/index'
-import { BASE_URL, api, apiWithEnv, decodeJwt, expectProblem, login, mintToken, outboxMessagesTo, registerAndLogin, registerUser, uniqueName } from './helpers'
+import { BASE_URL, api, apiWithEnv, decodeJwt, expectProblem, fetchWorker, login, mintToken, outboxMessagesTo, registerAndLogin, registerUser, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 
 // HTTP-level attack corpus (STYLE.md rule 8: a named `Security:` suite). Every request goes through
@@ -50,7 +50,7 @@ function accessClaims(sub: string): Record<string, unknown> {
 }
 
 function me(authorization: string | undefined, headers: Record<string, string> = {}): Promise<Response> {
-  return exports.default.fetch(`${BASE_URL}/api/v1/users/me`, {
+  return fetchWorker(`${BASE_URL}/api/v1/users/me`, {
     headers: authorization === undefined ? headers : { ...headers, authorization },
   })
 }

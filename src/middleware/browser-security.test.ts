@@ -1,6 +1,5 @@
-import { exports } from 'cloudflare:workers'
 import { describe, it } from 'vitest'
-import { BASE_URL, api, expectProblem, login, mintToken, registerAndLogin, registerUser } from '../../test/helpers'
+import { BASE_URL, api, expectProblem, fetchWorker, login, mintToken, registerAndLogin, registerUser } from '../../test/helpers'
 import type { RegisteredUser } from '../../test/helpers'
 
 // What a browser sees (STYLE.md rule 8): CORS for the configured origins only (vitest.config.ts sets
@@ -96,7 +95,7 @@ function listHeader(res: Response, name: string): string[] {
 }
 
 function preflight(origin: string, path = '/api/v1/posts'): Promise<Response> {
-  return exports.default.fetch(`${BASE_URL}${path}`, {
+  return fetchWorker(`${BASE_URL}${path}`, {
     method: 'OPTIONS',
     headers: {
       origin,
@@ -142,7 +141,7 @@ describe('CORS', () => {
     expect(generated.status).toBe(204)
     expect(generated.headers.get('x-request-id') ?? '').toMatch(/\S/)
 
-    const echoed = await exports.default.fetch(`${BASE_URL}/api/v1/posts`, {
+    const echoed = await fetchWorker(`${BASE_URL}/api/v1/posts`, {
       method: 'OPTIONS',
       headers: { origin: ALLOWED_ORIGIN, 'access-control-request-method': 'POST', 'x-request-id': 'preflight-1234' },
     })
@@ -194,7 +193,7 @@ describe('CORS', () => {
   })
 
   it('answers an OPTIONS that is not a preflight with 405 and Allow', async ({ expect }) => {
-    const res = await exports.default.fetch(`${BASE_URL}/api/v1/posts`, {
+    const res = await fetchWorker(`${BASE_URL}/api/v1/posts`, {
       method: 'OPTIONS',
       headers: { origin: ALLOWED_ORIGIN },
     })

@@ -1,7 +1,7 @@
-import { env, exports } from 'cloudflare:workers'
+import { env } from 'cloudflare:workers'
 import { decodeJwt } from 'jose'
 import { describe, it } from 'vitest'
-import { BASE_URL, api, expectProblem, login, registerAndLogin, registerUser } from '../../../test/helpers'
+import { BASE_URL, api, expectProblem, fetchWorker, login, registerAndLogin, registerUser } from '../../../test/helpers'
 import type { RegisteredUser, TokenPair } from '../../../test/helpers'
 
 // Sessions as devices: GET /auth/sessions and DELETE /auth/sessions/{id}, and what login and
@@ -38,7 +38,7 @@ function post(path: string, body: unknown, headers: Record<string, string> = {},
     body: JSON.stringify(body),
     ...(cf === undefined ? {} : { cf }),
   }
-  return exports.default.fetch(`${BASE_URL}/api/v1${path}`, init)
+  return fetchWorker(`${BASE_URL}/api/v1${path}`, init)
 }
 
 async function loginFrom(user: RegisteredUser, userAgent: string, cf?: Record<string, unknown>, headers: Record<string, string> = {}): Promise<TokenPair> {
