@@ -41,7 +41,12 @@ const COUNTS_HEADER = 'x-bench-geo'
 const BENCH_RATE_LIMIT = 1_000_000_000
 
 const { values: flags } = parseArgs({
-  options: { samples: { type: 'string' }, regions: { type: 'string' }, only: { type: 'string' }, posts: { type: 'string' } },
+  options: {
+    samples: { type: 'string' },
+    regions: { type: 'string' },
+    only: { type: 'string' },
+    posts: { type: 'string' },
+  },
 })
 
 function positiveInt(name: string, raw: string | undefined, fallback: number): number {
@@ -56,7 +61,11 @@ function positiveInt(name: string, raw: string | undefined, fallback: number): n
 
 const SAMPLES = positiveInt('--samples', flags.samples ?? process.env.BENCH_GEO_SAMPLES, 30)
 const POSTS = positiveInt('--posts', flags.posts, 1000)
-const list = (raw: string | undefined) => raw?.split(',').map((s) => s.trim()).filter(Boolean)
+const list = (raw: string | undefined) =>
+  raw
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
 
 // ---- the model ----------------------------------------------------------------------------------
 
@@ -79,7 +88,9 @@ interface RttFile {
 
 const rtt = JSON.parse(readFileSync(join(root, 'scripts', 'geo-rtt.json'), 'utf8')) as RttFile
 const REGIONS = list(flags.regions) ?? Object.keys(rtt.regions)
-for (const name of REGIONS) if (rtt.regions[name] === undefined) throw new Error(`unknown region ${name}; geo-rtt.json has ${Object.keys(rtt.regions).join(', ')}`)
+for (const name of REGIONS)
+  if (rtt.regions[name] === undefined)
+    throw new Error(`unknown region ${name}; geo-rtt.json has ${Object.keys(rtt.regions).join(', ')}`)
 
 /** What the worker waits in each region: D1 primary, KV central stores and origin share the primary's location. */
 function waitsOf(region: RegionAssumptions): GeoWaits {
@@ -93,7 +104,9 @@ function waitsOf(region: RegionAssumptions): GeoWaits {
     rateLimitMs: rtt.rateLimitMs,
   }
 }
-const model: GeoModel = { regions: Object.fromEntries(Object.entries(rtt.regions).map(([name, r]) => [name, waitsOf(r)])) }
+const model: GeoModel = {
+  regions: Object.fromEntries(Object.entries(rtt.regions).map(([name, r]) => [name, waitsOf(r)])),
+}
 
 // ---- helpers ---------------------------------------------------------------------------------------
 
@@ -154,14 +167,22 @@ interface Measured {
 async function main(): Promise<void> {
   const config = unstable_readConfig({ config: join(root, 'wrangler.toml') })
   const load = loadavg()[0] ?? 0
-  if (load > 1) log(`warning: load average ${load.toFixed(2)}: other work shares the CPUs, so the local part of each latency will be noisy`)
+  if (load > 1)
+    log(
+      `warning: load average ${load.toFixed(2)}: other work shares the CPUs, so the local part of each latency will be noisy`,
+    )
   const workDir = mkdtempSync(join(tmpdir(), 'edgepress-bench-geo-'))
   let mf: Miniflare | undefined
   try {
     // Which code is measured: the commit, and the files of src/ and migrations/ changed on top of it.
     const git = (...args: string[]) => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout.trim()
-    const code = { commit: git('rev-parse', 'HEAD'), uncommitted: git('status', '--porcelain', '--', 'src', 'migrations').split('\n').filter(Boolean) }
-    log(`building scripts/geo-worker.ts (wrangler deploy --dry-run --minify) at ${code.commit.slice(0, 7)}${code.uncommitted.length > 0 ? ` + ${code.uncommitted.length} uncommitted files in src/ and migrations/` : ''}`)
+    const code = {
+      commit: git('rev-parse', 'HEAD'),
+      uncommitted: git('status', '--porcelain', '--', 'src', 'migrations').split('\n').filter(Boolean),
+    }
+    log(
+      `building scripts/geo-worker.ts (wrangler deploy --dry-run --minify) at ${code.commit.slice(0, 7)}${code.uncommitted.length > 0 ? ` + ${code.uncommitted.length} uncommitted files in src/ and migrations/` : ''}`,
+    )
     const scriptPath = buildBundle(join(workDir, 'dist'), 'scripts/geo-worker.ts')
     mf = new Miniflare({
       scriptPath,
@@ -173,7 +194,12 @@ async function main(): Promise<void> {
       port: 0,
       d1Databases: { DB: 'bench-geo-db' },
       kvNamespaces: ['REVOKED_TOKENS'],
-      ratelimits: Object.fromEntries(config.ratelimits.map(({ name }: { name: string }) => [name, { simple: { limit: BENCH_RATE_LIMIT, period: 60 as const } }])),
+      ratelimits: Object.fromEntries(
+        config.ratelimits.map(({ name }: { name: string }) => [
+          name,
+          { simple: { limit: BENCH_RATE_LIMIT, period: 60 as const } },
+        ]),
+      ),
       bindings: {
         ...(config.vars as Record<string, string>),
         JWT_SECRET: randomBytes(48).toString('base64url'),
@@ -189,40 +215,70 @@ async function main(): Promise<void> {
     })
     const base = (await mf.ready).toString().replace(/\/$/, '')
     const db = await mf.getD1Database('DB')
-    for (const statement of readMigrations().flatMap((migration) => migration.statements)) await db.prepare(statement).run()
+    for (const statement of readMigrations().flatMap((migration) => migration.statements))
+      await db.prepare(statement).run()
 
     const send = (path: string, init: RequestInit = {}) => fetch(`${base}${path}`, init)
     const postJson = (path: string, body: unknown, headers: Record<string, string> = {}) =>
-      send(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+      send(path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+      })
     const expectOk = async (response: Response, what: string, status = 200): Promise<string> => {
       const text = await response.text()
-      if (response.status !== status) throw new Error(`${what}: expected ${status}, got ${response.status}: ${text.slice(0, 300)}`)
+      if (response.status !== status)
+        throw new Error(`${what}: expected ${status}, got ${response.status}: ${text.slice(0, 300)}`)
       return text
     }
 
     const credentials = { username: 'geo', password: `geo-${randomBytes(9).toString('base64url')}` }
-    await expectOk(await postJson('/api/v1/auth/register', { ...credentials, email: 'geo@example.com' }), 'register', 201)
-    const user = await db.prepare('SELECT id FROM users WHERE username = ?').bind(credentials.username).first<{ id: number }>()
+    await expectOk(
+      await postJson('/api/v1/auth/register', { ...credentials, email: 'geo@example.com' }),
+      'register',
+      201,
+    )
+    const user = await db
+      .prepare('SELECT id FROM users WHERE username = ?')
+      .bind(credentials.username)
+      .first<{ id: number }>()
     if (user === null) throw new Error('the registered user is not in D1')
     const now = Date.now()
     for (let first = 0; first < POSTS; first += 400) {
       const statements: D1PreparedStatement[] = []
       for (let n = first; n < Math.min(POSTS, first + 400); n += 20) {
         const rows = Array.from({ length: Math.min(20, POSTS - n) }, (_, r) => n + r)
-        const params = rows.flatMap((i) => [user.id, `Post number ${i}`, `Body of post ${i}. ${'Lorem ipsum dolor sit amet. '.repeat(8)}`, now - (POSTS - i) * 60_000, now - (POSTS - i) * 60_000])
-        statements.push(db.prepare(`INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES ${rows.map(() => '(?, ?, ?, ?, ?)').join(', ')}`).bind(...params))
+        const params = rows.flatMap((i) => [
+          user.id,
+          `Post number ${i}`,
+          `Body of post ${i}. ${'Lorem ipsum dolor sit amet. '.repeat(8)}`,
+          now - (POSTS - i) * 60_000,
+          now - (POSTS - i) * 60_000,
+        ])
+        statements.push(
+          db
+            .prepare(
+              `INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES ${rows.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
+            )
+            .bind(...params),
+        )
       }
       await db.batch(statements)
     }
-    const postIds = (await db.prepare('SELECT id FROM posts ORDER BY id').all<{ id: number }>()).results.map((r) => r.id)
+    const postIds = (await db.prepare('SELECT id FROM posts ORDER BY id').all<{ id: number }>()).results.map(
+      (r) => r.id,
+    )
     log(`serving ${scriptPath} at ${base}; seeded 1 user and ${postIds.length} posts`)
 
-    const login = async (): Promise<TokenPair> => JSON.parse(await expectOk(await postJson('/api/v1/auth/token', credentials), 'login')) as TokenPair
+    const login = async (): Promise<TokenPair> =>
+      JSON.parse(await expectOk(await postJson('/api/v1/auth/token', credentials), 'login')) as TokenPair
     const pair = await login()
     const client: Client = { access: pair.access_token, refresh: pair.refresh_token, bookmark: undefined }
     /** A fresh access token before each signed-in run (ACCESS_TOKEN_TTL is 300 s); zero waits. */
     const refreshTokens = async () => {
-      const next = JSON.parse(await expectOk(await postJson('/api/v1/auth/token/refresh', { refresh_token: client.refresh }), 'refresh')) as TokenPair
+      const next = JSON.parse(
+        await expectOk(await postJson('/api/v1/auth/token/refresh', { refresh_token: client.refresh }), 'refresh'),
+      ) as TokenPair
       client.access = next.access_token
       client.refresh = next.refresh_token
     }
@@ -231,7 +287,13 @@ async function main(): Promise<void> {
 
     const all: Scenario[] = [
       { id: 'health', name: 'GET /health', status: 200, request: () => ({ path: '/api/v1/health' }) },
-      { id: 'me', name: 'GET /users/me (signed in)', status: 200, signedIn: true, request: (c) => ({ path: '/api/v1/users/me', init: { headers: bearer(c) } }) },
+      {
+        id: 'me',
+        name: 'GET /users/me (signed in)',
+        status: 200,
+        signedIn: true,
+        request: (c) => ({ path: '/api/v1/users/me', init: { headers: bearer(c) } }),
+      },
       {
         id: 'me-cold-kv',
         name: 'GET /users/me (signed in, cold KV read)',
@@ -240,8 +302,21 @@ async function main(): Promise<void> {
         kvCold: true,
         request: (c) => ({ path: '/api/v1/users/me', init: { headers: bearer(c) } }),
       },
-      { id: 'posts-auth', name: 'GET /posts?limit=20 (signed in)', status: 200, signedIn: true, request: (c) => ({ path: '/api/v1/posts?limit=20', init: { headers: bearer(c) } }) },
-      { id: 'posts-edge', name: 'GET /posts?limit=20 (anonymous, edge cache)', status: 200, edgeCache: 'HIT', warm: true, request: () => ({ path: '/api/v1/posts?limit=20' }) },
+      {
+        id: 'posts-auth',
+        name: 'GET /posts?limit=20 (signed in)',
+        status: 200,
+        signedIn: true,
+        request: (c) => ({ path: '/api/v1/posts?limit=20', init: { headers: bearer(c) } }),
+      },
+      {
+        id: 'posts-edge',
+        name: 'GET /posts?limit=20 (anonymous, edge cache)',
+        status: 200,
+        edgeCache: 'HIT',
+        warm: true,
+        request: () => ({ path: '/api/v1/posts?limit=20' }),
+      },
       {
         id: 'post-miss',
         name: 'GET /posts/{id} (anonymous, cache miss)',
@@ -257,14 +332,21 @@ async function main(): Promise<void> {
         signedIn: true,
         request: (c) => ({
           path: '/api/v1/posts',
-          init: { method: 'POST', headers: { ...bearer(c), 'content-type': 'application/json' }, body: JSON.stringify({ title: 'From afar', body: 'Written through the latency model.' }) },
+          init: {
+            method: 'POST',
+            headers: { ...bearer(c), 'content-type': 'application/json' },
+            body: JSON.stringify({ title: 'From afar', body: 'Written through the latency model.' }),
+          },
         }),
       },
       {
         id: 'login',
         name: 'POST /auth/token (login, PBKDF2)',
         status: 200,
-        request: () => ({ path: '/api/v1/auth/token', init: { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(credentials) } }),
+        request: () => ({
+          path: '/api/v1/auth/token',
+          init: { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(credentials) },
+        }),
       },
       {
         id: 'refresh',
@@ -272,7 +354,11 @@ async function main(): Promise<void> {
         status: 200,
         request: (c) => ({
           path: '/api/v1/auth/token/refresh',
-          init: { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refresh_token: c.refresh }) },
+          init: {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ refresh_token: c.refresh }),
+          },
         }),
         onBody: (c, body) => {
           const next = JSON.parse(body) as TokenPair
@@ -296,10 +382,18 @@ async function main(): Promise<void> {
       const response = await send(path, { ...init, headers })
       const body = await response.text()
       const ms = performance.now() - started
-      if (response.status !== scenario.status) throw new Error(`${scenario.name} (${region ?? 'local'}): expected ${scenario.status}, got ${response.status}: ${body.slice(0, 300)}`)
+      if (response.status !== scenario.status)
+        throw new Error(
+          `${scenario.name} (${region ?? 'local'}): expected ${scenario.status}, got ${response.status}: ${body.slice(0, 300)}`,
+        )
       client.bookmark = response.headers.get('x-d1-bookmark') ?? client.bookmark
       scenario.onBody?.(client, body)
-      return { ms, calls: response.headers.get(COUNTS_HEADER) ?? '', serverTiming: response.headers.get('server-timing') ?? '', edgeCache: response.headers.get('x-edge-cache') ?? 'none' }
+      return {
+        ms,
+        calls: response.headers.get(COUNTS_HEADER) ?? '',
+        serverTiming: response.headers.get('server-timing') ?? '',
+        edgeCache: response.headers.get('x-edge-cache') ?? 'none',
+      }
     }
 
     const measure = async (scenario: Scenario, region: string | undefined): Promise<Measured> => {
@@ -310,20 +404,31 @@ async function main(): Promise<void> {
       const edgeCache: Record<string, number> = {}
       for (const r of runs) edgeCache[r.edgeCache] = (edgeCache[r.edgeCache] ?? 0) + 1
       if (scenario.edgeCache !== undefined && edgeCache[scenario.edgeCache] !== SAMPLES) {
-        log(`warning: ${scenario.name} (${region ?? 'local'}): expected X-Edge-Cache ${scenario.edgeCache} on every request, got ${JSON.stringify(edgeCache)}`)
+        log(
+          `warning: ${scenario.name} (${region ?? 'local'}): expected X-Edge-Cache ${scenario.edgeCache} on every request, got ${JSON.stringify(edgeCache)}`,
+        )
       }
       const samples = runs.map((r) => Math.round(r.ms * 100) / 100)
-      return { samples, p50Ms: median(samples), calls: mode(runs.map((r) => r.calls)), serverTiming: mode(runs.map((r) => r.serverTiming.replace(/dur=[0-9.]+/g, 'dur=…'))), edgeCache }
+      return {
+        samples,
+        p50Ms: median(samples),
+        calls: mode(runs.map((r) => r.calls)),
+        serverTiming: mode(runs.map((r) => r.serverTiming.replace(/dur=[0-9.]+/g, 'dur=…'))),
+        edgeCache,
+      }
     }
 
     // Warm the isolate (JIT, config, keys) with zero waits; nothing here is recorded.
-    for (const scenario of scenarios) for (let i = 0; i < 3; i += 1) {
-      if (scenario.signedIn === true) await refreshTokens()
-      if (scenario.warm === true) await once(scenario, undefined)
-      await once(scenario, undefined)
-    }
+    for (const scenario of scenarios)
+      for (let i = 0; i < 3; i += 1) {
+        if (scenario.signedIn === true) await refreshTokens()
+        if (scenario.warm === true) await once(scenario, undefined)
+        await once(scenario, undefined)
+      }
 
-    log(`${scenarios.length} endpoints × (${REGIONS.length} regions + the local baseline) × ${SAMPLES} sequential requests`)
+    log(
+      `${scenarios.length} endpoints × (${REGIONS.length} regions + the local baseline) × ${SAMPLES} sequential requests`,
+    )
 
     const baseline = new Map<string, Measured>()
     for (const scenario of scenarios) {
@@ -385,9 +490,13 @@ async function main(): Promise<void> {
     // ---- report ---------------------------------------------------------------------------------
     const labels = REGIONS.map((r) => rtt.regions[r]?.label ?? r)
     const header = ['p50 ms: edge / single origin (ratio)', ...labels]
-    const body = rows.map((row) => [row.name, ...row.cells.map((c) => `${c.edgeP50Ms.toFixed(0)} / ${c.originP50Ms.toFixed(0)} (${c.ratio.toFixed(2)})`)])
+    const body = rows.map((row) => [
+      row.name,
+      ...row.cells.map((c) => `${c.edgeP50Ms.toFixed(0)} / ${c.originP50Ms.toFixed(0)} (${c.ratio.toFixed(2)})`),
+    ])
     const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)))
-    const line = (cells: string[]) => `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join(' | ')} |`
+    const line = (cells: string[]) =>
+      `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join(' | ')} |`
     console.log('')
     console.log(line(header))
     console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`)
@@ -400,11 +509,16 @@ async function main(): Promise<void> {
 
     const targets = [
       { name: 'signed-in GET /users/me', scenario: 'GET /users/me (signed in)', max: 0.33 },
-      { name: 'anonymous post list from the edge cache', scenario: 'GET /posts?limit=20 (anonymous, edge cache)', max: 0.1 },
+      {
+        name: 'anonymous post list from the edge cache',
+        scenario: 'GET /posts?limit=20 (anonymous, edge cache)',
+        max: 0.1,
+      },
       { name: 'write: POST /posts', scenario: 'POST /posts (create)', max: 1.1 },
     ].map((target) => {
       const cell = rows.find((r) => r.name === target.scenario)?.cells.find((c) => c.region === 'sydney')
-      if (cell === undefined) return { ...target, ratio: null, pass: null, note: 'not measured (needs sydney and this endpoint)' }
+      if (cell === undefined)
+        return { ...target, ratio: null, pass: null, note: 'not measured (needs sydney and this endpoint)' }
       // ratio(a) = (a + e) / (a + o) for a client↔PoP RTT a: where does it cross the target?
       const e = cell.edgeLocalP50Ms
       const o = cell.clientToOriginMs - cell.clientToPopMs + cell.originLocalP50Ms
@@ -414,13 +528,19 @@ async function main(): Promise<void> {
         breakEven === null
           ? ''
           : t < 1
-            ? breakEven < 0 ? 'fails for any client↔PoP RTT' : `holds while client↔PoP RTT ≤ ${breakEven.toFixed(0)} ms`
-            : breakEven <= 0 ? 'holds for any client↔PoP RTT' : `holds only for client↔PoP RTT ≥ ${breakEven.toFixed(0)} ms`
+            ? breakEven < 0
+              ? 'fails for any client↔PoP RTT'
+              : `holds while client↔PoP RTT ≤ ${breakEven.toFixed(0)} ms`
+            : breakEven <= 0
+              ? 'holds for any client↔PoP RTT'
+              : `holds only for client↔PoP RTT ≥ ${breakEven.toFixed(0)} ms`
       return { ...target, ratio: cell.ratio, pass: cell.ratio <= t, note }
     })
     for (const t of targets) {
       const verdict = t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'FAIL'
-      console.log(`${verdict}  Sydney, ${t.name}: ${t.ratio === null ? '–' : t.ratio.toFixed(2)} of single origin (target ≤ ${t.max}; ${t.note}; assumed ${rtt.regions.sydney?.clientToPopMs ?? '?'} ms)`)
+      console.log(
+        `${verdict}  Sydney, ${t.name}: ${t.ratio === null ? '–' : t.ratio.toFixed(2)} of single origin (target ≤ ${t.max}; ${t.note}; assumed ${rtt.regions.sydney?.clientToPopMs ?? '?'} ms)`,
+      )
     }
     console.log(
       '\nnotes: a model, not a measurement: round trips from scripts/geo-rtt.json are slept in the worker; local D1/KV/cache and CPU time ' +
@@ -432,7 +552,10 @@ async function main(): Promise<void> {
     mkdirSync(outDir, { recursive: true })
     const date = new Date().toISOString()
     const outFile = join(outDir, `geo-${date.replace(/[:.]/g, '-')}.json`)
-    writeFileSync(outFile, `${JSON.stringify({ date, code, options: { samples: SAMPLES, posts: postIds.length, regions: REGIONS }, assumptions: rtt, waits: model, rows, targets }, null, 2)}\n`)
+    writeFileSync(
+      outFile,
+      `${JSON.stringify({ date, code, options: { samples: SAMPLES, posts: postIds.length, regions: REGIONS }, assumptions: rtt, waits: model, rows, targets }, null, 2)}\n`,
+    )
     log(`results written to ${outFile}`)
   } finally {
     if (mf !== undefined) await mf.dispose()

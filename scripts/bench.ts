@@ -52,13 +52,15 @@ function positiveInt(name: string, raw: string | undefined, fallback: number): n
 const POSTS = positiveInt('--posts', flags.posts ?? process.env.BENCH_POSTS, 10_000)
 const DURATION = positiveInt('--duration', flags.duration ?? process.env.BENCH_DURATION, 10)
 const CONNECTIONS = positiveInt('--connections', flags.connections ?? process.env.BENCH_CONNECTIONS, 10)
-const ONLY = flags.only?.split(',').map((name) => name.trim()).filter(Boolean)
+const ONLY = flags.only
+  ?.split(',')
+  .map((name) => name.trim())
+  .filter(Boolean)
 const STRICT = flags.strict === true
 /** Pages followed through `next` before the deep-page scenario hammers that cursor. */
 const DEEP_PAGES = 100
 /** Limit for the rate-limit bindings: high enough that the limiter never refuses during the bench. */
 const BENCH_RATE_LIMIT = 1_000_000_000
-
 
 // ---- autocannon (CommonJS, no bundled types: only the part used here is typed) ---------------
 
@@ -102,7 +104,10 @@ interface AutocannonResult {
   statusCodeStats: Record<string, { count: number }>
 }
 
-type Autocannon = (options: AutocannonOptions, callback: (err: Error | null, result: AutocannonResult) => void) => unknown
+type Autocannon = (
+  options: AutocannonOptions,
+  callback: (err: Error | null, result: AutocannonResult) => void,
+) => unknown
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon
 
 function cannon(options: AutocannonOptions): Promise<AutocannonResult> {
@@ -152,7 +157,9 @@ async function main(): Promise<void> {
   const config = readWranglerToml()
   const loadBefore = loadavg()[0] ?? 0
   if (loadBefore > 0.5) {
-    log(`warning: load average is ${loadBefore.toFixed(2)} before the bench: other work shares these ${cpus().length} CPUs, so absolute numbers will be low and noisy`)
+    log(
+      `warning: load average is ${loadBefore.toFixed(2)} before the bench: other work shares these ${cpus().length} CPUs, so absolute numbers will be low and noisy`,
+    )
   }
   const workDir = mkdtempSync(join(tmpdir(), 'edgepress-bench-'))
   let mf: Miniflare | undefined
@@ -188,7 +195,9 @@ async function main(): Promise<void> {
     })
     const base = (await mf.ready).toString().replace(/\/$/, '')
     log(`serving ${scriptPath} with Miniflare at ${base}`)
-    log(`rate limits ${config.rateLimits.join(', ')} bound at ${BENCH_RATE_LIMIT} per 60 s, so the bench measures the API, not the limiter`)
+    log(
+      `rate limits ${config.rateLimits.join(', ')} bound at ${BENCH_RATE_LIMIT} per 60 s, so the bench measures the API, not the limiter`,
+    )
 
     // Migrations, statement by statement (exec() would split triggers at their inner `;`).
     const db = await mf.getD1Database('DB')
@@ -199,14 +208,26 @@ async function main(): Promise<void> {
 
     const api = (path: string, init: RequestInit = {}): Promise<Response> => fetch(`${base}${path}`, init)
     const jsonPost = (path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> =>
-      api(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+      api(path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+      })
 
     // One user, registered through the API; logins below are real logins.
     const credentials = { username: 'bench', password: `bench-${randomBytes(9).toString('base64url')}` }
-    await expectJson(await jsonPost('/api/v1/auth/register', { ...credentials, email: 'bench@example.com' }), 'register', 201)
-    const user = await db.prepare('SELECT id FROM users WHERE username = ?').bind(credentials.username).first<{ id: number }>()
+    await expectJson(
+      await jsonPost('/api/v1/auth/register', { ...credentials, email: 'bench@example.com' }),
+      'register',
+      201,
+    )
+    const user = await db
+      .prepare('SELECT id FROM users WHERE username = ?')
+      .bind(credentials.username)
+      .first<{ id: number }>()
     if (user === null) throw new Error('the registered user is not in D1')
-    const login = async (): Promise<TokenPair> => expectJson<TokenPair>(await jsonPost('/api/v1/auth/token', credentials), 'login')
+    const login = async (): Promise<TokenPair> =>
+      expectJson<TokenPair>(await jsonPost('/api/v1/auth/token', credentials), 'login')
 
     // Posts straight into D1: multi-row INSERTs of 20 rows × 5 parameters (D1 allows 100), in batches.
     const seedStart = Date.now()
@@ -223,10 +244,20 @@ async function main(): Promise<void> {
           const n = inserted + r
           // Distinct, older-first timestamps (one per minute) so the cursor walk is realistic.
           const createdAt = now - (POSTS - n) * 60_000
-          params.push(user.id, `Post number ${n}`, `Body of post ${n}. ${'Lorem ipsum dolor sit amet. '.repeat(8)}`, createdAt, createdAt)
+          params.push(
+            user.id,
+            `Post number ${n}`,
+            `Body of post ${n}. ${'Lorem ipsum dolor sit amet. '.repeat(8)}`,
+            createdAt,
+            createdAt,
+          )
         }
         const placeholders = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?)').join(', ')
-        batch.push(db.prepare(`INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES ${placeholders}`).bind(...params))
+        batch.push(
+          db
+            .prepare(`INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES ${placeholders}`)
+            .bind(...params),
+        )
         inserted += rows
       }
       await db.batch(batch)
@@ -238,7 +269,10 @@ async function main(): Promise<void> {
     let mainRefresh = session.refresh_token
     /** A fresh access token before each authenticated scenario (ACCESS_TOKEN_TTL is 300 s). */
     const freshAccessToken = async (): Promise<string> => {
-      const pair = await expectJson<TokenPair>(await jsonPost('/api/v1/auth/token/refresh', { refresh_token: mainRefresh }), 'refresh')
+      const pair = await expectJson<TokenPair>(
+        await jsonPost('/api/v1/auth/token/refresh', { refresh_token: mainRefresh }),
+        'refresh',
+      )
       mainRefresh = pair.refresh_token
       return pair.access_token
     }
@@ -253,7 +287,8 @@ async function main(): Promise<void> {
     }
     const deepPath = new URL(deepUrl).pathname + new URL(deepUrl).search
     log(`deep page: ${depth} pages after the first (${depth * 20} posts in)`)
-    if (depth < DEEP_PAGES) log(`note: only ${depth} pages deep; seed more posts (--posts) for a ${DEEP_PAGES}-page cursor`)
+    if (depth < DEEP_PAGES)
+      log(`note: only ${depth} pages deep; seed more posts (--posts) for a ${DEEP_PAGES}-page cursor`)
 
     const postId = first.results[0]?.id
     if (postId === undefined) throw new Error('GET /api/v1/posts returned no posts')
@@ -318,7 +353,8 @@ async function main(): Promise<void> {
       },
       {
         name: 'token refresh',
-        description: 'POST /api/v1/auth/token/refresh: real rotations (each token presented once; no grace-window replays)',
+        description:
+          'POST /api/v1/auth/token/refresh: real rotations (each token presented once; no grace-window replays)',
         ok: [200],
         prepare: async () => {
           // Every request presents the *current* refresh token of a session, so each one is a real
@@ -364,14 +400,17 @@ async function main(): Promise<void> {
     ]
 
     const selected = ONLY === undefined ? scenarios : scenarios.filter((scenario) => ONLY.includes(scenario.name))
-    if (selected.length === 0) throw new Error(`--only matched no scenario; names: ${scenarios.map((s) => s.name).join(', ')}`)
+    if (selected.length === 0)
+      throw new Error(`--only matched no scenario; names: ${scenarios.map((s) => s.name).join(', ')}`)
 
     const results: ScenarioResult[] = []
     for (const [index, scenario] of selected.entries()) {
       const options = await scenario.prepare()
       log(`[${index + 1}/${selected.length}] ${scenario.name}: ${CONNECTIONS} connections for ${DURATION} s …`)
       const run = await cannon({ ...options, connections: CONNECTIONS, duration: DURATION, pipelining: 1, timeout: 30 })
-      const statusCodes = Object.fromEntries(Object.entries(run.statusCodeStats ?? {}).map(([code, { count }]) => [code, count]))
+      const statusCodes = Object.fromEntries(
+        Object.entries(run.statusCodeStats ?? {}).map(([code, { count }]) => [code, count]),
+      )
       const badStatuses = Object.entries(statusCodes)
         .filter(([code]) => !scenario.ok.includes(Number(code)))
         .reduce((sum, [, count]) => sum + count, 0)
@@ -397,9 +436,16 @@ async function main(): Promise<void> {
 
     // ---- report -------------------------------------------------------------------------------
     const header = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'errors']
-    const rows = results.map((r) => [r.name, r.requestsPerSecond.toFixed(0), String(r.p50Ms), String(r.p99Ms), String(r.errors)])
+    const rows = results.map((r) => [
+      r.name,
+      r.requestsPerSecond.toFixed(0),
+      String(r.p50Ms),
+      String(r.p99Ms),
+      String(r.errors),
+    ])
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)))
-    const line = (cells: string[]) => `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join(' | ')} |`
+    const line = (cells: string[]) =>
+      `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join(' | ')} |`
     console.log('')
     console.log(line(header))
     console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`)
@@ -413,13 +459,22 @@ async function main(): Promise<void> {
       targets.push({ name, value, target, pass: value === null ? null : value >= min })
     }
     ratio('users/me ÷ health (req/s)', rps('users/me'), rps('health'), 0.8, '≥ 0.80')
-    ratio('deep ÷ first page, uncached (req/s)', rps('posts deep page (auth)'), rps('posts first page (auth)'), 1 / 1.2, '≥ 0.83 (deep within 1.2× first)')
+    ratio(
+      'deep ÷ first page, uncached (req/s)',
+      rps('posts deep page (auth)'),
+      rps('posts first page (auth)'),
+      1 / 1.2,
+      '≥ 0.83 (deep within 1.2× first)',
+    )
     const totalErrors = results.reduce((sum, r) => sum + r.errors, 0)
     targets.push({ name: 'errors (all scenarios)', value: totalErrors, target: '= 0', pass: totalErrors === 0 })
     const info: Array<{ name: string; value: number | null }> = [
       {
         name: 'deep ÷ first page, edge cache (req/s, info)',
-        value: rps('posts deep page') !== undefined && rps('posts first page') ? (rps('posts deep page') ?? 0) / (rps('posts first page') ?? 1) : null,
+        value:
+          rps('posts deep page') !== undefined && rps('posts first page')
+            ? (rps('posts deep page') ?? 0) / (rps('posts first page') ?? 1)
+            : null,
       },
     ]
     for (const t of targets) {
@@ -450,7 +505,13 @@ async function main(): Promise<void> {
             loadAverageBefore: loadBefore,
             loadAverageAfter: loadavg()[0],
           },
-          options: { posts: POSTS, durationSeconds: DURATION, connections: CONNECTIONS, deepPages: depth, rateLimit: BENCH_RATE_LIMIT },
+          options: {
+            posts: POSTS,
+            durationSeconds: DURATION,
+            connections: CONNECTIONS,
+            deepPages: depth,
+            rateLimit: BENCH_RATE_LIMIT,
+          },
           results,
           targets,
           info,

@@ -37,7 +37,6 @@ const LAZY_FUNCTIONS: Record<string, string> = {
 const workDir = mkdtempSync(join(tmpdir(), 'edgepress-budget-'))
 const failures: string[] = []
 
-
 function kib(bytes: number): string {
   return `${(bytes / 1024).toFixed(1)} KiB`
 }
@@ -120,7 +119,11 @@ function sampleDurations(profile: CpuProfile): Array<{ nodeId: number; micros: n
 function lazyWorkIn(name: string): string | undefined {
   // esbuild renames clashing top-level names with a numeric suffix (getConfig → getConfig2).
   const base = name.replace(/\d+$/, '')
-  return Object.hasOwn(LAZY_FUNCTIONS, name) ? LAZY_FUNCTIONS[name] : Object.hasOwn(LAZY_FUNCTIONS, base) ? LAZY_FUNCTIONS[base] : undefined
+  return Object.hasOwn(LAZY_FUNCTIONS, name)
+    ? LAZY_FUNCTIONS[name]
+    : Object.hasOwn(LAZY_FUNCTIONS, base)
+      ? LAZY_FUNCTIONS[base]
+      : undefined
 }
 
 function describeFrame(frame: CallFrame): string {
@@ -145,9 +148,12 @@ function checkStartup(): void {
   }
 
   // Older profiles carry hitCount without samples; count each hit as one (unknown-length) sample.
-  const samples = (profile.samples?.length ?? 0) > 0
-    ? sampleDurations(profile)
-    : profile.nodes.flatMap((node) => Array.from({ length: node.hitCount ?? 0 }, () => ({ nodeId: node.id, micros: 0 })))
+  const samples =
+    (profile.samples?.length ?? 0) > 0
+      ? sampleDurations(profile)
+      : profile.nodes.flatMap((node) =>
+          Array.from({ length: node.hitCount ?? 0 }, () => ({ nodeId: node.id, micros: 0 })),
+        )
 
   const selfMicros = new Map<string, number>()
   const lazyHits = new Map<string, { reason: string; micros: number; stack: string }>()

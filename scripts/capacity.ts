@@ -110,8 +110,10 @@ const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.le
 const chance = (p: number): boolean => random() < p
 
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-const base64url = (length: number): string => Array.from({ length }, () => BASE64URL[Math.floor(random() * 64)]).join('')
-const hex = (length: number): string => Array.from({ length }, () => '0123456789abcdef'[Math.floor(random() * 16)]).join('')
+const base64url = (length: number): string =>
+  Array.from({ length }, () => BASE64URL[Math.floor(random() * 64)]).join('')
+const hex = (length: number): string =>
+  Array.from({ length }, () => '0123456789abcdef'[Math.floor(random() * 16)]).join('')
 /** A random (version 4) UUID, as crypto.randomUUID() writes sids and jtis. */
 const uuid = (): string => `${hex(8)}-${hex(4)}-4${hex(3)}-${'89ab'[between(0, 3)]}${hex(3)}-${hex(12)}`
 /** The stored password format: pbkdf2-sha256$100000$<16-byte salt>$<32-byte hash>, base64url. */
@@ -119,11 +121,70 @@ const passwordHash = (): string => `pbkdf2-sha256$100000$${base64url(22)}$${base
 /** A SHA-256 in base64url, as one-time token and unsubscribe token hashes are stored. */
 const sha256 = (): string => base64url(43)
 
-const FIRST = ['maria', 'james', 'aiko', 'lucas', 'fatima', 'noah', 'elena', 'omar', 'sofia', 'liam', 'chen', 'amara', 'mateo',
-  'ingrid', 'ravi', 'zoe', 'pierre', 'hana', 'diego', 'olga', 'kwame', 'lena', 'yusuf', 'clara', 'tomas', 'mei', 'arjun', 'nora']
-const LAST = ['garcia', 'smith', 'tanaka', 'silva', 'khan', 'johnson', 'rossi', 'haddad', 'novak', 'murphy', 'wang', 'okafor',
-  'lopez', 'larsen', 'patel', 'martin', 'dubois', 'kim', 'fernandez', 'ivanova', 'mensah', 'schmidt', 'demir', 'moreau']
-const DOMAINS = ['example.com', 'mail.example.org', 'example.net', 'post.example.co.uk', 'inbox.example.de', 'example.io']
+const FIRST = [
+  'maria',
+  'james',
+  'aiko',
+  'lucas',
+  'fatima',
+  'noah',
+  'elena',
+  'omar',
+  'sofia',
+  'liam',
+  'chen',
+  'amara',
+  'mateo',
+  'ingrid',
+  'ravi',
+  'zoe',
+  'pierre',
+  'hana',
+  'diego',
+  'olga',
+  'kwame',
+  'lena',
+  'yusuf',
+  'clara',
+  'tomas',
+  'mei',
+  'arjun',
+  'nora',
+]
+const LAST = [
+  'garcia',
+  'smith',
+  'tanaka',
+  'silva',
+  'khan',
+  'johnson',
+  'rossi',
+  'haddad',
+  'novak',
+  'murphy',
+  'wang',
+  'okafor',
+  'lopez',
+  'larsen',
+  'patel',
+  'martin',
+  'dubois',
+  'kim',
+  'fernandez',
+  'ivanova',
+  'mensah',
+  'schmidt',
+  'demir',
+  'moreau',
+]
+const DOMAINS = [
+  'example.com',
+  'mail.example.org',
+  'example.net',
+  'post.example.co.uk',
+  'inbox.example.de',
+  'example.io',
+]
 const capitalise = (word: string): string => word.charAt(0).toUpperCase() + word.slice(1)
 
 /** English function words first, then 20 000 synthetic words: a Zipf-distributed vocabulary for FTS5. */
@@ -136,10 +197,48 @@ const COMMON = (
   'just form sentence great think say help low line differ turn cause much mean before move right boy old too same tell ' +
   'edge worker database query cache token session search index post user request response latency deploy replica'
 ).split(' ')
-const SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'ro', 'sa', 'ti', 'vu', 'ber', 'con', 'dex', 'fin', 'gra', 'hol', 'ist', 'jun', 'lex',
-  'mor', 'nal', 'pre', 'quo', 'ral', 'ster', 'tor', 'und', 'ver', 'wick', 'al', 'en', 'or', 'tion', 'ment', 'ly', 'ing']
-const VOCABULARY = [...new Set([...COMMON, ...Array.from({ length: 26_000 }, () =>
-  Array.from({ length: between(2, 4) }, () => pick(SYLLABLES)).join(''))])].slice(0, COMMON.length + 20_000)
+const SYLLABLES = [
+  'ka',
+  'lo',
+  'mi',
+  'ne',
+  'ro',
+  'sa',
+  'ti',
+  'vu',
+  'ber',
+  'con',
+  'dex',
+  'fin',
+  'gra',
+  'hol',
+  'ist',
+  'jun',
+  'lex',
+  'mor',
+  'nal',
+  'pre',
+  'quo',
+  'ral',
+  'ster',
+  'tor',
+  'und',
+  'ver',
+  'wick',
+  'al',
+  'en',
+  'or',
+  'tion',
+  'ment',
+  'ly',
+  'ing',
+]
+const VOCABULARY = [
+  ...new Set([
+    ...COMMON,
+    ...Array.from({ length: 26_000 }, () => Array.from({ length: between(2, 4) }, () => pick(SYLLABLES)).join('')),
+  ]),
+].slice(0, COMMON.length + 20_000)
 const ZIPF_CDF = (() => {
   const weights = VOCABULARY.map((_, rank) => 1 / (rank + 1))
   const total = weights.reduce((sum, w) => sum + w, 0)
@@ -207,14 +306,33 @@ function tables(): TableLoad[] {
       table: 'users',
       what: 'user (username, email, PBKDF2 hash, username key; 4 unique/keyset indexes)',
       rows: ROWS,
-      columns: ['username', 'username_key', 'email', 'email_verified', 'is_admin', 'password_hash', 'created_at', 'updated_at', 'last_login_at'],
+      columns: [
+        'username',
+        'username_key',
+        'email',
+        'email_verified',
+        'is_admin',
+        'password_hash',
+        'created_at',
+        'updated_at',
+        'last_login_at',
+      ],
       row: (i) => {
         const p = person(i)
         const username = `${capitalise(p.first)}${capitalise(p.last)}${p.n}`
         const createdAt = epoch + i * 60_000
         userCount = Math.max(userCount, i + 1)
-        return [username, username.toLowerCase(), `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`, chance(0.85) ? 1 : 0, 0,
-          passwordHash(), createdAt, createdAt + between(0, 30) * DAY, chance(0.7) ? createdAt + between(1, 60) * DAY : null]
+        return [
+          username,
+          username.toLowerCase(),
+          `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`,
+          chance(0.85) ? 1 : 0,
+          0,
+          passwordHash(),
+          createdAt,
+          createdAt + between(0, 30) * DAY,
+          chance(0.7) ? createdAt + between(1, 60) * DAY : null,
+        ]
       },
     },
     {
@@ -224,34 +342,87 @@ function tables(): TableLoad[] {
       columns: ['author_id', 'title', 'body', 'created_at', 'updated_at'],
       row: (i) => {
         const createdAt = epoch + i * 120_000
-        return [between(1, userCount), title(), body(), createdAt, chance(0.2) ? createdAt + between(1, 10) * DAY : createdAt]
+        return [
+          between(1, userCount),
+          title(),
+          body(),
+          createdAt,
+          chance(0.2) ? createdAt + between(1, 10) * DAY : createdAt,
+        ]
       },
     },
     {
       table: 'subscribers',
       what: 'subscriber (email, name, status, unsubscribe token hash; 4 indexes)',
       rows: ROWS,
-      columns: ['email', 'name', 'status', 'created_at', 'updated_at', 'confirmed_at', 'unsubscribed_at', 'unsubscribe_token_hash'],
+      columns: [
+        'email',
+        'name',
+        'status',
+        'created_at',
+        'updated_at',
+        'confirmed_at',
+        'unsubscribed_at',
+        'unsubscribe_token_hash',
+      ],
       row: (i) => {
         const p = person(i)
         const createdAt = epoch + i * 60_000
-        const status = pick(['active', 'active', 'active', 'active', 'active', 'active', 'active', 'pending', 'pending', 'unsubscribed'])
+        const status = pick([
+          'active',
+          'active',
+          'active',
+          'active',
+          'active',
+          'active',
+          'active',
+          'pending',
+          'pending',
+          'unsubscribed',
+        ])
         subscriberCount = Math.max(subscriberCount, i + 1)
-        return [`${p.first}${p.n}.${p.last}@${pick(DOMAINS)}`, chance(0.6) ? `${capitalise(p.first)} ${capitalise(p.last)}` : null, status,
-          createdAt, createdAt + DAY, status === 'pending' ? null : createdAt + 3_600_000, status === 'unsubscribed' ? createdAt + 30 * DAY : null, sha256()]
+        return [
+          `${p.first}${p.n}.${p.last}@${pick(DOMAINS)}`,
+          chance(0.6) ? `${capitalise(p.first)} ${capitalise(p.last)}` : null,
+          status,
+          createdAt,
+          createdAt + DAY,
+          status === 'pending' ? null : createdAt + 3_600_000,
+          status === 'unsubscribed' ? createdAt + 30 * DAY : null,
+          sha256(),
+        ]
       },
     },
     {
       table: 'sessions',
       what: 'login session (uuid sid, current and previous jti; 2 indexes)',
       rows: ROWS,
-      columns: ['sid', 'user_id', 'current_jti', 'previous_jti', 'refresh_issued_at', 'refresh_expires_at', 'created_at', 'rotated_at', 'revoked_at'],
+      columns: [
+        'sid',
+        'user_id',
+        'current_jti',
+        'previous_jti',
+        'refresh_issued_at',
+        'refresh_expires_at',
+        'created_at',
+        'rotated_at',
+        'revoked_at',
+      ],
       row: (i) => {
         const createdAt = epoch + i * 30_000
         const rotated = chance(0.7)
         const issuedAt = rotated ? createdAt + between(1, 20) * DAY : createdAt
-        return [uuid(), between(1, userCount), uuid(), rotated ? uuid() : null, issuedAt, issuedAt + DAY, createdAt,
-          rotated ? issuedAt : null, chance(0.1) ? issuedAt + 3_600_000 : null]
+        return [
+          uuid(),
+          between(1, userCount),
+          uuid(),
+          rotated ? uuid() : null,
+          issuedAt,
+          issuedAt + DAY,
+          createdAt,
+          rotated ? issuedAt : null,
+          chance(0.1) ? issuedAt + 3_600_000 : null,
+        ]
       },
     },
     {
@@ -261,19 +432,42 @@ function tables(): TableLoad[] {
       columns: ['token_hash', 'purpose', 'user_id', 'subscriber_id', 'email', 'created_at', 'expires_at', 'used_at'],
       row: (i) => {
         const p = person(i)
-        const purpose = pick(['email_verification', 'email_verification', 'password_reset', 'subscription_confirmation'])
+        const purpose = pick([
+          'email_verification',
+          'email_verification',
+          'password_reset',
+          'subscription_confirmation',
+        ])
         const createdAt = epoch + i * 30_000
         const forUser = purpose !== 'subscription_confirmation'
-        return [sha256(), purpose, forUser ? between(1, userCount) : null, forUser ? null : between(1, subscriberCount),
-          `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`, createdAt, createdAt + (purpose === 'password_reset' ? 3_600_000 : DAY),
-          chance(0.6) ? createdAt + 600_000 : null]
+        return [
+          sha256(),
+          purpose,
+          forUser ? between(1, userCount) : null,
+          forUser ? null : between(1, subscriberCount),
+          `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`,
+          createdAt,
+          createdAt + (purpose === 'password_reset' ? 3_600_000 : DAY),
+          chance(0.6) ? createdAt + 600_000 : null,
+        ]
       },
     },
     {
       table: 'email_outbox',
       what: 'queued email (recipient, subject, ~400-byte text with a link, headers; 1 index)',
       rows: ROWS,
-      columns: ['recipient', 'subject', 'text', 'headers', 'status', 'attempts', 'next_attempt_at', 'last_error', 'created_at', 'sent_at'],
+      columns: [
+        'recipient',
+        'subject',
+        'text',
+        'headers',
+        'status',
+        'attempts',
+        'next_attempt_at',
+        'last_error',
+        'created_at',
+        'sent_at',
+      ],
       row: (i) => {
         const p = person(i)
         const createdAt = epoch + i * 30_000
@@ -285,9 +479,18 @@ function tables(): TableLoad[] {
           ? `Hello ${capitalise(p.first)},\n\nPlease confirm your subscription to the edgepress mailing list:\n${link}\n\nIf you did not ask to subscribe, ignore this email and you will hear nothing more.\nTo unsubscribe at any time: ${unsubscribe}`
           : `Hello ${capitalise(p.first)}${capitalise(p.last)}${p.n},\n\nPlease confirm that this is your email address by opening this link:\n${link}\n\nThe link is valid for 24 hours. If you did not create an edgepress account, ignore this email.`
         const sent = chance(0.97)
-        return [`${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`, subscription ? 'Confirm your subscription to edgepress' : 'Confirm your email address for edgepress',
-          text, subscription ? JSON.stringify({ 'List-Unsubscribe': `<${unsubscribe}>` }) : '{}', sent ? 'sent' : 'pending', sent ? 1 : 0,
-          createdAt, null, createdAt, sent ? createdAt + 2_000 : null]
+        return [
+          `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`,
+          subscription ? 'Confirm your subscription to edgepress' : 'Confirm your email address for edgepress',
+          text,
+          subscription ? JSON.stringify({ 'List-Unsubscribe': `<${unsubscribe}>` }) : '{}',
+          sent ? 'sent' : 'pending',
+          sent ? 1 : 0,
+          createdAt,
+          null,
+          createdAt,
+          sent ? createdAt + 2_000 : null,
+        ]
       },
     },
   ]
@@ -316,7 +519,12 @@ async function databaseSize(db: D1Database): Promise<number> {
  * statement limit, ten statements per batch. Bound parameters would allow only 100 values per
  * statement, and per-statement overhead would then dominate the seeding time.
  */
-async function insertRows(db: D1Database, load: TableLoad, from: number, count: number): Promise<{ payload: number; seconds: number }> {
+async function insertRows(
+  db: D1Database,
+  load: TableLoad,
+  from: number,
+  count: number,
+): Promise<{ payload: number; seconds: number }> {
   const head = `INSERT INTO ${load.table} (${load.columns.join(', ')}) VALUES `
   let payload = 0
   let done = 0
@@ -384,14 +592,23 @@ interface WriteResult {
 
 /** The `d1` entry of a Server-Timing header (`d1;dur=1.2;desc="calls=1 start=…"`); NaN when absent. */
 function d1Timing(header: string | null): { ms: number; calls: number } {
-  const entry = (header ?? '').split(',').map((part) => part.trim()).find((part) => part.startsWith('d1;'))
+  const entry = (header ?? '')
+    .split(',')
+    .map((part) => part.trim())
+    .find((part) => part.startsWith('d1;'))
   return {
     ms: Number(/;dur=([0-9.]+)/.exec(entry ?? '')?.[1] ?? Number.NaN),
     calls: Number(/calls=(\d+)/.exec(entry ?? '')?.[1] ?? Number.NaN),
   }
 }
 
-async function measureWrites(base: string, name: string, total: number, connections: number, token: string): Promise<WriteResult> {
+async function measureWrites(
+  base: string,
+  name: string,
+  total: number,
+  connections: number,
+  token: string,
+): Promise<WriteResult> {
   const latencies: number[] = []
   let d1Ms = 0
   let d1Calls = 0
@@ -456,7 +673,10 @@ const fileSize = (path: string): number => {
  */
 function vacuumedSize(file: string, workDir: string): number | undefined {
   const copy = join(workDir, 'vacuumed.sqlite')
-  const result = spawnSync('sqlite3', [file, `VACUUM INTO '${copy}'`], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' })
+  const result = spawnSync('sqlite3', [file, `VACUUM INTO '${copy}'`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+  })
   if (result.error !== undefined || result.status !== 0) return undefined
   return fileSize(copy)
 }
@@ -486,8 +706,15 @@ async function main(): Promise<void> {
       d1Databases: { DB: config.databaseId },
       d1Persist: join(persistDir, 'v3', 'd1'),
       kvNamespaces: ['REVOKED_TOKENS'],
-      ratelimits: Object.fromEntries(config.rateLimits.map((name) => [name, { simple: { limit: RATE_LIMIT, period: 60 as const } }])),
-      bindings: { ...config.vars, JWT_SECRET: randomBytes(48).toString('base64url'), LOG_REQUESTS: 'false', MAIL_TRANSPORT: 'console' },
+      ratelimits: Object.fromEntries(
+        config.rateLimits.map((name) => [name, { simple: { limit: RATE_LIMIT, period: 60 as const } }]),
+      ),
+      bindings: {
+        ...config.vars,
+        JWT_SECRET: randomBytes(48).toString('base64url'),
+        LOG_REQUESTS: 'false',
+        MAIL_TRANSPORT: 'console',
+      },
       logRequests: false,
       handleRuntimeStdio: (stdout: Readable, stderr: Readable) => {
         stdout.resume()
@@ -496,8 +723,11 @@ async function main(): Promise<void> {
     })
     const base = (await mf.ready).toString().replace(/\/$/, '')
     const db = await mf.getD1Database('DB')
-    const migrated = await db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'posts_fts'").first<{ n: number }>()
-    if (migrated?.n !== 1) throw new Error('the persisted D1 has no posts_fts: Miniflare did not open the database wrangler migrated')
+    const migrated = await db
+      .prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'posts_fts'")
+      .first<{ n: number }>()
+    if (migrated?.n !== 1)
+      throw new Error('the persisted D1 has no posts_fts: Miniflare did not open the database wrangler migrated')
     const emptySize = await databaseSize(db)
     log(`serving the bundle with Miniflare at ${base}; the migrated, empty database is ${mb(emptySize)}`)
 
@@ -508,7 +738,9 @@ async function main(): Promise<void> {
       results.push(await measureTable(db, load))
       if (load.table === 'posts') {
         // The FTS5 index's own blocks (its shadow table posts_fts_data), without page overhead.
-        const fts = await db.prepare('SELECT sum(length(block)) AS bytes, (SELECT count(*) FROM posts) AS posts FROM posts_fts_data').first<{ bytes: number; posts: number }>()
+        const fts = await db
+          .prepare('SELECT sum(length(block)) AS bytes, (SELECT count(*) FROM posts) AS posts FROM posts_fts_data')
+          .first<{ bytes: number; posts: number }>()
         if (fts !== null && fts.posts > 0) ftsBytesPerPost = fts.bytes / fts.posts
         log(`posts: the FTS5 index blocks hold ${ftsBytesPerPost.toFixed(0)} B per post`)
       }
@@ -518,12 +750,30 @@ async function main(): Promise<void> {
     // ---- write rate through the Worker ----
     const credentials = { username: 'capacity', password: `capacity-${randomBytes(9).toString('base64url')}` }
     const post = (path: string, payload: unknown): Promise<Response> =>
-      fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) })
-    await expectJson(await post('/api/v1/auth/register', { ...credentials, email: 'capacity@example.com' }), 'register', 201)
-    const { access_token: token } = await expectJson<{ access_token: string }>(await post('/api/v1/auth/token', credentials), 'login', 200)
+      fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(payload),
+      })
+    await expectJson(
+      await post('/api/v1/auth/register', { ...credentials, email: 'capacity@example.com' }),
+      'register',
+      201,
+    )
+    const { access_token: token } = await expectJson<{ access_token: string }>(
+      await post('/api/v1/auth/token', credentials),
+      'login',
+      200,
+    )
     const writes = [
       await measureWrites(base, 'POST /api/v1/posts, one at a time', SEQUENTIAL_WRITES, 1, token),
-      await measureWrites(base, `POST /api/v1/posts, ${CONNECTIONS} concurrent clients`, CONCURRENT_WRITES, CONNECTIONS, token),
+      await measureWrites(
+        base,
+        `POST /api/v1/posts, ${CONNECTIONS} concurrent clients`,
+        CONCURRENT_WRITES,
+        CONNECTIONS,
+        token,
+      ),
     ]
     const finalSize = await databaseSize(db)
     await mf.dispose()
@@ -534,12 +784,16 @@ async function main(): Promise<void> {
     // ---- report ----
     const perRow = (table: string): number => results.find((r) => r.table === table)?.bytesPerRow ?? Number.NaN
     console.log('')
-    console.log(`Measured ${new Date().toISOString().slice(0, 10)}; limit assumed ${LIMIT_BYTES / 1e9} GB (${grouped(LIMIT_BYTES)} bytes) per database.`)
+    console.log(
+      `Measured ${new Date().toISOString().slice(0, 10)}; limit assumed ${LIMIT_BYTES / 1e9} GB (${grouped(LIMIT_BYTES)} bytes) per database.`,
+    )
     console.log('')
     console.log('| table | one row is | bytes per row | text per row | rows in one database |')
     console.log('|---|---|--:|--:|--:|')
     for (const r of results) {
-      console.log(`| \`${r.table}\` | ${r.what} | ${grouped(r.bytesPerRow)} | ${grouped(r.payloadBytes)} | ≈ ${roughly(LIMIT_BYTES / r.bytesPerRow)} |`)
+      console.log(
+        `| \`${r.table}\` | ${r.what} | ${grouped(r.bytesPerRow)} | ${grouped(r.payloadBytes)} | ≈ ${roughly(LIMIT_BYTES / r.bytesPerRow)} |`,
+      )
     }
     console.log(`\nOf a post, the FTS5 index blocks (posts_fts_data) are ≈ ${grouped(ftsBytesPerPost)} bytes.`)
 
@@ -549,10 +803,13 @@ async function main(): Promise<void> {
     const mix = { users: 1, posts: 10, subscribers: 20, sessions: 2, one_time_tokens: 0.2, email_outbox: 21 }
     const perUser = Object.entries(mix).reduce((sum, [table, n]) => sum + n * perRow(table), 0)
     const users = LIMIT_BYTES / perUser
-    const share = (table: keyof typeof mix): string => `${((mix[table] * perRow(table)) / perUser * 100).toFixed(0)} %`
+    const share = (table: keyof typeof mix): string =>
+      `${(((mix[table] * perRow(table)) / perUser) * 100).toFixed(0)} %`
     console.log('')
     console.log(
-      `Mixed workload, per user: ${Object.entries(mix).map(([table, n]) => `${n} × ${table}`).join(', ')} = ${grouped(perUser)} bytes ` +
+      `Mixed workload, per user: ${Object.entries(mix)
+        .map(([table, n]) => `${n} × ${table}`)
+        .join(', ')} = ${grouped(perUser)} bytes ` +
         `(posts ${share('posts')}, outbox ${share('email_outbox')}, subscribers ${share('subscribers')}); ` +
         `one database holds ≈ ${roughly(users)} users with ≈ ${roughly(users * mix.posts)} posts and ≈ ${roughly(users * mix.subscribers)} subscribers.`,
     )
@@ -560,11 +817,15 @@ async function main(): Promise<void> {
     console.log('| write path (one local D1 primary) | posts | posts/s | p50 ms | p99 ms | D1 ms per post |')
     console.log('|---|--:|--:|--:|--:|--:|')
     for (const w of writes) {
-      console.log(`| ${w.name} | ${grouped(w.requests)} | ${w.perSecond.toFixed(0)} | ${w.p50Ms.toFixed(1)} | ${w.p99Ms.toFixed(1)} | ${w.d1MsPerPost.toFixed(2)} |`)
+      console.log(
+        `| ${w.name} | ${grouped(w.requests)} | ${w.perSecond.toFixed(0)} | ${w.p50Ms.toFixed(1)} | ${w.p99Ms.toFixed(1)} | ${w.d1MsPerPost.toFixed(2)} |`,
+      )
     }
     const bulk = results.find((r) => r.table === 'posts')
     if (bulk !== undefined) {
-      console.log(`| seeding: multi-row INSERTs of ≤ 90 KB straight into D1, 10 per batch | ${grouped(bulk.rows)} | ${bulk.rowsPerSecond.toFixed(0)} | | | |`)
+      console.log(
+        `| seeding: multi-row INSERTs of ≤ 90 KB straight into D1, 10 per batch | ${grouped(bulk.rows)} | ${bulk.rowsPerSecond.toFixed(0)} | | | |`,
+      )
     }
     const serial = writes[0]
     if (serial !== undefined) {
@@ -576,12 +837,16 @@ async function main(): Promise<void> {
     console.log('')
     console.log(
       `Database: ${mb(emptySize)} migrated, ${mb(seededSize)} seeded, ${mb(finalSize)} after the writes (D1 size_after). ` +
-        (file === undefined ? '' : `On disk after shutdown: ${mb(fileSize(file))} SQLite file + ${mb(fileSize(`${file}-wal`))} write-ahead log. `) +
+        (file === undefined
+          ? ''
+          : `On disk after shutdown: ${mb(fileSize(file))} SQLite file + ${mb(fileSize(`${file}-wal`))} write-ahead log. `) +
         (vacuumed === undefined
           ? 'No sqlite3 shell found: no VACUUMed comparison.'
           : `A VACUUMed copy (sqlite3 shell) is ${mb(vacuumed)}: ${((1 - vacuumed / finalSize) * 100).toFixed(0)} % of the as-written size is free space in pages.`),
     )
-    console.log('Local D1 is SQLite in workerd on one host, not production D1: read the rates as relative costs (docs/design.md § Capacity).')
+    console.log(
+      'Local D1 is SQLite in workerd on one host, not production D1: read the rates as relative costs (docs/design.md § Capacity).',
+    )
   } finally {
     if (mf !== undefined) await mf.dispose()
     rmSync(workDir, { recursive: true, force: true })

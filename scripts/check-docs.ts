@@ -18,7 +18,9 @@ const failures: string[] = []
 function markdownFiles(): string[] {
   const docs = join(root, 'docs')
   const inDocs = existsSync(docs)
-    ? readdirSync(docs, { recursive: true, encoding: 'utf8' }).filter((name) => name.endsWith('.md')).map((name) => join(docs, name))
+    ? readdirSync(docs, { recursive: true, encoding: 'utf8' })
+        .filter((name) => name.endsWith('.md'))
+        .map((name) => join(docs, name))
     : []
   return [join(root, 'README.md'), join(root, 'CONTRIBUTING.md'), ...inDocs]
 }
@@ -42,7 +44,8 @@ function checkLinks(file: string): void {
     const resolved = resolve(dirname(file), path)
     const where = relative(root, resolved)
     if (where.startsWith('..')) failures.push(`${relative(root, file)}: "${target}" points outside the repository.`)
-    else if (!existsSync(resolved)) failures.push(`${relative(root, file)}: "${target}" does not resolve to a file of the repository.`)
+    else if (!existsSync(resolved))
+      failures.push(`${relative(root, file)}: "${target}" does not resolve to a file of the repository.`)
   }
 }
 
@@ -56,13 +59,15 @@ function checkNoOutsideReferences(): void {
     const path = join(root, name)
     if (!existsSync(path)) continue
     const text = readFileSync(path, 'utf8')
-    if (text.includes(OUTSIDE_FOLDER)) failures.push(`${name} refers to ${OUTSIDE_FOLDER}, which is outside the repository.`)
+    if (text.includes(OUTSIDE_FOLDER))
+      failures.push(`${name} refers to ${OUTSIDE_FOLDER}, which is outside the repository.`)
   }
 }
 
 function checkReadmeLength(): void {
   const lines = readFileSync(join(root, 'README.md'), 'utf8').split('\n').length
-  if (lines > README_MAX_LINES) failures.push(`README.md has ${lines} lines; keep it under ${README_MAX_LINES} and move the rest to docs/.`)
+  if (lines > README_MAX_LINES)
+    failures.push(`README.md has ${lines} lines; keep it under ${README_MAX_LINES} and move the rest to docs/.`)
 }
 
 const files = markdownFiles()
@@ -74,4 +79,6 @@ if (failures.length > 0) {
   console.error(`check-docs: ${failures.length} problem(s):\n- ${failures.join('\n- ')}`)
   process.exit(1)
 }
-console.log(`check-docs: ${files.length} Markdown files, every relative link resolves; nothing points outside the repository.`)
+console.log(
+  `check-docs: ${files.length} Markdown files, every relative link resolves; nothing points outside the repository.`,
+)

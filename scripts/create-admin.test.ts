@@ -127,7 +127,9 @@ describe('npm run create-admin', () => {
   })
 
   it('names users by their username key: a new administrator gets one, an old unkeyed row is found in any case', () => {
-    expect(execute(`SELECT username_key FROM users WHERE username = 'heidi';`, '--local')).toEqual([{ username_key: 'heidi' }])
+    expect(execute(`SELECT username_key FROM users WHERE username = 'heidi';`, '--local')).toEqual([
+      { username_key: 'heidi' },
+    ])
     const run = createAdmin('--username', 'ÖDÖN', '--email', 'ODON@corp.com', '--promote')
     expect(run.stderr).toBe('')
     expect(run.status).toBe(0)

@@ -56,9 +56,15 @@ const rows = execute(
    ORDER BY id;`,
   target,
 ) as unknown as Account[]
-const named = rows.filter((row) => row.username_key === key || row.spelled_so === 1 || (row.username_key === null && usernameKey(row.username) === key))
+const named = rows.filter(
+  (row) =>
+    row.username_key === key ||
+    row.spelled_so === 1 ||
+    (row.username_key === null && usernameKey(row.username) === key),
+)
 // As login picks (src/db/users.ts): the exact spelling, then the key's owner.
-const byUsername = named.find((row) => row.username === username) ?? named.find((row) => row.username_key === key) ?? named[0]
+const byUsername =
+  named.find((row) => row.username === username) ?? named.find((row) => row.username_key === key) ?? named[0]
 const byEmail = rows.find((row) => row.by_email === 1)
 const describe = (row: Account): string => `#${row.id} (${row.username}, ${row.email})`
 
@@ -81,17 +87,25 @@ if (byUsername === undefined && byEmail === undefined) {
   console.log(`Created administrator #${created?.id} (${username}, ${email}) in the ${where}.`)
 } else {
   if (byUsername === undefined) {
-    fail(`the email ${email} is already registered to another user, ${describe(byEmail!)}: nothing changed. Choose another email, or run this with that user's username to promote them.`)
+    fail(
+      `the email ${email} is already registered to another user, ${describe(byEmail!)}: nothing changed. Choose another email, or run this with that user's username to promote them.`,
+    )
   }
   if (byEmail === undefined) {
-    fail(`the username "${username}" belongs to user #${byUsername.id}, whose email is not ${email}: nothing changed. Choose another username, or give that user's own email to promote them.`)
+    fail(
+      `the username "${username}" belongs to user #${byUsername.id}, whose email is not ${email}: nothing changed. Choose another username, or give that user's own email to promote them.`,
+    )
   }
   if (byUsername.id !== byEmail.id) {
-    fail(`the username "${username}" and the email ${email} belong to two different users, ${describe(byUsername)} and ${describe(byEmail)}: nothing changed.`)
+    fail(
+      `the username "${username}" and the email ${email} belong to two different users, ${describe(byUsername)} and ${describe(byEmail)}: nothing changed.`,
+    )
   }
   const user = byUsername
   if (user.email_verified !== 1) {
-    fail(`the email of user ${describe(user)} is not verified, so nothing shows that its holder owns the account: nothing changed. Have them verify it first (the link they were sent, or POST /api/v1/auth/email/resend), then run this again.`)
+    fail(
+      `the email of user ${describe(user)} is not verified, so nothing shows that its holder owns the account: nothing changed. Have them verify it first (the link they were sent, or POST /api/v1/auth/email/resend), then run this again.`,
+    )
   }
   if (user.is_admin === 1) {
     prompt.close()
@@ -100,9 +114,13 @@ if (byUsername === undefined && byEmail === undefined) {
   }
   if (!values.promote) {
     if (!process.stdin.isTTY) {
-      fail(`user ${describe(user)} exists with that verified email; pass --promote to make them an administrator (or run this in a terminal to be asked). Nothing changed.`)
+      fail(
+        `user ${describe(user)} exists with that verified email; pass --promote to make them an administrator (or run this in a terminal to be asked). Nothing changed.`,
+      )
     }
-    const answer = (await prompt.question(`Promote existing user ${describe(user)} to administrator in the ${where}? [y/N] `)).trim()
+    const answer = (
+      await prompt.question(`Promote existing user ${describe(user)} to administrator in the ${where}? [y/N] `)
+    ).trim()
     if (!/^y(es)?$/i.test(answer)) fail('not promoted: nothing changed.')
   }
   prompt.close()

@@ -61,7 +61,12 @@ export function passwordPepper(target: Target): string | undefined {
 
 /** Runs wrangler quietly (metrics off, no colour) and returns its stdout; on failure prints its output and throws. */
 export function runWrangler(args: string[]): string {
-  const result = spawnSync(wrangler, args, { cwd: root, env: { ...env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' })
+  const result = spawnSync(wrangler, args, {
+    cwd: root,
+    env: { ...env, NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    encoding: 'utf8',
+  })
   if (result.status !== 0) {
     console.error(result.stdout, result.stderr)
     throw new Error(`wrangler ${args.join(' ')} failed (${result.error?.message ?? `exit ${result.status}`})`)

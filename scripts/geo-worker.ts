@@ -46,7 +46,15 @@ const COUNTS_HEADER = 'x-bench-geo'
 
 type GeoEnv = Env & { BENCH_GEO_MODEL?: string }
 
-const ZERO: GeoWaits = { d1PrimaryMs: 0, d1ReplicaMs: 0, kvHotReadMs: 0, kvColdReadMs: 0, kvWriteMs: 0, cacheMs: 0, rateLimitMs: 0 }
+const ZERO: GeoWaits = {
+  d1PrimaryMs: 0,
+  d1ReplicaMs: 0,
+  kvHotReadMs: 0,
+  kvColdReadMs: 0,
+  kvWriteMs: 0,
+  cacheMs: 0,
+  rateLimitMs: 0,
+}
 const COUNTED = ['d1Primary', 'd1Replica', 'kvHot', 'kvCold', 'kvWrite', 'cache', 'rateLimit'] as const
 type Counted = (typeof COUNTED)[number]
 
@@ -59,7 +67,8 @@ interface RequestModel {
 const current = new AsyncLocalStorage<RequestModel>()
 
 const SPLIT_MS = 10
-const sleep = (ms: number): Promise<void> => (ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve())
+const sleep = (ms: number): Promise<void> =>
+  ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve()
 
 /**
  * One modelled round trip: half the RTT out, the call, half the RTT back (also when it fails).
@@ -103,7 +112,8 @@ function placeOf(place: SessionPlace, writes: boolean): 'd1Primary' | 'd1Replica
   return place.atPrimary ? 'd1Primary' : 'd1Replica'
 }
 
-const d1Wait = (kind: 'd1Primary' | 'd1Replica') => (waits: GeoWaits) => (kind === 'd1Primary' ? waits.d1PrimaryMs : waits.d1ReplicaMs)
+const d1Wait = (kind: 'd1Primary' | 'd1Replica') => (waits: GeoWaits) =>
+  kind === 'd1Primary' ? waits.d1PrimaryMs : waits.d1ReplicaMs
 
 /** prepare()/batch()/exec() of a D1 database or session, each call one modelled round trip. */
 function geoStatements(target: D1Database | D1DatabaseSession, place: SessionPlace) {
@@ -118,7 +128,9 @@ function geoStatements(target: D1Database | D1DatabaseSession, place: SessionPla
         if (typeof property === 'string' && RUNNERS.has(property)) {
           return (...args: unknown[]) => {
             const kind = placeOf(place, WRITING_SQL.test(sql))
-            return roundTrip(kind, d1Wait(kind), () => (value as (...a: unknown[]) => Promise<unknown>).apply(inner, args))
+            return roundTrip(kind, d1Wait(kind), () =>
+              (value as (...a: unknown[]) => Promise<unknown>).apply(inner, args),
+            )
           }
         }
         return (value as (...a: unknown[]) => unknown).bind(inner)
@@ -132,7 +144,10 @@ function geoStatements(target: D1Database | D1DatabaseSession, place: SessionPla
     prepare: (query: string) => wrap(target.prepare(query), query),
     // One round trip for the whole batch; D1 must see its own statement objects.
     batch: <T>(statements: D1PreparedStatement[]) => {
-      const kind = placeOf(place, statements.some((s) => WRITING_SQL.test(sqlOf.get(s) ?? '')))
+      const kind = placeOf(
+        place,
+        statements.some((s) => WRITING_SQL.test(sqlOf.get(s) ?? '')),
+      )
       return roundTrip(kind, d1Wait(kind), () => target.batch<T>(statements.map((s) => originals.get(s) ?? s)))
     },
   }
@@ -151,7 +166,8 @@ function geoD1(db: D1Database): D1Database {
       }
       if (property === 'prepare') return direct.prepare
       if (property === 'batch') return direct.batch
-      if (property === 'exec') return (query: string) => roundTrip('d1Primary', d1Wait('d1Primary'), () => target.exec(query))
+      if (property === 'exec')
+        return (query: string) => roundTrip('d1Primary', d1Wait('d1Primary'), () => target.exec(query))
       const value = Reflect.get(target, property, target) as unknown
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
     },
@@ -173,7 +189,8 @@ function geoKv(kv: KVNamespace): KVNamespace {
             : roundTrip('kvHot', (w) => w.kvHotReadMs, call(args))
       }
       if (property === 'list') return (...args: unknown[]) => roundTrip('kvCold', (w) => w.kvColdReadMs, call(args))
-      if (property === 'put' || property === 'delete') return (...args: unknown[]) => roundTrip('kvWrite', (w) => w.kvWriteMs, call(args))
+      if (property === 'put' || property === 'delete')
+        return (...args: unknown[]) => roundTrip('kvWrite', (w) => w.kvWriteMs, call(args))
       return (value as (...a: unknown[]) => unknown).bind(target)
     },
   })
@@ -181,7 +198,14 @@ function geoKv(kv: KVNamespace): KVNamespace {
 
 function geoRateLimit(limiter: RateLimit | undefined): RateLimit | undefined {
   if (limiter === undefined) return undefined
-  return { limit: (options) => atLocation('rateLimit', (w) => w.rateLimitMs, () => limiter.limit(options)) }
+  return {
+    limit: (options) =>
+      atLocation(
+        'rateLimit',
+        (w) => w.rateLimitMs,
+        () => limiter.limit(options),
+      ),
+  }
 }
 
 let cachePatched = false
@@ -193,13 +217,25 @@ function patchCacheApi(): void {
   const proto = Object.getPrototypeOf(caches.default) as Cache
   const { match, put, delete: remove } = proto
   proto.match = function (this: Cache, ...args: Parameters<Cache['match']>) {
-    return atLocation('cache', (w) => w.cacheMs, () => match.apply(this, args))
+    return atLocation(
+      'cache',
+      (w) => w.cacheMs,
+      () => match.apply(this, args),
+    )
   }
   proto.put = function (this: Cache, ...args: Parameters<Cache['put']>) {
-    return atLocation('cache', (w) => w.cacheMs, () => put.apply(this, args))
+    return atLocation(
+      'cache',
+      (w) => w.cacheMs,
+      () => put.apply(this, args),
+    )
   }
   proto.delete = function (this: Cache, ...args: Parameters<Cache['delete']>) {
-    return atLocation('cache', (w) => w.cacheMs, () => remove.apply(this, args))
+    return atLocation(
+      'cache',
+      (w) => w.cacheMs,
+      () => remove.apply(this, args),
+    )
   }
 }
 
@@ -241,7 +277,8 @@ export default {
     patchCacheApi()
     const region = request.headers.get(REGION_HEADER)
     const waits = waitsFor(env, region)
-    if (waits === undefined) return new Response(`geo-worker: unknown region ${JSON.stringify(region)}\n`, { status: 400 })
+    if (waits === undefined)
+      return new Response(`geo-worker: unknown region ${JSON.stringify(region)}\n`, { status: 400 })
     const model: RequestModel = {
       waits,
       kvCold: request.headers.get(KV_HEADER) === 'cold',

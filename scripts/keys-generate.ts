@@ -15,7 +15,10 @@ if (alg !== 'EdDSA' && alg !== 'ES256') {
   process.exit(1)
 }
 
-const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) })
+const { privateKey, publicKey } = await generateKeyPair(alg, {
+  extractable: true,
+  ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}),
+})
 const kid = `${alg.toLowerCase()}-${new Date().toISOString().slice(0, 10)}-${randomUUID().slice(0, 8)}`
 const privateJwk = { ...(await exportJWK(privateKey)), kid, alg, use: 'sig' }
 const publicJwk = { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' }

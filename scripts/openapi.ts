@@ -11,7 +11,12 @@ const out = join(root, 'dist')
 mkdirSync(out, { recursive: true })
 
 // Only configuration is read to serve the document; D1 and KV are never touched.
-const env = { JWT_SECRET: 'openapi-export-only-not-a-real-secret!!', LOG_REQUESTS: 'false', DB: { withSession: () => ({ getBookmark: () => null }) }, REVOKED_TOKENS: {} } as never
+const env = {
+  JWT_SECRET: 'openapi-export-only-not-a-real-secret!!',
+  LOG_REQUESTS: 'false',
+  DB: { withSession: () => ({ getBookmark: () => null }) },
+  REVOKED_TOKENS: {},
+} as never
 const response = await worker.fetch(new Request('https://edgepress.example/openapi.json'), env, {} as never)
 if (response.status !== 200) throw new Error(`GET /openapi.json answered ${response.status}`)
 const documentPath = join(out, 'openapi.json')

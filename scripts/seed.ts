@@ -56,6 +56,11 @@ for (const reader of readers) {
   )
 }
 execute(statements.join('\n'), target)
-const [counts] = execute('SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM posts) AS posts, (SELECT count(*) FROM subscribers) AS subscribers;', target)
-console.log(`Seeded the ${target.slice(2)} D1: ${people.map((p) => p.username).join(', ')} (password "${PASSWORD}"), their posts, and ${readers.length} subscribers.`)
+const [counts] = execute(
+  'SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM posts) AS posts, (SELECT count(*) FROM subscribers) AS subscribers;',
+  target,
+)
+console.log(
+  `Seeded the ${target.slice(2)} D1: ${people.map((p) => p.username).join(', ')} (password "${PASSWORD}"), their posts, and ${readers.length} subscribers.`,
+)
 console.log(`Totals now: ${counts?.users} users, ${counts?.posts} posts, ${counts?.subscribers} subscribers.`)

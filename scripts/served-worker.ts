@@ -46,7 +46,8 @@ export function readMigrations(): Migration[] {
 /** The JSON body of a response that must have `status`; otherwise an error quoting the body. */
 export async function expectJson<T>(response: Response, what: string, status = 200): Promise<T> {
   const text = await response.text()
-  if (response.status !== status) throw new Error(`${what}: expected ${status}, got ${response.status}: ${text.slice(0, 500)}`)
+  if (response.status !== status)
+    throw new Error(`${what}: expected ${status}, got ${response.status}: ${text.slice(0, 500)}`)
   return JSON.parse(text) as T
 }
 
@@ -61,7 +62,13 @@ export interface WorkerConfig {
 
 export function readWranglerToml(): WorkerConfig {
   const text = readFileSync(join(root, 'wrangler.toml'), 'utf8')
-  const config: WorkerConfig = { compatibilityDate: '', compatibilityFlags: [], vars: {}, rateLimits: [], databaseId: '' }
+  const config: WorkerConfig = {
+    compatibilityDate: '',
+    compatibilityFlags: [],
+    vars: {},
+    rateLimits: [],
+    databaseId: '',
+  }
   let section = ''
   for (const rawLine of text.split('\n')) {
     const line = rawLine.trim()
@@ -76,11 +83,14 @@ export function readWranglerToml(): WorkerConfig {
     const [, key = '', value = ''] = pair
     const string = /^"((?:[^"\\]|\\.)*)"/.exec(value)?.[1]
     if (section === '' && key === 'compatibility_date' && string !== undefined) config.compatibilityDate = string
-    if (section === '' && key === 'compatibility_flags') config.compatibilityFlags = [...value.matchAll(/"([^"]*)"/g)].map((m) => m[1] ?? '')
+    if (section === '' && key === 'compatibility_flags')
+      config.compatibilityFlags = [...value.matchAll(/"([^"]*)"/g)].map((m) => m[1] ?? '')
     if (section === 'vars' && string !== undefined) config.vars[key] = JSON.parse(`"${string}"`) as string
     if (section === 'ratelimits' && key === 'name' && string !== undefined) config.rateLimits.push(string)
-    if (section === 'd1_databases' && key === 'database_id' && string !== undefined && config.databaseId === '') config.databaseId = string
+    if (section === 'd1_databases' && key === 'database_id' && string !== undefined && config.databaseId === '')
+      config.databaseId = string
   }
-  if (config.compatibilityDate === '' || config.databaseId === '') throw new Error('wrangler.toml has no compatibility_date or D1 database_id')
+  if (config.compatibilityDate === '' || config.databaseId === '')
+    throw new Error('wrangler.toml has no compatibility_date or D1 database_id')
   return config
 }

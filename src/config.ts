@@ -45,7 +45,11 @@ const optionalText = z
 function seconds(defaultValue: number, { min = 1 }: { min?: number } = {}) {
   return z.preprocess(
     (value) => (value === undefined || value === '' ? defaultValue : value),
-    z.coerce.number().int().min(min).max(10 * 365 * 86_400),
+    z.coerce
+      .number()
+      .int()
+      .min(min)
+      .max(10 * 365 * 86_400),
   )
 }
 
@@ -65,7 +69,10 @@ const OidcProviderSchema = z.strictObject({
   /** How the client's nonce appears in the token: its SHA-256 in hex (Apple) or as sent (Google). */
   nonce: z.enum(['sha256', 'plain']),
   /** The signature algorithms accepted; both Apple and Google sign with RS256. */
-  algorithms: z.array(z.enum(['RS256', 'ES256'])).min(1).default(['RS256', 'ES256']),
+  algorithms: z
+    .array(z.enum(['RS256', 'ES256']))
+    .min(1)
+    .default(['RS256', 'ES256']),
 })
 
 const OidcProvidersSchema = z.preprocess(

@@ -22,7 +22,10 @@ export const ProblemSchema = z
     code: z.enum(ERROR_CODES).openapi({ example: 'validation_failed' }),
     errors: z.array(FieldErrorSchema).optional(),
     request_id: z.string().optional(),
-    mfa_token: z.string().optional().openapi({ description: 'With `mfa_required`: the token for POST /api/v1/auth/mfa/verify' }),
+    mfa_token: z
+      .string()
+      .optional()
+      .openapi({ description: 'With `mfa_required`: the token for POST /api/v1/auth/mfa/verify' }),
   })
   .openapi('Problem', { description: 'RFC 9457 problem details' })
 
@@ -75,8 +78,7 @@ export function validationFailed(error: z.ZodError): ApiError {
     message: describeIssue(issue),
   }))
   const fields = [...new Set(errors.map((e) => e.path).filter((p) => p !== ''))]
-  const detail =
-    fields.length === 0 ? 'The request is invalid.' : `Invalid or missing: ${fields.join(', ')}.`
+  const detail = fields.length === 0 ? 'The request is invalid.' : `Invalid or missing: ${fields.join(', ')}.`
   return new ApiError(400, 'validation_failed', detail, { errors })
 }
 
@@ -125,12 +127,7 @@ function toProblem(error: ApiError, requestId?: string): Problem {
   }
 }
 
-const TOKEN_CODES: ReadonlySet<ErrorCode> = new Set([
-  'token_invalid',
-  'token_expired',
-  'token_revoked',
-  'token_reused',
-])
+const TOKEN_CODES: ReadonlySet<ErrorCode> = new Set(['token_invalid', 'token_expired', 'token_revoked', 'token_reused'])
 
 // RFC 6750 §3: every 401 names the scheme; when a token was presented and refused, it also says
 // why, so clients can tell "log in again" from "refresh".
@@ -189,7 +186,8 @@ function logServerError(c: Context, error: ApiError): void {
       code: error.code,
       detail: error.detail,
       error: cause instanceof Error ? cause.name : undefined,
-      reason: inner?.message ?? (cause instanceof Error && cause.name !== 'DrizzleQueryError' ? cause.message : undefined),
+      reason:
+        inner?.message ?? (cause instanceof Error && cause.name !== 'DrizzleQueryError' ? cause.message : undefined),
     }),
   )
 }

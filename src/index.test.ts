@@ -5,14 +5,18 @@ import { BASE_URL, fetchWorker, uniqueName } from '../test/helpers'
 
 // The README's typed-client example, run for real: every path, body and response below is
 // type-checked against the app's own route definitions (`npm test` runs tsc on this file).
-const client = hc<AppType>(BASE_URL, { fetch: (input: RequestInfo | URL, init?: RequestInit) => fetchWorker(input, init) })
+const client = hc<AppType>(BASE_URL, {
+  fetch: (input: RequestInfo | URL, init?: RequestInit) => fetchWorker(input, init),
+})
 
 describe('typed client (hono/client)', () => {
   it('drives the auth flow and a post through its whole life', async () => {
     const username = uniqueName('typed')
     const password = 'correct horse battery staple'
 
-    const registered = await client.api.v1.auth.register.$post({ json: { username, email: `${username}@example.com`, password } })
+    const registered = await client.api.v1.auth.register.$post({
+      json: { username, email: `${username}@example.com`, password },
+    })
     expect(registered.status).toBe(201)
     if (registered.status !== 201) return
     const user = await registered.json()
@@ -40,7 +44,10 @@ describe('typed client (hono/client)', () => {
     expect(read.status).toBe(200)
     if (read.status === 200) expect((await read.json()).title).toBe('Typed')
 
-    const patched = await client.api.v1.posts[':id'].$patch({ param: { id: String(post.id) }, json: { title: 'Typed, again' } }, auth)
+    const patched = await client.api.v1.posts[':id'].$patch(
+      { param: { id: String(post.id) }, json: { title: 'Typed, again' } },
+      auth,
+    )
     expect(patched.status).toBe(200)
     if (patched.status === 200) expect((await patched.json()).title).toBe('Typed, again')
 
@@ -51,7 +58,10 @@ describe('typed client (hono/client)', () => {
     const removed = await client.api.v1.posts[':id'].$delete({ param: { id: String(post.id) } }, auth)
     expect(removed.status).toBe(204)
 
-    const refreshed = await client.api.v1.auth.token.refresh.$post({ query: {}, json: { refresh_token: tokens.refresh_token } })
+    const refreshed = await client.api.v1.auth.token.refresh.$post({
+      query: {},
+      json: { refresh_token: tokens.refresh_token },
+    })
     expect(refreshed.status).toBe(200)
 
     const loggedOut = await client.api.v1.auth.logout.$post({ json: {} }, auth)

@@ -23,7 +23,9 @@ export default {
     return (await loadApp()).fetch(request, env, ctx)
   },
   scheduled(controller, env, ctx) {
-    const run = import('./scheduled').then((module) => module.runScheduledMaintenance(env, new Date(controller.scheduledTime)))
+    const run = import('./scheduled').then((module) =>
+      module.runScheduledMaintenance(env, new Date(controller.scheduledTime)),
+    )
     ctx.waitUntil(run)
   },
 } satisfies ExportedHandler<Env>

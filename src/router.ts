@@ -15,7 +15,11 @@ import type { TokenKeysVariables } from './middleware/token-keys'
 export const API_PREFIX = '/api/v1'
 
 /** What every handler can read: the variables the app-level middleware publish (src/index.ts). */
-export type AppVariables = RequestIdVariables & ObserveVariables & ConfigVariables & TokenKeysVariables & BindingVariables
+export type AppVariables = RequestIdVariables &
+  ObserveVariables &
+  ConfigVariables &
+  TokenKeysVariables &
+  BindingVariables
 
 export interface AppEnv {
   Bindings: Env

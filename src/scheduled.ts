@@ -19,7 +19,10 @@ export async function runScheduledMaintenance(env: Env, now: Date): Promise<void
   const config = getConfig(env)
   const db = createDb(env)
   const transport = transportFor(config)
-  const report = transport === undefined ? { unsent: 'the console transport is refused for an https:// PUBLIC_BASE_URL' } : await deliverDueEmails(db, transport, config.mail.from, now, 100)
+  const report =
+    transport === undefined
+      ? { unsent: 'the console transport is refused for an https:// PUBLIC_BASE_URL' }
+      : await deliverDueEmails(db, transport, config.mail.from, now, 100)
   const cutoff = new Date(now.getTime() - RETENTION_MS)
   await db.batch([pruneOneTimeTokens(db, cutoff), pruneSessions(db, cutoff)])
   await backfillUsernameKeys(db, 10)

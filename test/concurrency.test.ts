@@ -2,7 +2,17 @@ import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, vi } from 'vitest'
 import worker from '../src/index'
-import { BASE_URL, api, decodeJwt, expectProblem, login, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
+import {
+  BASE_URL,
+  api,
+  decodeJwt,
+  expectProblem,
+  login,
+  registerAndLogin,
+  registerUser,
+  tokenFromEmail,
+  uniqueName,
+} from './helpers'
 import type { TokenPair } from './helpers'
 
 // Issue 6, point 5: concurrent registrations, refreshes of one refresh token, post writes and
@@ -12,7 +22,9 @@ import type { TokenPair } from './helpers'
 const PASSWORD = 'correct horse battery staple'
 
 async function count(sql: string, ...params: unknown[]): Promise<number> {
-  const row = await env.DB.prepare(sql).bind(...params).first<{ n: number }>()
+  const row = await env.DB.prepare(sql)
+    .bind(...params)
+    .first<{ n: number }>()
   return row!.n
 }
 
@@ -78,7 +90,9 @@ describe('concurrent registrations', () => {
     const emails = attempts.map((a) => a.email)
     const placeholders = emails.map(() => '?').join(', ')
     expect(await count(`SELECT COUNT(*) AS n FROM one_time_tokens WHERE email IN (${placeholders})`, ...emails)).toBe(1)
-    expect(await count(`SELECT COUNT(*) AS n FROM email_outbox WHERE recipient IN (${placeholders})`, ...emails)).toBe(1)
+    expect(await count(`SELECT COUNT(*) AS n FROM email_outbox WHERE recipient IN (${placeholders})`, ...emails)).toBe(
+      1,
+    )
     expect(await count('SELECT COUNT(*) AS n FROM one_time_tokens WHERE user_id = ?', created.id)).toBe(1)
   })
 
@@ -86,18 +100,26 @@ describe('concurrent registrations', () => {
     const names = Array.from({ length: 8 }, () => uniqueName('many'))
 
     const responses = await Promise.all(
-      names.map((username) => api('POST', '/auth/register', { username, email: `${username}@example.com`, password: PASSWORD })),
+      names.map((username) =>
+        api('POST', '/auth/register', { username, email: `${username}@example.com`, password: PASSWORD }),
+      ),
     )
 
     expect(statuses(responses)).toEqual(names.map(() => 201))
     const ids = await Promise.all(responses.map(async (res) => ((await res.json()) as { id: number }).id))
     expect(new Set(ids).size).toBe(names.length)
     const placeholders = names.map(() => '?').join(', ')
-    expect(await count(`SELECT COUNT(*) AS n FROM users WHERE username IN (${placeholders})`, ...names)).toBe(names.length)
+    expect(await count(`SELECT COUNT(*) AS n FROM users WHERE username IN (${placeholders})`, ...names)).toBe(
+      names.length,
+    )
     const idList = ids.map(() => '?').join(', ')
-    expect(await count(`SELECT COUNT(*) AS n FROM one_time_tokens WHERE user_id IN (${idList})`, ...ids)).toBe(names.length)
+    expect(await count(`SELECT COUNT(*) AS n FROM one_time_tokens WHERE user_id IN (${idList})`, ...ids)).toBe(
+      names.length,
+    )
     const emails = names.map((n) => `${n}@example.com`)
-    expect(await count(`SELECT COUNT(*) AS n FROM email_outbox WHERE recipient IN (${placeholders})`, ...emails)).toBe(names.length)
+    expect(await count(`SELECT COUNT(*) AS n FROM email_outbox WHERE recipient IN (${placeholders})`, ...emails)).toBe(
+      names.length,
+    )
   })
 })
 
@@ -116,7 +138,11 @@ describe('concurrent refreshes of one refresh token', () => {
     expect(issued).not.toBe(tokens.refresh_token)
     // One rotation: the presented token is the previous member, the one handed out the current.
     const session = await sessionOf(tokens.refresh_token)
-    expect(session).toMatchObject({ previous_jti: presentedJti, current_jti: decodeJwt(issued!).payload.jti, revoked_at: null })
+    expect(session).toMatchObject({
+      previous_jti: presentedJti,
+      current_jti: decodeJwt(issued!).payload.jti,
+      revoked_at: null,
+    })
     expect(session!.rotated_at).not.toBeNull()
     // Every access token handed out works, and the family goes on from the one refresh token.
     const me = await Promise.all(pairs.map((pair) => api('GET', '/users/me', undefined, pair.access_token)))
@@ -134,9 +160,9 @@ describe('concurrent refreshes of one refresh token', () => {
 
     vi.useFakeTimers({ toFake: ['Date'] })
     vi.setSystemTime(Date.now())
-    const responses = await Promise.all(Array.from({ length: 10 }, () => refreshWithoutGrace(tokens.refresh_token))).finally(
-      () => vi.useRealTimers(),
-    )
+    const responses = await Promise.all(
+      Array.from({ length: 10 }, () => refreshWithoutGrace(tokens.refresh_token)),
+    ).finally(() => vi.useRealTimers())
 
     expect(statuses(responses).filter((s) => s === 200)).toHaveLength(1)
     expect(statuses(responses).filter((s) => s === 401)).toHaveLength(9)
@@ -157,7 +183,9 @@ describe('concurrent refreshes of one refresh token', () => {
     const first = await refresh(tokens.refresh_token)
     expect(first.status).toBe(200)
     const sid = decodeJwt(tokens.refresh_token).payload.sid as string
-    await env.DB.prepare('UPDATE sessions SET rotated_at = ? WHERE sid = ?').bind(Date.now() - 60_000, sid).run()
+    await env.DB.prepare('UPDATE sessions SET rotated_at = ? WHERE sid = ?')
+      .bind(Date.now() - 60_000, sid)
+      .run()
 
     const responses = await Promise.all(Array.from({ length: 10 }, () => refresh(tokens.refresh_token)))
 
@@ -174,13 +202,19 @@ describe('concurrent post writes', () => {
     const authors = await Promise.all(Array.from({ length: 5 }, () => registerAndLogin()))
     const marker = uniqueName('burst').replace(/_/g, '')
     const writes = authors.flatMap(({ tokens }, a) =>
-      Array.from({ length: 10 }, (_, i) => api('POST', '/posts', { title: `${marker} ${a}-${i}`, body: 'concurrent' }, tokens.access_token)),
+      Array.from({ length: 10 }, (_, i) =>
+        api('POST', '/posts', { title: `${marker} ${a}-${i}`, body: 'concurrent' }, tokens.access_token),
+      ),
     )
 
     const responses = await Promise.all(writes)
 
     expect(statuses(responses)).toEqual(writes.map(() => 201))
-    const posts = (await Promise.all(responses.map((res) => res.json()))) as { id: number; title: string; author: { id: number } }[]
+    const posts = (await Promise.all(responses.map((res) => res.json()))) as {
+      id: number
+      title: string
+      author: { id: number }
+    }[]
     expect(new Set(posts.map((post) => post.id)).size).toBe(50)
     expect(new Set(posts.map((post) => post.title)).size).toBe(50)
     for (const { user } of authors) {
@@ -198,10 +232,14 @@ describe('concurrent post writes', () => {
     const marker = uniqueName('patch').replace(/_/g, '')
     const changes = Array.from({ length: 10 }, (_, i) => ({ title: `${marker} v${i}`, body: `${marker} body v${i}` }))
 
-    const responses = await Promise.all(changes.map((change) => api('PATCH', `/posts/${id}`, change, tokens.access_token)))
+    const responses = await Promise.all(
+      changes.map((change) => api('PATCH', `/posts/${id}`, change, tokens.access_token)),
+    )
 
     expect(statuses(responses)).toEqual(changes.map(() => 200))
-    const final = await env.DB.prepare('SELECT title, body FROM posts WHERE id = ?').bind(id).first<{ title: string; body: string }>()
+    const final = await env.DB.prepare('SELECT title, body FROM posts WHERE id = ?')
+      .bind(id)
+      .first<{ title: string; body: string }>()
     expect(changes).toContainEqual(final)
     const read = await api('GET', `/posts/${id}`, undefined, tokens.access_token)
     expect(await read.json()).toMatchObject(final!)
@@ -226,7 +264,9 @@ describe('concurrent subscriber writes', () => {
     expect(statuses(responses).filter((s) => s === 400)).toHaveLength(7)
     for (const res of responses.filter((r) => r.status === 400)) await expectProblem(res, 400, 'token_invalid')
     expect(await responses.find((res) => res.status === 200)!.json()).toEqual({ email, status: 'active' })
-    const subscriber = await env.DB.prepare('SELECT id, status, confirmed_at FROM subscribers WHERE lower(email) = lower(?)')
+    const subscriber = await env.DB.prepare(
+      'SELECT id, status, confirmed_at FROM subscribers WHERE lower(email) = lower(?)',
+    )
       .bind(email)
       .all<{ id: number; status: string; confirmed_at: number | null }>()
     expect(subscriber.results).toHaveLength(1)
@@ -245,7 +285,9 @@ describe('concurrent subscriber writes', () => {
     const requests = 6
 
     const responses = await Promise.all(
-      Array.from({ length: requests }, (_, i) => api('POST', '/subscribers', { email: i % 2 === 0 ? email : email.toUpperCase() })),
+      Array.from({ length: requests }, (_, i) =>
+        api('POST', '/subscribers', { email: i % 2 === 0 ? email : email.toUpperCase() }),
+      ),
     )
 
     expect(statuses(responses)).toEqual(Array.from({ length: requests }, () => 202))
@@ -256,8 +298,12 @@ describe('concurrent subscriber writes', () => {
     expect(rows.results[0]!.status).toBe('pending')
     // No token was orphaned: each request's token points at the one row.
     expect(await count('SELECT COUNT(*) AS n FROM one_time_tokens WHERE lower(email) = lower(?)', email)).toBe(requests)
-    expect(await count('SELECT COUNT(*) AS n FROM one_time_tokens WHERE subscriber_id = ?', rows.results[0]!.id)).toBe(requests)
-    expect(await count('SELECT COUNT(*) AS n FROM email_outbox WHERE lower(recipient) = lower(?)', email)).toBe(requests)
+    expect(await count('SELECT COUNT(*) AS n FROM one_time_tokens WHERE subscriber_id = ?', rows.results[0]!.id)).toBe(
+      requests,
+    )
+    expect(await count('SELECT COUNT(*) AS n FROM email_outbox WHERE lower(recipient) = lower(?)', email)).toBe(
+      requests,
+    )
   })
 })
 

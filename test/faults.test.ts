@@ -3,7 +3,17 @@ import { describe, it } from 'vitest'
 import { deliverDueEmails } from '../src/email/outbox'
 import type { MailTransport } from '../src/email/transports'
 import { createDb } from '../src/db/client'
-import { api, apiWithEnv, expectProblem, login, outboxMessagesTo, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
+import {
+  api,
+  apiWithEnv,
+  expectProblem,
+  login,
+  outboxMessagesTo,
+  registerAndLogin,
+  registerUser,
+  tokenFromEmail,
+  uniqueName,
+} from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 
 // Fault injection: the worker is called directly with D1 or KV bindings that
@@ -73,7 +83,9 @@ function faultyD1(real: D1Database, faults: D1Faults): D1Database {
       const sabotaged = statements.map((statement, index) => {
         const sql = sqlOf.get(statement) ?? ''
         if (faults.sabotage?.(sql, index) === true) {
-          return session.prepare('INSERT INTO email_outbox (recipient, subject, text, next_attempt_at, created_at) VALUES (NULL, NULL, NULL, 0, 0)')
+          return session.prepare(
+            'INSERT INTO email_outbox (recipient, subject, text, next_attempt_at, created_at) VALUES (NULL, NULL, NULL, 0, 0)',
+          )
         }
         return originals.get(statement) ?? statement
       })
@@ -84,8 +96,11 @@ function faultyD1(real: D1Database, faults: D1Faults): D1Database {
         const value = Reflect.get(target, property, target) as unknown
         if (property === 'prepare') return (sql: string) => wrapStatement(target.prepare(sql), sql)
         if (property === 'batch') return batch
-        if (property === 'exec') return (sql: string) => (faults.failAll === true ? Promise.reject(injected(sql)) : (target as D1Database).exec(sql))
-        if (property === 'withSession') return (constraint?: string) => wrapSession((target as D1Database).withSession(constraint))
+        if (property === 'exec')
+          return (sql: string) =>
+            faults.failAll === true ? Promise.reject(injected(sql)) : (target as D1Database).exec(sql)
+        if (property === 'withSession')
+          return (constraint?: string) => wrapSession((target as D1Database).withSession(constraint))
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
       },
     }) as D1Database
@@ -94,13 +109,19 @@ function faultyD1(real: D1Database, faults: D1Faults): D1Database {
 }
 
 // Built once each: config is memoised per env object.
-const kvGetFails: WorkerEnv = { ...env, REVOKED_TOKENS: failingKv(env.REVOKED_TOKENS, new Set(['get', 'getWithMetadata'])) }
+const kvGetFails: WorkerEnv = {
+  ...env,
+  REVOKED_TOKENS: failingKv(env.REVOKED_TOKENS, new Set(['get', 'getWithMetadata'])),
+}
 const kvWritesFail: WorkerEnv = { ...env, REVOKED_TOKENS: failingKv(env.REVOKED_TOKENS, new Set(['put', 'delete'])) }
 const d1Fails: WorkerEnv = { ...env, DB: faultyD1(env.DB, { failAll: true }) }
 /** The second statement of every batch fails when D1 executes it. */
 const secondStatementFails: WorkerEnv = { ...env, DB: faultyD1(env.DB, { sabotage: (_sql, index) => index === 1 }) }
 /** Any batch statement inserting into the outbox fails when D1 executes it. */
-const outboxInsertFails: WorkerEnv = { ...env, DB: faultyD1(env.DB, { sabotage: (sql) => /^insert into "email_outbox"/i.test(sql) }) }
+const outboxInsertFails: WorkerEnv = {
+  ...env,
+  DB: faultyD1(env.DB, { sabotage: (sql) => /^insert into "email_outbox"/i.test(sql) }),
+}
 
 const call = apiWithEnv
 
@@ -109,14 +130,23 @@ async function expectOpaqueServerProblem(res: Response): Promise<Record<string, 
   const text = await res.clone().text()
   if (res.status !== 500 && res.status !== 503) throw new Error(`expected 500 or 503, got ${res.status}: ${text}`)
   const problem = await expectProblem(res, res.status, res.status === 503 ? 'service_unavailable' : 'internal_error')
-  for (const leak of [/select|insert|update|delete from/i, /D1_ERROR|injected|SQLITE/i, /\bat .*:\d+:\d+/, /stack/i, env.JWT_SECRET]) {
-    if (typeof leak === 'string' ? text.includes(leak) : leak.test(text)) throw new Error(`5xx body leaks ${leak}: ${text}`)
+  for (const leak of [
+    /select|insert|update|delete from/i,
+    /D1_ERROR|injected|SQLITE/i,
+    /\bat .*:\d+:\d+/,
+    /stack/i,
+    env.JWT_SECRET,
+  ]) {
+    if (typeof leak === 'string' ? text.includes(leak) : leak.test(text))
+      throw new Error(`5xx body leaks ${leak}: ${text}`)
   }
   return problem
 }
 
 async function countRows(sql: string, ...params: unknown[]): Promise<number> {
-  const row = await env.DB.prepare(sql).bind(...params).first<{ n: number }>()
+  const row = await env.DB.prepare(sql)
+    .bind(...params)
+    .first<{ n: number }>()
   return row!.n
 }
 
@@ -178,7 +208,11 @@ describe('D1 unavailable', () => {
       ['GET', `/users/${user.id}/posts`],
       ['GET', '/users/me', undefined, tokens.access_token],
       ['POST', '/posts', { title: 't', body: 'b' }, tokens.access_token],
-      ['POST', '/auth/register', { username: name, email: `${name}@example.com`, password: 'correct horse battery staple' }],
+      [
+        'POST',
+        '/auth/register',
+        { username: name, email: `${name}@example.com`, password: 'correct horse battery staple' },
+      ],
       ['POST', '/auth/token', { username: user.username, password: user.password }],
       ['POST', '/auth/token/refresh', { refresh_token: tokens.refresh_token }],
       ['POST', '/auth/password/reset', { email: user.email }],
@@ -197,8 +231,10 @@ describe('D1 unavailable', () => {
 
 describe('a multi-step write is all-or-nothing', () => {
   async function expectNoTraceOfRegistration(username: string, email: string): Promise<void> {
-    if ((await countRows('SELECT count(*) AS n FROM users WHERE lower(username) = lower(?)', username)) !== 0) throw new Error('user row left behind')
-    if ((await countRows('SELECT count(*) AS n FROM one_time_tokens WHERE lower(email) = lower(?)', email)) !== 0) throw new Error('token row left behind')
+    if ((await countRows('SELECT count(*) AS n FROM users WHERE lower(username) = lower(?)', username)) !== 0)
+      throw new Error('user row left behind')
+    if ((await countRows('SELECT count(*) AS n FROM one_time_tokens WHERE lower(email) = lower(?)', email)) !== 0)
+      throw new Error('token row left behind')
     if ((await outboxMessagesTo(email)).length !== 0) throw new Error('outbox row left behind')
   }
 
@@ -206,7 +242,9 @@ describe('a multi-step write is all-or-nothing', () => {
     ['the second statement of the batch', secondStatementFails],
     ['the outbox insert', outboxInsertFails],
   ] as const) {
-    it(`POST /auth/register: when ${label} fails, no user, token or outbox row exists; a retry succeeds`, async ({ expect }) => {
+    it(`POST /auth/register: when ${label} fails, no user, token or outbox row exists; a retry succeeds`, async ({
+      expect,
+    }) => {
       const username = uniqueName('atomic')
       const input = { username, email: `${username}@example.com`, password: 'correct horse battery staple' }
 
@@ -217,26 +255,46 @@ describe('a multi-step write is all-or-nothing', () => {
       const retry = await call(env, 'POST', '/auth/register', input)
       expect(retry.status).toBe(201)
       expect(await countRows('SELECT count(*) AS n FROM users WHERE username = ?', username)).toBe(1)
-      expect(await countRows("SELECT count(*) AS n FROM one_time_tokens WHERE email = ? AND purpose = 'email_verification'", input.email)).toBe(1)
+      expect(
+        await countRows(
+          "SELECT count(*) AS n FROM one_time_tokens WHERE email = ? AND purpose = 'email_verification'",
+          input.email,
+        ),
+      ).toBe(1)
       expect(await outboxMessagesTo(input.email)).toHaveLength(1)
     })
   }
 
-  it('POST /auth/password/reset/confirm: when the batch fails, the password is unchanged and the token unspent', async ({ expect }) => {
+  it('POST /auth/password/reset/confirm: when the batch fails, the password is unchanged and the token unspent', async ({
+    expect,
+  }) => {
     const user = await registerUser()
     expect((await api('POST', '/auth/password/reset', { email: user.email })).status).toBe(202)
     const token = await tokenFromEmail(user.email, 'reset-password')
     const newPassword = 'a brand new passphrase'
 
-    const res = await call(secondStatementFails, 'POST', '/auth/password/reset/confirm', { token, new_password: newPassword })
+    const res = await call(secondStatementFails, 'POST', '/auth/password/reset/confirm', {
+      token,
+      new_password: newPassword,
+    })
     await expectOpaqueServerProblem(res)
-    expect(await countRows("SELECT count(*) AS n FROM one_time_tokens WHERE user_id = ? AND purpose = 'password_reset' AND used_at IS NULL", user.id)).toBe(1)
+    expect(
+      await countRows(
+        "SELECT count(*) AS n FROM one_time_tokens WHERE user_id = ? AND purpose = 'password_reset' AND used_at IS NULL",
+        user.id,
+      ),
+    ).toBe(1)
     await login(user) // the old password still works
 
     const retry = await call(env, 'POST', '/auth/password/reset/confirm', { token, new_password: newPassword })
     expect(retry.status).toBe(204)
     await login({ username: user.username, password: newPassword })
-    expect(await countRows("SELECT count(*) AS n FROM one_time_tokens WHERE user_id = ? AND purpose = 'password_reset' AND used_at IS NULL", user.id)).toBe(0)
+    expect(
+      await countRows(
+        "SELECT count(*) AS n FROM one_time_tokens WHERE user_id = ? AND purpose = 'password_reset' AND used_at IS NULL",
+        user.id,
+      ),
+    ).toBe(0)
   })
 })
 
@@ -251,7 +309,9 @@ describe('logout while KV writes fail', () => {
     expect(res.status).not.toBe(204)
     await expectOpaqueServerProblem(res)
 
-    expect(await countRows('SELECT count(*) AS n FROM sessions WHERE user_id = ? AND revoked_at IS NOT NULL', user.id)).toBe(1)
+    expect(
+      await countRows('SELECT count(*) AS n FROM sessions WHERE user_id = ? AND revoked_at IS NOT NULL', user.id),
+    ).toBe(1)
     const refresh = await api('POST', '/auth/token/refresh', { refresh_token: tokens.refresh_token })
     await expectProblem(refresh, 401, 'token_revoked')
     const verify = await api('POST', '/auth/token/verify', { token: tokens.refresh_token })
@@ -267,7 +327,10 @@ describe('ending every session survives a failure half-way, and retrying complet
   /** The UPDATE that marks sessions revoked fails, on its own or inside a batch. */
   const sessionsUpdateFails: WorkerEnv = {
     ...env,
-    DB: faultyD1(env.DB, { failStatement: (sql) => /^update "sessions"/i.test(sql), sabotage: (sql) => /^update "sessions"/i.test(sql) }),
+    DB: faultyD1(env.DB, {
+      failStatement: (sql) => /^update "sessions"/i.test(sql),
+      sabotage: (sql) => /^update "sessions"/i.test(sql),
+    }),
   }
 
   async function twoSessions(): Promise<{ user: RegisteredUser; mine: TokenPair; attacker: TokenPair }> {
@@ -275,7 +338,9 @@ describe('ending every session survives a failure half-way, and retrying complet
     return { user, mine, attacker: await login(user) }
   }
 
-  it('password reset: a failed session revocation commits nothing, so the same link can be retried', async ({ expect }) => {
+  it('password reset: a failed session revocation commits nothing, so the same link can be retried', async ({
+    expect,
+  }) => {
     const { user, attacker } = await twoSessions()
     expect((await api('POST', '/auth/password/reset', { email: user.email })).status).toBe(202)
     const resetToken = await tokenFromEmail(user.email, 'reset-password')
@@ -285,21 +350,33 @@ describe('ending every session survives a failure half-way, and retrying complet
     expect((await api('POST', '/auth/token', { username: user.username, password: user.password })).status).toBe(200)
 
     expect((await api('POST', '/auth/password/reset/confirm', body)).status).toBe(204)
-    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }), 401, 'token_revoked')
+    await expectProblem(
+      await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }),
+      401,
+      'token_revoked',
+    )
     await expectProblem(await api('GET', '/users/me', undefined, attacker.access_token), 401, 'token_revoked')
   })
 
-  it('logout-all: KV writes failing → 5xx; a retry revokes the access tokens of the sessions the first try revoked', async ({ expect }) => {
+  it('logout-all: KV writes failing → 5xx; a retry revokes the access tokens of the sessions the first try revoked', async ({
+    expect,
+  }) => {
     const { mine, attacker } = await twoSessions()
     await expectOpaqueServerProblem(await call(kvWritesFail, 'POST', '/auth/logout-all', undefined, mine.access_token))
 
     expect((await api('POST', '/auth/logout-all', undefined, mine.access_token)).status).toBe(204)
     await expectProblem(await api('GET', '/users/me', undefined, attacker.access_token), 401, 'token_revoked')
-    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }), 401, 'token_revoked')
+    await expectProblem(
+      await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }),
+      401,
+      'token_revoked',
+    )
     await expectProblem(await api('GET', '/users/me', undefined, mine.access_token), 401, 'token_revoked')
   })
 
-  it('password change: KV writes failing → 5xx and nothing changed; the same request retried completes it', async ({ expect }) => {
+  it('password change: KV writes failing → 5xx and nothing changed; the same request retried completes it', async ({
+    expect,
+  }) => {
     const { user, mine, attacker } = await twoSessions()
     const body = { old_password: user.password, new_password: 'the password after the change' }
     await expectOpaqueServerProblem(await call(kvWritesFail, 'POST', '/auth/password/change', body, mine.access_token))
@@ -307,7 +384,11 @@ describe('ending every session survives a failure half-way, and retrying complet
     const retried = await api('POST', '/auth/password/change', body, mine.access_token)
     expect(retried.status).toBe(200)
     await expectProblem(await api('GET', '/users/me', undefined, attacker.access_token), 401, 'token_revoked')
-    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }), 401, 'token_revoked')
+    await expectProblem(
+      await api('POST', '/auth/token/refresh', { refresh_token: attacker.refresh_token }),
+      401,
+      'token_revoked',
+    )
     const fresh = (await retried.json()) as TokenPair
     expect((await api('GET', '/users/me', undefined, fresh.access_token)).status).toBe(200)
   })
@@ -340,7 +421,9 @@ describe('the outbox never loses a message when delivery fails', () => {
     },
   }
 
-  it('a throwing transport leaves the message pending with last_error, and it is delivered later', async ({ expect }) => {
+  it('a throwing transport leaves the message pending with last_error, and it is delivered later', async ({
+    expect,
+  }) => {
     const recipient = `${uniqueName('outbox')}@example.com`
     const id = await queue(recipient)
     const throwing: MailTransport = {
@@ -374,7 +457,9 @@ describe('the outbox never loses a message when delivery fails', () => {
               get(inner, key) {
                 if (key === 'bind') {
                   return (...args: unknown[]) =>
-                    args.includes(id) ? { run: () => Promise.reject(injected(sql)), all: () => Promise.reject(injected(sql)) } : inner.bind(...args)
+                    args.includes(id)
+                      ? { run: () => Promise.reject(injected(sql)), all: () => Promise.reject(injected(sql)) }
+                      : inner.bind(...args)
                 }
                 const value = Reflect.get(inner, key, inner) as unknown
                 return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(inner) : value
@@ -386,7 +471,9 @@ describe('the outbox never loses a message when delivery fails', () => {
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
       },
     })
-    await expect(deliverDueEmails(createDb({ DB: failingSettle }), recording, 'test@example.com', T, 1000)).rejects.toThrow(/Failed query: update "email_outbox"/)
+    await expect(
+      deliverDueEmails(createDb({ DB: failingSettle }), recording, 'test@example.com', T, 1000),
+    ).rejects.toThrow(/Failed query: update "email_outbox"/)
     expect(sent.filter((to) => to === recipient)).toHaveLength(1)
     expect(await statusOf(id)).toMatchObject({ status: 'sending', attempts: 1 })
 

@@ -37,10 +37,17 @@ let realCursor: string
 beforeAll(async () => {
   base = await registerUser()
   basePair = await login(base)
-  const row = await env.DB.prepare('SELECT password_hash FROM users WHERE id = ?').bind(base.id).first<{ password_hash: string }>()
+  const row = await env.DB.prepare('SELECT password_hash FROM users WHERE id = ?')
+    .bind(base.id)
+    .first<{ password_hash: string }>()
   passwordHash = row!.password_hash
   for (let i = 0; i < 3; i += 1) {
-    const res = await send('POST', '/api/v1/posts', { authorization: `Bearer ${basePair.access_token}`, 'content-type': 'application/json' }, JSON.stringify({ title: `seed ${i}`, body: 'seed body' }))
+    const res = await send(
+      'POST',
+      '/api/v1/posts',
+      { authorization: `Bearer ${basePair.access_token}`, 'content-type': 'application/json' },
+      JSON.stringify({ title: `seed ${i}`, body: 'seed body' }),
+    )
     if (res.status !== 201) throw new Error(`seed post: ${res.status}`)
   }
   const page = (await (await send('GET', '/api/v1/posts?limit=1', {})).json()) as { next: string }
@@ -62,7 +69,9 @@ async function makeFixture(): Promise<Fixture> {
   }
   const user = await insertUser(false)
   const admin = await insertUser(true)
-  const post = await env.DB.prepare('INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING id')
+  const post = await env.DB.prepare(
+    'INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING id',
+  )
     .bind(user.id, 'fixture', 'fixture body', now, now)
     .first<{ id: number }>()
   const subscriber = await env.DB.prepare(
@@ -90,51 +99,102 @@ interface RouteSpec {
 
 const longPassword = 'another correct horse battery'
 // A well-formed ID token whose signature no key of the test provider verifies (the mutations work on it).
-const FUZZ_ID_TOKEN =
-  'eyJhbGciOiJSUzI1NiIsImtpZCI6Imdvb2dsZS0xIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2FjY291bnRzLmdvb2dsZS5jb20iLCJzdWIiOiIxIn0.' + 'A'.repeat(342)
+const FUZZ_ID_TOKEN = `eyJhbGciOiJSUzI1NiIsImtpZCI6Imdvb2dsZS0xIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2FjY291bnRzLmdvb2dsZS5jb20iLCJzdWIiOiIxIn0.${'A'.repeat(342)}`
 const ROUTES: RouteSpec[] = [
   { method: 'GET', path: '/api/v1/health' },
   { method: 'GET', path: '/openapi.json' },
   { method: 'GET', path: '/docs' },
   { method: 'GET', path: '/.well-known/jwks.json' },
-  { method: 'POST', path: '/api/v1/auth/register', body: () => { const u = uniqueName('reg'); return { username: u, email: `${u}@example.com`, password: longPassword } } },
-  { method: 'POST', path: '/api/v1/auth/token', body: (f) => ({ username: f.user.username, password: f.user.password }) },
+  {
+    method: 'POST',
+    path: '/api/v1/auth/register',
+    body: () => {
+      const u = uniqueName('reg')
+      return { username: u, email: `${u}@example.com`, password: longPassword }
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/auth/token',
+    body: (f) => ({ username: f.user.username, password: f.user.password }),
+  },
   { method: 'POST', path: '/api/v1/auth/login', body: (f) => ({ username: f.user.email, password: f.user.password }) },
   { method: 'POST', path: '/api/v1/auth/token/refresh', body: () => ({ refresh_token: basePair.refresh_token }) },
   { method: 'POST', path: '/api/v1/auth/token/verify', body: () => ({ token: basePair.access_token }) },
   { method: 'POST', path: '/api/v1/auth/logout', body: () => ({ refresh_token: basePair.refresh_token }) },
   { method: 'POST', path: '/api/v1/auth/logout-all' },
-  { method: 'POST', path: '/api/v1/auth/password/change', body: (f) => ({ old_password: f.user.password, new_password: longPassword }) },
+  {
+    method: 'POST',
+    path: '/api/v1/auth/password/change',
+    body: (f) => ({ old_password: f.user.password, new_password: longPassword }),
+  },
   { method: 'POST', path: '/api/v1/auth/password/reset', body: (f) => ({ email: f.user.email }) },
-  { method: 'POST', path: '/api/v1/auth/password/reset/confirm', body: () => ({ token: 'A'.repeat(43), new_password: longPassword }) },
+  {
+    method: 'POST',
+    path: '/api/v1/auth/password/reset/confirm',
+    body: () => ({ token: 'A'.repeat(43), new_password: longPassword }),
+  },
   { method: 'POST', path: '/api/v1/auth/email/verify', body: () => ({ token: 'A'.repeat(43) }) },
   { method: 'POST', path: '/api/v1/auth/email/resend' },
   { method: 'GET', path: '/api/v1/auth/sessions' },
   { method: 'DELETE', path: '/api/v1/auth/sessions/{id}' },
   { method: 'POST', path: '/api/v1/auth/oidc/google', body: () => ({ id_token: FUZZ_ID_TOKEN, nonce: 'fuzz-nonce' }) },
-  { method: 'POST', path: '/api/v1/auth/oidc/google/link', body: () => ({ id_token: FUZZ_ID_TOKEN, nonce: 'fuzz-nonce' }) },
+  {
+    method: 'POST',
+    path: '/api/v1/auth/oidc/google/link',
+    body: () => ({ id_token: FUZZ_ID_TOKEN, nonce: 'fuzz-nonce' }),
+  },
   { method: 'DELETE', path: '/api/v1/auth/oidc/google/link' },
   { method: 'GET', path: '/api/v1/users' },
   { method: 'GET', path: '/api/v1/users/{id}', idOf: (f) => f.user.id },
   { method: 'GET', path: '/api/v1/users/me' },
-  { method: 'PATCH', path: '/api/v1/users/me', body: () => { const u = uniqueName('ren'); return { username: u, email: `${u}@example.com` } } },
+  {
+    method: 'PATCH',
+    path: '/api/v1/users/me',
+    body: () => {
+      const u = uniqueName('ren')
+      return { username: u, email: `${u}@example.com` }
+    },
+  },
   { method: 'DELETE', path: '/api/v1/users/me', body: (f) => ({ password: f.user.password }) },
-  { method: 'PATCH', path: '/api/v1/users/{id}', idOf: (f) => f.user.id, body: () => { const u = uniqueName('adm'); return { username: u, email: `${u}@example.com`, is_admin: false } } },
+  {
+    method: 'PATCH',
+    path: '/api/v1/users/{id}',
+    idOf: (f) => f.user.id,
+    body: () => {
+      const u = uniqueName('adm')
+      return { username: u, email: `${u}@example.com`, is_admin: false }
+    },
+  },
   { method: 'DELETE', path: '/api/v1/users/{id}', idOf: (f) => f.user.id },
   { method: 'GET', path: '/api/v1/users/{id}/posts', idOf: (f) => f.user.id },
   { method: 'GET', path: '/api/v1/posts' },
   { method: 'POST', path: '/api/v1/posts', body: () => ({ title: 'A title', body: 'A body' }) },
   { method: 'GET', path: '/api/v1/posts/{id}', idOf: (f) => f.postId },
-  { method: 'PUT', path: '/api/v1/posts/{id}', idOf: (f) => f.postId, body: () => ({ title: 'New title', body: 'New body' }) },
+  {
+    method: 'PUT',
+    path: '/api/v1/posts/{id}',
+    idOf: (f) => f.postId,
+    body: () => ({ title: 'New title', body: 'New body' }),
+  },
   { method: 'PATCH', path: '/api/v1/posts/{id}', idOf: (f) => f.postId, body: () => ({ title: 'Patched' }) },
   { method: 'DELETE', path: '/api/v1/posts/{id}', idOf: (f) => f.postId },
-  { method: 'POST', path: '/api/v1/subscribers', body: () => ({ email: `${uniqueName('s')}@example.com`, name: 'Ann' }) },
+  {
+    method: 'POST',
+    path: '/api/v1/subscribers',
+    body: () => ({ email: `${uniqueName('s')}@example.com`, name: 'Ann' }),
+  },
   { method: 'POST', path: '/api/v1/subscribers/confirm', body: () => ({ token: 'A'.repeat(43) }) },
   { method: 'POST', path: '/api/v1/subscribers/unsubscribe', body: () => ({ token: 'A'.repeat(43) }) },
   { method: 'GET', path: '/api/v1/subscribers' },
   { method: 'GET', path: '/api/v1/subscribers/export' },
   { method: 'GET', path: '/api/v1/subscribers/{id}', idOf: (f) => f.subscriberId },
-  { method: 'PATCH', path: '/api/v1/subscribers/{id}', idOf: (f) => f.subscriberId, body: () => ({ name: 'Bob', status: 'active' }) },
+  {
+    method: 'PATCH',
+    path: '/api/v1/subscribers/{id}',
+    idOf: (f) => f.subscriberId,
+    body: () => ({ name: 'Bob', status: 'active' }),
+  },
   { method: 'DELETE', path: '/api/v1/subscribers/{id}', idOf: (f) => f.subscriberId },
   // Outside the contract: unknown routes (404) and wrong methods (405) must answer problems too.
   { method: 'PUT', path: '/api/v1/health' },
@@ -150,21 +210,52 @@ const latin1 = (maxLength: number) =>
   fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength })
 const binary = (maxLength: number) => fc.string({ unit: 'binary', maxLength })
 const hugeString = fc
-  .tuple(fc.constantFrom('a', 'é', '😀', '\u0000', '\ud800', '\udc00x'), fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 49_990, max: 50_010 }), fc.integer({ min: 60_000, max: 70_000 })))
+  .tuple(
+    fc.constantFrom('a', 'é', '😀', '\u0000', '\ud800', '\udc00x'),
+    fc.oneof(
+      fc.integer({ min: 0, max: 300 }),
+      fc.integer({ min: 49_990, max: 50_010 }),
+      fc.integer({ min: 60_000, max: 70_000 }),
+    ),
+  )
   .map(([c, n]) => c.repeat(Math.ceil(n / c.length)))
 const weirdValue: fc.Arbitrary<unknown> = fc.oneof(
   fc.integer(),
   fc.double(),
   fc.boolean(),
   fc.constant(null),
-  fc.constantFrom('', ' ', '\u0000', 'a\u0000b', '\ud800', '\udfff\ud800', '__proto__', '0', 'null', 'true', '💩'.repeat(200)),
+  fc.constantFrom(
+    '',
+    ' ',
+    '\u0000',
+    'a\u0000b',
+    '\ud800',
+    '\udfff\ud800',
+    '__proto__',
+    '0',
+    'null',
+    'true',
+    '💩'.repeat(200),
+  ),
   binary(40),
   hugeString,
   fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 3 }),
   fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 1 }), { maxKeys: 3 }),
 )
-const EXTRA_KEYS = ['__proto__', 'constructor', 'is_admin', 'id', 'author_id', 'status', 'email_verified', 'password_hash']
-const bodyMutations = fc.array(fc.tuple(fc.constantFrom('drop', 'set', 'add'), fc.nat(), weirdValue), { minLength: 1, maxLength: 3 })
+const EXTRA_KEYS = [
+  '__proto__',
+  'constructor',
+  'is_admin',
+  'id',
+  'author_id',
+  'status',
+  'email_verified',
+  'password_hash',
+]
+const bodyMutations = fc.array(fc.tuple(fc.constantFrom('drop', 'set', 'add'), fc.nat(), weirdValue), {
+  minLength: 1,
+  maxLength: 3,
+})
 
 function mutateBody(template: Template, ops: [string, number, unknown][]): Template {
   const out: Template = { ...template }
@@ -172,7 +263,13 @@ function mutateBody(template: Template, ops: [string, number, unknown][]): Templ
     const keys = Object.keys(out)
     if (op === 'drop' && keys.length > 0) delete out[keys[n % keys.length]!]
     else if (op === 'set' && keys.length > 0) out[keys[n % keys.length]!] = value
-    else Object.defineProperty(out, EXTRA_KEYS[n % EXTRA_KEYS.length]!, { value, enumerable: true, writable: true, configurable: true })
+    else
+      Object.defineProperty(out, EXTRA_KEYS[n % EXTRA_KEYS.length]!, {
+        value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      })
   }
   return out
 }
@@ -196,8 +293,16 @@ const bodySpec: fc.Arbitrary<BodySpec> = fc.oneof(
   fc.constant({ kind: 'none' as const }),
   fc.json({ maxDepth: 3 }).map((text) => ({ kind: 'json-text' as const, text })),
   fc.anything({ maxDepth: 2 }).map((v) => ({ kind: 'json-text' as const, text: safeJson(v) })),
-  fc.oneof(binary(200), latin1(200), fc.constantFrom('{', '{"a":', '[1,]', 'null', '"x"', '{"title":"\\ud800"}', '\u0000', '{}{}')).map((text) => ({ kind: 'json-text' as const, text })),
-  fc.record({ ops: bodyMutations, asForm: fc.boolean() }).map(({ ops, asForm }) => ({ kind: 'mutated' as const, ops, asForm })),
+  fc
+    .oneof(
+      binary(200),
+      latin1(200),
+      fc.constantFrom('{', '{"a":', '[1,]', 'null', '"x"', '{"title":"\\ud800"}', '\u0000', '{}{}'),
+    )
+    .map((text) => ({ kind: 'json-text' as const, text })),
+  fc
+    .record({ ops: bodyMutations, asForm: fc.boolean() })
+    .map(({ ops, asForm }) => ({ kind: 'mutated' as const, ops, asForm })),
   fc.boolean().map((asForm) => ({ kind: 'valid' as const, asForm })),
   fc.uint8Array({ maxLength: 200 }).map((bytes) => ({ kind: 'bytes' as const, bytes })),
 )
@@ -220,29 +325,98 @@ const contentType = fc.oneof(
 )
 
 const queryValue = fc.oneof(
-  fc.constantFrom('0', '1', '-1', '20', '100', '101', '1e1', '1.5', ' 5', 'abc', '', 'created_at', '-created_at', 'id', 'pending', 'active', 'unsubscribed', 'cookie', '%', '%zz', '%E0%A4%A', '99999999999999999999'),
+  fc.constantFrom(
+    '0',
+    '1',
+    '-1',
+    '20',
+    '100',
+    '101',
+    '1e1',
+    '1.5',
+    ' 5',
+    'abc',
+    '',
+    'created_at',
+    '-created_at',
+    'id',
+    'pending',
+    'active',
+    'unsubscribed',
+    'cookie',
+    '%',
+    '%zz',
+    '%E0%A4%A',
+    '99999999999999999999',
+  ),
   fc.constant('CURSOR'),
   fc.tuple(fc.constant('CURSOR'), fc.nat(), fc.constantFrom('A', '_', '.', '=')).map(([, i, c]) => `CURSOR:${i}:${c}`),
   fc.nat().map(String),
   binary(30),
   fc.string({ maxLength: 3000 }),
 )
-const query = fc.array(fc.tuple(fc.constantFrom('limit', 'cursor', 'q', 'ordering', 'author', 'status', 'mode', 'page'), queryValue, fc.boolean()), { maxLength: 4 })
+const query = fc.array(
+  fc.tuple(
+    fc.constantFrom('limit', 'cursor', 'q', 'ordering', 'author', 'status', 'mode', 'page'),
+    queryValue,
+    fc.boolean(),
+  ),
+  { maxLength: 4 },
+)
 
 const idValue = fc.oneof(
   { weight: 3, arbitrary: fc.constant('REAL') },
-  fc.constantFrom('0', '-1', '1.5', '1e3', 'abc', '%00', '%zz', '%', '99999999999999999999', '0x10', '%20 1', 'me', 'export', '9007199254740993'),
+  fc.constantFrom(
+    '0',
+    '-1',
+    '1.5',
+    '1e3',
+    'abc',
+    '%00',
+    '%zz',
+    '%',
+    '99999999999999999999',
+    '0x10',
+    '%20 1',
+    'me',
+    'export',
+    '9007199254740993',
+  ),
   binary(20),
 )
 
 type TokenSpec = { kind: TokenKind } | { kind: 'mutated'; of: TokenKind; how: number; n: number; c: string }
 const tokenSpec: fc.Arbitrary<TokenSpec> = fc.oneof(
   fc.constantFrom<TokenKind>('user', 'admin', 'refresh').map((kind) => ({ kind })),
-  fc.record({ of: fc.constantFrom<TokenKind>('user', 'admin', 'refresh'), how: fc.nat(7), n: fc.nat(), c: fc.constantFrom('A', 'a', '_', '-', '.', '=', '+', '/', ' ', '%') }).map((m) => ({ kind: 'mutated' as const, ...m })),
+  fc
+    .record({
+      of: fc.constantFrom<TokenKind>('user', 'admin', 'refresh'),
+      how: fc.nat(7),
+      n: fc.nat(),
+      c: fc.constantFrom('A', 'a', '_', '-', '.', '=', '+', '/', ' ', '%'),
+    })
+    .map((m) => ({ kind: 'mutated' as const, ...m })),
 )
 const authorization = fc.oneof(
   fc.constant<null>(null),
-  fc.tuple(fc.constantFrom('Bearer', 'bearer', 'BEARER', 'JWT', 'jwt', 'Basic', 'Token', 'Bearer\t', '', 'Bearer  ', 'Bearer,'), tokenSpec).map(([scheme, token]) => ({ scheme, token })),
+  fc
+    .tuple(
+      fc.constantFrom(
+        'Bearer',
+        'bearer',
+        'BEARER',
+        'JWT',
+        'jwt',
+        'Basic',
+        'Token',
+        'Bearer\t',
+        '',
+        'Bearer  ',
+        'Bearer,',
+      ),
+      tokenSpec,
+    )
+    .map(([scheme, token]) => ({ scheme, token })),
   latin1(80).map((raw) => ({ raw })),
   fc.tuple(latin1(20), latin1(20)).map(([u, p]) => ({ raw: `Basic ${btoa(`${u}:${p}`)}` })),
 )
@@ -250,8 +424,24 @@ const otherHeaders = fc.record(
   {
     'if-none-match': fc.oneof(fc.constantFrom('*', '"x"', 'W/"x"', '"', '"a", "b"', ''), latin1(60)),
     'x-request-id': fc.oneof(latin1(300), fc.constantFrom('', 'abc', 'a'.repeat(256))),
-    cookie: fc.tuple(fc.constantFrom('__Host-edgepress-access', '__Host-edgepress-refresh', '__Host-edgepress-csrf', '__Host-edgepress-'), fc.oneof(latin1(60), tokenSpec.map(() => 'TOKEN'))).map(([k, v]) => `${k}=${v}`),
-    'x-d1-bookmark': fc.oneof(latin1(80), fc.constantFrom('0000-0000', 'ffffffff-ffffffff-ffffffff', 'a-b-c-d-e-f-g-h-i', '00000001-00000002')),
+    cookie: fc
+      .tuple(
+        fc.constantFrom(
+          '__Host-edgepress-access',
+          '__Host-edgepress-refresh',
+          '__Host-edgepress-csrf',
+          '__Host-edgepress-',
+        ),
+        fc.oneof(
+          latin1(60),
+          tokenSpec.map(() => 'TOKEN'),
+        ),
+      )
+      .map(([k, v]) => `${k}=${v}`),
+    'x-d1-bookmark': fc.oneof(
+      latin1(80),
+      fc.constantFrom('0000-0000', 'ffffffff-ffffffff-ffffffff', 'a-b-c-d-e-f-g-h-i', '00000001-00000002'),
+    ),
     'x-csrf-token': latin1(100),
   },
   { requiredKeys: [] },
@@ -281,13 +471,22 @@ function mutateToken(token: string, how: number, n: number, c: string, other: st
       return token.slice(0, i) + (token[i] === c ? 'B' : c) + token.slice(i + 1)
     case 1: // truncate
       return token.slice(0, i)
-    case 2: { // alg none, no signature
+    case 2: {
+      // alg none, no signature
       const header = JSON.parse(unb64url(parts[0]!)) as Record<string, unknown>
       return `${b64url(JSON.stringify({ ...header, alg: 'none' }))}.${parts[1]}.`
     }
-    case 3: { // payload edited, signature kept
+    case 3: {
+      // payload edited, signature kept
       const payload = JSON.parse(unb64url(parts[1]!)) as Record<string, unknown>
-      const edits = [{ sub: '1' }, { token_type: 'refresh' }, { exp: 1 }, { jti: undefined }, { sub: 1 }, { is_admin: true }]
+      const edits = [
+        { sub: '1' },
+        { token_type: 'refresh' },
+        { exp: 1 },
+        { jti: undefined },
+        { sub: 1 },
+        { is_admin: true },
+      ]
       return `${parts[0]}.${b64url(JSON.stringify({ ...payload, ...edits[n % edits.length] }))}.${parts[2]}`
     }
     case 4: // standard base64 with padding instead of base64url
@@ -328,9 +527,20 @@ interface Built {
 }
 
 async function build(route: RouteSpec, f: Fixture, spec: RequestSpec): Promise<Built> {
-  const id = spec.id === 'REAL' ? String(route.idOf?.(f) ?? 0) : encodeValue(spec.id, /^%|^[\w.-]*$/.test(spec.id)).replace(/\//g, '%2F')
+  const id =
+    spec.id === 'REAL'
+      ? String(route.idOf?.(f) ?? 0)
+      : encodeValue(spec.id, /^%|^[\w.-]*$/.test(spec.id)).replace(/\//g, '%2F')
   const search = spec.query
-    .map(([k, v, raw]) => `${k}=${encodeValue(v.replace(/^CURSOR(:(\d+):(.))?$/u, (_m, _g, i?: string, c?: string) => (i === undefined ? realCursor : mutateToken(realCursor, 0, Number(i), c!, ''))), raw)}`)
+    .map(
+      ([k, v, raw]) =>
+        `${k}=${encodeValue(
+          v.replace(/^CURSOR(:(\d+):(.))?$/u, (_m, _g, i?: string, c?: string) =>
+            i === undefined ? realCursor : mutateToken(realCursor, 0, Number(i), c!, ''),
+          ),
+          raw,
+        )}`,
+    )
     .join('&')
   const url = `${BASE_URL}${route.path.replace('{id}', id)}${search === '' ? '' : `?${search}`}`
 
@@ -356,7 +566,9 @@ async function build(route: RouteSpec, f: Fixture, spec: RequestSpec): Promise<B
   const template = route.body?.(f) ?? {}
   const asText = (object: Template, asForm: boolean) =>
     asForm
-      ? new URLSearchParams(Object.entries(object).map(([k, v]): [string, string] => [k, typeof v === 'string' ? v : safeJson(v)])).toString()
+      ? new URLSearchParams(
+          Object.entries(object).map(([k, v]): [string, string] => [k, typeof v === 'string' ? v : safeJson(v)]),
+        ).toString()
       : safeJson(object)
   switch (spec.body.kind) {
     case 'none':
@@ -406,8 +618,16 @@ async function snapshot(): Promise<string> {
     snapshotQueries = []
     for (const table of CHECKED_TABLES) {
       const { results } = await env.DB.prepare(`PRAGMA table_info(${table})`).all<{ name: string }>()
-      const row = results.map(({ name }) => `ifnull(length(${name}) || ':' || substr(${name}, 1, 32) || ':' || substr(${name}, -32), '~')`).join(" || '|' || ")
-      snapshotQueries.push(env.DB.prepare(`SELECT count(*) AS n, group_concat(${row}, char(10)) AS rows FROM (SELECT * FROM ${table} ORDER BY rowid)`))
+      const row = results
+        .map(
+          ({ name }) => `ifnull(length(${name}) || ':' || substr(${name}, 1, 32) || ':' || substr(${name}, -32), '~')`,
+        )
+        .join(" || '|' || ")
+      snapshotQueries.push(
+        env.DB.prepare(
+          `SELECT count(*) AS n, group_concat(${row}, char(10)) AS rows FROM (SELECT * FROM ${table} ORDER BY rowid)`,
+        ),
+      )
     }
   }
   const results = await env.DB.batch(snapshotQueries)
@@ -419,18 +639,22 @@ async function checkInvariant(request: Built): Promise<void> {
   const res = await fetchWorker(request.url, { method: request.method, headers: request.headers, body: request.body })
   const text = await res.text()
   const fail = (why: string) => {
-    throw new Error(`${why}\n→ ${res.status} ${res.headers.get('content-type')} ${text.slice(0, 500)}\n${request.describe}`)
+    throw new Error(
+      `${why}\n→ ${res.status} ${res.headers.get('content-type')} ${text.slice(0, 500)}\n${request.describe}`,
+    )
   }
   if (res.status >= 500) fail('5xx')
   if (res.status < 400) return
-  if (!(res.headers.get('content-type') ?? '').startsWith('application/problem+json')) fail('4xx without application/problem+json')
+  if (!(res.headers.get('content-type') ?? '').startsWith('application/problem+json'))
+    fail('4xx without application/problem+json')
   let problem: Record<string, unknown>
   try {
     problem = JSON.parse(text) as Record<string, unknown>
   } catch {
     return fail('problem body is not JSON')
   }
-  for (const field of ['type', 'title', 'detail', 'code']) if (typeof problem[field] !== 'string') fail(`problem without ${field}`)
+  for (const field of ['type', 'title', 'detail', 'code'])
+    if (typeof problem[field] !== 'string') fail(`problem without ${field}`)
   if (problem.status !== res.status) fail('problem status differs from the response status')
   // The contract makes reuse detection revoke the session (docs/API.md, /auth/token/refresh).
   if (problem.code === 'token_reused') return
@@ -441,13 +665,16 @@ async function checkInvariant(request: Built): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 
 describe('fuzzing every route: never a 5xx, always problem+json on 4xx, no change from a refused request', () => {
-  it.each(ROUTES.map((route, index) => [`${route.method} ${route.path}`, route, index] as const))('%s', async (_name, route, index) => {
-    const fixture = await makeFixture()
-    await fc.assert(
-      fc.asyncProperty(requestSpec, async (spec) => {
-        await checkInvariant(await build(route, fixture, spec))
-      }),
-      { seed: SEED + index, numRuns: RUNS_PER_ROUTE, endOnFailure: false },
-    )
-  })
+  it.each(ROUTES.map((route, index) => [`${route.method} ${route.path}`, route, index] as const))(
+    '%s',
+    async (_name, route, index) => {
+      const fixture = await makeFixture()
+      await fc.assert(
+        fc.asyncProperty(requestSpec, async (spec) => {
+          await checkInvariant(await build(route, fixture, spec))
+        }),
+        { seed: SEED + index, numRuns: RUNS_PER_ROUTE, endOnFailure: false },
+      )
+    },
+  )
 })

@@ -33,7 +33,11 @@ export function uniqueName(prefix = 'user'): string {
  * the same over a loopback, but it gets slower with every request a test file makes
  * (cloudflare/workers-sdk#15446): ~0.3 ms per request at first, ~40 ms after 1,000.
  */
-export async function fetchWorker(input: string | URL | Request, init?: RequestInit, workerEnv: WorkerEnv = env): Promise<Response> {
+export async function fetchWorker(
+  input: string | URL | Request,
+  init?: RequestInit,
+  workerEnv: WorkerEnv = env,
+): Promise<Response> {
   const ctx = createExecutionContext()
   const res = await worker.fetch(new Request(input, init), workerEnv, ctx)
   const buffered = await res.arrayBuffer()
@@ -52,9 +56,10 @@ export function api(
   const allHeaders: Record<string, string> = { ...headers }
   if (body !== undefined) allHeaders['content-type'] ??= 'application/json'
   if (token !== undefined) allHeaders.authorization ??= `Bearer ${token}`
-  const url = path.startsWith('/api/') || path.startsWith('/.well-known') || path === '/openapi.json'
-    ? `${BASE_URL}${path}`
-    : `${BASE_URL}/api/v1${path}`
+  const url =
+    path.startsWith('/api/') || path.startsWith('/.well-known') || path === '/openapi.json'
+      ? `${BASE_URL}${path}`
+      : `${BASE_URL}/api/v1${path}`
   return fetchWorker(url, {
     method,
     headers: allHeaders,
@@ -109,8 +114,14 @@ export async function registerAndLogin(): Promise<{ user: RegisteredUser; tokens
 }
 
 /** Decodes a JWT's header and payload without verifying it. */
-export function decodeJwt(token: string): { header: Record<string, unknown>; payload: JWTPayload & Record<string, unknown> } {
-  const [header, payload] = token.split('.').slice(0, 2).map((part) => JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/'))))
+export function decodeJwt(token: string): {
+  header: Record<string, unknown>
+  payload: JWTPayload & Record<string, unknown>
+} {
+  const [header, payload] = token
+    .split('.')
+    .slice(0, 2)
+    .map((part) => JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/'))))
   return { header, payload }
 }
 
@@ -147,14 +158,26 @@ export async function expectProblem(
   res: Response,
   status: number,
   code: string,
-): Promise<{ status: number; code: string; detail: string; title: string; type: string; errors?: { path: string; message: string }[] }> {
+): Promise<{
+  status: number
+  code: string
+  detail: string
+  title: string
+  type: string
+  errors?: { path: string; message: string }[]
+}> {
   const text = await res.text()
   if (res.status !== status) throw new Error(`expected ${status} ${code}, got ${res.status}: ${text}`)
   const contentType = res.headers.get('content-type') ?? ''
   if (!contentType.startsWith('application/problem+json')) throw new Error(`not problem+json: ${contentType}`)
   const body = JSON.parse(text)
   if (body.code !== code) throw new Error(`expected code ${code}, got ${body.code}: ${text}`)
-  if (body.status !== status || typeof body.title !== 'string' || typeof body.detail !== 'string' || body.type !== 'about:blank') {
+  if (
+    body.status !== status ||
+    typeof body.title !== 'string' ||
+    typeof body.detail !== 'string' ||
+    body.type !== 'about:blank'
+  ) {
     throw new Error(`malformed problem: ${text}`)
   }
   return body

@@ -29,7 +29,7 @@ export const PRIVATE_KEYS: Record<string, TestJwk> = {
     qi: 'sNVCBMSsGoo1PKpP-hILhKE04816KIgjVaXT__9LWGwK2G5kszoLARhePmu0i5snu4ez-ZB4NKVDN3k4Fog7Ng_z5Hy2901yi_xro2Bbs-_EclJGOA5JHxyVfhLiaFZJ5Iu0J8_yyD3Zswg27QaKxrkNtQqOyYdjmcXLB2dIvs4',
     kid: 'apple-1',
     alg: 'RS256',
-    use: 'sig'
+    use: 'sig',
   },
   'google-1': {
     kty: 'RSA',
@@ -43,7 +43,7 @@ export const PRIVATE_KEYS: Record<string, TestJwk> = {
     qi: 'oamMlowQ7iX0fEgMkYXGfsQYJ40xN6-TwbtgL8xJMEltWpX4zucSaEdHS_t_2DCus0mBWZid4HnGXDMo5hsNCDAInajGZK8fVv-u9ki_jZKsTibK4YRLCBQINS63RmEXU3aKrF60KF7covbp9xmZ6dyGjFeIohuGsUjRQmVpbdg',
     kid: 'google-1',
     alg: 'RS256',
-    use: 'sig'
+    use: 'sig',
   },
   'rotating-1': {
     kty: 'RSA',
@@ -57,7 +57,7 @@ export const PRIVATE_KEYS: Record<string, TestJwk> = {
     qi: '7iwNMoac9uHhSeFwOp08vEvAQTMLyjEnWxLIpnPvhn5JSdN-ea-xH4GT2Mzl77QCAgiKJw6V7i-9HMcluVYgzUjGxbY0aMS7bbQdcxvRlhjpWJjKmNB543_kzkJ11fI3xoxy_J3NnGbEic_6qVb8J7SnS8thb5giSf_rMeEWFg',
     kid: 'rotating-1',
     alg: 'RS256',
-    use: 'sig'
+    use: 'sig',
   },
   'rotating-2': {
     kty: 'RSA',
@@ -71,7 +71,7 @@ export const PRIVATE_KEYS: Record<string, TestJwk> = {
     qi: 'Cf_REEdf92cRTXrxQ23XMrgywkuNEzbC5PR2IausgNzrkmvvM1X6ntDpJyaxnGNxhcWJs7IrTsYBPzlrVHe6pZtnNIUlhQZRgi3ja0s7tbxysOw_-bFju5OPgAt0juu5NLvmnst0suz9OzDa34mx2KcDR0-2xS0Kh6kR8FOAO8k',
     kid: 'rotating-2',
     alg: 'RS256',
-    use: 'sig'
+    use: 'sig',
   },
   'stranger-1': {
     kty: 'RSA',
@@ -85,7 +85,7 @@ export const PRIVATE_KEYS: Record<string, TestJwk> = {
     qi: 'Qx-SY1YXUWYy8-7NpNuB6Uje7T4emsX_bfGoACyzOm94bTEc71C6yab0xpFdxoODVXAnxloTawLCDRmABf4q3s4h4ccl-wxQABfVR58sJYnMM-PEswq3tfCeGDdi2O5u0UeshfxdhlrzSQ-2mMw8kR1iIJy2C27zia3zLDadBYk',
     kid: 'stranger-1',
     alg: 'RS256',
-    use: 'sig'
+    use: 'sig',
   },
   'google-es-1': {
     kty: 'EC',
@@ -95,8 +95,8 @@ export const PRIVATE_KEYS: Record<string, TestJwk> = {
     d: 'A4gEIb36pAY0JjBul__8oBSe5HQqwJqXzY8cPQ0INPw',
     kid: 'google-es-1',
     alg: 'ES256',
-    use: 'sig'
-  }
+    use: 'sig',
+  },
 } as Record<string, TestJwk>
 
 /** The providers of OIDC_PROVIDERS in vitest.config.ts. */
@@ -114,17 +114,35 @@ export const TEST_PROVIDERS = {
     nonce: 'plain',
   },
   // Serves rotating-1 until POST /__control/rotate, then rotating-1 and rotating-2.
-  rotating: { issuers: ['https://rotating.example'], jwks_uri: `${PROVIDER_ORIGIN}/rotating/keys`, audiences: ['rotating-client'], nonce: 'plain' },
+  rotating: {
+    issuers: ['https://rotating.example'],
+    jwks_uri: `${PROVIDER_ORIGIN}/rotating/keys`,
+    audiences: ['rotating-client'],
+    nonce: 'plain',
+  },
   // Its JWKS endpoint is down (503), or answers something that is not a JWKS.
-  down: { issuers: ['https://down.example'], jwks_uri: `${PROVIDER_ORIGIN}/down/keys`, audiences: ['down-client'], nonce: 'plain' },
-  garbled: { issuers: ['https://garbled.example'], jwks_uri: `${PROVIDER_ORIGIN}/garbled/keys`, audiences: ['garbled-client'], nonce: 'plain' },
+  down: {
+    issuers: ['https://down.example'],
+    jwks_uri: `${PROVIDER_ORIGIN}/down/keys`,
+    audiences: ['down-client'],
+    nonce: 'plain',
+  },
+  garbled: {
+    issuers: ['https://garbled.example'],
+    jwks_uri: `${PROVIDER_ORIGIN}/garbled/keys`,
+    audiences: ['garbled-client'],
+    nonce: 'plain',
+  },
 } as const
 
 /** The public half of a test key, as a JWKS publishes it. */
 export function publicJwk(kid: string): Record<string, string> {
   const { kty, crv, x, y, n, e, alg, use } = PRIVATE_KEYS[kid]!
   const members = { kty, crv, x, y, n, e, alg, use, kid }
-  return Object.fromEntries(Object.entries(members).filter(([, value]) => value !== undefined)) as Record<string, string>
+  return Object.fromEntries(Object.entries(members).filter(([, value]) => value !== undefined)) as Record<
+    string,
+    string
+  >
 }
 
 // State of the fake provider, in the Node process that runs the pool (shared by every test file).
@@ -159,7 +177,8 @@ export function handleProviderRequest(request: Request): Response {
   if (url.pathname === '/__control/hits') return json({ hits: hits.get(url.searchParams.get('path') ?? '') ?? 0 })
   hits.set(url.pathname, (hits.get(url.pathname) ?? 0) + 1)
   if (url.pathname === '/down/keys') return new Response('upstream down', { status: 503 })
-  if (url.pathname === '/garbled/keys') return new Response('<html>not a key set</html>', { status: 200, headers: { 'Content-Type': 'text/html' } })
+  if (url.pathname === '/garbled/keys')
+    return new Response('<html>not a key set</html>', { status: 200, headers: { 'Content-Type': 'text/html' } })
   const keySet = KEY_SETS[url.pathname]
   if (keySet === undefined) return new Response('not found', { status: 404 })
   return json({ keys: keySet().map(publicJwk) }, { 'Cache-Control': 'public, max-age=3600' })

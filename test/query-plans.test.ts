@@ -114,8 +114,10 @@ function planProblem(plan: PlanRow[], keysetList: boolean): string | null {
   for (const { detail } of plan) {
     if (/^SCAN (CONSTANT ROW|\(subquery-\d+\)|\w+ VIRTUAL TABLE INDEX)/.test(detail)) continue
     const scan = /^SCAN (\w+)(.*)$/.exec(detail)
-    if (scan !== null && !/USING (COVERING |INTEGER PRIMARY KEY|.*INDEX)/.test(scan[2]!)) return `full table scan: ${detail}`
-    if (keysetList && /USE TEMP B-TREE FOR (RIGHT PART OF )?ORDER BY/.test(detail)) return `sort defeats the keyset index: ${detail}`
+    if (scan !== null && !/USING (COVERING |INTEGER PRIMARY KEY|.*INDEX)/.test(scan[2]!))
+      return `full table scan: ${detail}`
+    if (keysetList && /USE TEMP B-TREE FOR (RIGHT PART OF )?ORDER BY/.test(detail))
+      return `sort defeats the keyset index: ${detail}`
   }
   return null
 }
@@ -139,7 +141,9 @@ async function explainAll(statements: Recorded[], keysetList: (sql: string) => b
  * candidates come from the FTS index in rowid order, so they are always sorted (only the matches).
  */
 const isSelectWithOrderBy = (sql: string): boolean =>
-  /^select\b/i.test(sql) && /\border by "\w+"\."created_at" (asc|desc), "\w+"\."id"/i.test(sql) && !/posts_fts match/.test(sql)
+  /^select\b/i.test(sql) &&
+  /\border by "\w+"\."created_at" (asc|desc), "\w+"\."id"/i.test(sql) &&
+  !/posts_fts match/.test(sql)
 
 /** Captures `action`, checks that it issued a statement matching each pattern, and fails on any bad plan. */
 async function expectIndexedPlans(
@@ -149,7 +153,10 @@ async function expectIndexedPlans(
 ): Promise<void> {
   const statements = await capture(action)
   for (const pattern of mustIssue) {
-    expect(statements.map((s) => s.sql), `expected a statement matching ${pattern}`).toContainEqual(expect.stringMatching(pattern))
+    expect(
+      statements.map((s) => s.sql),
+      `expected a statement matching ${pattern}`,
+    ).toContainEqual(expect.stringMatching(pattern))
   }
   const report = await explainAll(statements, keysetList)
   const bad = report.filter((entry) => entry.problem !== null)
@@ -169,7 +176,12 @@ beforeAll(async () => {
   other = await registerAndLogin()
   admin = (await registerAdmin()).tokens
   for (let i = 0; i < 6; i += 1) {
-    const res = await call('POST', '/posts', { title: `plan post ${i} aardvark`, body: `body ${i}` }, author.tokens.access_token)
+    const res = await call(
+      'POST',
+      '/posts',
+      { title: `plan post ${i} aardvark`, body: `body ${i}` },
+      author.tokens.access_token,
+    )
     expect(res.status).toBe(201)
   }
   const { results } = await env.DB.prepare('SELECT id FROM posts WHERE author_id = ? ORDER BY id DESC LIMIT 1')
@@ -211,21 +223,38 @@ describe('the plan check itself', () => {
 
 describe('query plans: users', () => {
   it('looks users up by id, lower(username) and lower(email) through an index', async () => {
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('GET', `/users/${author.user.id}`, undefined, other.tokens.access_token), 200)
-        await expectStatus(call('POST', '/auth/token', { username: author.user.username.toUpperCase(), password: 'correct horse battery staple' }), 200)
-        await expectStatus(call('POST', '/auth/token', { username: author.user.email.toUpperCase(), password: 'correct horse battery staple' }), 200)
-        await expectStatus(call('GET', '/users/me', undefined, author.tokens.access_token), 200)
-      },
-      [/"users"\."id" = \?/, /lower\("users"\."username"\) = lower\(\?\)/, /lower\("users"\."email"\) = lower\(\?\)/],
-    )
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('GET', `/users/${author.user.id}`, undefined, other.tokens.access_token), 200)
+      await expectStatus(
+        call('POST', '/auth/token', {
+          username: author.user.username.toUpperCase(),
+          password: 'correct horse battery staple',
+        }),
+        200,
+      )
+      await expectStatus(
+        call('POST', '/auth/token', {
+          username: author.user.email.toUpperCase(),
+          password: 'correct horse battery staple',
+        }),
+        200,
+      )
+      await expectStatus(call('GET', '/users/me', undefined, author.tokens.access_token), 200)
+    }, [/"users"\."id" = \?/, /lower\("users"\."username"\) = lower\(\?\)/, /lower\("users"\."email"\) = lower\(\?\)/])
   })
 
   it('registers through the lower(email) index (the subquery that links the verification token)', async () => {
     const username = uniqueName()
     await expectIndexedPlans(
-      () => expectStatus(call('POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' }), 201),
+      () =>
+        expectStatus(
+          call('POST', '/auth/register', {
+            username,
+            email: `${username}@example.com`,
+            password: 'correct horse battery staple',
+          }),
+          201,
+        ),
       [/^insert into "users"/, /lower\("users"\."email"\) = lower\(\?\)/],
     )
   })
@@ -243,22 +272,24 @@ describe('query plans: users', () => {
         .run()
     }
     const renamed = `Ærø_${uniqueName()}`
-    await expectIndexedPlans(
-      async () => {
-        // Keys the old rows on the way (the second one apart: its key is taken), then finds the first.
-        await expectStatus(call('POST', '/auth/token', { username: legacy.toUpperCase(), password: 'correct horse battery staple' }), 200)
-        await expectStatus(call('PATCH', '/users/me', { username: renamed }, other.tokens.access_token), 200)
-        await runScheduledMaintenance(recordingEnv, new Date())
-      },
-      [
-        /where \("users"\."username_key" = \? or lower\("users"\."username"\) = lower\(\?\)\)/,
-        /from "users" where "users"\."username_key" is null order by "users"\."id" limit \?/,
-        /^update or ignore "users" set "username_key" = case "users"\."id" when \? then \?/,
-        /^update "users" set "username_key" = char\(65535\) \|\| "users"\."id"/,
-        /^update "users" set "username" = \?, "username_key" = \?/,
-      ],
+    await expectIndexedPlans(async () => {
+      // Keys the old rows on the way (the second one apart: its key is taken), then finds the first.
+      await expectStatus(
+        call('POST', '/auth/token', { username: legacy.toUpperCase(), password: 'correct horse battery staple' }),
+        200,
+      )
+      await expectStatus(call('PATCH', '/users/me', { username: renamed }, other.tokens.access_token), 200)
+      await runScheduledMaintenance(recordingEnv, new Date())
+    }, [
+      /where \("users"\."username_key" = \? or lower\("users"\."username"\) = lower\(\?\)\)/,
+      /from "users" where "users"\."username_key" is null order by "users"\."id" limit \?/,
+      /^update or ignore "users" set "username_key" = case "users"\."id" when \? then \?/,
+      /^update "users" set "username_key" = char\(65535\) \|\| "users"\."id"/,
+      /^update "users" set "username" = \?, "username_key" = \?/,
+    ])
+    const keys = await env.DB.prepare(
+      'SELECT username, username_key AS key FROM users WHERE lower(username) IN (lower(?), lower(?), lower(?)) ORDER BY id',
     )
-    const keys = await env.DB.prepare('SELECT username, username_key AS key FROM users WHERE lower(username) IN (lower(?), lower(?), lower(?)) ORDER BY id')
       .bind(legacy, legacy.replace('Ö', 'ö'), renamed)
       .all<{ username: string; key: string }>()
     expect(Object.fromEntries(keys.results.map((row) => [row.username, row.key]))).toEqual({
@@ -271,13 +302,13 @@ describe('query plans: users', () => {
   it('lists users, first page and a cursor page, in index order', async () => {
     const token = other.tokens.access_token
     const second = await nextPath('/users?limit=1', token)
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('GET', '/users?limit=1', undefined, token), 200)
-        await expectStatus(call('GET', second, undefined, token), 200)
-      },
-      [/from "users" order by "users"\."created_at" asc/, /from "users" where \("users"\."created_at", "users"\."id"\) > \(\?, \?\)/],
-    )
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('GET', '/users?limit=1', undefined, token), 200)
+      await expectStatus(call('GET', second, undefined, token), 200)
+    }, [
+      /from "users" order by "users"\."created_at" asc/,
+      /from "users" where \("users"\."created_at", "users"\."id"\) > \(\?, \?\)/,
+    ])
   })
 })
 
@@ -286,92 +317,96 @@ describe('query plans: posts', () => {
     const token = other.tokens.access_token
     const newest = await nextPath('/posts?limit=2', token)
     const oldest = await nextPath('/posts?limit=2&ordering=created_at', token)
-    await expectIndexedPlans(
-      async () => {
-        for (const path of ['/posts?limit=2', newest, '/posts?limit=2&ordering=created_at', oldest]) {
-          await expectStatus(call('GET', path, undefined, token), 200)
-        }
-      },
-      [/order by "posts"\."created_at" desc, "posts"\."id" desc/, /order by "posts"\."created_at" asc, "posts"\."id" asc/, /\) < \(\?, \?\)/, /\) > \(\?, \?\)/],
-    )
+    await expectIndexedPlans(async () => {
+      for (const path of ['/posts?limit=2', newest, '/posts?limit=2&ordering=created_at', oldest]) {
+        await expectStatus(call('GET', path, undefined, token), 200)
+      }
+    }, [
+      /order by "posts"\."created_at" desc, "posts"\."id" desc/,
+      /order by "posts"\."created_at" asc, "posts"\."id" asc/,
+      /\) < \(\?, \?\)/,
+      /\) > \(\?, \?\)/,
+    ])
   })
 
   it('lists posts by author (filter and /users/{id}/posts), first page and cursor page', async () => {
     const token = other.tokens.access_token
     const filtered = await nextPath(`/posts?author=${author.user.id}&limit=2`, token)
     const ofUser = await nextPath(`/users/${author.user.id}/posts?limit=2`, token)
-    await expectIndexedPlans(
-      async () => {
-        for (const path of [`/posts?author=${author.user.id}&limit=2`, filtered, `/users/${author.user.id}/posts?limit=2`, ofUser]) {
-          await expectStatus(call('GET', path, undefined, token), 200)
-        }
-      },
-      [/"posts"\."author_id" = \?/],
-    )
+    await expectIndexedPlans(async () => {
+      for (const path of [
+        `/posts?author=${author.user.id}&limit=2`,
+        filtered,
+        `/users/${author.user.id}/posts?limit=2`,
+        ofUser,
+      ]) {
+        await expectStatus(call('GET', path, undefined, token), 200)
+      }
+    }, [/"posts"\."author_id" = \?/])
   })
 
   it('searches posts through the FTS index (q), first page and cursor page', async () => {
     const token = other.tokens.access_token
     const second = await nextPath('/posts?q=aardvark&limit=2', token)
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('GET', '/posts?q=aardvark&limit=2', undefined, token), 200)
-        await expectStatus(call('GET', second, undefined, token), 200)
-      },
-      [/posts_fts match \?/],
-    )
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('GET', '/posts?q=aardvark&limit=2', undefined, token), 200)
+      await expectStatus(call('GET', second, undefined, token), 200)
+    }, [/posts_fts match \?/])
   })
 
   it('reads, updates (as author and as admin) and deletes a post by id', async () => {
     const token = author.tokens.access_token
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('GET', `/posts/${postId}`, undefined, token), 200)
-        await expectStatus(call('PATCH', `/posts/${postId}`, { title: 'patched aardvark' }, token), 200)
-        await expectStatus(call('PATCH', `/posts/${postId}`, { title: 'by an admin' }, admin.access_token), 200)
-        await expectStatus(call('DELETE', `/posts/${postId}`, undefined, token), 204)
-      },
-      [/where "posts"\."id" = \?/, /^update "posts"/, /^delete from "posts" where "posts"\."id" = \?/],
-    )
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('GET', `/posts/${postId}`, undefined, token), 200)
+      await expectStatus(call('PATCH', `/posts/${postId}`, { title: 'patched aardvark' }, token), 200)
+      await expectStatus(call('PATCH', `/posts/${postId}`, { title: 'by an admin' }, admin.access_token), 200)
+      await expectStatus(call('DELETE', `/posts/${postId}`, undefined, token), 204)
+    }, [/where "posts"\."id" = \?/, /^update "posts"/, /^delete from "posts" where "posts"\."id" = \?/])
   })
 })
 
 describe('query plans: sessions and one-time tokens', () => {
   it('refreshes, verifies and logs out through the sessions primary key', async () => {
     const { tokens } = await registerAndLogin()
-    await expectIndexedPlans(
-      async () => {
-        const res = await worker.fetch(
-          new Request(`${BASE_URL}/api/v1/auth/token/refresh`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ refresh_token: tokens.refresh_token }),
-          }),
-          recordingEnv,
-          createExecutionContext(),
-        )
-        expect(res.status).toBe(200)
-        const pair = (await res.json()) as TokenPair
-        await expectStatus(call('POST', '/auth/token/verify', { token: pair.refresh_token }), 200)
-        await expectStatus(call('POST', '/auth/logout', { refresh_token: pair.refresh_token }, pair.access_token), 204)
-      },
-      [/from "sessions".*"sessions"\."sid" = \?/, /^update "sessions" set .*"current_jti" = \?/, /^update "sessions" set "revoked_at" = \? where \("sessions"\."sid" in/],
-    )
+    await expectIndexedPlans(async () => {
+      const res = await worker.fetch(
+        new Request(`${BASE_URL}/api/v1/auth/token/refresh`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ refresh_token: tokens.refresh_token }),
+        }),
+        recordingEnv,
+        createExecutionContext(),
+      )
+      expect(res.status).toBe(200)
+      const pair = (await res.json()) as TokenPair
+      await expectStatus(call('POST', '/auth/token/verify', { token: pair.refresh_token }), 200)
+      await expectStatus(call('POST', '/auth/logout', { refresh_token: pair.refresh_token }, pair.access_token), 204)
+    }, [
+      /from "sessions".*"sessions"\."sid" = \?/,
+      /^update "sessions" set .*"current_jti" = \?/,
+      /^update "sessions" set "revoked_at" = \? where \("sessions"\."sid" in/,
+    ])
   })
 
   it("lists and ends a user's devices through sessions_user_id_idx and the primary key", async () => {
     const { user, tokens } = await registerAndLogin()
-    await expectStatus(call('POST', '/auth/token', { username: user.username, password: 'correct horse battery staple' }), 200)
-    const { results } = (await (await call('GET', '/auth/sessions', undefined, tokens.access_token)).json()) as { results: { id: string; current: boolean }[] }
-    const otherId = results.find((session) => !session.current)!.id
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('GET', '/auth/sessions', undefined, tokens.access_token), 200)
-        await expectStatus(call('DELETE', `/auth/sessions/${otherId}`, undefined, tokens.access_token), 204)
-        await expectStatus(call('DELETE', `/auth/sessions/${otherId}`, undefined, tokens.access_token), 404)
-      },
-      [/^select .* from "sessions" where \("sessions"\."user_id" = \?/, /^select "sid" from "sessions" where \("sessions"\."sid" = \?/],
+    await expectStatus(
+      call('POST', '/auth/token', { username: user.username, password: 'correct horse battery staple' }),
+      200,
     )
+    const { results } = (await (await call('GET', '/auth/sessions', undefined, tokens.access_token)).json()) as {
+      results: { id: string; current: boolean }[]
+    }
+    const otherId = results.find((session) => !session.current)!.id
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('GET', '/auth/sessions', undefined, tokens.access_token), 200)
+      await expectStatus(call('DELETE', `/auth/sessions/${otherId}`, undefined, tokens.access_token), 204)
+      await expectStatus(call('DELETE', `/auth/sessions/${otherId}`, undefined, tokens.access_token), 404)
+    }, [
+      /^select .* from "sessions" where \("sessions"\."user_id" = \?/,
+      /^select "sid" from "sessions" where \("sessions"\."sid" = \?/,
+    ])
   })
 
   it('ends all sessions of a user (logout-all) through sessions_user_id_idx', async () => {
@@ -388,47 +423,43 @@ describe('query plans: sessions and one-time tokens', () => {
     const email = `${uniqueName('confirm')}@example.com`
     await expectStatus(call('POST', '/subscribers', { email }), 202)
     const confirmation = await tokenFromEmail(email, 'confirm-subscription')
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('POST', '/auth/email/verify', { token: verification }), 204)
-        await expectStatus(call('POST', '/subscribers/confirm', { token: confirmation }), 200)
-        await expectStatus(call('POST', '/subscribers/confirm', { token: confirmation }), 400)
-      },
-      [/^update "one_time_tokens" set "used_at" = \? where \("one_time_tokens"\."token_hash" = \?/, /from "one_time_tokens".*"one_time_tokens"\."token_hash" = \?/],
-    )
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('POST', '/auth/email/verify', { token: verification }), 204)
+      await expectStatus(call('POST', '/subscribers/confirm', { token: confirmation }), 200)
+      await expectStatus(call('POST', '/subscribers/confirm', { token: confirmation }), 400)
+    }, [
+      /^update "one_time_tokens" set "used_at" = \? where \("one_time_tokens"\."token_hash" = \?/,
+      /from "one_time_tokens".*"one_time_tokens"\."token_hash" = \?/,
+    ])
   })
 })
 
 describe('query plans: subscribers', () => {
   it('subscribes through lower(email) and unsubscribes through the unsubscribe hash index', async () => {
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('POST', '/subscribers', { email: subscriberEmail.toUpperCase() }), 202)
-        await expectStatus(call('POST', '/subscribers/unsubscribe', { token: 'A'.repeat(22) }), 400)
-      },
-      [/lower\("subscribers"\."email"\) = lower\(\?\)/, /"subscribers"\."unsubscribe_token_hash" = \?/],
-    )
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('POST', '/subscribers', { email: subscriberEmail.toUpperCase() }), 202)
+      await expectStatus(call('POST', '/subscribers/unsubscribe', { token: 'A'.repeat(22) }), 400)
+    }, [/lower\("subscribers"\."email"\) = lower\(\?\)/, /"subscribers"\."unsubscribe_token_hash" = \?/])
   })
 
   it('lists subscribers (status filter, no filter, cursor page) in index order', async () => {
     const token = admin.access_token
     const second = await nextPath('/subscribers?limit=1', token)
     const secondPending = await nextPath('/subscribers?status=pending&limit=1', token)
-    await expectIndexedPlans(
-      async () => {
-        for (const path of ['/subscribers?limit=1', second, '/subscribers?status=pending&limit=1', secondPending]) {
-          await expectStatus(call('GET', path, undefined, token), 200)
-        }
-        await expectStatus(call('GET', `/subscribers/1`, undefined, token), 200)
-      },
-      [/"subscribers"\."status" = \?/, /order by "subscribers"\."created_at" desc/, /\) < \(\?, \?\)/],
-    )
+    await expectIndexedPlans(async () => {
+      for (const path of ['/subscribers?limit=1', second, '/subscribers?status=pending&limit=1', secondPending]) {
+        await expectStatus(call('GET', path, undefined, token), 200)
+      }
+      await expectStatus(call('GET', `/subscribers/1`, undefined, token), 200)
+    }, [/"subscribers"\."status" = \?/, /order by "subscribers"\."created_at" desc/, /\) < \(\?, \?\)/])
   })
 
   it('exports subscribers in id chunks (id > ?) through the primary key', async () => {
     await expectIndexedPlans(async () => {
       const res = await worker.fetch(
-        new Request(`${BASE_URL}/api/v1/subscribers/export`, { headers: { authorization: `Bearer ${admin.access_token}` } }),
+        new Request(`${BASE_URL}/api/v1/subscribers/export`, {
+          headers: { authorization: `Bearer ${admin.access_token}` },
+        }),
         recordingEnv,
         createExecutionContext(),
       )
@@ -448,10 +479,19 @@ describe('query plans: email outbox and maintenance', () => {
       .run()
     await expectIndexedPlans(
       async () => {
-        const report = await deliverDueEmails(createDb({ DB: recordingDb }), noEmail, 'from@example.com', new Date(), 100)
+        const report = await deliverDueEmails(
+          createDb({ DB: recordingDb }),
+          noEmail,
+          'from@example.com',
+          new Date(),
+          100,
+        )
         expect(report.sent).toBeGreaterThanOrEqual(1)
       },
-      [/from "email_outbox" where \("email_outbox"\."status" in \(\?, \?\)/, /^update "email_outbox" set "status" = \?, "attempts" = /],
+      [
+        /from "email_outbox" where \("email_outbox"\."status" in \(\?, \?\)/,
+        /^update "email_outbox" set "status" = \?, "attempts" = /,
+      ],
       // Not a keyset list: the due query reads each status's due range from the index and sorts
       // that small set (at most `limit` rows are kept).
       () => false,
@@ -487,18 +527,37 @@ describe('query plans: email outbox and maintenance', () => {
 describe('query plans: native sign-in (OIDC)', () => {
   it('finds identities by (provider, sub) and by user, checks free usernames, links and unlinks through indexes', async () => {
     const idToken = (sub: string, email: string) =>
-      signIdToken({ kid: 'google-1', iss: 'https://accounts.google.com', aud: TEST_PROVIDERS.google.audiences[0], sub, email, email_verified: true, nonce: 'plan' })
+      signIdToken({
+        kid: 'google-1',
+        iss: 'https://accounts.google.com',
+        aud: TEST_PROVIDERS.google.audiences[0],
+        sub,
+        email,
+        email_verified: true,
+        nonce: 'plan',
+      })
     const sub = `plan-${uniqueName()}`
     const email = `${uniqueName('plan')}@gmail.com`
-    await expectIndexedPlans(
-      async () => {
-        await expectStatus(call('POST', '/auth/oidc/google', { id_token: await idToken(sub, email), nonce: 'plan' }), 200)
-        await expectStatus(call('POST', '/auth/oidc/google', { id_token: await idToken(sub, email), nonce: 'plan' }), 200)
-        await expectStatus(call('POST', '/auth/oidc/google/link', { id_token: await idToken(`${sub}-2`, `${uniqueName('plan')}@gmail.com`), nonce: 'plan' }, author.tokens.access_token), 204)
-        await expectStatus(call('GET', '/users/me', undefined, author.tokens.access_token), 200)
-        await expectStatus(call('DELETE', '/auth/oidc/google/link', undefined, author.tokens.access_token), 204)
-      },
-      [/"external_identities"\."provider" = \?/, /"external_identities"\."user_id" = \?/, /^insert into "external_identities"/, /^delete from "external_identities"/, /"users"\."username_key" in/],
-    )
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('POST', '/auth/oidc/google', { id_token: await idToken(sub, email), nonce: 'plan' }), 200)
+      await expectStatus(call('POST', '/auth/oidc/google', { id_token: await idToken(sub, email), nonce: 'plan' }), 200)
+      await expectStatus(
+        call(
+          'POST',
+          '/auth/oidc/google/link',
+          { id_token: await idToken(`${sub}-2`, `${uniqueName('plan')}@gmail.com`), nonce: 'plan' },
+          author.tokens.access_token,
+        ),
+        204,
+      )
+      await expectStatus(call('GET', '/users/me', undefined, author.tokens.access_token), 200)
+      await expectStatus(call('DELETE', '/auth/oidc/google/link', undefined, author.tokens.access_token), 204)
+    }, [
+      /"external_identities"\."provider" = \?/,
+      /"external_identities"\."user_id" = \?/,
+      /^insert into "external_identities"/,
+      /^delete from "external_identities"/,
+      /"users"\."username_key" in/,
+    ])
   })
 })

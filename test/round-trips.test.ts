@@ -21,7 +21,8 @@ interface Ledger {
 
 function ledgerOf(res: Response): Ledger {
   const header = res.headers.get('server-timing') ?? ''
-  const desc = (name: string): string => new RegExp(`(?:^|,)\\s*${name}(?:;dur=[^;,]*)?;desc="([^"]*)"`).exec(header)?.[1] ?? ''
+  const desc = (name: string): string =>
+    new RegExp(`(?:^|,)\\s*${name}(?:;dur=[^;,]*)?;desc="([^"]*)"`).exec(header)?.[1] ?? ''
   const calls = (name: string): number => Number(/calls=(\d+)/.exec(desc(name))?.[1] ?? NaN)
   return {
     d1Calls: calls('d1'),
@@ -54,8 +55,13 @@ async function expectBudget(label: string, res: Response, status: number, budget
   expect(within(ledger.kvCalls, budget.kv), `${summary} — KV calls over budget ${JSON.stringify(budget.kv)}`).toBe(true)
   expect(within(ledger.d1Calls, budget.d1), `${summary} — D1 calls over budget ${JSON.stringify(budget.d1)}`).toBe(true)
   expect(budget.start, `${summary} — D1 session start`).toContain(ledger.d1Start)
-  expect(within(ledger.depth, budget.depth), `${summary} — depth over budget ${JSON.stringify(budget.depth)}`).toBe(true)
-  expect(Number.isFinite(ledger.cacheCalls) && Number.isFinite(ledger.rateLimitCalls), `${summary} — cache and rate-limit calls reported`).toBe(true)
+  expect(within(ledger.depth, budget.depth), `${summary} — depth over budget ${JSON.stringify(budget.depth)}`).toBe(
+    true,
+  )
+  expect(
+    Number.isFinite(ledger.cacheCalls) && Number.isFinite(ledger.rateLimitCalls),
+    `${summary} — cache and rate-limit calls reported`,
+  ).toBe(true)
   return res
 }
 
@@ -118,12 +124,26 @@ describe('the round-trip ledger', () => {
     await expectBudget('GET /users', await api('GET', '/users?limit=5'), 200, ANONYMOUS_MISS)
     await expectBudget('GET /users/{id}', await api('GET', `/users/${user.id}`), 200, ANONYMOUS_MISS)
     await expectBudget('GET /users/{id}/posts', await api('GET', `/users/${user.id}/posts`), 200, ANONYMOUS_MISS)
-    await expectBudget('GET /users/{id}/posts (no such user)', await api('GET', '/users/987654321/posts'), 404, ANONYMOUS_MISS)
+    await expectBudget(
+      'GET /users/{id}/posts (no such user)',
+      await api('GET', '/users/987654321/posts'),
+      404,
+      ANONYMOUS_MISS,
+    )
     await expectBudget('GET /posts/{id} (no such post)', await api('GET', '/posts/987654321'), 404, ANONYMOUS_MISS)
-    await expectBudget('GET /posts (forged cursor)', await api('GET', '/posts?cursor=forged.mac'), 400, { ...ANONYMOUS_MISS, d1: 0, depth: 0 })
+    await expectBudget('GET /posts (forged cursor)', await api('GET', '/posts?cursor=forged.mac'), 400, {
+      ...ANONYMOUS_MISS,
+      d1: 0,
+      depth: 0,
+    })
     await expectBudget('GET /openapi.json', await api('GET', '/openapi.json'), 200, NO_BINDINGS)
     await expectBudget('GET /.well-known/jwks.json', await api('GET', '/.well-known/jwks.json'), 200, NO_BINDINGS)
-    await expectBudget('GET /health', await api('GET', '/health'), 200, { kv: 1, d1: 1, start: ['any', 'bookmark'], depth: 1 })
+    await expectBudget('GET /health', await api('GET', '/health'), 200, {
+      kv: 1,
+      d1: 1,
+      start: ['any', 'bookmark'],
+      depth: 1,
+    })
   })
 
   it('signed-in reads: one KV read overlapping at most one D1 query at a replica — one round trip', async () => {
@@ -132,14 +152,42 @@ describe('the round-trip ledger', () => {
     const token = tokens.access_token
 
     await expectBudget('GET /users/me', await api('GET', '/users/me', undefined, token), 200, SIGNED_IN_READ)
-    await expectBudget('GET /posts (signed in)', await api('GET', '/posts?limit=5', undefined, token), 200, PUBLIC_READ_SIGNED_IN)
-    await expectBudget('GET /posts/{id} (signed in)', await api('GET', `/posts/${postId}`, undefined, token), 200, PUBLIC_READ_SIGNED_IN)
-    await expectBudget('GET /users/{id} (signed in)', await api('GET', `/users/${user.id}`, undefined, token), 200, PUBLIC_READ_SIGNED_IN)
-    await expectBudget('GET /users/{id}/posts (signed in)', await api('GET', `/users/${user.id}/posts`, undefined, token), 200, PUBLIC_READ_SIGNED_IN)
-    await expectBudget('GET /users/me (no token)', await api('GET', '/users/me'), 401, { ...NO_BINDINGS, start: ['any'] })
+    await expectBudget(
+      'GET /posts (signed in)',
+      await api('GET', '/posts?limit=5', undefined, token),
+      200,
+      PUBLIC_READ_SIGNED_IN,
+    )
+    await expectBudget(
+      'GET /posts/{id} (signed in)',
+      await api('GET', `/posts/${postId}`, undefined, token),
+      200,
+      PUBLIC_READ_SIGNED_IN,
+    )
+    await expectBudget(
+      'GET /users/{id} (signed in)',
+      await api('GET', `/users/${user.id}`, undefined, token),
+      200,
+      PUBLIC_READ_SIGNED_IN,
+    )
+    await expectBudget(
+      'GET /users/{id}/posts (signed in)',
+      await api('GET', `/users/${user.id}/posts`, undefined, token),
+      200,
+      PUBLIC_READ_SIGNED_IN,
+    )
+    await expectBudget('GET /users/me (no token)', await api('GET', '/users/me'), 401, {
+      ...NO_BINDINGS,
+      start: ['any'],
+    })
 
     await api('POST', '/auth/logout', undefined, token)
-    await expectBudget('GET /users/me (revoked token)', await api('GET', '/users/me', undefined, token), 401, SIGNED_IN_READ)
+    await expectBudget(
+      'GET /users/me (revoked token)',
+      await api('GET', '/users/me', undefined, token),
+      401,
+      SIGNED_IN_READ,
+    )
   })
 
   it('a signed-in read with a bookmark starts there, and reads its own write', async () => {
@@ -160,32 +208,104 @@ describe('the round-trip ledger', () => {
     const token = (await login(admin.user)).access_token
     const email = `${uniqueName('ledger')}@example.com`
     await api('POST', '/subscribers', { email })
-    const { id } = (await env.DB.prepare('SELECT id FROM subscribers WHERE email = ?').bind(email).first<{ id: number }>())!
+    const { id } = (await env.DB.prepare('SELECT id FROM subscribers WHERE email = ?')
+      .bind(email)
+      .first<{ id: number }>())!
 
     await expectBudget('GET /subscribers', await api('GET', '/subscribers?limit=5', undefined, token), 200, ADMIN_READ)
-    await expectBudget('GET /subscribers/{id}', await api('GET', `/subscribers/${id}`, undefined, token), 200, ADMIN_READ)
-    const exported = await expectBudget('GET /subscribers/export', await api('GET', '/subscribers/export', undefined, token), 200, ADMIN_READ)
+    await expectBudget(
+      'GET /subscribers/{id}',
+      await api('GET', `/subscribers/${id}`, undefined, token),
+      200,
+      ADMIN_READ,
+    )
+    const exported = await expectBudget(
+      'GET /subscribers/export',
+      await api('GET', '/subscribers/export', undefined, token),
+      200,
+      ADMIN_READ,
+    )
     await exported.body?.cancel()
     const { tokens: someone } = await registerAndLogin()
-    await expectBudget('GET /subscribers (not an admin)', await api('GET', '/subscribers', undefined, someone.access_token), 403, ADMIN_READ)
+    await expectBudget(
+      'GET /subscribers (not an admin)',
+      await api('GET', '/subscribers', undefined, someone.access_token),
+      403,
+      ADMIN_READ,
+    )
   })
 
   it('signed-in writes: at the primary, nothing written before the KV answer, at most two waves', async () => {
     const { user, tokens } = await registerAndLogin()
     const token = tokens.access_token
-    const created = await expectBudget('POST /posts', await api('POST', '/posts', { title: 'counted', body: 'counted' }, token), 201, SIGNED_IN_WRITE)
+    const created = await expectBudget(
+      'POST /posts',
+      await api('POST', '/posts', { title: 'counted', body: 'counted' }, token),
+      201,
+      SIGNED_IN_WRITE,
+    )
     const postId = ((await created.json()) as { id: number }).id
-    await expectBudget('PATCH /posts/{id}', await api('PATCH', `/posts/${postId}`, { title: 'recounted' }, token), 200, SIGNED_IN_WRITE)
-    await expectBudget('PUT /posts/{id}', await api('PUT', `/posts/${postId}`, { title: 't', body: 'b' }, token), 200, SIGNED_IN_WRITE)
+    await expectBudget(
+      'PATCH /posts/{id}',
+      await api('PATCH', `/posts/${postId}`, { title: 'recounted' }, token),
+      200,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'PUT /posts/{id}',
+      await api('PUT', `/posts/${postId}`, { title: 't', body: 'b' }, token),
+      200,
+      SIGNED_IN_WRITE,
+    )
     const { tokens: other } = await registerAndLogin()
-    await expectBudget('PATCH /posts/{id} (not the author)', await api('PATCH', `/posts/${postId}`, { title: 'x' }, other.access_token), 403, SIGNED_IN_WRITE)
-    await expectBudget('PATCH /posts/{id} (no such post)', await api('PATCH', '/posts/987654321', { title: 'x' }, token), 404, SIGNED_IN_WRITE)
-    await expectBudget('DELETE /posts/{id}', await api('DELETE', `/posts/${postId}`, undefined, token), 204, SIGNED_IN_WRITE)
-    await expectBudget('PATCH /users/me (username)', await api('PATCH', '/users/me', { username: uniqueName('renamed') }, token), 200, SIGNED_IN_WRITE)
-    await expectBudget('PATCH /users/me (email)', await api('PATCH', '/users/me', { email: `${uniqueName('moved')}@example.com` }, token), 200, SIGNED_IN_WRITE)
-    await expectBudget('PATCH /users/me (taken email)', await api('PATCH', '/users/me', { email: (await registerUser()).email }, token), 409, SIGNED_IN_WRITE)
-    await expectBudget('POST /auth/email/resend', await api('POST', '/auth/email/resend', undefined, token), 202, SIGNED_IN_WRITE)
-    await expectBudget('POST /posts (invalid body)', await api('POST', '/posts', { title: '' }, token), 400, { ...SIGNED_IN_WRITE, kv: upTo(1), d1: 0, depth: upTo(1) })
+    await expectBudget(
+      'PATCH /posts/{id} (not the author)',
+      await api('PATCH', `/posts/${postId}`, { title: 'x' }, other.access_token),
+      403,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'PATCH /posts/{id} (no such post)',
+      await api('PATCH', '/posts/987654321', { title: 'x' }, token),
+      404,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'DELETE /posts/{id}',
+      await api('DELETE', `/posts/${postId}`, undefined, token),
+      204,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'PATCH /users/me (username)',
+      await api('PATCH', '/users/me', { username: uniqueName('renamed') }, token),
+      200,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'PATCH /users/me (email)',
+      await api('PATCH', '/users/me', { email: `${uniqueName('moved')}@example.com` }, token),
+      200,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'PATCH /users/me (taken email)',
+      await api('PATCH', '/users/me', { email: (await registerUser()).email }, token),
+      409,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/email/resend',
+      await api('POST', '/auth/email/resend', undefined, token),
+      202,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget('POST /posts (invalid body)', await api('POST', '/posts', { title: '' }, token), 400, {
+      ...SIGNED_IN_WRITE,
+      kv: upTo(1),
+      d1: 0,
+      depth: upTo(1),
+    })
     expect(user.id).toBeGreaterThan(0)
   })
 
@@ -193,58 +313,165 @@ describe('the round-trip ledger', () => {
     const user = await registerUser()
     const credentials = { username: user.username, password: user.password }
     const loggedIn = await expectBudget('POST /auth/token', await api('POST', '/auth/token', credentials), 200, LOGIN)
-    await expectBudget('POST /auth/token (wrong password)', await api('POST', '/auth/token', { ...credentials, password: 'wrong password' }), 401, LOGIN)
-    await expectBudget('POST /auth/token (unknown user)', await api('POST', '/auth/token', { username: uniqueName('nobody'), password: 'x' }), 401, LOGIN)
+    await expectBudget(
+      'POST /auth/token (wrong password)',
+      await api('POST', '/auth/token', { ...credentials, password: 'wrong password' }),
+      401,
+      LOGIN,
+    )
+    await expectBudget(
+      'POST /auth/token (unknown user)',
+      await api('POST', '/auth/token', { username: uniqueName('nobody'), password: 'x' }),
+      401,
+      LOGIN,
+    )
     const pair = (await loggedIn.json()) as TokenPair
-    const refreshed = await expectBudget('POST /auth/token/refresh', await api('POST', '/auth/token/refresh', { refresh_token: pair.refresh_token }), 200, REFRESH)
+    const refreshed = await expectBudget(
+      'POST /auth/token/refresh',
+      await api('POST', '/auth/token/refresh', { refresh_token: pair.refresh_token }),
+      200,
+      REFRESH,
+    )
     const next = (await refreshed.json()) as TokenPair
-    await expectBudget('POST /auth/token/refresh (forged)', await api('POST', '/auth/token/refresh', { refresh_token: 'not.a.token' }), 401, { ...REFRESH, d1: 0, depth: 0 })
-    await expectBudget('POST /auth/logout', await api('POST', '/auth/logout', undefined, next.access_token), 204, LOGOUT)
-    await expectBudget('POST /auth/token/refresh (after logout)', await api('POST', '/auth/token/refresh', { refresh_token: next.refresh_token }), 401, { ...REFRESH, d1: upTo(2), depth: upTo(2) })
+    await expectBudget(
+      'POST /auth/token/refresh (forged)',
+      await api('POST', '/auth/token/refresh', { refresh_token: 'not.a.token' }),
+      401,
+      { ...REFRESH, d1: 0, depth: 0 },
+    )
+    await expectBudget(
+      'POST /auth/logout',
+      await api('POST', '/auth/logout', undefined, next.access_token),
+      204,
+      LOGOUT,
+    )
+    await expectBudget(
+      'POST /auth/token/refresh (after logout)',
+      await api('POST', '/auth/token/refresh', { refresh_token: next.refresh_token }),
+      401,
+      { ...REFRESH, d1: upTo(2), depth: upTo(2) },
+    )
   })
 
   it('devices: the session list and signing out one device', async () => {
     const user = await registerUser()
     const laptop = await login(user)
     await login(user)
-    const listed = await expectBudget('GET /auth/sessions', await api('GET', '/auth/sessions', undefined, laptop.access_token), 200, SIGNED_IN_READ_AT_PRIMARY)
+    const listed = await expectBudget(
+      'GET /auth/sessions',
+      await api('GET', '/auth/sessions', undefined, laptop.access_token),
+      200,
+      SIGNED_IN_READ_AT_PRIMARY,
+    )
     const { results } = (await listed.json()) as { results: { id: string; current: boolean }[] }
     const phone = results.find((session) => !session.current)!.id
     const end = (id: string) => api('DELETE', `/auth/sessions/${id}`, undefined, laptop.access_token)
     await expectBudget('DELETE /auth/sessions/{id}', await end(phone), 204, END_ONE_SESSION)
-    await expectBudget('DELETE /auth/sessions/{id} (already ended)', await end(phone), 404, { ...END_ONE_SESSION, kv: 1, d1: 1, depth: 1 })
-    await expectBudget('DELETE /auth/sessions/{id} (unknown)', await end(crypto.randomUUID()), 404, { ...END_ONE_SESSION, kv: 1, d1: 1, depth: 1 })
+    await expectBudget('DELETE /auth/sessions/{id} (already ended)', await end(phone), 404, {
+      ...END_ONE_SESSION,
+      kv: 1,
+      d1: 1,
+      depth: 1,
+    })
+    await expectBudget('DELETE /auth/sessions/{id} (unknown)', await end(crypto.randomUUID()), 404, {
+      ...END_ONE_SESSION,
+      kv: 1,
+      d1: 1,
+      depth: 1,
+    })
   })
 
   it('anonymous credential and mailing-list writes', async () => {
     const username = uniqueName('ledger')
     const email = `${username}@example.com`
-    await expectBudget('POST /auth/register', await api('POST', '/auth/register', { username, email, password: 'correct horse battery staple' }), 201, { ...ANONYMOUS_WRITE, d1: upTo(2), depth: upTo(2) })
-    await expectBudget('POST /auth/register (taken)', await api('POST', '/auth/register', { username, email, password: 'correct horse battery staple' }), 409, { ...ANONYMOUS_WRITE, d1: upTo(2), depth: upTo(2) })
-    await expectBudget('POST /auth/email/verify', await api('POST', '/auth/email/verify', { token: await tokenFromEmail(email, 'verify-email') }), 204, ANONYMOUS_WRITE)
-    await expectBudget('POST /auth/password/reset', await api('POST', '/auth/password/reset', { email }), 202, ANONYMOUS_WRITE)
-    await expectBudget('POST /auth/password/reset (unknown)', await api('POST', '/auth/password/reset', { email: `${uniqueName('nobody')}@example.com` }), 202, ANONYMOUS_WRITE)
-    await expectBudget('POST /auth/password/reset/confirm (bad link)', await api('POST', '/auth/password/reset/confirm', { token: 'nope', new_password: 'another password' }), 400, ANONYMOUS_WRITE)
+    await expectBudget(
+      'POST /auth/register',
+      await api('POST', '/auth/register', { username, email, password: 'correct horse battery staple' }),
+      201,
+      { ...ANONYMOUS_WRITE, d1: upTo(2), depth: upTo(2) },
+    )
+    await expectBudget(
+      'POST /auth/register (taken)',
+      await api('POST', '/auth/register', { username, email, password: 'correct horse battery staple' }),
+      409,
+      { ...ANONYMOUS_WRITE, d1: upTo(2), depth: upTo(2) },
+    )
+    await expectBudget(
+      'POST /auth/email/verify',
+      await api('POST', '/auth/email/verify', { token: await tokenFromEmail(email, 'verify-email') }),
+      204,
+      ANONYMOUS_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/password/reset',
+      await api('POST', '/auth/password/reset', { email }),
+      202,
+      ANONYMOUS_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/password/reset (unknown)',
+      await api('POST', '/auth/password/reset', { email: `${uniqueName('nobody')}@example.com` }),
+      202,
+      ANONYMOUS_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/password/reset/confirm (bad link)',
+      await api('POST', '/auth/password/reset/confirm', { token: 'nope', new_password: 'another password' }),
+      400,
+      ANONYMOUS_WRITE,
+    )
     await expectBudget('POST /subscribers', await api('POST', '/subscribers', { email }), 202, ANONYMOUS_WRITE)
-    await expectBudget('POST /subscribers/confirm', await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, 'confirm-subscription') }), 200, ANONYMOUS_WRITE)
-    await expectBudget('POST /subscribers/unsubscribe (bad token)', await api('POST', '/subscribers/unsubscribe', { token: 'x'.repeat(22) }), 400, ANONYMOUS_WRITE)
-    await expectBudget('POST /auth/token/verify', await api('POST', '/auth/token/verify', { token: (await login({ username, password: 'correct horse battery staple' })).access_token }), 200, { kv: 1, d1: 0, start: ['primary'], depth: 1 })
+    await expectBudget(
+      'POST /subscribers/confirm',
+      await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, 'confirm-subscription') }),
+      200,
+      ANONYMOUS_WRITE,
+    )
+    await expectBudget(
+      'POST /subscribers/unsubscribe (bad token)',
+      await api('POST', '/subscribers/unsubscribe', { token: 'x'.repeat(22) }),
+      400,
+      ANONYMOUS_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/token/verify',
+      await api('POST', '/auth/token/verify', {
+        token: (await login({ username, password: 'correct horse battery staple' })).access_token,
+      }),
+      200,
+      { kv: 1, d1: 0, start: ['primary'], depth: 1 },
+    )
   })
 
   it('ending every session (logout-all, password change, account deletion)', async () => {
     const signIn = async (user: RegisteredUser) => (await login(user)).access_token
     const { user, tokens } = await registerAndLogin()
     await login(user)
-    await expectBudget('POST /auth/logout-all', await api('POST', '/auth/logout-all', undefined, tokens.access_token), 204, END_EVERY_SESSION)
+    await expectBudget(
+      'POST /auth/logout-all',
+      await api('POST', '/auth/logout-all', undefined, tokens.access_token),
+      204,
+      END_EVERY_SESSION,
+    )
     const token = await signIn(user)
     await expectBudget(
       'POST /auth/password/change',
-      await api('POST', '/auth/password/change', json({ old_password: user.password, new_password: 'a changed password' }), token),
+      await api(
+        'POST',
+        '/auth/password/change',
+        json({ old_password: user.password, new_password: 'a changed password' }),
+        token,
+      ),
       200,
       END_EVERY_SESSION,
     )
     const changed = { ...user, password: 'a changed password' }
-    await expectBudget('DELETE /users/me', await api('DELETE', '/users/me', { password: changed.password }, await signIn(changed)), 204, END_EVERY_SESSION)
+    await expectBudget(
+      'DELETE /users/me',
+      await api('DELETE', '/users/me', { password: changed.password }, await signIn(changed)),
+      204,
+      END_EVERY_SESSION,
+    )
   })
 })
 
@@ -252,17 +479,46 @@ describe('the round-trip ledger: two-factor sign-in', () => {
   it('enrolment and the second step of a login', async () => {
     const { Secret, TOTP } = await import('otpauth')
     const codeAt = (secret: string, offset: number) =>
-      new TOTP({ secret: Secret.fromBase32(secret), period: 30, digits: 6, algorithm: 'SHA1' }).generate({ timestamp: Date.now() + offset * 30_000 })
+      new TOTP({ secret: Secret.fromBase32(secret), period: 30, digits: 6, algorithm: 'SHA1' }).generate({
+        timestamp: Date.now() + offset * 30_000,
+      })
     const { user, tokens } = await registerAndLogin()
     const token = tokens.access_token
-    const started = await expectBudget('POST /auth/mfa/totp', await api('POST', '/auth/mfa/totp', undefined, token), 200, SIGNED_IN_WRITE)
+    const started = await expectBudget(
+      'POST /auth/mfa/totp',
+      await api('POST', '/auth/mfa/totp', undefined, token),
+      200,
+      SIGNED_IN_WRITE,
+    )
     const { secret } = (await started.json()) as { secret: string }
-    await expectBudget('POST /auth/mfa/totp/confirm', await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret, -1) }, token), 200, MFA_MANAGEMENT)
+    await expectBudget(
+      'POST /auth/mfa/totp/confirm',
+      await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret, -1) }, token),
+      200,
+      MFA_MANAGEMENT,
+    )
     const password = await api('POST', '/auth/token', { username: user.username, password: user.password })
-    const { mfa_token: mfaToken } = (await expectBudget('POST /auth/token (mfa_required)', password, 401, LOGIN).then((res) => res.json())) as { mfa_token: string }
-    await expectBudget('POST /auth/mfa/verify', await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }), 200, ANONYMOUS_WRITE)
-    await expectBudget('POST /auth/mfa/verify (wrong code)', await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }), 401, ANONYMOUS_WRITE)
-    await expectBudget('POST /auth/mfa/recovery-codes', await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret, 1) }, token), 200, MFA_MANAGEMENT)
+    const { mfa_token: mfaToken } = (await expectBudget('POST /auth/token (mfa_required)', password, 401, LOGIN).then(
+      (res) => res.json(),
+    )) as { mfa_token: string }
+    await expectBudget(
+      'POST /auth/mfa/verify',
+      await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }),
+      200,
+      ANONYMOUS_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/mfa/verify (wrong code)',
+      await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }),
+      401,
+      ANONYMOUS_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/mfa/recovery-codes',
+      await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret, 1) }, token),
+      200,
+      MFA_MANAGEMENT,
+    )
   })
 })
 
@@ -271,17 +527,46 @@ describe('the round-trip ledger: native sign-in (OIDC)', () => {
     const sub = String(Math.floor(Math.random() * 1e12))
     const email = `${uniqueName('ledger')}@gmail.com`
     const idToken = (subject: string, address: string) =>
-      signIdToken({ kid: 'google-1', iss: 'https://accounts.google.com', aud: TEST_PROVIDERS.google.audiences[0], sub: subject, email: address, email_verified: true, nonce: 'ledger-nonce' })
-    const signIn = async (subject: string, address: string) => api('POST', '/auth/oidc/google', { id_token: await idToken(subject, address), nonce: 'ledger-nonce' })
+      signIdToken({
+        kid: 'google-1',
+        iss: 'https://accounts.google.com',
+        aud: TEST_PROVIDERS.google.audiences[0],
+        sub: subject,
+        email: address,
+        email_verified: true,
+        nonce: 'ledger-nonce',
+      })
+    const signIn = async (subject: string, address: string) =>
+      api('POST', '/auth/oidc/google', { id_token: await idToken(subject, address), nonce: 'ledger-nonce' })
     await expectBudget('POST /auth/oidc/{provider} (new account)', await signIn(sub, email), 200, OIDC_SIGN_UP)
     await expectBudget('POST /auth/oidc/{provider}', await signIn(sub, email), 200, LOGIN)
     await expectBudget('POST /auth/oidc/{provider} (account exists)', await signIn(`${sub}0`, email), 409, OIDC_SIGN_UP)
-    await expectBudget('POST /auth/oidc/{provider} (bad token)', await api('POST', '/auth/oidc/google', { id_token: 'not.a.jwt' }), 401, { ...LOGIN, d1: 0, depth: 0, start: ['primary', 'none'] })
+    await expectBudget(
+      'POST /auth/oidc/{provider} (bad token)',
+      await api('POST', '/auth/oidc/google', { id_token: 'not.a.jwt' }),
+      401,
+      { ...LOGIN, d1: 0, depth: 0, start: ['primary', 'none'] },
+    )
 
     const { tokens } = await registerAndLogin()
     const linkBody = { id_token: await idToken(`${sub}1`, `${uniqueName('link')}@gmail.com`), nonce: 'ledger-nonce' }
-    await expectBudget('POST /auth/oidc/{provider}/link', await api('POST', '/auth/oidc/google/link', linkBody, tokens.access_token), 204, SIGNED_IN_WRITE)
-    await expectBudget('DELETE /auth/oidc/{provider}/link', await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token), 204, SIGNED_IN_WRITE)
-    await expectBudget('DELETE /auth/oidc/{provider}/link (not linked)', await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token), 404, SIGNED_IN_WRITE)
+    await expectBudget(
+      'POST /auth/oidc/{provider}/link',
+      await api('POST', '/auth/oidc/google/link', linkBody, tokens.access_token),
+      204,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'DELETE /auth/oidc/{provider}/link',
+      await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token),
+      204,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'DELETE /auth/oidc/{provider}/link (not linked)',
+      await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token),
+      404,
+      SIGNED_IN_WRITE,
+    )
   })
 })

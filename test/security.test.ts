@@ -3,7 +3,20 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it, vi } from 'vitest'
 import type { Env as WorkerEnv } from '../src/config'
 import worker from '../src/index'
-import { BASE_URL, api, apiWithEnv, decodeJwt, expectProblem, fetchWorker, login, mintToken, outboxMessagesTo, registerAndLogin, registerUser, uniqueName } from './helpers'
+import {
+  BASE_URL,
+  api,
+  apiWithEnv,
+  decodeJwt,
+  expectProblem,
+  fetchWorker,
+  login,
+  mintToken,
+  outboxMessagesTo,
+  registerAndLogin,
+  registerUser,
+  uniqueName,
+} from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 
 // HTTP-level attack corpus (STYLE.md rule 8: a named `Security:` suite). Every request goes through
@@ -46,7 +59,15 @@ async function signRaw(
 /** The claims of a valid access token for `sub`, as another service holding the key would mint them. */
 function accessClaims(sub: string): Record<string, unknown> {
   const now = Math.floor(Date.now() / 1000)
-  return { sub, jti: crypto.randomUUID(), sid: crypto.randomUUID(), token_type: 'access', iat: now, nbf: now, exp: now + 300 }
+  return {
+    sub,
+    jti: crypto.randomUUID(),
+    sid: crypto.randomUUID(),
+    token_type: 'access',
+    iat: now,
+    nbf: now,
+    exp: now + 300,
+  }
 }
 
 function me(authorization: string | undefined, headers: Record<string, string> = {}): Promise<Response> {
@@ -506,7 +527,10 @@ describe('Security: X-Request-Id', () => {
       ['404 unknown route', await api('GET', '/nope', undefined, undefined, headers)],
       ['405 wrong method', await api('GET', '/auth/token', undefined, undefined, headers)],
       ['413 large body', await api('POST', '/auth/register', 'x'.repeat(65 * 1024 + 1), undefined, json)],
-      ['415 text/plain', await api('POST', '/auth/register', 'x', undefined, { ...headers, 'content-type': 'text/plain' })],
+      [
+        '415 text/plain',
+        await api('POST', '/auth/register', 'x', undefined, { ...headers, 'content-type': 'text/plain' }),
+      ],
     ]
   }
 
@@ -521,7 +545,8 @@ describe('Security: X-Request-Id', () => {
   it('is echoed when the client sends a sane one, also in the problem body', async () => {
     for (const [label, res] of await requests({ 'x-request-id': 'abc-123' })) {
       expect(res.headers.get('x-request-id'), label).toBe('abc-123')
-      if (res.status >= 400) expect((await res.json()) as { request_id?: string }, label).toMatchObject({ request_id: 'abc-123' })
+      if (res.status >= 400)
+        expect((await res.json()) as { request_id?: string }, label).toMatchObject({ request_id: 'abc-123' })
     }
   })
 
@@ -576,8 +601,7 @@ describe('Security: no secret in any response', () => {
 
   // A D1 binding whose every call fails with a message that quotes SQL, a hash and the secret, as
   // driver errors can: the 500 must be the opaque internal_error, whatever the cause said.
-  const LEAKY_MESSAGE =
-    `D1_ERROR: SQLITE_ERROR near "select": select "id", "password_hash" from "users" where pbkdf2$ ${env.JWT_SECRET}`
+  const LEAKY_MESSAGE = `D1_ERROR: SQLITE_ERROR near "select": select "id", "password_hash" from "users" where pbkdf2$ ${env.JWT_SECRET}`
   const fail = (): never => {
     throw new Error(LEAKY_MESSAGE)
   }
@@ -665,7 +689,10 @@ describe('Security: account enumeration on POST /auth/token', () => {
 
   async function expectIndistinguishable(unknown: Response, wrongPassword: Response): Promise<void> {
     expect(wrongPassword.status).toBe(unknown.status)
-    const [a, b] = [(await unknown.json()) as Record<string, unknown>, (await wrongPassword.json()) as Record<string, unknown>]
+    const [a, b] = [
+      (await unknown.json()) as Record<string, unknown>,
+      (await wrongPassword.json()) as Record<string, unknown>,
+    ]
     expect(withoutRequestId(b)).toEqual(withoutRequestId(a))
     expect(headersWithoutRequestId(wrongPassword)).toEqual(headersWithoutRequestId(unknown))
     expect(unknown.headers.has('x-request-id')).toBe(wrongPassword.headers.has('x-request-id'))
@@ -685,8 +712,14 @@ describe('Security: account enumeration on POST /auth/token', () => {
   it('answers an unknown email and a wrong password by differently cased email identically', async () => {
     const user = await registerUser()
 
-    const unknown = await api('POST', '/auth/token', { username: `${uniqueName('nobody')}@example.com`, password: user.password })
-    const wrongPassword = await api('POST', '/auth/token', { username: user.email.toUpperCase(), password: 'wrong password!' })
+    const unknown = await api('POST', '/auth/token', {
+      username: `${uniqueName('nobody')}@example.com`,
+      password: user.password,
+    })
+    const wrongPassword = await api('POST', '/auth/token', {
+      username: user.email.toUpperCase(),
+      password: 'wrong password!',
+    })
 
     expect(unknown.status).toBe(401)
     await expectIndistinguishable(unknown.clone(), wrongPassword.clone())
@@ -752,8 +785,18 @@ describe('Security: responses that carry tokens or a private view are never stor
     const pair = (await token.json()) as TokenPair
     const refreshed = await api('POST', '/auth/token/refresh', { refresh_token: pair.refresh_token })
     const current = (await refreshed.clone().json()) as TokenPair
-    const changed = await api('POST', '/auth/password/change', { old_password: user.password, new_password: 'another long password' }, current.access_token)
-    for (const [label, res] of [['token', token], ['login', loggedIn], ['refresh', refreshed], ['password change', changed]] as const) {
+    const changed = await api(
+      'POST',
+      '/auth/password/change',
+      { old_password: user.password, new_password: 'another long password' },
+      current.access_token,
+    )
+    for (const [label, res] of [
+      ['token', token],
+      ['login', loggedIn],
+      ['refresh', refreshed],
+      ['password change', changed],
+    ] as const) {
       expect(res.status, label).toBe(200)
       expect(res.headers.get('cache-control'), label).toBe('no-store')
     }
@@ -761,18 +804,26 @@ describe('Security: responses that carry tokens or a private view are never stor
 
   it('register and /users/me answer with no-store', async () => {
     const username = uniqueName()
-    const registered = await api('POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
+    const registered = await api('POST', '/auth/register', {
+      username,
+      email: `${username}@example.com`,
+      password: 'correct horse battery staple',
+    })
     expect(registered.status).toBe(201)
     expect(registered.headers.get('cache-control')).toMatch(/\bno-store\b/)
     const tokens = await login({ username, password: 'correct horse battery staple' })
-    expect((await api('GET', '/users/me', undefined, tokens.access_token)).headers.get('cache-control')).toMatch(/\bno-store\b/)
+    expect((await api('GET', '/users/me', undefined, tokens.access_token)).headers.get('cache-control')).toMatch(
+      /\bno-store\b/,
+    )
   })
 })
 
 describe('Security: a session has an absolute lifetime (SESSION_MAX_AGE, 30 days by default)', () => {
   async function ageSession(refreshToken: string, days: number): Promise<void> {
     const sid = decodeJwt(refreshToken).payload.sid as string
-    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?').bind(Date.now() - days * 86_400_000, sid).run()
+    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?')
+      .bind(Date.now() - days * 86_400_000, sid)
+      .run()
   }
 
   it('refuses to refresh a session older than 30 days, however recently it rotated', async () => {
@@ -781,7 +832,11 @@ describe('Security: a session has an absolute lifetime (SESSION_MAX_AGE, 30 days
     expect(rotated.status).toBe(200)
     const current = (await rotated.json()) as TokenPair
     await ageSession(current.refresh_token, 31)
-    await expectProblem(await api('POST', '/auth/token/refresh', { refresh_token: current.refresh_token }), 401, 'token_expired')
+    await expectProblem(
+      await api('POST', '/auth/token/refresh', { refresh_token: current.refresh_token }),
+      401,
+      'token_expired',
+    )
     expect((await api('POST', '/auth/token/verify', { token: current.refresh_token })).status).toBe(401)
   })
 
@@ -794,10 +849,18 @@ describe('Security: a session has an absolute lifetime (SESSION_MAX_AGE, 30 days
   it('follows SESSION_MAX_AGE', async () => {
     const oneHour: WorkerEnv = { ...env, SESSION_MAX_AGE: '3600' }
     const user = await registerUser()
-    const pair = (await (await apiWithEnv(oneHour, 'POST', '/auth/token', { username: user.username, password: user.password })).json()) as TokenPair
+    const pair = (await (
+      await apiWithEnv(oneHour, 'POST', '/auth/token', { username: user.username, password: user.password })
+    ).json()) as TokenPair
     const sid = decodeJwt(pair.refresh_token).payload.sid as string
-    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?').bind(Date.now() - 3_601_000, sid).run()
-    await expectProblem(await apiWithEnv(oneHour, 'POST', '/auth/token/refresh', { refresh_token: pair.refresh_token }), 401, 'token_expired')
+    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?')
+      .bind(Date.now() - 3_601_000, sid)
+      .run()
+    await expectProblem(
+      await apiWithEnv(oneHour, 'POST', '/auth/token/refresh', { refresh_token: pair.refresh_token }),
+      401,
+      'token_expired',
+    )
   })
 })
 
@@ -810,10 +873,16 @@ describe('Security: a worker without an email provider never logs mail', () => {
     const log = vi.spyOn(console, 'log')
     try {
       const username = uniqueName('nomail')
-      const res = await apiWithEnv(noMail, 'POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
+      const res = await apiWithEnv(noMail, 'POST', '/auth/register', {
+        username,
+        email: `${username}@example.com`,
+        password: 'correct horse battery staple',
+      })
       const problem = await expectProblem(res, 500, 'internal_error')
       expect(problem.detail).toContain('MAIL_TRANSPORT')
-      expect(await env.DB.prepare('SELECT count(*) AS n FROM users WHERE username = ?').bind(username).first('n')).toBe(0)
+      expect(await env.DB.prepare('SELECT count(*) AS n FROM users WHERE username = ?').bind(username).first('n')).toBe(
+        0,
+      )
       expect(log.mock.calls.flat().join('\n')).not.toContain('--- email ---')
     } finally {
       log.mockRestore()
@@ -825,18 +894,32 @@ describe('Security: a worker without an email provider never logs mail', () => {
     const res = await apiWithEnv(noMail, 'POST', '/auth/password/reset', { email: user.email })
     const problem = await expectProblem(res, 500, 'internal_error')
     expect(problem.detail).toContain('MAIL_TRANSPORT')
-    expect(await env.DB.prepare("SELECT count(*) AS n FROM one_time_tokens WHERE lower(email) = lower(?) AND purpose = 'password_reset'").bind(user.email).first('n')).toBe(0)
+    expect(
+      await env.DB.prepare(
+        "SELECT count(*) AS n FROM one_time_tokens WHERE lower(email) = lower(?) AND purpose = 'password_reset'",
+      )
+        .bind(user.email)
+        .first('n'),
+    ).toBe(0)
 
     // The same answer for an address without an account: no enumeration through the 500.
-    const unknown = await apiWithEnv(noMail, 'POST', '/auth/password/reset', { email: `${uniqueName('nobody')}@example.com` })
+    const unknown = await apiWithEnv(noMail, 'POST', '/auth/password/reset', {
+      email: `${uniqueName('nobody')}@example.com`,
+    })
     expect((await expectProblem(unknown, 500, 'internal_error')).detail).toBe(problem.detail)
   })
 
   it('keeps console mail working on a local run whose PUBLIC_BASE_URL is a plain-http test host', async () => {
     const testHost: WorkerEnv = { ...env, MAIL_TRANSPORT: undefined, PUBLIC_BASE_URL: 'http://edgepress.test.lan:8787' }
     const username = uniqueName('lan')
-    const res = await apiWithEnv(testHost, 'POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
+    const res = await apiWithEnv(testHost, 'POST', '/auth/register', {
+      username,
+      email: `${username}@example.com`,
+      password: 'correct horse battery staple',
+    })
     expect(res.status).toBe(201)
-    expect((await outboxMessagesTo(`${username}@example.com`))[0]?.text).toContain('http://edgepress.test.lan:8787/verify-email?token=')
+    expect((await outboxMessagesTo(`${username}@example.com`))[0]?.text).toContain(
+      'http://edgepress.test.lan:8787/verify-email?token=',
+    )
   })
 })

@@ -16,7 +16,10 @@ export async function findFactor(db: Db, userId: number): Promise<MfaFactorRow |
 }
 
 /** A user and their factor, in one round trip (the login's second step). */
-export async function findUserWithFactor(db: Db, userId: number): Promise<{ user: UserRow | undefined; factor: MfaFactorRow | undefined }> {
+export async function findUserWithFactor(
+  db: Db,
+  userId: number,
+): Promise<{ user: UserRow | undefined; factor: MfaFactorRow | undefined }> {
   const [user, factor] = await db.batch([
     db.select().from(users).where(eq(users.id, userId)),
     db.select().from(mfaFactors).where(eq(mfaFactors.userId, userId)),
@@ -108,7 +111,13 @@ export async function spendRecoveryCode(db: Db, userId: number, codeHash: string
   const spent = await db
     .update(mfaRecoveryCodes)
     .set({ usedAt: now })
-    .where(and(eq(mfaRecoveryCodes.codeHash, codeHash), eq(mfaRecoveryCodes.userId, userId), isNull(mfaRecoveryCodes.usedAt)))
+    .where(
+      and(
+        eq(mfaRecoveryCodes.codeHash, codeHash),
+        eq(mfaRecoveryCodes.userId, userId),
+        isNull(mfaRecoveryCodes.usedAt),
+      ),
+    )
     .returning({ codeHash: mfaRecoveryCodes.codeHash })
   return spent.length === 1
 }

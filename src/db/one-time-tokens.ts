@@ -77,7 +77,12 @@ interface TokenOwnerRow {
  * The owner of a live token, without spending it: a cheap check before costly work (hashing a new
  * password). Not live → the same 400 that spending it would give.
  */
-export async function findLiveToken(db: Db, purpose: OneTimeTokenPurpose, token: string, now: Date): Promise<TokenOwnerRow> {
+export async function findLiveToken(
+  db: Db,
+  purpose: OneTimeTokenPurpose,
+  token: string,
+  now: Date,
+): Promise<TokenOwnerRow> {
   const tokenHash = await sha256Base64Url(token)
   const [row] = await db
     .select({ userId: oneTimeTokens.userId, subscriberId: oneTimeTokens.subscriberId, email: oneTimeTokens.email })
@@ -157,11 +162,22 @@ async function refuseToken(db: Db, tokenHash: string, purpose: OneTimeTokenPurpo
 }
 
 /** How many tokens of `purpose` were mailed to `email` (any case) since `since`. */
-export async function countTokensSentTo(db: Db, email: string, purpose: OneTimeTokenPurpose, since: Date): Promise<number> {
+export async function countTokensSentTo(
+  db: Db,
+  email: string,
+  purpose: OneTimeTokenPurpose,
+  since: Date,
+): Promise<number> {
   const [row] = await db
     .select({ sent: count() })
     .from(oneTimeTokens)
-    .where(and(sql`lower(${oneTimeTokens.email}) = lower(${email})`, eq(oneTimeTokens.purpose, purpose), gte(oneTimeTokens.createdAt, since)))
+    .where(
+      and(
+        sql`lower(${oneTimeTokens.email}) = lower(${email})`,
+        eq(oneTimeTokens.purpose, purpose),
+        gte(oneTimeTokens.createdAt, since),
+      ),
+    )
   return row?.sent ?? 0
 }
 

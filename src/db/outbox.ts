@@ -60,7 +60,11 @@ export async function claimMessage(db: Db, id: number, now: Date, leaseEnds: Dat
 
 // If the lease ran out and another drain re-claimed the message, that drain's outcome counts.
 function stillLeased(message: OutboxRow) {
-  return and(eq(emailOutbox.id, message.id), eq(emailOutbox.status, 'sending'), eq(emailOutbox.attempts, message.attempts))
+  return and(
+    eq(emailOutbox.id, message.id),
+    eq(emailOutbox.status, 'sending'),
+    eq(emailOutbox.attempts, message.attempts),
+  )
 }
 
 export async function markSent(db: Db, message: OutboxRow, now: Date): Promise<void> {
@@ -75,6 +79,10 @@ export async function markAttemptFailed(
 ): Promise<void> {
   await db
     .update(emailOutbox)
-    .set({ status: failure.gaveUp ? 'failed' : 'pending', nextAttemptAt: failure.nextAttemptAt, lastError: failure.error })
+    .set({
+      status: failure.gaveUp ? 'failed' : 'pending',
+      nextAttemptAt: failure.nextAttemptAt,
+      lastError: failure.error,
+    })
     .where(stillLeased(message))
 }

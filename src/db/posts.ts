@@ -70,7 +70,11 @@ export async function listPosts(db: Db, filters: PostFilters, window: KeysetWind
  * One keyset window of a user's posts, newest first, and whether the user exists, in one round
  * trip; `undefined` when there is no such user.
  */
-export async function listPostsOfUser(db: Db, userId: number, window: KeysetWindow): Promise<PostWithAuthor[] | undefined> {
+export async function listPostsOfUser(
+  db: Db,
+  userId: number,
+  window: KeysetWindow,
+): Promise<PostWithAuthor[] | undefined> {
   const [user, rows] = await db.batch([
     db.select({ id: users.id }).from(users).where(eq(users.id, userId)),
     postsQuery(db, { authorId: userId, ordering: '-created_at' }, window)!,
@@ -114,11 +118,15 @@ export async function insertPost(
 ): Promise<PostWithAuthor> {
   const [inserted, author] = await db
     .batch([
-      db.insert(posts).values({ authorId, ...content, createdAt: now, updatedAt: now }).returning(),
+      db
+        .insert(posts)
+        .values({ authorId, ...content, createdAt: now, updatedAt: now })
+        .returning(),
       db.select({ username: users.username }).from(users).where(eq(users.id, authorId)),
     ])
     .catch((err: unknown) => {
-      if (isForeignKeyViolation(err)) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+      if (isForeignKeyViolation(err))
+        throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
       throw err
     })
   return { ...inserted[0]!, authorUsername: author[0]!.username }

@@ -227,7 +227,13 @@ export async function listLiveSessions(db: Db, userId: number, now: Date, keys: 
 }
 
 /** True if `sid` is a live session of the user: one the device list shows (or would, uncapped). */
-export async function isLiveSessionOf(db: Db, userId: number, sid: string, now: Date, keys: TokenKeys): Promise<boolean> {
+export async function isLiveSessionOf(
+  db: Db,
+  userId: number,
+  sid: string,
+  now: Date,
+  keys: TokenKeys,
+): Promise<boolean> {
   const [row] = await db
     .select({ sid: sessions.sid })
     .from(sessions)
@@ -256,13 +262,21 @@ export async function endSessions(
   // D1 and KV at once (one round trip, not two): both writes are idempotent, so a retry completes
   // whichever failed. The KV key cannot wait for the row's refresh expiry, so it lives until the
   // latest any refresh token minted now could expire.
-  const lastTokenExpiresAt = Math.max(tokenExpiresAt, lastTokenExpiry(new Date(now.getTime() + keys.refreshTtlSeconds * 1000), keys, now))
+  const lastTokenExpiresAt = Math.max(
+    tokenExpiresAt,
+    lastTokenExpiry(new Date(now.getTime() + keys.refreshTtlSeconds * 1000), keys, now),
+  )
   const outcomes = await Promise.allSettled([
     db
       .update(sessions)
       .set({ revokedAt: now })
       .where(and(inArray(sessions.sid, unique), eq(sessions.userId, userId), isNull(sessions.revokedAt))),
-    revokeSessions(kv, unique.map((sid) => ({ sid, lastTokenExpiresAt })), reason, now),
+    revokeSessions(
+      kv,
+      unique.map((sid) => ({ sid, lastTokenExpiresAt })),
+      reason,
+      now,
+    ),
   ])
   // Both have finished, so whichever succeeded has taken effect; a failure still fails the request.
   const failed = outcomes.find((outcome) => outcome.status === 'rejected')
@@ -331,7 +345,10 @@ async function endSessionsOfUser(
 
 /** The UPDATE that ends every live session of a user, for a batch with the change behind it. */
 export function revokeLiveSessions(db: Db, userId: number | SQL, now: Date, keys: TokenKeys): BatchItem<'sqlite'> {
-  return db.update(sessions).set({ revokedAt: now }).where(liveSessionsOf(userId, now, keys))
+  return db
+    .update(sessions)
+    .set({ revokedAt: now })
+    .where(liveSessionsOf(userId, now, keys))
 }
 
 function liveSessionsOf(userId: number | SQL, now: Date, keys: TokenKeys): SQL {
@@ -375,13 +392,21 @@ export async function revokeSessionKeys(
     .from(sessions)
     .where(and(eq(sessions.userId, userId), options.includeLive ? or(isNull(sessions.revokedAt), recent) : recent))
   const toWrite: SessionRevocation[] = rows
-    .filter((row) => row.sid !== options.exceptSid && row.sid !== options.ownSid && options.alreadyWritten?.has(row.sid) !== true)
+    .filter(
+      (row) =>
+        row.sid !== options.exceptSid && row.sid !== options.ownSid && options.alreadyWritten?.has(row.sid) !== true,
+    )
     .map((row) => ({ sid: row.sid, lastTokenExpiresAt: lastTokenExpiry(row.refreshExpiresAt, keys, now) }))
   await revokeSessions(kv, toWrite, reason, now)
   const written = new Set([...(options.alreadyWritten ?? []), ...toWrite.map((entry) => entry.sid)])
   if (options.ownSid !== undefined) {
     const own = rows.find((row) => row.sid === options.ownSid)
-    await revokeSessions(kv, [{ sid: options.ownSid, lastTokenExpiresAt: lastTokenExpiry(own?.refreshExpiresAt, keys, now) }], reason, now)
+    await revokeSessions(
+      kv,
+      [{ sid: options.ownSid, lastTokenExpiresAt: lastTokenExpiry(own?.refreshExpiresAt, keys, now) }],
+      reason,
+      now,
+    )
     written.add(options.ownSid)
   }
   return written
@@ -407,7 +432,14 @@ export async function completeRevocation(
   try {
     await revokeSessionKeys(db, kv, userId, reason, now, keys, { includeLive: false, alreadyWritten: written, ownSid })
   } catch (err) {
-    console.error(JSON.stringify({ level: 'error', message: 'revocation keys not written', reason, error: err instanceof Error ? err.name : 'unknown' }))
+    console.error(
+      JSON.stringify({
+        level: 'error',
+        message: 'revocation keys not written',
+        reason,
+        error: err instanceof Error ? err.name : 'unknown',
+      }),
+    )
   }
 }
 

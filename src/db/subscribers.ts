@@ -62,7 +62,11 @@ export function activateSubscriber(db: Db, live: LiveToken, now: Date): BatchIte
 export async function unsubscribeByTokenHash(db: Db, tokenHash: string, now: Date): Promise<boolean> {
   const [row] = await db
     .update(subscribers)
-    .set({ status: 'unsubscribed', unsubscribedAt: sql`coalesce(${subscribers.unsubscribedAt}, ${now.getTime()})`, updatedAt: now })
+    .set({
+      status: 'unsubscribed',
+      unsubscribedAt: sql`coalesce(${subscribers.unsubscribedAt}, ${now.getTime()})`,
+      updatedAt: now,
+    })
     .where(eq(subscribers.unsubscribeTokenHash, tokenHash))
     .returning({ id: subscribers.id })
   return row !== undefined

@@ -39,7 +39,11 @@ export async function findUserByLogin(db: Db, identifier: string): Promise<UserR
   if (normalized.includes('@')) return db.query.users.findFirst({ where: emailIs(normalized) })
   const key = usernameKey(normalized)
   // The key's owner, and the row spelled so (A-Z in any case) if it has no key or was keyed apart.
-  const candidates = () => db.select().from(users).where(or(eq(users.usernameKey, key), spelledAs(normalized)))
+  const candidates = () =>
+    db
+      .select()
+      .from(users)
+      .where(or(eq(users.usernameKey, key), spelledAs(normalized)))
   const [first, unkeyed] = await db.batch([candidates(), unkeyedUsers(db)])
   let found = first
   if (unkeyed.length > 0) {
@@ -81,12 +85,20 @@ function unkeyedUsers(db: Db) {
  */
 async function keyUsernames(db: Db, rows: { id: number; username: string }[]): Promise<void> {
   const ids = rows.map((row) => row.id)
-  const keys = sql.join(rows.map((row) => sql`when ${row.id} then ${usernameKey(row.username)}`), sql` `)
+  const keys = sql.join(
+    rows.map((row) => sql`when ${row.id} then ${usernameKey(row.username)}`),
+    sql` `,
+  )
   const stillUnkeyed = and(inArray(users.id, ids), isNull(users.usernameKey))
   // Two statements, not a batch (drizzle cannot batch a raw statement with parameters); each
   // touches only rows still without a key, so a concurrent backfill between them does no harm.
-  await db.run(sql`update or ignore ${users} set ${sql.identifier('username_key')} = case ${users.id} ${keys} end where ${stillUnkeyed}`)
-  await db.update(users).set({ usernameKey: sql`char(65535) || ${users.id}` }).where(stillUnkeyed)
+  await db.run(
+    sql`update or ignore ${users} set ${sql.identifier('username_key')} = case ${users.id} ${keys} end where ${stillUnkeyed}`,
+  )
+  await db
+    .update(users)
+    .set({ usernameKey: sql`char(65535) || ${users.id}` })
+    .where(stillUnkeyed)
 }
 
 /**
@@ -124,7 +136,8 @@ export async function loadUserForChange(
 /** The authenticated user's row and linked sign-in providers, in one round trip (refused as loadAuthenticatedUser). */
 export async function loadPrivateUser(db: Db, userId: string): Promise<{ user: UserRow; providers: string[] }> {
   const id = parseId(userId)
-  const [found, linked] = id === null ? [[], []] : await db.batch([db.select().from(users).where(eq(users.id, id)), providersOf(db, id)])
+  const [found, linked] =
+    id === null ? [[], []] : await db.batch([db.select().from(users).where(eq(users.id, id)), providersOf(db, id)])
   const user = found[0]
   if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
   return { user, providers: linked.map((row) => row.provider) }
@@ -153,7 +166,10 @@ export function insertUser(
   account: { username: string; email: string; passwordHash: string; emailVerified?: boolean },
   now: Date,
 ) {
-  return db.insert(users).values({ ...account, usernameKey: usernameKey(account.username), createdAt: now, updatedAt: now }).returning()
+  return db
+    .insert(users)
+    .values({ ...account, usernameKey: usernameKey(account.username), createdAt: now, updatedAt: now })
+    .returning()
 }
 
 /**
@@ -161,7 +177,11 @@ export function insertUser(
  * belongs to an account, and the first of `candidates` no account holds (by key or lower()).
  * Rows written before username keys existed are keyed first when any remain (rare).
  */
-export async function signUpChecks(db: Db, email: string, candidates: string[]): Promise<{ emailTaken: boolean; username: string | undefined }> {
+export async function signUpChecks(
+  db: Db,
+  email: string,
+  candidates: string[],
+): Promise<{ emailTaken: boolean; username: string | undefined }> {
   const keys = candidates.map(usernameKey)
   const lowered = candidates.map((name) => name.toLowerCase())
   const taken = () =>
@@ -169,7 +189,11 @@ export async function signUpChecks(db: Db, email: string, candidates: string[]):
       .select({ key: users.usernameKey, lowered: sql<string>`lower(${users.username})` })
       .from(users)
       .where(or(inArray(users.usernameKey, keys), inArray(sql`lower(${users.username})`, lowered)))
-  const [owner, first, unkeyed] = await db.batch([db.select({ id: users.id }).from(users).where(emailIs(email)), taken(), unkeyedUsers(db)])
+  const [owner, first, unkeyed] = await db.batch([
+    db.select({ id: users.id }).from(users).where(emailIs(email)),
+    taken(),
+    unkeyedUsers(db),
+  ])
   let rows = first
   if (unkeyed.length > 0) {
     await backfillUsernameKeys(db)
@@ -189,7 +213,10 @@ export function userIdByEmail(email: string): SQL {
 /** Records a login, and stores the password's upgraded hash when it was rehashed. */
 export function recordLogin(db: Db, userId: number, now: Date, upgradedHash?: string): BatchItem<'sqlite'> {
   const upgrade = upgradedHash === undefined ? {} : { passwordHash: upgradedHash }
-  return db.update(users).set({ lastLoginAt: now, ...upgrade }).where(eq(users.id, userId))
+  return db
+    .update(users)
+    .set({ lastLoginAt: now, ...upgrade })
+    .where(eq(users.id, userId))
 }
 
 export function setPassword(db: Db, userId: number, passwordHash: string, now: Date): BatchItem<'sqlite'> {
@@ -233,7 +260,11 @@ export interface UserChanges {
 export function updateUser(db: Db, userId: number, changes: Partial<UserChanges>, now: Date) {
   return db
     .update(users)
-    .set({ ...changes, ...(changes.username === undefined ? {} : { usernameKey: usernameKey(changes.username) }), updatedAt: now })
+    .set({
+      ...changes,
+      ...(changes.username === undefined ? {} : { usernameKey: usernameKey(changes.username) }),
+      updatedAt: now,
+    })
     .where(eq(users.id, userId))
     .returning()
 }

@@ -47,7 +47,12 @@ function fakeTransport(failure: string | null = null): FakeTransport {
 }
 
 function messageTo(to = `${uniqueName('mail')}@example.com`): EmailMessage {
-  return { to, subject: `Hello ${to}`, text: `Open http://localhost:8787/verify-email?token=t-${to}`, headers: { 'X-Test': to } }
+  return {
+    to,
+    subject: `Hello ${to}`,
+    text: `Open http://localhost:8787/verify-email?token=t-${to}`,
+    headers: { 'X-Test': to },
+  }
 }
 
 /** Queues one message at `now` the way the handlers do (inside db.batch) and returns its row. */
@@ -113,7 +118,11 @@ describe('queueEmail', () => {
     }
     // The second insert of the same primary key fails, so the whole batch must leave no trace.
     await expect(
-      db.batch([queueEmail(db, message, T0), db.insert(oneTimeTokens).values(tokenRow), db.insert(oneTimeTokens).values(tokenRow)]),
+      db.batch([
+        queueEmail(db, message, T0),
+        db.insert(oneTimeTokens).values(tokenRow),
+        db.insert(oneTimeTokens).values(tokenRow),
+      ]),
     ).rejects.toThrow()
     expect(await db.query.emailOutbox.findFirst({ where: eq(emailOutbox.recipient, message.to) })).toBeUndefined()
   })
@@ -127,7 +136,9 @@ describe('deliverDueEmails', () => {
 
     const report = await deliverDueEmails(db, transport, FROM, T0)
     expect(report).toEqual({ sent: 1, retried: 0, failed: 0 })
-    expect(transport.calls).toEqual([{ from: FROM, to: message.to, subject: message.subject, text: message.text, headers: message.headers }])
+    expect(transport.calls).toEqual([
+      { from: FROM, to: message.to, subject: message.subject, text: message.text, headers: message.headers },
+    ])
     const sent = await reload(row)
     expect(sent).toMatchObject({ status: 'sent', attempts: 1, lastError: null })
     expect(sent.sentAt).toEqual(T0)
@@ -158,7 +169,9 @@ describe('deliverDueEmails', () => {
     expect(seen[0]!.nextAttemptAt.getTime()).toBeGreaterThan(T0.getTime())
   })
 
-  it('leases from the claim, not from a `now` minutes in the past: a concurrent drain does not send it again', async ({ expect }) => {
+  it('leases from the claim, not from a `now` minutes in the past: a concurrent drain does not send it again', async ({
+    expect,
+  }) => {
     // A cron drain running late: its `now` is its scheduled time, five minutes ago.
     const scheduled = new Date(Date.now() - 5 * MINUTE)
     const row = await queue(new Date(scheduled.getTime() - MINUTE))
@@ -194,7 +207,8 @@ describe('deliverDueEmails', () => {
         leases.set(row.id, (await reload(row)).nextAttemptAt.getTime())
         clock += 50_000 // each send takes 50 s
         // During the second send (100 s into the drain) another drain looks for due messages.
-        if (row === second) await deliverDueEmails(createDb(env), rival, FROM, new Date(clock), 25, () => new Date(clock))
+        if (row === second)
+          await deliverDueEmails(createDb(env), rival, FROM, new Date(clock), 25, () => new Date(clock))
       },
     }
     const report = await deliverDueEmails(db, transport, FROM, T0, 25, () => new Date(clock))
@@ -205,7 +219,9 @@ describe('deliverDueEmails', () => {
     expect(await reload(second)).toMatchObject({ status: 'sent', attempts: 1 })
   })
 
-  it('puts a failed message back to pending, records the error and backs off by retryDelayMs(1)', async ({ expect }) => {
+  it('puts a failed message back to pending, records the error and backs off by retryDelayMs(1)', async ({
+    expect,
+  }) => {
     const row = await queue(T0)
     const transport = fakeTransport('550 mailbox unavailable')
 
@@ -235,7 +251,9 @@ describe('deliverDueEmails', () => {
     expect(sent.sentAt).toEqual(at(MINUTE))
   })
 
-  it('backs off exponentially and gives up as failed after MAX_DELIVERY_ATTEMPTS, never to retry', async ({ expect }) => {
+  it('backs off exponentially and gives up as failed after MAX_DELIVERY_ATTEMPTS, never to retry', async ({
+    expect,
+  }) => {
     const row = await queue(T0)
     const transport = fakeTransport('connection refused')
     let now = T0
@@ -316,7 +334,15 @@ describe('deliverDueEmails', () => {
     const reports = await Promise.all([1, 2, 3].map(() => deliverDueEmails(db, transport, FROM, T0)))
     expect(transport.calls.map((email) => email.to).sort()).toEqual(rows.map((row) => row.recipient).sort())
     expect(reports.reduce((sum, report) => sum + report.sent, 0)).toBe(rows.length)
-    const statuses = await db.select({ status: emailOutbox.status }).from(emailOutbox).where(inArray(emailOutbox.id, rows.map((row) => row.id)))
+    const statuses = await db
+      .select({ status: emailOutbox.status })
+      .from(emailOutbox)
+      .where(
+        inArray(
+          emailOutbox.id,
+          rows.map((row) => row.id),
+        ),
+      )
     expect(statuses.every((row) => row.status === 'sent')).toBe(true)
   })
 
@@ -356,7 +382,9 @@ describe('deliverDueEmails', () => {
 
   it('records an HTTP provider failure without the API key and retries it', async ({ expect }) => {
     const apiKey = 're_secret_key_that_must_not_leak'
-    vi.spyOn(globalThis, 'fetch').mockImplementation(async () => new Response('{"message":"rate limited"}', { status: 429 }))
+    vi.spyOn(globalThis, 'fetch').mockImplementation(
+      async () => new Response('{"message":"rate limited"}', { status: 429 }),
+    )
     const row = await queue(T0)
     expect(await deliverDueEmails(db, httpTransport('https://mail.example/send', apiKey), FROM, T0)).toEqual({
       sent: 0,
@@ -422,18 +450,25 @@ describe('the cron (scheduled)', () => {
       createdAt: new Date(expiresAt.getTime() - HOUR),
       expiresAt,
     })
-    await db.insert(oneTimeTokens).values([
-      token('long-expired', at(-8 * DAY)),
-      token('just-past-retention', at(-7 * DAY - 1)),
-      token('recently-expired', at(-6 * DAY)),
-      token('live', at(HOUR)),
-    ])
+    await db
+      .insert(oneTimeTokens)
+      .values([
+        token('long-expired', at(-8 * DAY)),
+        token('just-past-retention', at(-7 * DAY - 1)),
+        token('recently-expired', at(-6 * DAY)),
+        token('live', at(HOUR)),
+      ])
     await runCron(T0)
 
     const left = await db
       .select({ tokenHash: oneTimeTokens.tokenHash })
       .from(oneTimeTokens)
-      .where(inArray(oneTimeTokens.tokenHash, ['long-expired', 'just-past-retention', 'recently-expired', 'live'].map((name) => `${tag}-${name}`)))
+      .where(
+        inArray(
+          oneTimeTokens.tokenHash,
+          ['long-expired', 'just-past-retention', 'recently-expired', 'live'].map((name) => `${tag}-${name}`),
+        ),
+      )
     expect(left.map((row) => row.tokenHash).sort()).toEqual([`${tag}-live`, `${tag}-recently-expired`])
   })
 })
@@ -448,7 +483,9 @@ describe('httpTransport', () => {
   }
 
   it('posts the message as JSON with the API key as a bearer token', async ({ expect }) => {
-    const fetchSpy = vi.spyOn(globalThis, 'fetch').mockImplementation(async () => new Response('{"id":"1"}', { status: 200 }))
+    const fetchSpy = vi
+      .spyOn(globalThis, 'fetch')
+      .mockImplementation(async () => new Response('{"id":"1"}', { status: 200 }))
     await httpTransport('https://mail.example/emails', 'key-123').send(email)
 
     expect(fetchSpy).toHaveBeenCalledTimes(1)
@@ -467,25 +504,30 @@ describe('httpTransport', () => {
     })
   })
 
-  it.for([400, 401, 403, 422, 500, 503])('throws on HTTP %i with the status and without the API key', async (status, { expect }) => {
-    const apiKey = 'key-that-must-stay-secret'
-    vi.spyOn(globalThis, 'fetch').mockImplementation(async () => new Response('{"message":"nope"}', { status }))
-    const error = await httpTransport('https://mail.example/emails', apiKey)
-      .send(email)
-      .then(
-        () => null,
-        (err: unknown) => err,
-      )
-    expect(error).toBeInstanceOf(Error)
-    expect((error as Error).message).toContain(String(status))
-    expect((error as Error).message).not.toContain(apiKey)
-  })
+  it.for([400, 401, 403, 422, 500, 503])(
+    'throws on HTTP %i with the status and without the API key',
+    async (status, { expect }) => {
+      const apiKey = 'key-that-must-stay-secret'
+      vi.spyOn(globalThis, 'fetch').mockImplementation(async () => new Response('{"message":"nope"}', { status }))
+      const error = await httpTransport('https://mail.example/emails', apiKey)
+        .send(email)
+        .then(
+          () => null,
+          (err: unknown) => err,
+        )
+      expect(error).toBeInstanceOf(Error)
+      expect((error as Error).message).toContain(String(status))
+      expect((error as Error).message).not.toContain(apiKey)
+    },
+  )
 
   it('lets a network error propagate, so the outbox retries the message', async ({ expect }) => {
     vi.spyOn(globalThis, 'fetch').mockImplementation(async () => {
       throw new TypeError('Network connection lost.')
     })
-    await expect(httpTransport('https://mail.example/emails', 'k').send(email)).rejects.toThrow('Network connection lost.')
+    await expect(httpTransport('https://mail.example/emails', 'k').send(email)).rejects.toThrow(
+      'Network connection lost.',
+    )
   })
 })
 
@@ -497,7 +539,13 @@ describe('transportFor', () => {
     expect(transportFor({ ...config, publicBaseUrl: 'http://edgepress.test.lan:8787' })).toBe(consoleTransport)
     expect(transportFor({ ...config, publicBaseUrl: 'https://localhost:8787' })).toBe(consoleTransport)
     expect(transportFor({ ...config, publicBaseUrl: 'https://app.example.com' })).toBeUndefined()
-    expect(transportFor({ ...config, publicBaseUrl: 'https://app.example.com', mail: { ...config.mail, transport: 'http', apiKey: 'k' } })?.name).toBe('http')
+    expect(
+      transportFor({
+        ...config,
+        publicBaseUrl: 'https://app.example.com',
+        mail: { ...config.mail, transport: 'http', apiKey: 'k' },
+      })?.name,
+    ).toBe('http')
   })
 
   it.for(['http', 'resend'] as const)('is the HTTP transport for MAIL_TRANSPORT=%s', (transport, { expect }) => {

@@ -90,7 +90,13 @@ export function deliverInBackground(
   from: string,
 ): void {
   const job = deliverDueEmails(db, transport, from, new Date(), 5).catch((err: unknown) => {
-    console.error(JSON.stringify({ level: 'error', message: 'email delivery failed', error: err instanceof Error ? err.name : 'unknown' }))
+    console.error(
+      JSON.stringify({
+        level: 'error',
+        message: 'email delivery failed',
+        error: err instanceof Error ? err.name : 'unknown',
+      }),
+    )
   })
   executionCtx?.waitUntil(job)
 }

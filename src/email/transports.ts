@@ -24,7 +24,16 @@ export const consoleTransport: MailTransport = {
   async send(email) {
     const headerLines = Object.entries(email.headers).map(([name, value]) => `${name}: ${value}`)
     console.log(
-      ['--- email ---', `From: ${email.from}`, `To: ${email.to}`, `Subject: ${email.subject}`, ...headerLines, '', email.text, '--- end ---'].join('\n'),
+      [
+        '--- email ---',
+        `From: ${email.from}`,
+        `To: ${email.to}`,
+        `Subject: ${email.subject}`,
+        ...headerLines,
+        '',
+        email.text,
+        '--- end ---',
+      ].join('\n'),
     )
   },
 }
@@ -62,7 +71,9 @@ export function httpTransport(endpoint: string, apiKey: string): MailTransport {
 export function transportFor(config: Config): MailTransport | undefined {
   if (consoleRefused(config)) return undefined
   // getConfig() already refused an http transport without MAIL_API_KEY.
-  return config.mail.transport === 'console' ? consoleTransport : httpTransport(config.mail.apiUrl, config.mail.apiKey ?? '')
+  return config.mail.transport === 'console'
+    ? consoleTransport
+    : httpTransport(config.mail.apiUrl, config.mail.apiKey ?? '')
 }
 
 /**
@@ -84,5 +95,9 @@ export function assertMailConfigured(config: Config): void {
 const LOOPBACK = /^https:\/\/(localhost|127\.0\.0\.1|\[::1\])(:|\/|$)/
 
 function consoleRefused(config: Config): boolean {
-  return config.mail.transport === 'console' && config.publicBaseUrl.startsWith('https://') && !LOOPBACK.test(config.publicBaseUrl)
+  return (
+    config.mail.transport === 'console' &&
+    config.publicBaseUrl.startsWith('https://') &&
+    !LOOPBACK.test(config.publicBaseUrl)
+  )
 }

@@ -67,7 +67,12 @@ export async function setSessionCookies(
   setCookie(c, bare(REFRESH_COOKIE), pair.refresh_token, { ...base, httpOnly: true, maxAge: pair.refresh_expires_in })
   setCookie(c, bare(CSRF_COOKIE), csrfToken, { ...base, httpOnly: false, maxAge: pair.refresh_expires_in })
   c.header('Cache-Control', NO_STORE)
-  return { token_type: 'Cookie', expires_in: pair.expires_in, refresh_expires_in: pair.refresh_expires_in, csrf_token: csrfToken }
+  return {
+    token_type: 'Cookie',
+    expires_in: pair.expires_in,
+    refresh_expires_in: pair.refresh_expires_in,
+    csrf_token: csrfToken,
+  }
 }
 
 /** Expires the session cookies (logout). */

@@ -61,7 +61,10 @@ async function fetchAndStore(jwksUri: string, at: number): Promise<JSONWebKeySet
   let response: Response
   let body: unknown
   try {
-    response = await fetch(jwksUri, { headers: { Accept: 'application/json' }, signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) })
+    response = await fetch(jwksUri, {
+      headers: { Accept: 'application/json' },
+      signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+    })
     body = response.ok ? await response.json() : undefined
   } catch {
     throw providerUnavailable()
@@ -75,7 +78,11 @@ async function fetchAndStore(jwksUri: string, at: number): Promise<JSONWebKeySet
     await caches.default.put(
       jwksUri,
       new Response(JSON.stringify(keys), {
-        headers: { 'Content-Type': 'application/json', 'Cache-Control': `max-age=${maxAge}`, [EXPIRES_HEADER]: String(entry.expiresAt) },
+        headers: {
+          'Content-Type': 'application/json',
+          'Cache-Control': `max-age=${maxAge}`,
+          [EXPIRES_HEADER]: String(entry.expiresAt),
+        },
       }),
     )
   } catch {
@@ -93,7 +100,8 @@ function providerUnavailable(): ApiError {
 function asKeySet(body: unknown): JSONWebKeySet | undefined {
   if (typeof body !== 'object' || body === null) return undefined
   const { keys } = body as { keys?: unknown }
-  if (!Array.isArray(keys) || !keys.every((key) => typeof key === 'object' && key !== null && !Array.isArray(key))) return undefined
+  if (!Array.isArray(keys) || !keys.every((key) => typeof key === 'object' && key !== null && !Array.isArray(key)))
+    return undefined
   return { keys: keys as JSONWebKeySet['keys'] }
 }
 

@@ -63,5 +63,4 @@ export const notAuthenticated = (): ApiError =>
 export const forbidden = (detail = 'You may not act on this resource.'): ApiError =>
   new ApiError(403, 'forbidden', detail)
 
-export const notFound = (what = 'resource'): ApiError =>
-  new ApiError(404, 'not_found', `The ${what} does not exist.`)
+export const notFound = (what = 'resource'): ApiError => new ApiError(404, 'not_found', `The ${what} does not exist.`)

@@ -81,7 +81,9 @@ describe('Security: decodeCursor refuses anything it did not issue for this list
     const cursor = await encodeCursor(position, key)
     const last = cursor.at(-1)!
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-    const sameBytes = [...alphabet].filter((c) => c !== last && alphabet.indexOf(c) >> 4 === alphabet.indexOf(last) >> 4)
+    const sameBytes = [...alphabet].filter(
+      (c) => c !== last && alphabet.indexOf(c) >> 4 === alphabet.indexOf(last) >> 4,
+    )
     expect(sameBytes.length).toBeGreaterThan(0)
     for (const other of sameBytes) await expectInvalidCursor(`${cursor.slice(0, -1)}${other}`)
   })

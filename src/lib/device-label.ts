@@ -62,12 +62,13 @@ export function deviceLabel(userAgent: string | null | undefined): string {
   const client = firstMatch(CLIENTS, text)
   if (client !== undefined) return client
   // Apple's networking stack: "<App>/1.0 CFNetwork/1410 Darwin/22.4.0"; macOS adds the machine.
-  if (/\bCFNetwork\//.test(text)) return /\bDarwin\/[\d.]+ \((x86_64|arm64)\)/.test(text) ? 'App on macOS' : 'App on iOS'
+  if (/\bCFNetwork\//.test(text))
+    return /\bDarwin\/[\d.]+ \((x86_64|arm64)\)/.test(text) ? 'App on macOS' : 'App on iOS'
   const browser = firstMatch(BROWSERS, text)
   const system = firstMatch(SYSTEMS, text)
   const label =
     browser !== undefined && system !== undefined
       ? `${browser} on ${system}`
-      : browser ?? (system === undefined ? UNKNOWN_DEVICE : `${system} device`)
+      : (browser ?? (system === undefined ? UNKNOWN_DEVICE : `${system} device`))
   return label.slice(0, DEVICE_LABEL_MAX_LENGTH)
 }

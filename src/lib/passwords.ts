@@ -35,11 +35,7 @@ export async function hashPassword(password: string, pepper?: string): Promise<s
  * Checks a password against a stored hash in constant time. A malformed hash, one that claims
  * more iterations than the platform allows, or a peppered hash without the pepper never matches.
  */
-export async function verifyPassword(
-  password: string,
-  stored: string,
-  pepper?: string,
-): Promise<boolean> {
+export async function verifyPassword(password: string, stored: string, pepper?: string): Promise<boolean> {
   const parsed = parseHash(stored)
   if (parsed === null) return false
   if (parsed.algorithm === PEPPERED && pepper === undefined) return false

@@ -14,7 +14,8 @@ const MAX_INPUT_LENGTH = 64
 
 /** `count` new recovery codes, `xxxx-xxxx-xxxx-xxxx` (80 bits each, lower-case Crockford base32). */
 export function newRecoveryCodes(count = 10): string[] {
-  if (!Number.isInteger(count) || count < 1 || count > 100) throw new RangeError('count must be an integer from 1 to 100')
+  if (!Number.isInteger(count) || count < 1 || count > 100)
+    throw new RangeError('count must be an integer from 1 to 100')
   return Array.from({ length: count }, () => {
     // 256 is a multiple of 32, so `byte & 31` picks each character uniformly.
     const bytes = crypto.getRandomValues(new Uint8Array(CODE_LENGTH))

@@ -57,7 +57,12 @@ describe('seal and open', () => {
     // Same derivation, fresh import: what a new isolate would do.
     const base = await crypto.subtle.importKey('raw', new TextEncoder().encode(SECRET), 'HKDF', false, ['deriveKey'])
     const fresh = await crypto.subtle.deriveKey(
-      { name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(0), info: new TextEncoder().encode('edgepress totp secret v1') },
+      {
+        name: 'HKDF',
+        hash: 'SHA-256',
+        salt: new Uint8Array(0),
+        info: new TextEncoder().encode('edgepress totp secret v1'),
+      },
       base,
       { name: 'AES-GCM', length: 256 },
       false,

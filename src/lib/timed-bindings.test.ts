@@ -78,7 +78,11 @@ function fakeD1(clock: ManualClock) {
     prepare: (query: string) => statement(query, []),
     batch: (list: unknown[]) => {
       batches.push(list)
-      return io(clock, BATCH_MS, list.map(() => ({ success: true })))
+      return io(
+        clock,
+        BATCH_MS,
+        list.map(() => ({ success: true })),
+      )
     },
     exec: (query: string) => io(clock, EXEC_MS, { count: query.split(';').length, duration: 0 }),
     dump: () => io(clock, 1_000, new ArrayBuffer(8)),
@@ -284,7 +288,13 @@ describe('timedD1 on the real D1 binding', () => {
 
     const [inserted] = await db
       .insert(users)
-      .values({ username, email: `${username}@example.com`, passwordHash: 'not-a-real-hash', createdAt: now, updatedAt: now })
+      .values({
+        username,
+        email: `${username}@example.com`,
+        passwordHash: 'not-a-real-hash',
+        createdAt: now,
+        updatedAt: now,
+      })
       .returning({ id: users.id })
     expect(inserted?.id).toBeTypeOf('number')
     expect(timings.d1Ms).toBe(1)
@@ -295,7 +305,11 @@ describe('timedD1 on the real D1 binding', () => {
 
     const renamed = `${username}_renamed`
     const [updated, selected] = await db.batch([
-      db.update(users).set({ username: renamed }).where(eq(users.id, inserted!.id)).returning({ username: users.username }),
+      db
+        .update(users)
+        .set({ username: renamed })
+        .where(eq(users.id, inserted!.id))
+        .returning({ username: users.username }),
       db.select({ username: users.username }).from(users).where(eq(users.id, inserted!.id)),
     ])
     expect(updated).toEqual([{ username: renamed }])
@@ -303,7 +317,9 @@ describe('timedD1 on the real D1 binding', () => {
     expect(timings.d1Ms).toBe(3)
     expect(timings.kvMs).toBe(0)
 
-    const direct = await env.DB.prepare('SELECT username FROM users WHERE id = ?').bind(inserted!.id).first<{ username: string }>()
+    const direct = await env.DB.prepare('SELECT username FROM users WHERE id = ?')
+      .bind(inserted!.id)
+      .first<{ username: string }>()
     expect(direct?.username).toBe(renamed)
   })
 
@@ -312,7 +328,13 @@ describe('timedD1 on the real D1 binding', () => {
     const db = createDb({ DB: timedD1(env.DB, timings, tickingClock()) })
     const username = `timed_${crypto.randomUUID().slice(0, 8)}`
     const now = new Date()
-    const row = { username, email: `${username}@example.com`, passwordHash: 'not-a-real-hash', createdAt: now, updatedAt: now }
+    const row = {
+      username,
+      email: `${username}@example.com`,
+      passwordHash: 'not-a-real-hash',
+      createdAt: now,
+      updatedAt: now,
+    }
 
     // The second insert repeats the username, which the case-insensitive unique index refuses.
     await expect(

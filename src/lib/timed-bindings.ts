@@ -88,7 +88,9 @@ export function timedD1(
   const sqlOf = new WeakMap<object, string>()
   const writes = (sql: string | undefined): boolean => sql !== undefined && WRITING_SQL.test(sql)
   const run = <T>(isWrite: boolean, call: () => Promise<T>): Promise<T> =>
-    isWrite && gate !== undefined ? afterGate(gate, () => timed(timings, 'd1', call, clock)) : timed(timings, 'd1', call, clock)
+    isWrite && gate !== undefined
+      ? afterGate(gate, () => timed(timings, 'd1', call, clock))
+      : timed(timings, 'd1', call, clock)
   const wrapStatement = (statement: D1PreparedStatement, sql: string): D1PreparedStatement => {
     const proxy = new Proxy(statement, {
       get(target, property) {
@@ -96,7 +98,8 @@ export function timedD1(
         if (typeof value !== 'function') return value
         if (property === 'bind') return (...args: unknown[]) => wrapStatement(target.bind(...args), sql)
         if (typeof property === 'string' && STATEMENT_RUNNERS.has(property)) {
-          return (...args: unknown[]) => run(writes(sql), () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args))
+          return (...args: unknown[]) =>
+            run(writes(sql), () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args))
         }
         return (value as (...a: unknown[]) => unknown).bind(target)
       },
@@ -112,7 +115,10 @@ export function timedD1(
       if (property === 'batch') {
         // D1 must see its own statement objects, not our proxies.
         return (statements: D1PreparedStatement[]) =>
-          run(statements.some((s) => writes(sqlOf.get(s))), () => target.batch(statements.map((s) => originals.get(s) ?? s)))
+          run(
+            statements.some((s) => writes(sqlOf.get(s))),
+            () => target.batch(statements.map((s) => originals.get(s) ?? s)),
+          )
       }
       if (property === 'exec') return (query: string) => run(true, () => target.exec(query))
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
@@ -133,7 +139,8 @@ export function timedKv(
       if (typeof value !== 'function') return value
       if (typeof property === 'string' && KV_METHODS.has(property)) {
         return (...args: unknown[]) => {
-          const call = () => timed(timings, 'kv', () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args), clock)
+          const call = () =>
+            timed(timings, 'kv', () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args), clock)
           return KV_WRITES.has(property) ? afterGate(gate, call) : call()
         }
       }
@@ -143,7 +150,11 @@ export function timedKv(
 }
 
 /** Times and counts a call that answers at the worker's own location (Cache API, rate limiter). */
-export function timedLocal<T>(timings: BindingTimings | undefined, kind: 'cache' | 'rateLimit', call: () => Promise<T>): Promise<T> {
+export function timedLocal<T>(
+  timings: BindingTimings | undefined,
+  kind: 'cache' | 'rateLimit',
+  call: () => Promise<T>,
+): Promise<T> {
   return timings === undefined ? call() : timed(timings, kind, call, () => performance.now())
 }
 

@@ -1,6 +1,14 @@
 import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { SignJWT, base64url, createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify } from 'jose'
+import {
+  SignJWT,
+  base64url,
+  createLocalJWKSet,
+  decodeProtectedHeader,
+  exportJWK,
+  generateKeyPair,
+  jwtVerify,
+} from 'jose'
 import type { JWK } from 'jose'
 import { beforeAll, describe, expect, it } from 'vitest'
 import worker from '../index'
@@ -99,7 +107,15 @@ async function servedJwks(workerEnv: WorkerEnv): Promise<{ res: Response; jwks: 
 /** Valid access-token claims for `sub`, as another service holding the key would mint them. */
 function accessClaims(sub: number): Record<string, unknown> {
   const now = Math.floor(Date.now() / 1000)
-  return { sub: String(sub), jti: crypto.randomUUID(), sid: crypto.randomUUID(), token_type: 'access', iat: now, nbf: now, exp: now + 300 }
+  return {
+    sub: String(sub),
+    jti: crypto.randomUUID(),
+    sid: crypto.randomUUID(),
+    token_type: 'access',
+    iat: now,
+    nbf: now,
+    exp: now + 300,
+  }
 }
 
 function signWith(
@@ -306,16 +322,23 @@ describe('Security: a misconfigured JWT_PRIVATE_JWK', () => {
 
   it('that is not JSON gives a 500 naming the variable, not echoing it', async () => {
     const material = 'not-json-secret-key-material'
-    const workerEnv: WorkerEnv = { ...env, JWT_ALG: 'EdDSA', JWT_PRIVATE_JWK: `{"kty":"OKP","crv":"Ed25519","d":"${material}"` }
+    const workerEnv: WorkerEnv = {
+      ...env,
+      JWT_ALG: 'EdDSA',
+      JWT_PRIVATE_JWK: `{"kty":"OKP","crv":"Ed25519","d":"${material}"`,
+    }
     await expectMisconfigured(workerEnv, [material])
   })
 
   it.each([
     ['EdDSA', 'ES256'],
     ['ES256', 'EdDSA'],
-  ] as const)('under JWT_ALG=%s, a %s key (wrong curve) gives a 500 naming the variable, not echoing it', async (alg, keyAlg) => {
-    const key = await signingKey(keyAlg)
-    const workerEnv: WorkerEnv = { ...env, JWT_ALG: alg, JWT_PRIVATE_JWK: JSON.stringify(key.privateJwk) }
-    await expectMisconfigured(workerEnv, [key.privateJwk.d ?? 'd'])
-  })
+  ] as const)(
+    'under JWT_ALG=%s, a %s key (wrong curve) gives a 500 naming the variable, not echoing it',
+    async (alg, keyAlg) => {
+      const key = await signingKey(keyAlg)
+      const workerEnv: WorkerEnv = { ...env, JWT_ALG: alg, JWT_PRIVATE_JWK: JSON.stringify(key.privateJwk) }
+      await expectMisconfigured(workerEnv, [key.privateJwk.d ?? 'd'])
+    },
+  )
 })

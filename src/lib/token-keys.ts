@@ -94,7 +94,15 @@ async function loadAsymmetricKeys(
 }
 
 function toPublicJwk(jwk: JWK, alg: string): JWK {
-  return { kty: jwk.kty, crv: jwk.crv, x: jwk.x, ...(jwk.y === undefined ? {} : { y: jwk.y }), kid: jwk.kid, alg, use: 'sig' }
+  return {
+    kty: jwk.kty,
+    crv: jwk.crv,
+    x: jwk.x,
+    ...(jwk.y === undefined ? {} : { y: jwk.y }),
+    kid: jwk.kid,
+    alg,
+    use: 'sig',
+  }
 }
 
 function parseJson<T>(text: string | undefined, name: string): T {
@@ -106,7 +114,6 @@ function parseJson<T>(text: string | undefined, name: string): T {
   }
   throw misconfigured(`${name} is not a JSON object.`)
 }
-
 
 function misconfigured(message: string): ApiError {
   return new ApiError(500, 'internal_error', `Server misconfigured: ${message}`)

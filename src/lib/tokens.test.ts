@@ -61,7 +61,15 @@ function validHeader(): Record<string, unknown> {
 
 /** Claims that pass every check at NOW; an `undefined` override drops the claim (JSON omits it). */
 function validPayload(overrides: Record<string, unknown> = {}): Record<string, unknown> {
-  const claims = { sub: '42', jti: 'jti-1', sid: 'sid-1', token_type: 'access', iat: NOW_S, nbf: NOW_S, exp: NOW_S + 300 }
+  const claims = {
+    sub: '42',
+    jti: 'jti-1',
+    sid: 'sid-1',
+    token_type: 'access',
+    iat: NOW_S,
+    nbf: NOW_S,
+    exp: NOW_S + 300,
+  }
   return { ...claims, ...overrides }
 }
 
@@ -87,19 +95,31 @@ describe('issueTokenPair', () => {
   it('carries sub as a string, token_type, sid and the times of issue', async () => {
     const { pair } = await issueTokenPair(SUBJECT, keys, NOW)
     expect(decodeJwt(pair.access_token)).toEqual({
-      sub: '42', token_type: 'access', sid: 'session-1', jti: expect.any(String),
-      iat: NOW_S, nbf: NOW_S, exp: NOW_S + 600,
+      sub: '42',
+      token_type: 'access',
+      sid: 'session-1',
+      jti: expect.any(String),
+      iat: NOW_S,
+      nbf: NOW_S,
+      exp: NOW_S + 600,
     })
     expect(decodeJwt(pair.refresh_token)).toEqual({
-      sub: '42', token_type: 'refresh', sid: 'session-1', jti: expect.any(String),
-      iat: NOW_S, nbf: NOW_S, exp: NOW_S + 7_200,
+      sub: '42',
+      token_type: 'refresh',
+      sid: 'session-1',
+      jti: expect.any(String),
+      iat: NOW_S,
+      nbf: NOW_S,
+      exp: NOW_S + 7_200,
     })
   })
 
   it('gives every token its own jti', async () => {
     const first = await issueTokenPair(SUBJECT, keys, NOW)
     const second = await issueTokenPair(SUBJECT, keys, NOW)
-    const jtis = [first, second].flatMap(({ pair }) => [pair.access_token, pair.refresh_token].map((t) => decodeJwt(t).jti))
+    const jtis = [first, second].flatMap(({ pair }) =>
+      [pair.access_token, pair.refresh_token].map((t) => decodeJwt(t).jti),
+    )
     expect(new Set(jtis).size).toBe(4)
   })
 
@@ -231,28 +251,47 @@ describe('Security: forged tokens', () => {
 
   const forgeries: [string, () => Promise<string>][] = [
     ['alg none (unsecured JWT)', async () => `${segment({ alg: 'none', typ: 'JWT' })}.${segment(validPayload())}.`],
-    ['alg none with a signature', async () => {
-      const [, , signature] = (await validToken()).split('.')
-      return `${segment({ alg: 'none', typ: 'JWT' })}.${segment(validPayload())}.${signature}`
-    }],
-    ['HS384 with the same secret', () => new SignJWT(validPayload()).setProtectedHeader({ alg: 'HS384', typ: 'JWT' }).sign(SECRET)],
-    ['HS512 with the same secret', () => new SignJWT(validPayload()).setProtectedHeader({ alg: 'HS512', typ: 'JWT' }).sign(SECRET)],
-    ['a tampered payload', async () => {
-      const [header, , signature] = (await validToken()).split('.')
-      return `${header}.${segment(validPayload({ sub: '1' }))}.${signature}`
-    }],
-    ['a stripped signature', async () => (await validToken()).split('.').slice(0, 2).join('.') + '.'],
-    ['a signature from another token', async () => {
-      const [header, payload] = (await validToken('42')).split('.')
-      const [, , signature] = (await validToken('43')).split('.')
-      return `${header}.${payload}.${signature}`
-    }],
+    [
+      'alg none with a signature',
+      async () => {
+        const [, , signature] = (await validToken()).split('.')
+        return `${segment({ alg: 'none', typ: 'JWT' })}.${segment(validPayload())}.${signature}`
+      },
+    ],
+    [
+      'HS384 with the same secret',
+      () => new SignJWT(validPayload()).setProtectedHeader({ alg: 'HS384', typ: 'JWT' }).sign(SECRET),
+    ],
+    [
+      'HS512 with the same secret',
+      () => new SignJWT(validPayload()).setProtectedHeader({ alg: 'HS512', typ: 'JWT' }).sign(SECRET),
+    ],
+    [
+      'a tampered payload',
+      async () => {
+        const [header, , signature] = (await validToken()).split('.')
+        return `${header}.${segment(validPayload({ sub: '1' }))}.${signature}`
+      },
+    ],
+    ['a stripped signature', async () => `${(await validToken()).split('.').slice(0, 2).join('.')}.`],
+    [
+      'a signature from another token',
+      async () => {
+        const [header, payload] = (await validToken('42')).split('.')
+        const [, , signature] = (await validToken('43')).split('.')
+        return `${header}.${payload}.${signature}`
+      },
+    ],
     ['a wrong secret', () => hmacJwt(validHeader(), validPayload(), OTHER_SECRET)],
     ['typ missing', () => hmacJwt({ alg: 'HS256', kid: keys.kid }, validPayload())],
     ["typ 'at+jwt'", () => hmacJwt({ ...validHeader(), typ: 'at+jwt' }, validPayload())],
-    ['an unknown crit header', () => hmacJwt({ ...validHeader(), crit: ['urn:example:ext'], 'urn:example:ext': true }, validPayload())],
+    [
+      'an unknown crit header',
+      () => hmacJwt({ ...validHeader(), crit: ['urn:example:ext'], 'urn:example:ext': true }, validPayload()),
+    ],
     ...['sub', 'jti', 'sid', 'iat', 'exp', 'token_type'].map((claim): [string, () => Promise<string>] => [
-      `${claim} missing`, () => hmacJwt(validHeader(), validPayload({ [claim]: undefined })),
+      `${claim} missing`,
+      () => hmacJwt(validHeader(), validPayload({ [claim]: undefined })),
     ]),
     ['sub as a number', () => hmacJwt(validHeader(), validPayload({ sub: 42 }))],
     ['sid as a number', () => hmacJwt(validHeader(), validPayload({ sid: 1 }))],
@@ -354,7 +393,9 @@ describe.each(['EdDSA', 'ES256'] as const)('loadTokenKeys with %s', (alg) => {
     const [published] = asymmetricKeys.publicJwks.keys
     const header = { alg: 'HS256', typ: 'JWT', kid: 'current' }
     for (const jwk of [current.publicJwk, published ?? {}]) {
-      await expectRefused(await hmacJwt(header, validPayload(), secretOf(jwk)), 'token_invalid', { using: asymmetricKeys })
+      await expectRefused(await hmacJwt(header, validPayload(), secretOf(jwk)), 'token_invalid', {
+        using: asymmetricKeys,
+      })
     }
   })
 })
@@ -366,7 +407,10 @@ describe('loadTokenKeys misconfiguration', () => {
     ['ES256', 'ES384'],
   ] as const)('refuses JWT_ALG=%s with a %s private key, naming the variable only', async (alg, keyAlg) => {
     const { privateJwk } = await generateJwk(keyAlg, 'wrong-curve')
-    const error = await loadTokenKeys(asymmetricSettings(alg, privateJwk)).then(() => undefined, (err: unknown) => err)
+    const error = await loadTokenKeys(asymmetricSettings(alg, privateJwk)).then(
+      () => undefined,
+      (err: unknown) => err,
+    )
     expect(error).toBeInstanceOf(ApiError)
     expect(error).toMatchObject({ status: 500, detail: expect.stringContaining('JWT_PRIVATE_JWK') })
     const { message, detail, stack } = error as ApiError
@@ -375,7 +419,10 @@ describe('loadTokenKeys misconfiguration', () => {
 
   it('refuses a JWT_PRIVATE_JWK that is not JSON without echoing it', async () => {
     const settings = tokenSettings({ alg: 'EdDSA', privateJwk: '{"kty":"OKP","d":"secret-key-material"' })
-    const error = await loadTokenKeys(settings).then(() => undefined, (err: unknown) => err)
+    const error = await loadTokenKeys(settings).then(
+      () => undefined,
+      (err: unknown) => err,
+    )
     expect(error).toMatchObject({ status: 500, detail: expect.stringContaining('JWT_PRIVATE_JWK') })
     expect((error as ApiError).detail).not.toContain('secret-key-material')
   })
@@ -384,7 +431,10 @@ describe('loadTokenKeys misconfiguration', () => {
     const current = await generateJwk('EdDSA', 'current')
     const leaked = await generateJwk('EdDSA', 'leaked')
     const settings = asymmetricSettings('EdDSA', current.privateJwk, [leaked.privateJwk])
-    const error = await loadTokenKeys(settings).then(() => undefined, (err: unknown) => err)
+    const error = await loadTokenKeys(settings).then(
+      () => undefined,
+      (err: unknown) => err,
+    )
     expect(error).toMatchObject({ status: 500, detail: expect.stringContaining('JWT_PUBLIC_JWKS') })
     expect((error as ApiError).detail).not.toContain(leaked.privateJwk.d)
   })

@@ -67,16 +67,17 @@ export function newClaims(
   now: Date,
 ): TokenClaims {
   const iat = Math.floor(now.getTime() / 1000)
-  const ttl = tokenType === 'access' ? keys.accessTtlSeconds : tokenType === 'refresh' ? keys.refreshTtlSeconds : MFA_TOKEN_TTL_SECONDS
+  const ttl =
+    tokenType === 'access'
+      ? keys.accessTtlSeconds
+      : tokenType === 'refresh'
+        ? keys.refreshTtlSeconds
+        : MFA_TOKEN_TTL_SECONDS
   return { sub: subject.userId, sid: subject.sid, jti: crypto.randomUUID(), tokenType, iat, exp: iat + ttl }
 }
 
 /** Builds the response body of every endpoint that hands out tokens. */
-export async function toTokenPair(
-  access: TokenClaims,
-  refresh: TokenClaims,
-  keys: TokenKeys,
-): Promise<TokenPair> {
+export async function toTokenPair(access: TokenClaims, refresh: TokenClaims, keys: TokenKeys): Promise<TokenPair> {
   const [accessToken, refreshToken] = await Promise.all([signToken(access, keys), signToken(refresh, keys)])
   return {
     access_token: accessToken,
@@ -152,7 +153,8 @@ function toClaims(payload: JWTPayload): TokenClaims {
   const { sub, jti, sid, token_type: tokenType, iat, exp } = payload
   const nonEmpty = (value: unknown): value is string => typeof value === 'string' && value !== '' && value.length <= 256
   if (!nonEmpty(sub) || !nonEmpty(jti) || !nonEmpty(sid)) throw invalidToken('The token claims are invalid.')
-  if (tokenType !== 'access' && tokenType !== 'refresh' && tokenType !== 'mfa') throw invalidToken('The token type is invalid.')
+  if (tokenType !== 'access' && tokenType !== 'refresh' && tokenType !== 'mfa')
+    throw invalidToken('The token type is invalid.')
   if (typeof iat !== 'number' || typeof exp !== 'number') throw invalidToken('The token claims are invalid.')
   return { sub, jti, sid, tokenType, iat, exp }
 }

@@ -71,9 +71,12 @@ describe('usernameKey', () => {
 
   it('is SQLite lower() on ASCII, which migration 0005 relies on to key old ASCII rows', () => {
     fc.assert(
-      fc.property(fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((cp) => String.fromCharCode(cp)) }), (name) => {
-        expect(usernameKey(name)).toBe(name.replace(/[A-Z]/g, (letter) => letter.toLowerCase()))
-      }),
+      fc.property(
+        fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((cp) => String.fromCharCode(cp)) }),
+        (name) => {
+          expect(usernameKey(name)).toBe(name.replace(/[A-Z]/g, (letter) => letter.toLowerCase()))
+        },
+      ),
     )
   })
 
@@ -91,6 +94,11 @@ describe('usernameKey', () => {
   })
 
   it('never yields U+FFFF, which marks an old row keyed apart (src/db/users.ts)', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary' }), (name) => !usernameKey(name).includes('\uFFFF') || name.includes('\uFFFF')))
+    fc.assert(
+      fc.property(
+        fc.string({ unit: 'binary' }),
+        (name) => !usernameKey(name).includes('\uFFFF') || name.includes('\uFFFF'),
+      ),
+    )
   })
 })

@@ -34,7 +34,10 @@ export interface AdminVariables extends AuthVariables {
 }
 
 /** What authentication reads: config, keys, KV (and D1 for the admin check). */
-type AuthenticatingEnv<V> = { Bindings: Env; Variables: ObserveVariables & ConfigVariables & TokenKeysVariables & BindingVariables & V }
+type AuthenticatingEnv<V> = {
+  Bindings: Env
+  Variables: ObserveVariables & ConfigVariables & TokenKeysVariables & BindingVariables & V
+}
 
 /**
  * Requires a valid, unrevoked access token: one signature check and one KV read, no D1. The KV
@@ -72,7 +75,9 @@ export function requireAdmin() {
  * user's write limit. The revocation check is started, not awaited: `revocation` settles with it,
  * and the request's writes wait for it (the bindings' write gate).
  */
-async function authenticate<V extends object>(c: Context<AuthenticatingEnv<V>>): Promise<{ auth: Auth; revocation: Promise<void> }> {
+async function authenticate<V extends object>(
+  c: Context<AuthenticatingEnv<V>>,
+): Promise<{ auth: Auth; revocation: Promise<void> }> {
   const header = c.req.header('authorization')
   const cookie = header === undefined ? readAccessCookie(c) : undefined
   const token = cookie ?? readBearerToken(header)
@@ -84,7 +89,13 @@ async function authenticate<V extends object>(c: Context<AuthenticatingEnv<V>>):
   // Settled by requireUser/requireAdmin; this only keeps an early failure from counting as unhandled.
   revocation.catch(() => undefined)
   if (!isSafeMethod(c.req.method)) await enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${claims.sub}`, c.var.timings)
-  const auth = { userId: claims.sub, sessionId: claims.sid, tokenId: claims.jti, expiresAt: claims.exp, viaCookie: cookie !== undefined }
+  const auth = {
+    userId: claims.sub,
+    sessionId: claims.sid,
+    tokenId: claims.jti,
+    expiresAt: claims.exp,
+    viaCookie: cookie !== undefined,
+  }
   return { auth, revocation }
 }
 

@@ -7,7 +7,12 @@ import { api, registerAndLogin } from '../../test/helpers'
 describe('D1 read replication (Sessions API)', () => {
   it('returns a bookmark after a write and accepts it back on the next read, which sees the write', async () => {
     const { user, tokens } = await registerAndLogin()
-    const created = await api('POST', '/posts', { title: 'replica check', body: 'read your writes' }, tokens.access_token)
+    const created = await api(
+      'POST',
+      '/posts',
+      { title: 'replica check', body: 'read your writes' },
+      tokens.access_token,
+    )
     expect(created.status).toBe(201)
     const bookmark = created.headers.get('x-d1-bookmark')
     expect(bookmark).toMatch(/^[0-9a-f]+(-[0-9a-f]+)+$/i)
@@ -30,7 +35,9 @@ describe('D1 read replication (Sessions API)', () => {
     // /auth route declares it.
     const routeNeedsPrimary = (path: string) =>
       path.startsWith('/api/v1/auth/') &&
-      authRouter.routes.some((route) => `/api/v1/auth${route.path}` === path && declaredPolicy(route.handler)?.d1Primary === true)
+      authRouter.routes.some(
+        (route) => `/api/v1/auth${route.path}` === path && declaredPolicy(route.handler)?.d1Primary === true,
+      )
     const anonymous = (method: string, path: string, sent?: string) =>
       sessionStart({ method, routeNeedsPrimary: routeNeedsPrimary(path), bookmark: sent })
     expect(anonymous('POST', '/api/v1/posts', bookmark)).toBe('first-primary')
@@ -47,7 +54,9 @@ describe('D1 read replication (Sessions API)', () => {
     const handlers = authRouter.routes.filter((route) => route.method !== 'ALL')
     const paths = new Set(handlers.map((route) => `${route.method} ${route.path}`))
     const declared = new Set(
-      handlers.filter((route) => declaredPolicy(route.handler)?.d1Primary === true).map((route) => `${route.method} ${route.path}`),
+      handlers
+        .filter((route) => declaredPolicy(route.handler)?.d1Primary === true)
+        .map((route) => `${route.method} ${route.path}`),
     )
     expect(paths.size).toBeGreaterThanOrEqual(12)
     expect([...paths].filter((route) => !declared.has(route))).toEqual([])

@@ -18,7 +18,6 @@ export interface BindingVariables {
   writeGate: WriteGate
 }
 
-
 /**
  * Opens the request's D1 session (read replication) where its route and method need it, and
  * wraps D1 and KV so the time spent waiting on them is measured. Answers with the session's
@@ -73,7 +72,11 @@ interface SessionRequest {
  * Every other read, signed in or not, starts after the client's bookmark when it sends one, so it
  * sees at least everything that client wrote, or else at the nearest replica.
  */
-export function sessionStart({ method, routeNeedsPrimary, bookmark }: SessionRequest): D1SessionConstraint | D1SessionBookmark {
+export function sessionStart({
+  method,
+  routeNeedsPrimary,
+  bookmark,
+}: SessionRequest): D1SessionConstraint | D1SessionBookmark {
   if (!isSafeMethod(method) || routeNeedsPrimary) return 'first-primary'
   if (bookmark !== undefined && isBookmark(bookmark)) return bookmark
   return 'first-unconstrained'

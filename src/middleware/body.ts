@@ -24,7 +24,8 @@ export function negotiateBody() {
       // An empty JSON body is an empty object: optional bodies (logout) pass, required fields are
       // named as missing (400 validation_failed) instead of "malformed JSON".
       const text = new TextDecoder().decode(await c.req.raw.clone().arrayBuffer())
-      if (text.trim() === '') c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers: c.req.raw.headers, body: '{}' })
+      if (text.trim() === '')
+        c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers: c.req.raw.headers, body: '{}' })
       return next()
     }
     if (mediaType === FORM_MEDIA_TYPE && acceptsForm) {

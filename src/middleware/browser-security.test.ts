@@ -1,5 +1,14 @@
 import { describe, it } from 'vitest'
-import { BASE_URL, api, expectProblem, fetchWorker, login, mintToken, registerAndLogin, registerUser } from '../../test/helpers'
+import {
+  BASE_URL,
+  api,
+  expectProblem,
+  fetchWorker,
+  login,
+  mintToken,
+  registerAndLogin,
+  registerUser,
+} from '../../test/helpers'
 import type { RegisteredUser } from '../../test/helpers'
 
 // What a browser sees (STYLE.md rule 8): CORS for the configured origins only (vitest.config.ts sets
@@ -53,7 +62,11 @@ function setCookieLines(res: Response): string[] {
 }
 
 function setCookiesOf(res: Response): Map<string, SetCookie> {
-  return new Map(setCookieLines(res).map(parseSetCookie).map((cookie) => [cookie.name, cookie]))
+  return new Map(
+    setCookieLines(res)
+      .map(parseSetCookie)
+      .map((cookie) => [cookie.name, cookie]),
+  )
 }
 
 function cookieHeaderOf(cookies: Map<string, SetCookie>, names: string[] = SESSION_COOKIES): string {
@@ -91,7 +104,10 @@ function corsHeaderNames(res: Response): string[] {
 }
 
 function listHeader(res: Response, name: string): string[] {
-  return (res.headers.get(name) ?? '').split(',').map((item) => item.trim().toLowerCase()).filter((item) => item !== '')
+  return (res.headers.get(name) ?? '')
+    .split(',')
+    .map((item) => item.trim().toLowerCase())
+    .filter((item) => item !== '')
 }
 
 function preflight(origin: string, path = '/api/v1/posts'): Promise<Response> {
@@ -158,7 +174,12 @@ describe('CORS', () => {
   })
 
   it('does not treat a look-alike of a configured origin as configured', async ({ expect }) => {
-    for (const origin of ['https://app.example.com.evil.example', 'http://app.example.com', 'https://APP.example.com:443x', 'null']) {
+    for (const origin of [
+      'https://app.example.com.evil.example',
+      'http://app.example.com',
+      'https://APP.example.com:443x',
+      'null',
+    ]) {
       const res = await api('GET', '/health', undefined, undefined, { origin })
       expect(corsHeaderNames(res), origin).toEqual([])
     }
@@ -213,7 +234,11 @@ describe('Security headers', () => {
     if (!directives.includes("default-src 'none'") || !directives.includes("frame-ancestors 'none'")) {
       throw new Error(`CSP lets a response load or be framed: ${csp}`)
     }
-    const expected = { 'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' }
+    const expected = {
+      'x-content-type-options': 'nosniff',
+      'x-frame-options': 'DENY',
+      'referrer-policy': 'no-referrer',
+    }
     for (const [name, value] of Object.entries(expected)) {
       if (res.headers.get(name) !== value) throw new Error(`${name}: expected ${value}, got ${res.headers.get(name)}`)
     }
@@ -262,7 +287,12 @@ describe('Cookie mode: login', () => {
     const user = await registerUser()
     const { res, body, cookies } = await cookieLogin(user)
 
-    expect(body).toEqual({ token_type: 'Cookie', expires_in: 300, refresh_expires_in: 86_400, csrf_token: expect.any(String) })
+    expect(body).toEqual({
+      token_type: 'Cookie',
+      expires_in: 300,
+      refresh_expires_in: 86_400,
+      csrf_token: expect.any(String),
+    })
     expect(body).not.toHaveProperty('access_token')
     expect(body).not.toHaveProperty('refresh_token')
     expect(body.csrf_token.length).toBeGreaterThanOrEqual(16)
@@ -442,7 +472,12 @@ describe('Cookie mode: refresh', () => {
     const res = await refreshWithCookies({ cookie: session.cookie, 'x-csrf-token': session.body.csrf_token })
     expect(res.status).toBe(200)
     const body = (await res.json()) as CookieSessionBody
-    expect(body).toEqual({ token_type: 'Cookie', expires_in: 300, refresh_expires_in: 86_400, csrf_token: expect.any(String) })
+    expect(body).toEqual({
+      token_type: 'Cookie',
+      expires_in: 300,
+      refresh_expires_in: 86_400,
+      csrf_token: expect.any(String),
+    })
     expect(res.headers.get('cache-control')).toContain('no-store')
 
     const cookies = setCookiesOf(res)
@@ -551,7 +586,9 @@ describe('Cookie mode: the tokens stay out of reach of scripts and caches', () =
     }
   })
 
-  it('marks the cookie-mode token and refresh answers no-store; a later login gets its own tokens', async ({ expect }) => {
+  it('marks the cookie-mode token and refresh answers no-store; a later login gets its own tokens', async ({
+    expect,
+  }) => {
     const user = await registerUser()
     const session = await cookieLogin(user)
     expect(session.res.headers.get('cache-control')).toContain('no-store')
@@ -572,19 +609,27 @@ describe('Cookie mode: login CSRF (a cross-site form must not log the browser in
   it.for([
     ['a foreign Origin', { origin: FOREIGN_ORIGIN }],
     ['Sec-Fetch-Site: cross-site', { 'sec-fetch-site': 'cross-site' }],
-    ['a foreign Origin on a form body', { origin: FOREIGN_ORIGIN, 'content-type': 'application/x-www-form-urlencoded' }],
-  ] as [string, Record<string, string>][])('refuses POST /auth/token?mode=cookie with %s: 403, no cookie', async ([, headers], { expect }) => {
-    const user = await registerUser()
-    const form = headers['content-type'] === 'application/x-www-form-urlencoded'
-    const body = form
-      ? new URLSearchParams({ username: user.username, password: user.password }).toString()
-      : { username: user.username, password: user.password }
-    const res = await api('POST', '/auth/token?mode=cookie', body, undefined, { ...headers })
-    expect(setCookieLines(res)).toEqual([])
-    await expectProblem(res, 403, 'forbidden')
-  })
+    [
+      'a foreign Origin on a form body',
+      { origin: FOREIGN_ORIGIN, 'content-type': 'application/x-www-form-urlencoded' },
+    ],
+  ] as [string, Record<string, string>][])(
+    'refuses POST /auth/token?mode=cookie with %s: 403, no cookie',
+    async ([, headers], { expect }) => {
+      const user = await registerUser()
+      const form = headers['content-type'] === 'application/x-www-form-urlencoded'
+      const body = form
+        ? new URLSearchParams({ username: user.username, password: user.password }).toString()
+        : { username: user.username, password: user.password }
+      const res = await api('POST', '/auth/token?mode=cookie', body, undefined, { ...headers })
+      expect(setCookieLines(res)).toEqual([])
+      await expectProblem(res, 403, 'forbidden')
+    },
+  )
 
-  it('refuses a cookie-mode refresh from a foreign origin: 403, no new cookie, the session lives on', async ({ expect }) => {
+  it('refuses a cookie-mode refresh from a foreign origin: 403, no new cookie, the session lives on', async ({
+    expect,
+  }) => {
     const { session } = await registerAndCookieLogin()
     const res = await api('POST', '/auth/token/refresh?mode=cookie', {}, undefined, {
       cookie: session.cookie,
@@ -603,7 +648,13 @@ describe('Cookie mode: login CSRF (a cross-site form must not log the browser in
     ['no Origin (not a browser)', {}],
   ] as [string, Record<string, string>][])('accepts a cookie-mode login from %s', async ([, headers], { expect }) => {
     const user = await registerUser()
-    const res = await api('POST', '/auth/token?mode=cookie', { username: user.username, password: user.password }, undefined, { ...headers })
+    const res = await api(
+      'POST',
+      '/auth/token?mode=cookie',
+      { username: user.username, password: user.password },
+      undefined,
+      { ...headers },
+    )
     expect(res.status).toBe(200)
     expect([...setCookiesOf(res).keys()].sort()).toEqual([...SESSION_COOKIES].sort())
   })
@@ -632,6 +683,10 @@ describe('Cookie mode: password change', () => {
     // The new cookies are a working session; the old ones are not.
     const fresh = await api('GET', '/users/me', undefined, undefined, { cookie: cookieHeaderOf(cookies) })
     expect(fresh.status).toBe(200)
-    await expectProblem(await api('GET', '/users/me', undefined, undefined, { cookie: session.cookie }), 401, 'token_revoked')
+    await expectProblem(
+      await api('GET', '/users/me', undefined, undefined, { cookie: session.cookie }),
+      401,
+      'token_revoked',
+    )
   })
 })

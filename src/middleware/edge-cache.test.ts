@@ -204,7 +204,12 @@ describe('no stale read after a write', () => {
   it("shows a new username on the profile, the author's posts and the per-user post list after PATCH /users/me", async () => {
     const { user, token } = await author()
     const post = await createPost(token)
-    for (const path of [`/users/${user.id}`, `/posts/${post.id}`, `/users/${user.id}/posts`, `/posts?author=${user.id}`]) {
+    for (const path of [
+      `/users/${user.id}`,
+      `/posts/${post.id}`,
+      `/users/${user.id}/posts`,
+      `/posts?author=${user.id}`,
+    ]) {
       await warm(path)
     }
 
@@ -233,7 +238,9 @@ describe('no stale read after a write', () => {
     for (let page = (await res.json()) as Page<{ id: number }>; ; ) {
       ids.push(...page.results.map((u) => u.id))
       if (page.next === null) break
-      page = (await (await anonymousGet(page.next.slice(BASE_URL.length + '/api/v1'.length))).json()) as Page<{ id: number }>
+      page = (await (await anonymousGet(page.next.slice(BASE_URL.length + '/api/v1'.length))).json()) as Page<{
+        id: number
+      }>
     }
     expect(ids).toContain(user.id)
   })
@@ -315,7 +322,10 @@ describe('what is never cached', () => {
     const without = `https://edgepress.test/api/v1/posts/plain-${crypto.randomUUID()}`
 
     const cookieResponses = [await app.request(withCookie), await app.request(withCookie)]
-    expect(cookieResponses.map((res) => res.headers.get('set-cookie'))).toEqual(['tracking=1; Path=/; Secure', 'tracking=1; Path=/; Secure'])
+    expect(cookieResponses.map((res) => res.headers.get('set-cookie'))).toEqual([
+      'tracking=1; Path=/; Secure',
+      'tracking=1; Path=/; Secure',
+    ])
     expect(cookieResponses.map((res) => res.headers.get('x-edge-cache'))).toEqual([null, null])
     expect(handled).toBe(2)
 
@@ -357,7 +367,9 @@ describe('what is never cached', () => {
       await missing.body?.cancel()
     }
 
-    await env.DB.prepare('INSERT INTO posts (id, author_id, title, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+    await env.DB.prepare(
+      'INSERT INTO posts (id, author_id, title, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
+    )
       .bind(row!.id, row!.author_id, row!.title, row!.body, row!.created_at, row!.updated_at)
       .run()
     const found = await anonymousGet(`/posts/${post.id}`)

@@ -29,45 +29,57 @@ const CACHE_ORIGIN = 'https://edge-cache.edgepress.internal'
 const GENERATION_KEY = `${CACHE_ORIGIN}/generation`
 
 export function edgeCache() {
-  return createMiddleware<{ Variables: RequestIdVariables & EdgeCacheVariables & ObserveVariables }>(async function edgeCache(c, next) {
-    const policy = policyOf(c)
-    const cache = timedCache(c.var.timings)
-    if (!isSafeMethod(c.req.method)) {
+  return createMiddleware<{ Variables: RequestIdVariables & EdgeCacheVariables & ObserveVariables }>(
+    async function edgeCache(c, next) {
+      const policy = policyOf(c)
+      const cache = timedCache(c.var.timings)
+      if (!isSafeMethod(c.req.method)) {
+        await next()
+        if (c.res.status < 400 && policy.purgesEdgeCache === true)
+          await newGeneration(cache, c.res.headers.get(BOOKMARK_HEADER))
+        return
+      }
+      if (c.req.method !== 'GET' || policy.edgeCached !== true || carriesCredentials(c)) return next()
+      const url = new URL(c.req.url)
+      const generation = await currentGeneration(cache)
+      // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
+      const key = new Request(`${CACHE_ORIGIN}/${generation.id}/${url.host}${url.pathname}${url.search}`)
+      const hit = await cache.match(key)
+      if (hit !== undefined) {
+        c.res = fromCache(
+          hit,
+          { requestId: c.var.requestId, ifNoneMatch: c.req.header('if-none-match') },
+          generation.bookmark,
+        )
+        return
+      }
+      if (generation.bookmark !== null) c.set('cacheFillBookmark', generation.bookmark)
       await next()
-      if (c.res.status < 400 && policy.purgesEdgeCache === true) await newGeneration(cache, c.res.headers.get(BOOKMARK_HEADER))
-      return
-    }
-    if (c.req.method !== 'GET' || policy.edgeCached !== true || carriesCredentials(c)) return next()
-    const url = new URL(c.req.url)
-    const generation = await currentGeneration(cache)
-    // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
-    const key = new Request(`${CACHE_ORIGIN}/${generation.id}/${url.host}${url.pathname}${url.search}`)
-    const hit = await cache.match(key)
-    if (hit !== undefined) {
-      c.res = fromCache(hit, { requestId: c.var.requestId, ifNoneMatch: c.req.header('if-none-match') }, generation.bookmark)
-      return
-    }
-    if (generation.bookmark !== null) c.set('cacheFillBookmark', generation.bookmark)
-    await next()
-    if (c.res.status !== 200 || c.res.headers.has('set-cookie')) return
-    const stored = new Response(c.res.clone().body, c.res)
-    stored.headers.set('Cache-Control', `public, s-maxage=${EDGE_TTL_SECONDS}`)
-    await cache.put(key, stored)
-    c.res.headers.set('X-Edge-Cache', 'MISS')
-  })
+      if (c.res.status !== 200 || c.res.headers.has('set-cookie')) return
+      const stored = new Response(c.res.clone().body, c.res)
+      stored.headers.set('Cache-Control', `public, s-maxage=${EDGE_TTL_SECONDS}`)
+      await cache.put(key, stored)
+      c.res.headers.set('X-Edge-Cache', 'MISS')
+    },
+  )
 }
 
 /** caches.default, each call timed and counted (it answers at this location: no round trip). */
 function timedCache(timings: BindingTimings) {
   return {
     match: (key: Request | string) => timedLocal(timings, 'cache', () => caches.default.match(key)),
-    put: (key: Request | string, response: Response) => timedLocal(timings, 'cache', () => caches.default.put(key, response)),
+    put: (key: Request | string, response: Response) =>
+      timedLocal(timings, 'cache', () => caches.default.put(key, response)),
   }
 }
 
 type TimedCache = ReturnType<typeof timedCache>
 
-function fromCache(hit: Response, request: { requestId: string; ifNoneMatch: string | undefined }, bookmark: string | null): Response {
+function fromCache(
+  hit: Response,
+  request: { requestId: string; ifNoneMatch: string | undefined },
+  bookmark: string | null,
+): Response {
   const headers = new Headers(hit.headers)
   headers.set('Cache-Control', PUBLIC_REVALIDATE)
   headers.set('X-Edge-Cache', 'HIT')

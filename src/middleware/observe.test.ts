@@ -49,7 +49,9 @@ let spies: MockInstance[] = []
 
 /** Captures (and silences) console.log, console.info, console.warn and console.error. */
 function captureConsole(): { lines: () => string[]; requestLines: () => RequestLine[] } {
-  spies = (['log', 'info', 'warn', 'error'] as const).map((level) => vi.spyOn(console, level).mockImplementation(() => undefined))
+  spies = (['log', 'info', 'warn', 'error'] as const).map((level) =>
+    vi.spyOn(console, level).mockImplementation(() => undefined),
+  )
   const lines = () => spies.flatMap((spy) => spy.mock.calls.map((args) => args.map(String).join(' ')))
   const requestLines = () =>
     lines()
@@ -101,7 +103,9 @@ function expectDurations(res: Response, label: string): Record<string, number> {
 
 /** A D1 query that takes a few real milliseconds: I/O to wait on, without sleeping. */
 async function slowIo(): Promise<void> {
-  await env.DB.prepare('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) SELECT count(*) AS c FROM n').first()
+  await env.DB.prepare(
+    'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) SELECT count(*) AS c FROM n',
+  ).first()
 }
 
 /** REVOKED_TOKENS whose reads first wait on slow I/O (on the raw D1 binding, so not timed as D1). */
@@ -138,11 +142,20 @@ describe('Server-Timing', () => {
       ['missing post', await api('GET', '/posts/987654321')],
       ['unknown route', await api('GET', '/no-such-route')],
       ['wrong method', await api('DELETE', '/health')],
-      ['bad credentials', await api('POST', '/auth/token', { username: uniqueName('nobody'), password: 'wrong password' })],
+      [
+        'bad credentials',
+        await api('POST', '/auth/token', { username: uniqueName('nobody'), password: 'wrong password' }),
+      ],
       ['no token', await api('POST', '/posts', { title: 't', body: 'b' })],
       ['validation', await api('POST', '/auth/register', { username: 'x' })],
       ['too large', await api('POST', '/posts', 'x'.repeat(70_000), tokens.access_token)],
-      ['preflight', await api('OPTIONS', '/posts', undefined, undefined, { origin: 'https://app.example.com', 'access-control-request-method': 'POST' })],
+      [
+        'preflight',
+        await api('OPTIONS', '/posts', undefined, undefined, {
+          origin: 'https://app.example.com',
+          'access-control-request-method': 'POST',
+        }),
+      ],
       ['openapi', await api('GET', '/openapi.json')],
     ]
 
@@ -201,13 +214,18 @@ describe('request log (LOG_REQUESTS=true)', () => {
     const log = captureConsole()
     const username = uniqueName('logged')
     const password = `pw-${crypto.randomUUID()}`
-    const registered = await call('/api/v1/auth/register', jsonInit('POST', { username, email: `${username}@example.com`, password }))
+    const registered = await call(
+      '/api/v1/auth/register',
+      jsonInit('POST', { username, email: `${username}@example.com`, password }),
+    )
     const user = (await registered.json()) as { id: number }
     const loggedIn = await call('/api/v1/auth/token', jsonInit('POST', { username, password }))
     const { access_token: token } = (await loggedIn.json()) as TokenPair
     const created = await call('/api/v1/posts', jsonInit('POST', { title: 'logged', body: 'logged' }, token))
     const post = (await created.json()) as { id: number }
-    const read = await call(`/api/v1/posts/${post.id}`, { headers: { 'x-request-id': `own-id-${crypto.randomUUID()}` } })
+    const read = await call(`/api/v1/posts/${post.id}`, {
+      headers: { 'x-request-id': `own-id-${crypto.randomUUID()}` },
+    })
     const listed = await call(`/api/v1/posts?author=${user.id}&q=needle&limit=3`)
     const me = await call('/api/v1/users/me', bearer(token))
     const profile = await call(`/api/v1/users/${user.id}`)
@@ -233,7 +251,21 @@ describe('request log (LOG_REQUESTS=true)', () => {
       const line = lineOf(lines, res)
       const label = `${method} ${route} ${status}`
       expect(Object.keys(line).sort(), label).toEqual(
-        ['d1_calls', 'd1_ms', 'duration_ms', 'kv_calls', 'kv_ms', 'level', 'message', 'method', 'request_id', 'route', 'rt', 'status', 'user_id'].sort(),
+        [
+          'd1_calls',
+          'd1_ms',
+          'duration_ms',
+          'kv_calls',
+          'kv_ms',
+          'level',
+          'message',
+          'method',
+          'request_id',
+          'route',
+          'rt',
+          'status',
+          'user_id',
+        ].sort(),
       )
       expect(line, label).toMatchObject({ level: 'info', message: 'request', method, route, status })
       expect(line.user_id === null ? null : String(line.user_id), label).toBe(userId)
@@ -255,7 +287,11 @@ describe('request log (LOG_REQUESTS=true)', () => {
     const ctx = createExecutionContext()
     const request = new Request(`${BASE_URL}/api/v1/users/me`, bearer(tokens.access_token))
 
-    const me = await worker.fetch(request, { ...env, LOG_REQUESTS: 'true', REVOKED_TOKENS: slowKv(env.REVOKED_TOKENS) }, ctx)
+    const me = await worker.fetch(
+      request,
+      { ...env, LOG_REQUESTS: 'true', REVOKED_TOKENS: slowKv(env.REVOKED_TOKENS) },
+      ctx,
+    )
     await waitOnExecutionContext(ctx)
 
     const line = lineOf(log.requestLines(), me)
@@ -288,18 +324,31 @@ describe('request log (LOG_REQUESTS=true)', () => {
     expect((await send('/api/v1/users/me', bearer(second.access_token))).status).toBe(200)
     expect((await send('/api/v1/auth/token/verify', jsonInit('POST', { token: second.access_token }))).status).toBe(200)
     expect((await send('/api/v1/auth/token', jsonInit('POST', { username, password: wrongPassword }))).status).toBe(401)
-    expect((await send('/api/v1/auth/token', jsonInit('POST', { username: email.toUpperCase(), password: wrongPassword }))).status).toBe(401)
+    expect(
+      (await send('/api/v1/auth/token', jsonInit('POST', { username: email.toUpperCase(), password: wrongPassword })))
+        .status,
+    ).toBe(401)
     const basic = btoa(`${username}:${wrongPassword}`)
-    expect((await send('/api/v1/auth/token', { method: 'POST', headers: { authorization: `Basic ${basic}` } })).status).toBe(401)
-    expect((await send('/api/v1/auth/token/refresh', jsonInit('POST', { refresh_token: first.refresh_token }))).status).toBe(200)
+    expect(
+      (await send('/api/v1/auth/token', { method: 'POST', headers: { authorization: `Basic ${basic}` } })).status,
+    ).toBe(401)
+    expect(
+      (await send('/api/v1/auth/token/refresh', jsonInit('POST', { refresh_token: first.refresh_token }))).status,
+    ).toBe(200)
     expect((await send(`/api/v1/users/${encodeURIComponent(email)}`)).status).toBeGreaterThanOrEqual(400)
     expect((await send('/api/v1/auth/password/reset', jsonInit('POST', { email }))).status).toBe(202)
     const resetToken = await tokenFromEmail(email, 'reset-password')
-    const confirm = await send('/api/v1/auth/password/reset/confirm', jsonInit('POST', { token: resetToken, new_password: newPassword }))
+    const confirm = await send(
+      '/api/v1/auth/password/reset/confirm',
+      jsonInit('POST', { token: resetToken, new_password: newPassword }),
+    )
     expect(confirm.status).toBe(204)
     const again = await send('/api/v1/auth/token', jsonInit('POST', { username, password: newPassword }))
     const third = (await again.json()) as TokenPair
-    expect((await send('/api/v1/auth/logout', jsonInit('POST', { refresh_token: third.refresh_token }, third.access_token))).status).toBe(204)
+    expect(
+      (await send('/api/v1/auth/logout', jsonInit('POST', { refresh_token: third.refresh_token }, third.access_token)))
+        .status,
+    ).toBe(204)
     const stale = await send('/api/v1/users/me', bearer(second.access_token))
     expect(stale.status).toBe(401)
 
@@ -324,7 +373,9 @@ describe('request log (LOG_REQUESTS=true)', () => {
     expect(lines.length).toBeGreaterThanOrEqual(responses.length)
     for (const line of lines) {
       for (const [name, secret] of secrets) {
-        expect(line.toLowerCase().includes(secret.toLowerCase()), `${name} in log line ${line.slice(0, 200)}`).toBe(false)
+        expect(line.toLowerCase().includes(secret.toLowerCase()), `${name} in log line ${line.slice(0, 200)}`).toBe(
+          false,
+        )
       }
     }
   })
@@ -332,7 +383,12 @@ describe('request log (LOG_REQUESTS=true)', () => {
   it('is on by default when LOG_REQUESTS is not set', async () => {
     const log = captureConsole()
     const res = await call('/api/v1/health', {}, undefined)
-    expect(lineOf(log.requestLines(), res)).toMatchObject({ method: 'GET', route: '/api/v1/health', status: 200, user_id: null })
+    expect(lineOf(log.requestLines(), res)).toMatchObject({
+      method: 'GET',
+      route: '/api/v1/health',
+      status: 200,
+      user_id: null,
+    })
   })
 })
 
@@ -344,7 +400,13 @@ describe('request log (LOG_REQUESTS=false)', () => {
       (await call('/api/v1/health', {}, 'false')).status,
       (await call('/api/v1/posts', {}, 'false')).status,
       (await call('/api/v1/users/me', bearer(token), 'false')).status,
-      (await call('/api/v1/auth/token', jsonInit('POST', { username: uniqueName('nobody'), password: 'wrong password' }), 'false')).status,
+      (
+        await call(
+          '/api/v1/auth/token',
+          jsonInit('POST', { username: uniqueName('nobody'), password: 'wrong password' }),
+          'false',
+        )
+      ).status,
       (await call('/no-such-route', {}, 'false')).status,
       (await call('/api/v1/health', { method: 'DELETE' }, 'false')).status,
       (await api('GET', '/health')).status,
@@ -361,7 +423,11 @@ describe('request log (LOG_REQUESTS=false)', () => {
       { method: 'OPTIONS', headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST' } },
       'false',
     )
-    const tooLarge = await call('/api/v1/posts', { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(70_000) }, 'false')
+    const tooLarge = await call(
+      '/api/v1/posts',
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(70_000) },
+      'false',
+    )
 
     expect([preflight.status, tooLarge.status]).toEqual([204, 413])
     expect(log.requestLines()).toEqual([])

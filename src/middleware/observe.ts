@@ -15,7 +15,9 @@ export interface ObserveVariables {
 // a 413 is answered before anything else runs, and a bad configuration before the rest.
 // Only the user id is read from `auth` (set by requireUser), so that much is spelled here rather
 // than importing authenticate.ts, which depends on this module.
-type ObservedEnv = { Variables: RequestIdVariables & ObserveVariables & Partial<ConfigVariables & { auth: { userId: string } }> }
+type ObservedEnv = {
+  Variables: RequestIdVariables & ObserveVariables & Partial<ConfigVariables & { auth: { userId: string } }>
+}
 
 /**
  * One structured JSON log line per request and a Server-Timing header: per binding the time

@@ -19,7 +19,13 @@ const limitedEnv = {
 }
 
 /** api() against the worker with the small limiters. */
-function api(method: string, path: string, body?: unknown, token?: string, headers: Record<string, string> = {}): Promise<Response> {
+function api(
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   const allHeaders: Record<string, string> = { ...headers }
   if (body !== undefined) allHeaders['content-type'] = 'application/json'
   if (token !== undefined) allHeaders.authorization = `Bearer ${token}`
@@ -110,7 +116,10 @@ describe('per account: POST /api/v1/auth/token', () => {
     const { failures, blocked } = await inOneWindow(async () => {
       const user = await registerUser()
       const failures = await statusesOf(PER_ACCOUNT, (i) =>
-        api('POST', i % 2 === 0 ? '/auth/token' : '/auth/login', { username: user.username, password: 'wrong password' }),
+        api('POST', i % 2 === 0 ? '/auth/token' : '/auth/login', {
+          username: user.username,
+          password: 'wrong password',
+        }),
       )
       const blocked = await api('POST', '/auth/login', { username: user.username, password: user.password })
       return { failures, blocked }
@@ -131,7 +140,10 @@ describe('per account: one budget whatever the spelling of the login', () => {
       const failures = await statusesOf(PER_ACCOUNT, (i) =>
         api('POST', '/auth/token', { username: spellings[i % spellings.length], password: 'wrong password' }),
       )
-      const blocked = await api('POST', '/auth/token', { username: user.username.normalize('NFD'), password: user.password })
+      const blocked = await api('POST', '/auth/token', {
+        username: user.username.normalize('NFD'),
+        password: user.password,
+      })
       return { failures, blocked }
     })
 
@@ -165,10 +177,28 @@ describe('per client IP (CF-Connecting-IP)', () => {
       const ip = uniqueIp()
       const prefix = uniqueName('nobody')
       const attempts = await statusesOf(PER_IP, (i) =>
-        api('POST', i % 2 === 0 ? '/auth/token' : '/auth/login', { username: `${prefix}_${i}`, password: 'wrong password' }, undefined, from(ip)),
+        api(
+          'POST',
+          i % 2 === 0 ? '/auth/token' : '/auth/login',
+          { username: `${prefix}_${i}`, password: 'wrong password' },
+          undefined,
+          from(ip),
+        ),
       )
-      const blocked = await api('POST', '/auth/token', { username: `${prefix}_last`, password: 'wrong password' }, undefined, from(ip))
-      const otherIp = await api('POST', '/auth/token', { username: `${prefix}_other`, password: 'wrong password' }, undefined, from(uniqueIp()))
+      const blocked = await api(
+        'POST',
+        '/auth/token',
+        { username: `${prefix}_last`, password: 'wrong password' },
+        undefined,
+        from(ip),
+      )
+      const otherIp = await api(
+        'POST',
+        '/auth/token',
+        { username: `${prefix}_other`, password: 'wrong password' },
+        undefined,
+        from(uniqueIp()),
+      )
       return { attempts, blocked, otherIp }
     })
 
@@ -202,8 +232,20 @@ describe('per client IP (CF-Connecting-IP)', () => {
       const accepted = await statusesOf(PER_IP, (i) =>
         api('POST', '/auth/password/reset', { email: `${prefix}_${i}@example.com` }, undefined, from(ip)),
       )
-      const blocked = await api('POST', '/auth/password/reset', { email: `${prefix}_last@example.com` }, undefined, from(ip))
-      const otherIp = await api('POST', '/auth/password/reset', { email: `${prefix}_other@example.com` }, undefined, from(uniqueIp()))
+      const blocked = await api(
+        'POST',
+        '/auth/password/reset',
+        { email: `${prefix}_last@example.com` },
+        undefined,
+        from(ip),
+      )
+      const otherIp = await api(
+        'POST',
+        '/auth/password/reset',
+        { email: `${prefix}_other@example.com` },
+        undefined,
+        from(uniqueIp()),
+      )
       return { accepted, blocked, otherIp }
     })
 
@@ -216,10 +258,28 @@ describe('per client IP (CF-Connecting-IP)', () => {
     const { refused, blocked, otherIp } = await inOneWindow(async () => {
       const ip = uniqueIp()
       const refused = await statusesOf(PER_IP, (i) =>
-        api('POST', '/auth/password/reset/confirm', { token: `guess-${i}`, new_password: 'a new password' }, undefined, from(ip)),
+        api(
+          'POST',
+          '/auth/password/reset/confirm',
+          { token: `guess-${i}`, new_password: 'a new password' },
+          undefined,
+          from(ip),
+        ),
       )
-      const blocked = await api('POST', '/auth/password/reset/confirm', { token: 'guess', new_password: 'a new password' }, undefined, from(ip))
-      const otherIp = await api('POST', '/auth/password/reset/confirm', { token: 'guess', new_password: 'a new password' }, undefined, from(uniqueIp()))
+      const blocked = await api(
+        'POST',
+        '/auth/password/reset/confirm',
+        { token: 'guess', new_password: 'a new password' },
+        undefined,
+        from(ip),
+      )
+      const otherIp = await api(
+        'POST',
+        '/auth/password/reset/confirm',
+        { token: 'guess', new_password: 'a new password' },
+        undefined,
+        from(uniqueIp()),
+      )
       return { refused, blocked, otherIp }
     })
 
@@ -236,7 +296,13 @@ describe('per client IP (CF-Connecting-IP)', () => {
         api('POST', '/subscribers', { email: `${prefix}_${i}@example.com` }, undefined, from(ip)),
       )
       const blocked = await api('POST', '/subscribers', { email: `${prefix}_last@example.com` }, undefined, from(ip))
-      const otherIp = await api('POST', '/subscribers', { email: `${prefix}_other@example.com` }, undefined, from(uniqueIp()))
+      const otherIp = await api(
+        'POST',
+        '/subscribers',
+        { email: `${prefix}_other@example.com` },
+        undefined,
+        from(uniqueIp()),
+      )
       return { accepted, blocked, otherIp }
     })
 
@@ -266,11 +332,23 @@ describe('per account (email) on the other credential endpoints', () => {
     const { statuses, blocked, otherEmail } = await inOneWindow(async () => {
       const email = `${uniqueName('acct_reg')}@example.com`
       const statuses = await statusesOf(PER_ACCOUNT, (i) =>
-        api('POST', '/auth/register', { username: uniqueName('acct_reg'), email: mixedCase(email, i), password: 'correct horse battery staple' }),
+        api('POST', '/auth/register', {
+          username: uniqueName('acct_reg'),
+          email: mixedCase(email, i),
+          password: 'correct horse battery staple',
+        }),
       )
-      const blocked = await api('POST', '/auth/register', { username: uniqueName('acct_reg'), email, password: 'correct horse battery staple' })
+      const blocked = await api('POST', '/auth/register', {
+        username: uniqueName('acct_reg'),
+        email,
+        password: 'correct horse battery staple',
+      })
       const username = uniqueName('acct_reg')
-      const otherEmail = await api('POST', '/auth/register', { username, email: `${username}@example.com`, password: 'correct horse battery staple' })
+      const otherEmail = await api('POST', '/auth/register', {
+        username,
+        email: `${username}@example.com`,
+        password: 'correct horse battery staple',
+      })
       return { statuses, blocked, otherEmail }
     })
 
@@ -284,7 +362,9 @@ describe('per account (email) on the other credential endpoints', () => {
     const { accepted, blocked, otherEmail } = await inOneWindow(async () => {
       const user = await registerUser()
       const other = await registerUser()
-      const accepted = await statusesOf(PER_ACCOUNT, (i) => api('POST', '/auth/password/reset', { email: mixedCase(user.email, i) }))
+      const accepted = await statusesOf(PER_ACCOUNT, (i) =>
+        api('POST', '/auth/password/reset', { email: mixedCase(user.email, i) }),
+      )
       const blocked = await api('POST', '/auth/password/reset', { email: user.email })
       const otherEmail = await api('POST', '/auth/password/reset', { email: other.email })
       return { accepted, blocked, otherEmail }
@@ -318,7 +398,9 @@ describe('per user: authenticated writes', () => {
       // Minted tokens: no login, so no credential limit is involved.
       const token = await mintToken({ sub: String(user.id) })
       const otherToken = await mintToken({ sub: String(other.id) })
-      const created = await statusesOf(WRITES_PER_USER, (i) => api('POST', '/posts', { title: `post ${i}`, body: 'rate limit test' }, token))
+      const created = await statusesOf(WRITES_PER_USER, (i) =>
+        api('POST', '/posts', { title: `post ${i}`, body: 'rate limit test' }, token),
+      )
       const blocked = await api('POST', '/posts', { title: 'one too many', body: 'rate limit test' }, token)
       const blockedPatch = await api('PATCH', '/users/me', { username: uniqueName('renamed') }, token)
       const reads = await Promise.all([

@@ -23,14 +23,26 @@ const PERIOD_SECONDS: Record<Limiter, number> = {
  * Retry-After. A limiter that is not bound, or that fails, lets the request through: rate limiting
  * protects capacity and slows guessing, and must not take the API down with it.
  */
-export async function enforceRateLimit(env: Env, limiter: Limiter, key: string, timings?: BindingTimings): Promise<void> {
+export async function enforceRateLimit(
+  env: Env,
+  limiter: Limiter,
+  key: string,
+  timings?: BindingTimings,
+): Promise<void> {
   const binding = env[limiter]
   if (binding === undefined) return
   let allowed = true
   try {
     allowed = (await timedLocal(timings, 'rateLimit', () => binding.limit({ key }))).success
   } catch (err) {
-    console.error(JSON.stringify({ level: 'error', message: 'rate limiter failed', limiter, error: err instanceof Error ? err.name : 'unknown' }))
+    console.error(
+      JSON.stringify({
+        level: 'error',
+        message: 'rate limiter failed',
+        limiter,
+        error: err instanceof Error ? err.name : 'unknown',
+      }),
+    )
   }
   if (!allowed) {
     const retryAfter = PERIOD_SECONDS[limiter]
@@ -57,7 +69,12 @@ export function limitByClientIp(endpoint: string) {
 
 /** Limits a credential endpoint per login name: the username or email being tried, in any case. */
 export function limitByAccount<E extends LimitedEnv>(c: Context<E>, endpoint: string, login: string): Promise<void> {
-  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:login:${login.trim().normalize('NFC').toLowerCase()}`, c.var.timings)
+  return enforceRateLimit(
+    c.env,
+    'CREDENTIALS_BY_ACCOUNT',
+    `${endpoint}:login:${login.trim().normalize('NFC').toLowerCase()}`,
+    c.var.timings,
+  )
 }
 
 /**

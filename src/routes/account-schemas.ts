@@ -45,7 +45,10 @@ export const PrivateUserSchema = z
     email_verified: z.boolean(),
     is_admin: z.boolean(),
     mfa_enabled: z.boolean().openapi({ description: 'Two-factor sign-in (TOTP) is on' }),
-    providers: z.array(z.string()).openapi({ description: 'The sign-in providers linked to the account (OIDC_PROVIDERS names)', example: ['apple'] }),
+    providers: z.array(z.string()).openapi({
+      description: 'The sign-in providers linked to the account (OIDC_PROVIDERS names)',
+      example: ['apple'],
+    }),
     created_at: Timestamp,
     last_login_at: Timestamp.nullable(),
   })

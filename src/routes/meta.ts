@@ -32,10 +32,7 @@ const jwks = createRoute({
 })
 
 const getHealth: AppRouteHandler<typeof health> = async (c) => {
-  const [d1, kv] = await Promise.allSettled([
-    pingD1(c.var.db),
-    pingKv(c.var.kv),
-  ])
+  const [d1, kv] = await Promise.allSettled([pingD1(c.var.db), pingKv(c.var.kv)])
   const down = [d1.status === 'rejected' ? 'D1' : null, kv.status === 'rejected' ? 'KV' : null].filter(Boolean)
   if (down.length > 0) {
     throw new ApiError(503, 'service_unavailable', `Unreachable: ${down.join(', ')}.`, {

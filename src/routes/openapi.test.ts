@@ -9,7 +9,12 @@ interface Operation {
 }
 type Paths = Record<string, Partial<Record<'get' | 'post' | 'put' | 'patch' | 'delete', Operation>>>
 
-async function openApiDocument(): Promise<{ openapi: string; paths: Paths; components: Record<string, Record<string, unknown>>; servers: { url: string }[] }> {
+async function openApiDocument(): Promise<{
+  openapi: string
+  paths: Paths
+  components: Record<string, Record<string, unknown>>
+  servers: { url: string }[]
+}> {
   const res = await api('GET', '/openapi.json')
   expect(res.status).toBe(200)
   return res.json()
@@ -77,7 +82,9 @@ describe('GET /openapi.json', () => {
         expect(operation.operationId, `${method} ${path}`).toMatch(/^[a-z]+[A-Za-z]*$/)
         ids.add(operation.operationId!)
         expect(Array.isArray(operation.security), `${method} ${path}`).toBe(true)
-        const problemStatuses = Object.entries(operation.responses).filter(([, r]) => r.content?.['application/problem+json'] !== undefined)
+        const problemStatuses = Object.entries(operation.responses).filter(
+          ([, r]) => r.content?.['application/problem+json'] !== undefined,
+        )
         expect(problemStatuses.length, `${method} ${path}`).toBeGreaterThan(0)
       }
     }
@@ -87,7 +94,16 @@ describe('GET /openapi.json', () => {
   it('documents the form-urlencoded alternative exactly on the auth endpoints that take one', async () => {
     const document = await openApiDocument()
     const form = 'application/x-www-form-urlencoded'
-    for (const path of ['register', 'token', 'login', 'token/refresh', 'token/verify', 'password/reset', 'password/reset/confirm', 'email/verify']) {
+    for (const path of [
+      'register',
+      'token',
+      'login',
+      'token/refresh',
+      'token/verify',
+      'password/reset',
+      'password/reset/confirm',
+      'email/verify',
+    ]) {
       expect(document.paths[`/api/v1/auth/${path}`]?.post?.requestBody?.content[form], path).toBeDefined()
     }
     expect(document.paths['/api/v1/posts']?.post?.requestBody?.content[form]).toBeUndefined()
@@ -98,7 +114,9 @@ describe('GET /openapi.json', () => {
     const document = await openApiDocument()
     expect(document.components.securitySchemes?.Bearer).toMatchObject({ type: 'http', scheme: 'bearer' })
     const problem = document.components.schemas?.Problem as { properties: { code: { enum: string[] } } }
-    expect(problem.properties.code.enum).toEqual(expect.arrayContaining(['validation_failed', 'token_reused', 'rate_limited', 'internal_error']))
+    expect(problem.properties.code.enum).toEqual(
+      expect.arrayContaining(['validation_failed', 'token_reused', 'rate_limited', 'internal_error']),
+    )
     expect(document.servers).toEqual([{ url: 'https://edgepress.test' }])
     expect(document.paths['/api/v1/users/me']?.get?.security).toEqual([{ Bearer: [] }])
     expect(document.paths['/api/v1/posts']?.get?.security).toEqual([])
@@ -117,4 +135,3 @@ describe('GET /openapi.json', () => {
     }
   })
 })
-

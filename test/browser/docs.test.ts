@@ -70,15 +70,17 @@ describe('/docs in chromium', () => {
   it('renders every operation of the OpenAPI document', async () => {
     const operations = page.locator('.opblock')
     expect(await operations.count()).toBeGreaterThanOrEqual(30)
-    const paths = await page.locator('.opblock-summary-path').evaluateAll((nodes) =>
-      nodes.map((node) => node.getAttribute('data-path') ?? node.textContent ?? ''),
-    )
+    const paths = await page
+      .locator('.opblock-summary-path')
+      .evaluateAll((nodes) => nodes.map((node) => node.getAttribute('data-path') ?? node.textContent ?? ''))
     expect(paths).toContain('/api/v1/auth/token')
     expect(paths).toContain('/api/v1/posts')
     // As many operations on the page as in the document the page was given.
     const document = (await (await fetch(`${apiUrl}/openapi.json`)).json()) as { paths: Record<string, object> }
     const methods = new Set(['get', 'put', 'post', 'delete', 'patch', 'head', 'options', 'trace'])
-    const inDocument = Object.values(document.paths).flatMap((item) => Object.keys(item).filter((key) => methods.has(key)))
+    const inDocument = Object.values(document.paths).flatMap((item) =>
+      Object.keys(item).filter((key) => methods.has(key)),
+    )
     expect(await operations.count()).toBe(inDocument.length)
   })
 
@@ -91,7 +93,9 @@ describe('/docs in chromium', () => {
     // docs.js sets tryItOutEnabled, so the operation may already be in try-out mode.
     const tryOut = health.getByRole('button', { name: 'Try it out' })
     if (await tryOut.isVisible()) await tryOut.click()
-    const answered = page.waitForResponse((res) => res.url() === `${apiUrl}/api/v1/health` && res.request().method() === 'GET')
+    const answered = page.waitForResponse(
+      (res) => res.url() === `${apiUrl}/api/v1/health` && res.request().method() === 'GET',
+    )
     await health.getByRole('button', { name: 'Execute' }).click()
     expect((await answered).status()).toBe(200)
 

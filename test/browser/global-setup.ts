@@ -75,16 +75,26 @@ export default async function setup(project: TestProject): Promise<() => Promise
       wranglerBin,
       [
         'dev',
-        '--ip', LOOPBACK,
-        '--port', String(apiPort),
-        '--inspector-port', String(inspectorPort),
-        '--persist-to', stateDir,
-        '--env-file', envFile,
-        '--var', `JWT_SECRET:${randomBytes(36).toString('base64url')}`, // 48 characters
-        '--var', `CORS_ORIGINS:${appUrl}`,
-        '--var', 'LOG_REQUESTS:false',
-        '--var', `MFA_ENCRYPTION_KEY:${randomBytes(36).toString('base64url')}`,
-        '--var', `PUBLIC_BASE_URL:${apiUrl}`,
+        '--ip',
+        LOOPBACK,
+        '--port',
+        String(apiPort),
+        '--inspector-port',
+        String(inspectorPort),
+        '--persist-to',
+        stateDir,
+        '--env-file',
+        envFile,
+        '--var',
+        `JWT_SECRET:${randomBytes(36).toString('base64url')}`, // 48 characters
+        '--var',
+        `CORS_ORIGINS:${appUrl}`,
+        '--var',
+        'LOG_REQUESTS:false',
+        '--var',
+        `MFA_ENCRYPTION_KEY:${randomBytes(36).toString('base64url')}`,
+        '--var',
+        `PUBLIC_BASE_URL:${apiUrl}`,
       ],
       { cwd: root, env, detached: true, stdio: ['ignore', logFd, logFd] },
     )
@@ -149,8 +159,10 @@ function appServer(apiUrl: string, title: string): Server {
         : ''
     res
       .writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' })
-      .end(`<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head>` +
-        `<body><h1>${title}</h1>${form}</body></html>`)
+      .end(
+        `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head>` +
+          `<body><h1>${title}</h1>${form}</body></html>`,
+      )
   })
 }
 
@@ -173,7 +185,9 @@ async function waitUntilHealthy(url: string, child: ChildProcess, log: string): 
   let last = 'no answer yet'
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`wrangler dev exited (${child.exitCode ?? child.signalCode}) before ${url} answered:\n${tail(log)}`)
+      throw new Error(
+        `wrangler dev exited (${child.exitCode ?? child.signalCode}) before ${url} answered:\n${tail(log)}`,
+      )
     }
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(3_000) })

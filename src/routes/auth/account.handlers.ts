@@ -1,7 +1,20 @@
 import { consumeOneTimeToken, findLiveToken, spendTokensOf } from '../../db/one-time-tokens'
 import { completeRevocation, revokeLiveSessions, revokeSessionKeys, startSession } from '../../db/sessions'
-import { findUserByLogin, loadAuthenticatedUser, loadUserForChange, markEmailVerified, resetPassword, setPassword } from '../../db/users'
-import { accountEmailStatements, deliverSoon, mailWindowStart, mayMail, withinMailLimit } from '../../email/account-emails'
+import {
+  findUserByLogin,
+  loadAuthenticatedUser,
+  loadUserForChange,
+  markEmailVerified,
+  resetPassword,
+  setPassword,
+} from '../../db/users'
+import {
+  accountEmailStatements,
+  deliverSoon,
+  mailWindowStart,
+  mayMail,
+  withinMailLimit,
+} from '../../email/account-emails'
 import { assertMailConfigured } from '../../email/transports'
 import { NO_STORE } from '../../http/conditional-get'
 import { setSessionCookies } from '../../http/cookie-session'
@@ -12,7 +25,7 @@ import { hashPassword, verifyPassword } from '../../lib/passwords'
 import { limitByAccount } from '../../middleware/rate-limit'
 import { executionContextOf } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
-import * as routes from './account.routes'
+import type * as routes from './account.routes'
 
 export const passwordChange: AppRouteHandler<typeof routes.passwordChange, AuthedEnv> = async (c) => {
   const { old_password: oldPassword, new_password: newPassword } = c.req.valid('json')
@@ -31,11 +44,18 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
   })
   // One batch: every session ends, the new hash is stored, outstanding reset links die, and the
   // caller continues in a new session. No login with the old password can slip in between.
-  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [
-    revokeLiveSessions(db, user.id, now, tokenKeys),
-    setPassword(db, user.id, passwordHash, now),
-    spendTokensOf(db, user.id, 'password_reset', now),
-  ], deviceOf(c))
+  const { pair, sessionId } = await startSession(
+    db,
+    user.id,
+    tokenKeys,
+    now,
+    [
+      revokeLiveSessions(db, user.id, now, tokenKeys),
+      setPassword(db, user.id, passwordHash, now),
+      spendTokensOf(db, user.id, 'password_reset', now),
+    ],
+    deviceOf(c),
+  )
   await completeRevocation(db, kv, user.id, 'password change', now, tokenKeys, written, auth.sessionId)
   // A web app that came by cookie keeps its tokens out of page scripts: new cookies, no tokens.
   if (auth.viaCookie) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
@@ -94,7 +114,10 @@ export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> 
   const now = new Date()
   // The user and the verification emails their address got this hour, in one round trip.
   const userId = parseId(c.var.auth.userId)
-  const { user, verificationsSent } = userId === null ? { user: undefined, verificationsSent: 0 } : await loadUserForChange(db, userId, 'own', mailWindowStart(now))
+  const { user, verificationsSent } =
+    userId === null
+      ? { user: undefined, verificationsSent: 0 }
+      : await loadUserForChange(db, userId, 'own', mailWindowStart(now))
   if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
   if (!user.emailVerified && withinMailLimit(verificationsSent)) {
     const statements = await accountEmailStatements(

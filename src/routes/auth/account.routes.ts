@@ -47,7 +47,10 @@ export const passwordReset = createRoute({
     'single-use token valid for 1 hour.',
   middleware: [atPrimaryWithForms, limitByClientIp('password-reset')] as const,
   request: { body: jsonBody(PasswordResetInput) },
-  responses: { 202: json(Accepted, 'If the address has an account, a link is on its way'), ...problems(400, 413, 415, 429) },
+  responses: {
+    202: json(Accepted, 'If the address has an account, a link is on its way'),
+    ...problems(400, 413, 415, 429),
+  },
 })
 
 export const passwordResetConfirm = createRoute({
@@ -80,5 +83,8 @@ export const emailResend = createRoute({
   summary: 'Send the verification email again',
   middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
-  responses: { 202: json(Accepted, 'A new link is on its way (nothing is sent if already verified)'), ...problems(401, 415, 429, 503) },
+  responses: {
+    202: json(Accepted, 'A new link is on its way (nothing is sent if already verified)'),
+    ...problems(401, 415, 429, 503),
+  },
 })

@@ -63,7 +63,10 @@ async function linksTo(recipient: string, path: string): Promise<string[]> {
 
 async function sha256Base64Url(text: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)))
-  return btoa(String.fromCharCode(...digest)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+  return btoa(String.fromCharCode(...digest))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_')
+    .replace(/=+$/, '')
 }
 
 /** Moves a one-time token's expiry a minute into the past, as if its lifetime had run out. */
@@ -300,7 +303,13 @@ describe('POST /api/v1/auth/password/reset/confirm', () => {
   it('accepts a form-urlencoded body', async ({ expect }) => {
     const user = await registerUser()
     const token = await resetTokenFor(user)
-    const res = await api('POST', '/auth/password/reset/confirm', form({ token, new_password: NEW_PASSWORD }), undefined, FORM)
+    const res = await api(
+      'POST',
+      '/auth/password/reset/confirm',
+      form({ token, new_password: NEW_PASSWORD }),
+      undefined,
+      FORM,
+    )
     expect(res.status).toBe(204)
     expect((await tokenLogin(user.username, NEW_PASSWORD)).status).toBe(200)
   })
@@ -345,7 +354,11 @@ describe('POST /api/v1/auth/password/change', () => {
 
   it('answers 400 naming new_password when it is too short', async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
-    const problem = await expectProblem(await changePassword(tokens.access_token, user.password, 'short'), 400, 'validation_failed')
+    const problem = await expectProblem(
+      await changePassword(tokens.access_token, user.password, 'short'),
+      400,
+      'validation_failed',
+    )
     expect(problem.errors?.map((e) => e.path)).toContain('new_password')
     expect((await tokenLogin(user.username, user.password)).status).toBe(200)
   })
@@ -394,14 +407,21 @@ describe('Reset links end with what should end them', () => {
     const { user, tokens } = await registerAndLogin()
     expect((await requestReset(user.email)).status).toBe(202)
     const resetToken = await tokenFromEmail(user.email, 'reset-password')
-    const changed = await api('POST', '/auth/password/change', { old_password: user.password, new_password: NEW_PASSWORD }, tokens.access_token)
+    const changed = await api(
+      'POST',
+      '/auth/password/change',
+      { old_password: user.password, new_password: NEW_PASSWORD },
+      tokens.access_token,
+    )
     expect(changed.status).toBe(200)
 
     await expectProblem(await confirmReset(resetToken, 'what the attacker wanted'), 400, 'token_invalid')
     expect((await tokenLogin(user.username, NEW_PASSWORD)).status).toBe(200)
   })
 
-  it('an email verification link sent to an address the account no longer has verifies nothing and says so', async ({ expect }) => {
+  it('an email verification link sent to an address the account no longer has verifies nothing and says so', async ({
+    expect,
+  }) => {
     const { user, tokens } = await registerAndLogin()
     const oldLink = await tokenFromEmail(user.email, 'verify-email')
     const newEmail = `${uniqueName('moved')}@example.com`
@@ -433,7 +453,8 @@ describe('At most 3 emails of a kind to one address an hour (no mail bombing)', 
   it('caps verification resends, and the answer stays 202', async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
     const statuses: number[] = []
-    for (let i = 0; i < 5; i += 1) statuses.push((await api('POST', '/auth/email/resend', undefined, tokens.access_token)).status)
+    for (let i = 0; i < 5; i += 1)
+      statuses.push((await api('POST', '/auth/email/resend', undefined, tokens.access_token)).status)
     expect(statuses).toEqual([202, 202, 202, 202, 202])
     // The registration email and two resends.
     expect(await linksTo(user.email, 'verify-email')).toHaveLength(3)
@@ -447,10 +468,16 @@ describe('At most 3 emails of a kind to one address an hour (no mail bombing)', 
       const toVictim = await api('PATCH', '/users/me', { email: victim }, tokens.access_token)
       expect(toVictim.status).toBe(200)
       bodies.push(await toVictim.json())
-      expect((await api('PATCH', '/users/me', { email: `${uniqueName('elsewhere')}@example.com` }, tokens.access_token)).status).toBe(200)
+      expect(
+        (await api('PATCH', '/users/me', { email: `${uniqueName('elsewhere')}@example.com` }, tokens.access_token))
+          .status,
+      ).toBe(200)
     }
     expect(await linksTo(victim, 'verify-email')).toHaveLength(3)
-    expect(new Set(bodies.map((body) => JSON.stringify({ ...(body as object), last_login_at: null })))).toHaveProperty('size', 1)
+    expect(new Set(bodies.map((body) => JSON.stringify({ ...(body as object), last_login_at: null })))).toHaveProperty(
+      'size',
+      1,
+    )
   })
 
   it('caps password-reset emails, and the answer stays the same 202', async ({ expect }) => {

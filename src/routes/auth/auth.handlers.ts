@@ -1,7 +1,14 @@
 import type { Context } from 'hono'
 import type { UserRow } from '../../db/schema'
 import { endAllSessions, endSessions, isCurrentRefreshToken, rotateRefreshToken, startSession } from '../../db/sessions'
-import { backfillUsernameKeys, findUserByLogin, insertUser, recordLogin, toConflict, userIdByEmail } from '../../db/users'
+import {
+  backfillUsernameKeys,
+  findUserByLogin,
+  insertUser,
+  recordLogin,
+  toConflict,
+  userIdByEmail,
+} from '../../db/users'
 import { accountEmailStatements, deliverSoon } from '../../email/account-emails'
 import { validationFailed } from '../../errors'
 import {
@@ -44,7 +51,13 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   const [inserted] = await db
     .batch([
       insertUser(db, { username, email, passwordHash }, now),
-      ...(await accountEmailStatements('email_verification', db, config, { userId: userIdByEmail(email), username, email }, now)),
+      ...(await accountEmailStatements(
+        'email_verification',
+        db,
+        config,
+        { userId: userIdByEmail(email), username, email },
+        now,
+      )),
     ])
     .catch(toConflict)
   const user = (inserted as UserRow[])[0]!
@@ -65,7 +78,11 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
   // Keyed on the account when it exists, so username, email and Unicode spellings share one budget.
   await (user === undefined ? limitByAccount(c, 'token', username) : limitByUser(c, 'token', user.id))
   // Unknown users are checked against a decoy hash: same PBKDF2 work, same answer, same timing.
-  const matches = await verifyPassword(password, user?.passwordHash ?? decoyHash(config.passwordPepper), config.passwordPepper)
+  const matches = await verifyPassword(
+    password,
+    user?.passwordHash ?? decoyHash(config.passwordPepper),
+    config.passwordPepper,
+  )
   if (user === undefined || !matches) {
     throw new ApiError(401, 'invalid_credentials', 'The username or password is incorrect.')
   }
@@ -73,14 +90,26 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
   // With a second factor the password step ends here: an MFA token for POST /auth/mfa/verify,
   // which starts the session. No cookie, no token pair.
   if (user.mfaEnabled) {
-    throw new ApiError(401, 'mfa_required', 'A second factor is required: send the code with this mfa_token to POST /api/v1/auth/mfa/verify.', {
-      members: { mfa_token: await issueMfaToken(String(user.id), tokenKeys, now) },
-    })
+    throw new ApiError(
+      401,
+      'mfa_required',
+      'A second factor is required: send the code with this mfa_token to POST /api/v1/auth/mfa/verify.',
+      {
+        members: { mfa_token: await issueMfaToken(String(user.id), tokenKeys, now) },
+      },
+    )
   }
   const upgradedHash = needsRehash(user.passwordHash, config.passwordPepper)
     ? await hashPassword(password, config.passwordPepper)
     : undefined
-  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin(db, user.id, now, upgradedHash)], deviceOf(c))
+  const { pair, sessionId } = await startSession(
+    db,
+    user.id,
+    tokenKeys,
+    now,
+    [recordLogin(db, user.id, now, upgradedHash)],
+    deviceOf(c),
+  )
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
   c.header('Cache-Control', NO_STORE)
   return c.json(pair, 200)
@@ -128,7 +157,15 @@ export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
   }
   const claims = await verifyToken(presented, 'refresh', tokenKeys, now)
   if (fromCookie !== undefined) await assertCsrfToken(c, claims.sid, config)
-  const pair = await rotateRefreshToken(db, c.var.kv, claims, tokenKeys, config.tokens.reuseGraceSeconds, now, sightingOf(c))
+  const pair = await rotateRefreshToken(
+    db,
+    c.var.kv,
+    claims,
+    tokenKeys,
+    config.tokens.reuseGraceSeconds,
+    now,
+    sightingOf(c),
+  )
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, claims.sid, config), 200)
   c.header('Cache-Control', NO_STORE)
   return c.json(pair, 200)
@@ -186,4 +223,3 @@ export const authRouter = createRouter()
   .openapi(oidcRoutes.signIn, oidc.signIn)
   .openapi(oidcRoutes.link, oidc.link)
   .openapi(oidcRoutes.unlink, oidc.unlink)
-

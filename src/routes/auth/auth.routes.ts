@@ -23,15 +23,20 @@ export const CredentialsInput = z
   .openapi('Credentials')
 
 const RefreshInput = z
-  .object({ refresh_token: z.string().min(1).max(8192).optional().openapi({ description: 'Required unless in cookie mode' }) })
+  .object({
+    refresh_token: z.string().min(1).max(8192).optional().openapi({ description: 'Required unless in cookie mode' }),
+  })
   .openapi('RefreshInput')
 
 const CookieModeQuery = z.object({
-  mode: z.enum(['cookie']).optional().openapi({
-    description:
-      'cookie: set the tokens as __Host- HttpOnly cookies instead of returning them (web apps); ' +
-      'state-changing requests authenticated by cookie must then send X-CSRF-Token',
-  }),
+  mode: z
+    .enum(['cookie'])
+    .optional()
+    .openapi({
+      description:
+        'cookie: set the tokens as __Host- HttpOnly cookies instead of returning them (web apps); ' +
+        'state-changing requests authenticated by cookie must then send X-CSRF-Token',
+    }),
 })
 
 export const CookieSessionSchema = z
@@ -45,9 +50,7 @@ export const CookieSessionSchema = z
 
 const VerifyInput = z.object({ token: z.string().min(1).max(8192) }).openapi('VerifyInput')
 
-const LogoutInput = z
-  .object({ refresh_token: z.string().min(1).max(8192).optional() })
-  .openapi('LogoutInput')
+const LogoutInput = z.object({ refresh_token: z.string().min(1).max(8192).optional() }).openapi('LogoutInput')
 
 export const TokenPairSchema = z
   .object({
@@ -72,7 +75,10 @@ export const register = createRoute({
   path: '/register',
   tags: ['Auth'],
   summary: 'Create an account',
-  middleware: [routePolicy({ d1Primary: true, formBody: true, purgesEdgeCache: true }), limitByClientIp('register')] as const,
+  middleware: [
+    routePolicy({ d1Primary: true, formBody: true, purgesEdgeCache: true }),
+    limitByClientIp('register'),
+  ] as const,
   request: { body: jsonBody(RegisterInput) },
   responses: {
     201: json(PrivateUserSchema, 'The new account (private view)'),
@@ -97,7 +103,10 @@ export const token = createRoute({
     body: { required: false, content: { 'application/json': { schema: CredentialsInput } } },
   },
   responses: {
-    200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'A new session: its token pair, or in cookie mode the cookies'),
+    200: json(
+      z.union([TokenPairSchema, CookieSessionSchema]),
+      'A new session: its token pair, or in cookie mode the cookies',
+    ),
     ...problems(400, 401, 403, 413, 415, 429),
   },
 })

@@ -3,22 +3,24 @@ import { env } from 'cloudflare:workers'
 // decodeJwt also JSON-parses the signature segment, so it throws on real tokens).
 import { decodeJwt, decodeProtectedHeader } from 'jose'
 import { describe, it } from 'vitest'
-import {
-  api,
-  expectProblem,
-  login,
-  mintToken,
-  registerAndLogin,
-  registerUser,
-  uniqueName,
-} from '../../../test/helpers'
+import { api, expectProblem, login, mintToken, registerAndLogin, registerUser, uniqueName } from '../../../test/helpers'
 import type { TokenPair } from '../../../test/helpers'
 import { getConfig } from '../../config'
 import { hashPassword } from '../../lib/passwords'
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
-const PRIVATE_VIEW_KEYS = ['created_at', 'email', 'email_verified', 'id', 'is_admin', 'last_login_at', 'mfa_enabled', 'providers', 'username']
+const PRIVATE_VIEW_KEYS = [
+  'created_at',
+  'email',
+  'email_verified',
+  'id',
+  'is_admin',
+  'last_login_at',
+  'mfa_enabled',
+  'providers',
+  'username',
+]
 // The KV key of a revoked session; src/lib/revocation.ts owns the prefix.
 const revokedSessionKey = (sid: string): string => `sid:${sid}`
 
@@ -57,13 +59,17 @@ function me(accessToken: string): Promise<Response> {
 }
 
 async function sessionCount(userId: number): Promise<number> {
-  const row = await env.DB.prepare('SELECT COUNT(*) AS n FROM sessions WHERE user_id = ?').bind(userId).first<{ n: number }>()
+  const row = await env.DB.prepare('SELECT COUNT(*) AS n FROM sessions WHERE user_id = ?')
+    .bind(userId)
+    .first<{ n: number }>()
   return row!.n
 }
 
 /** Moves the session's last rotation a minute into the past: the reuse grace window is over. */
 async function endGraceWindow(sid: string): Promise<void> {
-  await env.DB.prepare('UPDATE sessions SET rotated_at = ? WHERE sid = ?').bind(Date.now() - 60_000, sid).run()
+  await env.DB.prepare('UPDATE sessions SET rotated_at = ? WHERE sid = ?')
+    .bind(Date.now() - 60_000, sid)
+    .run()
 }
 
 function expect204(res: Response): void {
@@ -221,7 +227,11 @@ describe.each(['/auth/token', '/auth/login'])('POST /api/v1%s', (path) => {
 
   it('answers 401 invalid_credentials to HTTP Basic with a wrong password', async () => {
     const user = await registerUser()
-    await expectProblem(await api('POST', path, undefined, undefined, basic(user.username, 'wrong password!')), 401, 'invalid_credentials')
+    await expectProblem(
+      await api('POST', path, undefined, undefined, basic(user.username, 'wrong password!')),
+      401,
+      'invalid_credentials',
+    )
   })
 
   it('logs in by email in any case', async ({ expect }) => {
@@ -265,7 +275,10 @@ describe.each(['/auth/token', '/auth/login'])('POST /api/v1%s', (path) => {
     const after = Math.floor(Date.now() / 1000)
     const access = decodeJwt(pair.access_token)
     const refreshToken = decodeJwt(pair.refresh_token)
-    for (const [token, type, ttl] of [[pair.access_token, 'access', 300], [pair.refresh_token, 'refresh', 86_400]] as const) {
+    for (const [token, type, ttl] of [
+      [pair.access_token, 'access', 300],
+      [pair.refresh_token, 'refresh', 86_400],
+    ] as const) {
       const header = decodeProtectedHeader(token)
       expect(header).toMatchObject({ alg: 'HS256', typ: 'JWT', kid: expect.any(String) })
       expect(header.kid).not.toBe('')
@@ -474,7 +487,7 @@ describe('POST /api/v1/auth/logout', () => {
     await expectProblem(await refresh(tokens.refresh_token), 401, 'token_revoked')
   })
 
-  it('leaves the user\'s other sessions alone', async ({ expect }) => {
+  it("leaves the user's other sessions alone", async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
     const other = await login(user)
     expect204(await api('POST', '/auth/logout', undefined, tokens.access_token))
@@ -482,7 +495,9 @@ describe('POST /api/v1/auth/logout', () => {
     expect((await refresh(other.refresh_token)).status).toBe(200)
   })
 
-  it("ends only its own session, even when another session's refresh token is in the body (docs/API.md point 7)", async ({ expect }) => {
+  it("ends only its own session, even when another session's refresh token is in the body (docs/API.md point 7)", async ({
+    expect,
+  }) => {
     const { user, tokens } = await registerAndLogin()
     const second = await login(user)
     const res = await api('POST', '/auth/logout', { refresh_token: second.refresh_token }, tokens.access_token)
@@ -583,7 +598,8 @@ describe('Unicode usernames', () => {
 
   async function loginAs(username: string, password = PASSWORD): Promise<string> {
     const res = await api('POST', '/auth/token', { username, password })
-    if (res.status !== 200) throw new Error(`login as ${JSON.stringify(username)} failed: ${res.status} ${await res.text()}`)
+    if (res.status !== 200)
+      throw new Error(`login as ${JSON.stringify(username)} failed: ${res.status} ${await res.text()}`)
     return decodeJwt(((await res.json()) as TokenPair).access_token).sub!
   }
 

@@ -32,7 +32,7 @@ import { matchingStep, newTotpSecret, otpauthUri } from '../../lib/totp'
 import { verifyToken } from '../../lib/tokens'
 import { executionContextOf } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
-import * as routes from './mfa.routes'
+import type * as routes from './mfa.routes'
 
 const ISSUER = 'edgepress'
 
@@ -79,7 +79,11 @@ export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async 
   const factor = await confirmedFactorOf(db, user.id)
   const now = new Date()
   await checkCode(db, config, factor, code, now, false)
-  await db.batch([setMfaEnabled(db, user.id, false, now), ...removeFactor(db, user.id), securityEmail(db, user, 'mfa_disabled', now)])
+  await db.batch([
+    setMfaEnabled(db, user.id, false, now),
+    ...removeFactor(db, user.id),
+    securityEmail(db, user, 'mfa_disabled', now),
+  ])
   // Whoever may have had the second factor's help is signed out; the caller stays.
   await endOtherSessions(db, kv, user.id, auth.sessionId, 'two-factor sign-in turned off', now, tokenKeys)
   deliverSoon(executionContextOf(c), c.env, config)
@@ -105,7 +109,8 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const now = new Date()
   const claims = await verifyToken(mfaToken, 'mfa', tokenKeys, now)
   const userId = parseId(claims.sub)
-  const { user, factor } = userId === null ? { user: undefined, factor: undefined } : await findUserWithFactor(db, userId)
+  const { user, factor } =
+    userId === null ? { user: undefined, factor: undefined } : await findUserWithFactor(db, userId)
   if (user === undefined || factor === undefined || factor.confirmedAt === null) {
     throw new ApiError(401, 'token_invalid', 'The MFA token names no account with a second factor. Log in again.')
   }
@@ -117,7 +122,14 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
     await db.batch([securityEmail(db, user, 'recovery_code_used', now)])
     deliverSoon(executionContextOf(c), c.env, config)
   }
-  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin(db, user.id, now)], deviceOf(c))
+  const { pair, sessionId } = await startSession(
+    db,
+    user.id,
+    tokenKeys,
+    now,
+    [recordLogin(db, user.id, now)],
+    deviceOf(c),
+  )
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
   c.header('Cache-Control', NO_STORE)
   return c.json(pair, 200)
@@ -127,11 +139,22 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
  * Accepts `code` for the factor, once: locked accounts get 429 with Retry-After, wrong and replayed
  * codes 401 (and count against the account), whatever the code.
  */
-async function checkCode(db: Db, config: Config, factor: MfaFactorRow, code: string, now: Date, pending: boolean): Promise<void> {
+async function checkCode(
+  db: Db,
+  config: Config,
+  factor: MfaFactorRow,
+  code: string,
+  now: Date,
+  pending: boolean,
+): Promise<void> {
   refuseWhileLocked(factor, now)
   const secret = await open(factor.secretSealed, await sealingKey(config), String(factor.userId))
   if (secret === null) {
-    throw new ApiError(500, 'internal_error', 'Server misconfigured: the TOTP secret cannot be opened (was MFA_ENCRYPTION_KEY changed?).')
+    throw new ApiError(
+      500,
+      'internal_error',
+      'Server misconfigured: the TOTP secret cannot be opened (was MFA_ENCRYPTION_KEY changed?).',
+    )
   }
   const step = matchingStep(secret, code, now)
   if (step !== null && (await acceptStep(db, factor.userId, step, now, pending))) return
@@ -159,7 +182,8 @@ function refuseWhileLocked(factor: MfaFactorRow, now: Date): void {
 
 async function confirmedFactorOf(db: Db, userId: number): Promise<MfaFactorRow> {
   const factor = await findFactor(db, userId)
-  if (factor === undefined || factor.confirmedAt === null) throw new ApiError(409, 'conflict', 'Two-factor sign-in is not on.')
+  if (factor === undefined || factor.confirmedAt === null)
+    throw new ApiError(409, 'conflict', 'Two-factor sign-in is not on.')
   return factor
 }
 

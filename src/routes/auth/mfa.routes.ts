@@ -22,7 +22,9 @@ const RecoveryCodes = z
 const Enrolment = z
   .object({
     secret: z.string().openapi({ description: 'Base32 TOTP secret', example: 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP' }),
-    otpauth_uri: z.string().openapi({ example: 'otpauth://totp/edgepress:alice?secret=…&issuer=edgepress&algorithm=SHA1&digits=6&period=30' }),
+    otpauth_uri: z.string().openapi({
+      example: 'otpauth://totp/edgepress:alice?secret=…&issuer=edgepress&algorithm=SHA1&digits=6&period=30',
+    }),
   })
   .openapi('TotpEnrolment')
 
@@ -42,7 +44,10 @@ const VerifyInput = z
   .openapi('MfaVerifyInput')
 
 const CookieModeQuery = z.object({
-  mode: z.enum(['cookie']).optional().openapi({ description: 'cookie: set the session cookies instead of returning tokens' }),
+  mode: z
+    .enum(['cookie'])
+    .optional()
+    .openapi({ description: 'cookie: set the session cookies instead of returning tokens' }),
 })
 
 export const enroll = createRoute({
@@ -66,7 +71,10 @@ export const confirm = createRoute({
   middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(CodeInput) },
-  responses: { 200: json(RecoveryCodes, 'The factor is on; the recovery codes'), ...problems(400, 401, 409, 413, 415, 429, 503) },
+  responses: {
+    200: json(RecoveryCodes, 'The factor is on; the recovery codes'),
+    ...problems(400, 401, 409, 413, 415, 429, 503),
+  },
 })
 
 export const disable = createRoute({
@@ -88,7 +96,10 @@ export const regenerateRecoveryCodes = createRoute({
   middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(CodeInput) },
-  responses: { 200: json(RecoveryCodes, 'The new recovery codes; the old ones no longer work'), ...problems(400, 401, 409, 413, 415, 429, 503) },
+  responses: {
+    200: json(RecoveryCodes, 'The new recovery codes; the old ones no longer work'),
+    ...problems(400, 401, 409, 413, 415, 429, 503),
+  },
 })
 
 export const verify = createRoute({
@@ -104,7 +115,10 @@ export const verify = createRoute({
   middleware: [atPrimaryWithForms, limitByClientIp('mfa-verify')] as const,
   request: { query: CookieModeQuery, body: jsonBody(VerifyInput) },
   responses: {
-    200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'A new session: its token pair, or in cookie mode the cookies'),
+    200: json(
+      z.union([TokenPairSchema, CookieSessionSchema]),
+      'A new session: its token pair, or in cookie mode the cookies',
+    ),
     ...problems(400, 401, 403, 413, 415, 429),
   },
 })

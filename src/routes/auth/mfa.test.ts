@@ -1,7 +1,16 @@
 import { env } from 'cloudflare:workers'
 import { Secret, TOTP } from 'otpauth'
 import { describe, expect, it } from 'vitest'
-import { api, apiWithEnv, decodeJwt, expectProblem, login, outboxMessagesTo, registerAndLogin, registerUser } from '../../../test/helpers'
+import {
+  api,
+  apiWithEnv,
+  decodeJwt,
+  expectProblem,
+  login,
+  outboxMessagesTo,
+  registerAndLogin,
+  registerUser,
+} from '../../../test/helpers'
 import type { RegisteredUser, TokenPair } from '../../../test/helpers'
 
 // Two-factor sign-in with TOTP: enrolment, the two-step login (JSON, form, Basic, cookie mode),
@@ -58,13 +67,30 @@ describe('enrolment', () => {
     expect(started.headers.get('cache-control')).toBe('no-store')
     const { secret, otpauth_uri: uri } = (await started.json()) as { secret: string; otpauth_uri: string }
     expect(secret).toMatch(/^[A-Z2-7]{32}$/)
-    expect(uri).toMatch(new RegExp(`^otpauth://totp/edgepress:${user.username}\\?secret=${secret}&issuer=edgepress&algorithm=SHA1&digits=6&period=30$`))
+    expect(uri).toMatch(
+      new RegExp(
+        `^otpauth://totp/edgepress:${user.username}\\?secret=${secret}&issuer=edgepress&algorithm=SHA1&digits=6&period=30$`,
+      ),
+    )
     expect((await me(tokens.access_token)).mfa_enabled).toBe(false)
     // Until confirmed, the password alone still logs in.
     expect((await api('POST', '/auth/token', { username: user.username, password: user.password })).status).toBe(200)
 
-    await expectProblem(await api('POST', '/auth/mfa/totp/confirm', { code: '000000' === codeAt(secret) ? '111111' : '000000' }, tokens.access_token), 401, 'invalid_credentials')
-    await expectProblem(await api('POST', '/auth/mfa/totp/confirm', { code: '12345' }, tokens.access_token), 400, 'validation_failed')
+    await expectProblem(
+      await api(
+        'POST',
+        '/auth/mfa/totp/confirm',
+        { code: '000000' === codeAt(secret) ? '111111' : '000000' },
+        tokens.access_token,
+      ),
+      401,
+      'invalid_credentials',
+    )
+    await expectProblem(
+      await api('POST', '/auth/mfa/totp/confirm', { code: '12345' }, tokens.access_token),
+      400,
+      'validation_failed',
+    )
     const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret) }, tokens.access_token)
     expect(confirmed.status).toBe(200)
     const { recovery_codes: codes } = (await confirmed.json()) as { recovery_codes: string[] }
@@ -74,10 +100,14 @@ describe('enrolment', () => {
     expect((await outboxMessagesTo(user.email)).some((m) => /Two-factor sign-in is on/.test(m.subject))).toBe(true)
 
     // Stored sealed: neither the secret nor a recovery code appears in D1.
-    const factor = await env.DB.prepare('SELECT secret_sealed FROM mfa_factors WHERE user_id = ?').bind(user.id).first<{ secret_sealed: string }>()
+    const factor = await env.DB.prepare('SELECT secret_sealed FROM mfa_factors WHERE user_id = ?')
+      .bind(user.id)
+      .first<{ secret_sealed: string }>()
     expect(factor!.secret_sealed).toMatch(/^v1\./)
     expect(factor!.secret_sealed).not.toContain(secret)
-    const hashes = await env.DB.prepare('SELECT code_hash FROM mfa_recovery_codes WHERE user_id = ?').bind(user.id).all<{ code_hash: string }>()
+    const hashes = await env.DB.prepare('SELECT code_hash FROM mfa_recovery_codes WHERE user_id = ?')
+      .bind(user.id)
+      .all<{ code_hash: string }>()
     expect(hashes.results).toHaveLength(10)
     for (const { code_hash: hash } of hashes.results) expect(codes).not.toContain(hash)
 
@@ -87,7 +117,13 @@ describe('enrolment', () => {
 
   it('refuses to enrol without MFA_ENCRYPTION_KEY, naming it', async () => {
     const { tokens } = await registerAndLogin()
-    const res = await apiWithEnv({ ...env, MFA_ENCRYPTION_KEY: undefined }, 'POST', '/auth/mfa/totp', undefined, tokens.access_token)
+    const res = await apiWithEnv(
+      { ...env, MFA_ENCRYPTION_KEY: undefined },
+      'POST',
+      '/auth/mfa/totp',
+      undefined,
+      tokens.access_token,
+    )
     const problem = await expectProblem(res, 500, 'internal_error')
     expect(problem.detail).toContain('MFA_ENCRYPTION_KEY')
   })
@@ -113,15 +149,29 @@ describe('login with the factor on', () => {
 
   it('works for a form body, HTTP Basic and /auth/login', async () => {
     const { user, secret } = await enrolled()
-    const form = await api('POST', '/auth/token', new URLSearchParams({ username: user.username, password: user.password }).toString(), undefined, {
-      'content-type': 'application/x-www-form-urlencoded',
-    })
+    const form = await api(
+      'POST',
+      '/auth/token',
+      new URLSearchParams({ username: user.username, password: user.password }).toString(),
+      undefined,
+      {
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+    )
     await expectProblem(form, 401, 'mfa_required')
-    const basic = await api('POST', '/auth/login', undefined, undefined, { authorization: `Basic ${btoa(`${user.username}:${user.password}`)}` })
-    const { mfa_token: token } = (await expectProblem(basic, 401, 'mfa_required')) as unknown as { mfa_token: string }
-    const verified = await api('POST', '/auth/mfa/verify', new URLSearchParams({ mfa_token: token, code: codeAt(secret) }).toString(), undefined, {
-      'content-type': 'application/x-www-form-urlencoded',
+    const basic = await api('POST', '/auth/login', undefined, undefined, {
+      authorization: `Basic ${btoa(`${user.username}:${user.password}`)}`,
     })
+    const { mfa_token: token } = (await expectProblem(basic, 401, 'mfa_required')) as unknown as { mfa_token: string }
+    const verified = await api(
+      'POST',
+      '/auth/mfa/verify',
+      new URLSearchParams({ mfa_token: token, code: codeAt(secret) }).toString(),
+      undefined,
+      {
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+    )
     expect(verified.status).toBe(200)
   })
 
@@ -136,8 +186,15 @@ describe('login with the factor on', () => {
     expect(body).toMatchObject({ token_type: 'Cookie' })
     expect(body).not.toHaveProperty('access_token')
     const setCookie = verified.headers.get('set-cookie') ?? ''
-    for (const name of ['__Host-edgepress-access', '__Host-edgepress-csrf', '__Host-edgepress-refresh']) expect(setCookie).toContain(`${name}=`)
-    await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret, 1) }, '?mode=cookie', { origin: 'https://evil.example' }), 403, 'forbidden')
+    for (const name of ['__Host-edgepress-access', '__Host-edgepress-csrf', '__Host-edgepress-refresh'])
+      expect(setCookie).toContain(`${name}=`)
+    await expectProblem(
+      await verifyMfa({ mfa_token: token, code: codeAt(secret, 1) }, '?mode=cookie', {
+        origin: 'https://evil.example',
+      }),
+      403,
+      'forbidden',
+    )
   })
 
   it('accepts ±1 step of drift, refuses ±2, and refuses a code already used in its step', async () => {
@@ -154,7 +211,8 @@ describe('login with the factor on', () => {
     const { user, secret } = await enrolled()
     const token = await mfaTokenFor(user)
     const wrong = codeAt(secret) === '000000' ? '111111' : '000000'
-    for (let i = 0; i < 5; i += 1) await expectProblem(await verifyMfa({ mfa_token: token, code: wrong }), 401, 'invalid_credentials')
+    for (let i = 0; i < 5; i += 1)
+      await expectProblem(await verifyMfa({ mfa_token: token, code: wrong }), 401, 'invalid_credentials')
     const locked = await verifyMfa({ mfa_token: token, code: codeAt(secret) })
     await expectProblem(locked, 429, 'rate_limited')
     expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(0)
@@ -186,7 +244,11 @@ describe('an MFA token is good for the second step only', () => {
     const { user, secret } = await enrolled()
     const { tokens } = await registerAndLogin()
     await expectProblem(await verifyMfa({ mfa_token: tokens.access_token, code: codeAt(secret) }), 401, 'token_invalid')
-    await expectProblem(await verifyMfa({ mfa_token: tokens.refresh_token, code: codeAt(secret) }), 401, 'token_invalid')
+    await expectProblem(
+      await verifyMfa({ mfa_token: tokens.refresh_token, code: codeAt(secret) }),
+      401,
+      'token_invalid',
+    )
     expect(user.id).toBeGreaterThan(0)
   })
 })
@@ -194,16 +256,36 @@ describe('an MFA token is good for the second step only', () => {
 describe('turning it off and new recovery codes', () => {
   it('needs the password and a code, ends every other session, and tells the owner', async () => {
     const { user, tokens, secret } = await enrolled()
-    const other = (await (await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })).json()) as TokenPair
-    await expectProblem(await api('DELETE', '/auth/mfa/totp', { password: 'wrong password', code: codeAt(secret, 1) }, tokens.access_token), 401, 'invalid_credentials')
-    const off = await api('DELETE', '/auth/mfa/totp', { password: user.password, code: codeAt(secret, 1) }, tokens.access_token)
+    const other = (await (
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })
+    ).json()) as TokenPair
+    await expectProblem(
+      await api(
+        'DELETE',
+        '/auth/mfa/totp',
+        { password: 'wrong password', code: codeAt(secret, 1) },
+        tokens.access_token,
+      ),
+      401,
+      'invalid_credentials',
+    )
+    const off = await api(
+      'DELETE',
+      '/auth/mfa/totp',
+      { password: user.password, code: codeAt(secret, 1) },
+      tokens.access_token,
+    )
     expect(off.status).toBe(204)
     expect((await me(tokens.access_token)).mfa_enabled).toBe(false)
     await expectProblem(await api('GET', '/users/me', undefined, other.access_token), 401, 'token_revoked')
     expect((await outboxMessagesTo(user.email)).some((m) => /Two-factor sign-in is off/.test(m.subject))).toBe(true)
     // The password alone logs in again.
     expect((await login(user)).access_token).toBeTruthy()
-    await expectProblem(await api('DELETE', '/auth/mfa/totp', { password: user.password, code: '123456' }, tokens.access_token), 409, 'conflict')
+    await expectProblem(
+      await api('DELETE', '/auth/mfa/totp', { password: user.password, code: '123456' }, tokens.access_token),
+      409,
+      'conflict',
+    )
   })
 
   it('replaces the recovery codes with a current code: the old ones stop working', async () => {
@@ -213,7 +295,11 @@ describe('turning it off and new recovery codes', () => {
     const { recovery_codes: fresh } = (await res.json()) as { recovery_codes: string[] }
     expect(fresh).toHaveLength(10)
     const token = await mfaTokenFor(user)
-    await expectProblem(await verifyMfa({ mfa_token: token, recovery_code: recoveryCodes[0]! }), 401, 'invalid_credentials')
+    await expectProblem(
+      await verifyMfa({ mfa_token: token, recovery_code: recoveryCodes[0]! }),
+      401,
+      'invalid_credentials',
+    )
     expect((await verifyMfa({ mfa_token: token, recovery_code: fresh[0]! })).status).toBe(200)
   })
 

@@ -1,6 +1,13 @@
 import type { Config } from '../../config'
 import type { Db } from '../../db/client'
-import { NO_PASSWORD, findUserByIdentity, identityOwner, linkIdentity, providersOf, unlinkIdentity } from '../../db/external-identities'
+import {
+  NO_PASSWORD,
+  findUserByIdentity,
+  identityOwner,
+  linkIdentity,
+  providersOf,
+  unlinkIdentity,
+} from '../../db/external-identities'
 import type { UserRow } from '../../db/schema'
 import { startSession } from '../../db/sessions'
 import { findUserByLogin, insertUser, recordLogin, signUpChecks, toConflict, userIdByEmail } from '../../db/users'
@@ -15,7 +22,7 @@ import { issueMfaToken } from '../../lib/tokens'
 import { usernameFromEmail } from '../../lib/usernames'
 import { parseId } from '../../lib/ids'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
-import * as routes from './oidc.routes'
+import type * as routes from './oidc.routes'
 
 /** Attempts at a free username before giving up (each loses only to a concurrent sign-up). */
 const USERNAME_ATTEMPTS = 3
@@ -26,14 +33,27 @@ export const signIn: AppRouteHandler<typeof routes.signIn> = async (c) => {
   const { id_token: idToken, nonce } = c.req.valid('json')
   const now = new Date()
   const identity = await verify(config, c.req.valid('param').provider, idToken, nonce, now)
-  const user = (await findUserByIdentity(db, identity.provider, identity.sub)) ?? (await createAccount(db, identity, now))
+  const user =
+    (await findUserByIdentity(db, identity.provider, identity.sub)) ?? (await createAccount(db, identity, now))
   // With a second factor this step ends as the password step does: an MFA token, no session.
   if (user.mfaEnabled) {
-    throw new ApiError(401, 'mfa_required', 'A second factor is required: send the code with this mfa_token to POST /api/v1/auth/mfa/verify.', {
-      members: { mfa_token: await issueMfaToken(String(user.id), tokenKeys, now) },
-    })
+    throw new ApiError(
+      401,
+      'mfa_required',
+      'A second factor is required: send the code with this mfa_token to POST /api/v1/auth/mfa/verify.',
+      {
+        members: { mfa_token: await issueMfaToken(String(user.id), tokenKeys, now) },
+      },
+    )
   }
-  const { pair, sessionId } = await startSession(db, user.id, tokenKeys, now, [recordLogin(db, user.id, now)], deviceOf(c))
+  const { pair, sessionId } = await startSession(
+    db,
+    user.id,
+    tokenKeys,
+    now,
+    [recordLogin(db, user.id, now)],
+    deviceOf(c),
+  )
   // The same answer as POST /auth/token, whether the account was found, linked or just created.
   if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
   c.header('Cache-Control', NO_STORE)
@@ -50,9 +70,14 @@ export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) =>
   const [owner, linked] = await db.batch([identityOwner(db, identity.provider, identity.sub), providersOf(db, userId)])
   const ownerId = owner[0]?.userId
   if (ownerId === userId) return c.body(null, 204)
-  if (ownerId !== undefined) throw new ApiError(409, 'conflict', `This ${identity.provider} account is linked to another account.`)
+  if (ownerId !== undefined)
+    throw new ApiError(409, 'conflict', `This ${identity.provider} account is linked to another account.`)
   if (linked.some((row) => row.provider === identity.provider)) {
-    throw new ApiError(409, 'conflict', `Another ${identity.provider} account is linked to this account: unlink it first.`)
+    throw new ApiError(
+      409,
+      'conflict',
+      `Another ${identity.provider} account is linked to this account: unlink it first.`,
+    )
   }
   // A deleted account (the foreign key fails) or a concurrent link (the key is taken) is a conflict.
   await db.batch([linkIdentity(db, identity, userId, now)]).catch(toConflictOrGone)
@@ -72,7 +97,13 @@ export const unlink: AppRouteHandler<typeof routes.unlink, AuthedEnv> = async (c
 }
 
 /** The identity an ID token of a configured provider proves; an unknown provider is refused as a bad token. */
-function verify(config: Config, name: string, idToken: string, nonce: string | undefined, now: Date): Promise<ProviderIdentity> {
+function verify(
+  config: Config,
+  name: string,
+  idToken: string,
+  nonce: string | undefined,
+  now: Date,
+): Promise<ProviderIdentity> {
   const provider = config.oidcProviders.get(name)
   if (provider === undefined) throw idTokenInvalid()
   return verifyIdToken(idToken, provider, (fresh) => providerKeySet(provider.jwksUri, fresh, now), {
@@ -92,10 +123,14 @@ function verify(config: Config, name: string, idToken: string, nonce: string | u
  */
 async function createAccount(db: Db, identity: ProviderIdentity, now: Date): Promise<UserRow> {
   const { email } = identity
-  if (email === undefined) throw new ApiError(403, 'forbidden', 'A new account needs the email address the provider shares.')
+  if (email === undefined)
+    throw new ApiError(403, 'forbidden', 'A new account needs the email address the provider shares.')
   const base = usernameFromEmail(email)
   for (let attempt = 0; attempt < USERNAME_ATTEMPTS; attempt += 1) {
-    const candidates = [...(attempt === 0 ? [base] : []), ...Array.from({ length: 4 }, () => `${base}${randomDigits()}`)]
+    const candidates = [
+      ...(attempt === 0 ? [base] : []),
+      ...Array.from({ length: 4 }, () => `${base}${randomDigits()}`),
+    ]
     const { emailTaken, username } = await signUpChecks(db, email, candidates)
     if (emailTaken) {
       const existing = await findUserByLogin(db, email)
@@ -135,11 +170,7 @@ async function linkExisting(db: Db, identity: ProviderIdentity, user: UserRow, n
 }
 
 function accountExists(provider: string): ApiError {
-  return new ApiError(
-    409,
-    'account_exists',
-    `An account has this email address: sign in to it, then link ${provider}.`,
-  )
+  return new ApiError(409, 'account_exists', `An account has this email address: sign in to it, then link ${provider}.`)
 }
 
 function randomDigits(): string {

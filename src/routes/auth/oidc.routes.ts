@@ -8,7 +8,11 @@ import { CookieSessionSchema, TokenPairSchema, atPrimary } from './auth.routes'
 // provider's own flow and sends the ID token it got; docs/design.md § Native sign-in (OIDC).
 
 const ProviderParams = z.object({
-  provider: z.string().min(1).max(64).openapi({ param: { name: 'provider', in: 'path' }, example: 'apple' }),
+  provider: z
+    .string()
+    .min(1)
+    .max(64)
+    .openapi({ param: { name: 'provider', in: 'path' }, example: 'apple' }),
 })
 
 const IdTokenInput = z
@@ -19,7 +23,10 @@ const IdTokenInput = z
   .openapi('IdTokenInput')
 
 const CookieModeQuery = z.object({
-  mode: z.enum(['cookie']).optional().openapi({ description: 'cookie: set the session cookies instead of returning tokens' }),
+  mode: z
+    .enum(['cookie'])
+    .optional()
+    .openapi({ description: 'cookie: set the session cookies instead of returning tokens' }),
 })
 
 const SessionBody = z.union([TokenPairSchema, CookieSessionSchema])

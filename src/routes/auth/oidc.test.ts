@@ -2,15 +2,33 @@ import { env } from 'cloudflare:workers'
 import { SignJWT } from 'jose'
 import { Secret, TOTP } from 'otpauth'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { api, apiWithEnv, expectProblem, login, registerAndLogin, registerUser, uniqueName } from '../../../test/helpers'
+import {
+  api,
+  apiWithEnv,
+  expectProblem,
+  login,
+  registerAndLogin,
+  registerUser,
+  uniqueName,
+} from '../../../test/helpers'
 import type { TokenPair } from '../../../test/helpers'
-import { PROVIDER_ORIGIN, TEST_PROVIDERS, jwksFetches, providerControl, publicJwk, sha256HexOf, signIdToken } from '../../../test/oidc-provider'
+import {
+  PROVIDER_ORIGIN,
+  TEST_PROVIDERS,
+  jwksFetches,
+  providerControl,
+  publicJwk,
+  sha256HexOf,
+  signIdToken,
+} from '../../../test/oidc-provider'
 import type { IdTokenOptions } from '../../../test/oidc-provider'
 
 const GENERIC = 'The ID token is invalid.'
 
 /** An Apple ID token: RS256, nonce = SHA-256 hex of the raw nonce, email_verified as a string. */
-async function appleToken(overrides: Partial<IdTokenOptions> & { rawNonce?: string } = {}): Promise<{ id_token: string; nonce: string; sub: string; email: string }> {
+async function appleToken(
+  overrides: Partial<IdTokenOptions> & { rawNonce?: string } = {},
+): Promise<{ id_token: string; nonce: string; sub: string; email: string }> {
   const nonce = overrides.rawNonce ?? crypto.randomUUID()
   const sub = overrides.sub ?? `000123.${crypto.randomUUID().replaceAll('-', '')}.0042`
   const email = overrides.email ?? `${uniqueName('relay').replaceAll('_', '')}@privaterelay.appleid.com`
@@ -29,7 +47,9 @@ async function appleToken(overrides: Partial<IdTokenOptions> & { rawNonce?: stri
 }
 
 /** A Google ID token: nonce as sent, email_verified a boolean. */
-async function googleToken(overrides: Partial<IdTokenOptions> = {}): Promise<{ id_token: string; nonce: string; sub: string; email: string }> {
+async function googleToken(
+  overrides: Partial<IdTokenOptions> = {},
+): Promise<{ id_token: string; nonce: string; sub: string; email: string }> {
   const nonce = overrides.nonce ?? crypto.randomUUID()
   const sub = overrides.sub ?? String(100_000_000 + Math.floor(Math.random() * 1e9))
   const email = overrides.email ?? `${uniqueName('g')}@gmail.com`
@@ -46,10 +66,23 @@ async function googleToken(overrides: Partial<IdTokenOptions> = {}): Promise<{ i
   return { id_token, nonce, sub, email }
 }
 
-const signIn = (provider: string, body: { id_token: string; nonce?: string }, query = '', headers: Record<string, string> = {}) =>
-  api('POST', `/auth/oidc/${provider}${query}`, { id_token: body.id_token, ...(body.nonce === undefined ? {} : { nonce: body.nonce }) }, undefined, headers)
+const signIn = (
+  provider: string,
+  body: { id_token: string; nonce?: string },
+  query = '',
+  headers: Record<string, string> = {},
+) =>
+  api(
+    'POST',
+    `/auth/oidc/${provider}${query}`,
+    { id_token: body.id_token, ...(body.nonce === undefined ? {} : { nonce: body.nonce }) },
+    undefined,
+    headers,
+  )
 
-async function me(accessToken: string): Promise<{ id: number; username: string; email: string; email_verified: boolean; providers: string[] }> {
+async function me(
+  accessToken: string,
+): Promise<{ id: number; username: string; email: string; email_verified: boolean; providers: string[] }> {
   const res = await api('GET', '/users/me', undefined, accessToken)
   expect(res.status).toBe(200)
   return res.json()
@@ -58,7 +91,9 @@ async function me(accessToken: string): Promise<{ id: number; username: string; 
 async function expectInvalid(res: Response): Promise<void> {
   const problem = await expectProblem(res, 401, 'token_invalid')
   expect(problem.detail).toBe(GENERIC)
-  expect(res.headers.get('www-authenticate')).toBe(`Bearer realm="api", error="invalid_token", error_description="${GENERIC}"`)
+  expect(res.headers.get('www-authenticate')).toBe(
+    `Bearer realm="api", error="invalid_token", error_description="${GENERIC}"`,
+  )
 }
 
 beforeAll(async () => {
@@ -89,7 +124,12 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
     expect(res.status).toBe(200)
     const account = await me(((await res.json()) as TokenPair).access_token)
     expect(account.providers).toEqual(['google'])
-    const es = await googleToken({ kid: 'google-es-1', sub: token.sub, email: token.email, aud: TEST_PROVIDERS.google.audiences[1] })
+    const es = await googleToken({
+      kid: 'google-es-1',
+      sub: token.sub,
+      email: token.email,
+      aud: TEST_PROVIDERS.google.audiences[1],
+    })
     const again = await signIn('google', es)
     expect(again.status).toBe(200)
     expect((await me(((await again.json()) as TokenPair).access_token)).id).toBe(account.id)
@@ -102,7 +142,10 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
     expect(res.status).toBe(200)
     const account = await me(((await res.json()) as TokenPair).access_token)
     expect(account.username).toMatch(new RegExp(`^${taken.username}\\d{4}$`))
-    const odd = await signIn('google', await googleToken({ email: `${uniqueName('x').replaceAll('_', '')}+é!@gmail.com`.replace(/^x\d+/, '!') }))
+    const odd = await signIn(
+      'google',
+      await googleToken({ email: `${uniqueName('x').replaceAll('_', '')}+é!@gmail.com`.replace(/^x\d+/, '!') }),
+    )
     expect(odd.status).toBe(200)
     expect((await me(((await odd.json()) as TokenPair).access_token)).username).toMatch(/^[A-Za-z0-9._-]{3,}$/)
   })
@@ -120,11 +163,17 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
       ['a key of another provider', appleToken({ kid: 'google-1' })],
       ['wrong nonce', Promise.resolve({ id_token: base.id_token, nonce: 'another nonce' })],
       ['no nonce sent', Promise.resolve({ id_token: base.id_token })],
-      ['the hashed nonce sent as the raw one', sha256HexOf(base.nonce).then((hashed) => ({ id_token: base.id_token, nonce: hashed }))],
+      [
+        'the hashed nonce sent as the raw one',
+        sha256HexOf(base.nonce).then((hashed) => ({ id_token: base.id_token, nonce: hashed })),
+      ],
       ['a token without a nonce', appleToken({ claims: { nonce: undefined } })],
       ['tampered payload', Promise.resolve({ id_token: tamper(base.id_token), nonce: base.nonce })],
       ['alg none', Promise.resolve({ id_token: unsigned(base.id_token), nonce: base.nonce })],
-      ['HS256 keyed with the public key', hs256WithPublicKey(base.id_token).then((id_token) => ({ id_token, nonce: base.nonce }))],
+      [
+        'HS256 keyed with the public key',
+        hs256WithPublicKey(base.id_token).then((id_token) => ({ id_token, nonce: base.nonce })),
+      ],
       ['not a JWT', Promise.resolve({ id_token: 'not.a.jwt', nonce: base.nonce })],
     ]
     for (const [label, body] of cases) {
@@ -135,19 +184,32 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
     await expectInvalid(await signIn('facebook', base))
     await expectInvalid(await signIn('__proto__', base))
     // Nothing was created by any of them.
-    const { results } = await env.DB.prepare('SELECT count(*) AS n FROM users WHERE email = ?').bind(base.email).all<{ n: number }>()
+    const { results } = await env.DB.prepare('SELECT count(*) AS n FROM users WHERE email = ?')
+      .bind(base.email)
+      .all<{ n: number }>()
     expect(results[0]!.n).toBe(0)
   })
 
   it('links an existing account by email only when both the provider and the account have verified it', async () => {
     const user = await registerUser()
-    const identities = () => env.DB.prepare('SELECT count(*) AS n FROM external_identities WHERE user_id = ?').bind(user.id).first<{ n: number }>()
+    const identities = () =>
+      env.DB.prepare('SELECT count(*) AS n FROM external_identities WHERE user_id = ?')
+        .bind(user.id)
+        .first<{ n: number }>()
     // The account's address is not verified: 409, nothing linked.
-    await expectProblem(await signIn('google', await googleToken({ email: user.email.toUpperCase() })), 409, 'account_exists')
+    await expectProblem(
+      await signIn('google', await googleToken({ email: user.email.toUpperCase() })),
+      409,
+      'account_exists',
+    )
     expect((await identities())!.n).toBe(0)
     await env.DB.prepare('UPDATE users SET email_verified = 1 WHERE id = ?').bind(user.id).run()
     // The provider does not vouch for the address: 409, nothing linked.
-    await expectProblem(await signIn('google', await googleToken({ email: user.email, email_verified: false })), 409, 'account_exists')
+    await expectProblem(
+      await signIn('google', await googleToken({ email: user.email, email_verified: false })),
+      409,
+      'account_exists',
+    )
     expect((await identities())!.n).toBe(0)
     // Both verified: linked, and signed in to that account.
     const linked = await signIn('google', await googleToken({ email: user.email }))
@@ -161,7 +223,11 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
     const created = await signIn('apple', unverified)
     expect(created.status).toBe(200)
     const pair = (await created.json()) as TokenPair
-    expect(await me(pair.access_token)).toMatchObject({ email: unverified.email, email_verified: false, providers: ['apple'] })
+    expect(await me(pair.access_token)).toMatchObject({
+      email: unverified.email,
+      email_verified: false,
+      providers: ['apple'],
+    })
     const verified = await googleToken({ email_verified: true })
     const second = (await (await signIn('google', verified)).json()) as TokenPair
     expect(await me(second.access_token)).toMatchObject({ email_verified: true })
@@ -181,7 +247,10 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
     const pair = (await (await signIn('google', token)).json()) as TokenPair
     const started = await api('POST', '/auth/mfa/totp', undefined, pair.access_token)
     const { secret } = (await started.json()) as { secret: string }
-    const code = (offset: number) => new TOTP({ secret: Secret.fromBase32(secret), period: 30, digits: 6, algorithm: 'SHA1' }).generate({ timestamp: Date.now() + offset * 30_000 })
+    const code = (offset: number) =>
+      new TOTP({ secret: Secret.fromBase32(secret), period: 30, digits: 6, algorithm: 'SHA1' }).generate({
+        timestamp: Date.now() + offset * 30_000,
+      })
     expect((await api('POST', '/auth/mfa/totp/confirm', { code: code(-1) }, pair.access_token)).status).toBe(200)
     const res = await signIn('google', await googleToken({ sub: token.sub, email: token.email }))
     const problem = (await expectProblem(res, 401, 'mfa_required')) as unknown as { mfa_token: string }
@@ -199,7 +268,13 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
 
   it('answers 503 with Retry-After, never 500, when the provider’s keys cannot be fetched', async () => {
     for (const provider of ['down', 'garbled'] as const) {
-      const id_token = await signIdToken({ kid: 'apple-1', iss: TEST_PROVIDERS[provider].issuers[0], aud: TEST_PROVIDERS[provider].audiences[0], sub: '1', nonce: 'n' })
+      const id_token = await signIdToken({
+        kid: 'apple-1',
+        iss: TEST_PROVIDERS[provider].issuers[0],
+        aud: TEST_PROVIDERS[provider].audiences[0],
+        sub: '1',
+        nonce: 'n',
+      })
       const res = await signIn(provider, { id_token, nonce: 'n' })
       await expectProblem(res, 503, 'service_unavailable')
       expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0)
@@ -208,7 +283,16 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
 
   it('caches the key set, fetches it again for a new kid, and not for every made-up kid', async () => {
     const token = (kid: string, header: Record<string, unknown> = {}) =>
-      signIdToken({ kid, iss: TEST_PROVIDERS.rotating.issuers[0], aud: 'rotating-client', sub: 'rotating-user', email: `${uniqueName('rot')}@example.com`, email_verified: true, nonce: 'n', header })
+      signIdToken({
+        kid,
+        iss: TEST_PROVIDERS.rotating.issuers[0],
+        aud: 'rotating-client',
+        sub: 'rotating-user',
+        email: `${uniqueName('rot')}@example.com`,
+        email_verified: true,
+        nonce: 'n',
+        header,
+      })
     const before = await jwksFetches('/rotating/keys')
     expect([200]).toContain((await signIn('rotating', { id_token: await token('rotating-1'), nonce: 'n' })).status)
     expect((await signIn('rotating', { id_token: await token('rotating-1'), nonce: 'n' })).status).toBe(200)
@@ -217,8 +301,12 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
     await providerControl('rotate')
     expect((await signIn('rotating', { id_token: await token('rotating-2'), nonce: 'n' })).status).toBe(200)
     const afterRotation = await jwksFetches('/rotating/keys')
-    await expectInvalid(await signIn('rotating', { id_token: await token('stranger-1', { kid: 'made-up' }), nonce: 'n' }))
-    await expectInvalid(await signIn('rotating', { id_token: await token('stranger-1', { kid: 'made-up-2' }), nonce: 'n' }))
+    await expectInvalid(
+      await signIn('rotating', { id_token: await token('stranger-1', { kid: 'made-up' }), nonce: 'n' }),
+    )
+    await expectInvalid(
+      await signIn('rotating', { id_token: await token('stranger-1', { kid: 'made-up-2' }), nonce: 'n' }),
+    )
     expect(await jwksFetches('/rotating/keys')).toBe(afterRotation)
   })
 
@@ -228,8 +316,19 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
     const problem = await expectProblem(res, 500, 'internal_error')
     expect(problem.detail).toContain('OIDC_PROVIDERS')
     expect(problem.detail).not.toContain('secret-looking-value')
-    const insecure = { ...env, OIDC_PROVIDERS: JSON.stringify({ apple: { ...TEST_PROVIDERS.apple, jwks_uri: 'http://keys.example/apple' } }) }
-    expect((await expectProblem(await apiWithEnv(insecure, 'POST', '/auth/oidc/apple', { id_token: 'x.y.z' }), 500, 'internal_error')).detail).toContain('OIDC_PROVIDERS')
+    const insecure = {
+      ...env,
+      OIDC_PROVIDERS: JSON.stringify({ apple: { ...TEST_PROVIDERS.apple, jwks_uri: 'http://keys.example/apple' } }),
+    }
+    expect(
+      (
+        await expectProblem(
+          await apiWithEnv(insecure, 'POST', '/auth/oidc/apple', { id_token: 'x.y.z' }),
+          500,
+          'internal_error',
+        )
+      ).detail,
+    ).toContain('OIDC_PROVIDERS')
   })
 })
 
@@ -237,11 +336,25 @@ describe('linking and unlinking providers', () => {
   it('links a provider to a signed-in account, which then signs in with it', async () => {
     const { user, tokens } = await registerAndLogin()
     const google = await googleToken({ email: `${uniqueName('other')}@gmail.com` })
-    const linked = await api('POST', '/auth/oidc/google/link', { id_token: google.id_token, nonce: google.nonce }, tokens.access_token)
+    const linked = await api(
+      'POST',
+      '/auth/oidc/google/link',
+      { id_token: google.id_token, nonce: google.nonce },
+      tokens.access_token,
+    )
     expect(linked.status, await linked.clone().text()).toBe(204)
     expect((await me(tokens.access_token)).providers).toEqual(['google'])
     const again = await googleToken({ sub: google.sub, email: google.email })
-    expect((await api('POST', '/auth/oidc/google/link', { id_token: again.id_token, nonce: again.nonce }, tokens.access_token)).status).toBe(204)
+    expect(
+      (
+        await api(
+          'POST',
+          '/auth/oidc/google/link',
+          { id_token: again.id_token, nonce: again.nonce },
+          tokens.access_token,
+        )
+      ).status,
+    ).toBe(204)
 
     const res = await signIn('google', await googleToken({ sub: google.sub, email: google.email }))
     expect(res.status).toBe(200)
@@ -252,13 +365,51 @@ describe('linking and unlinking providers', () => {
     const first = await registerAndLogin()
     const second = await registerAndLogin()
     const google = await googleToken()
-    expect((await api('POST', '/auth/oidc/google/link', { id_token: google.id_token, nonce: google.nonce }, first.tokens.access_token)).status).toBe(204)
+    expect(
+      (
+        await api(
+          'POST',
+          '/auth/oidc/google/link',
+          { id_token: google.id_token, nonce: google.nonce },
+          first.tokens.access_token,
+        )
+      ).status,
+    ).toBe(204)
     const stolen = await googleToken({ sub: google.sub, email: google.email })
-    await expectProblem(await api('POST', '/auth/oidc/google/link', { id_token: stolen.id_token, nonce: stolen.nonce }, second.tokens.access_token), 409, 'conflict')
+    await expectProblem(
+      await api(
+        'POST',
+        '/auth/oidc/google/link',
+        { id_token: stolen.id_token, nonce: stolen.nonce },
+        second.tokens.access_token,
+      ),
+      409,
+      'conflict',
+    )
     const another = await googleToken()
-    await expectProblem(await api('POST', '/auth/oidc/google/link', { id_token: another.id_token, nonce: another.nonce }, first.tokens.access_token), 409, 'conflict')
-    await expectInvalid(await api('POST', '/auth/oidc/google/link', { id_token: another.id_token, nonce: 'wrong' }, second.tokens.access_token))
-    await expectProblem(await api('POST', '/auth/oidc/google/link', { id_token: another.id_token, nonce: another.nonce }), 401, 'not_authenticated')
+    await expectProblem(
+      await api(
+        'POST',
+        '/auth/oidc/google/link',
+        { id_token: another.id_token, nonce: another.nonce },
+        first.tokens.access_token,
+      ),
+      409,
+      'conflict',
+    )
+    await expectInvalid(
+      await api(
+        'POST',
+        '/auth/oidc/google/link',
+        { id_token: another.id_token, nonce: 'wrong' },
+        second.tokens.access_token,
+      ),
+    )
+    await expectProblem(
+      await api('POST', '/auth/oidc/google/link', { id_token: another.id_token, nonce: another.nonce }),
+      401,
+      'not_authenticated',
+    )
   })
 
   it('unlinks, but never the last way to sign in', async () => {
@@ -268,7 +419,16 @@ describe('linking and unlinking providers', () => {
     await expectProblem(await unlink('apple'), 409, 'conflict')
     await expectProblem(await unlink('google'), 404, 'not_found')
     const google = await googleToken()
-    expect((await api('POST', '/auth/oidc/google/link', { id_token: google.id_token, nonce: google.nonce }, pair.access_token)).status).toBe(204)
+    expect(
+      (
+        await api(
+          'POST',
+          '/auth/oidc/google/link',
+          { id_token: google.id_token, nonce: google.nonce },
+          pair.access_token,
+        )
+      ).status,
+    ).toBe(204)
     expect((await me(pair.access_token)).providers).toEqual(['apple', 'google'])
     expect((await unlink('apple')).status).toBe(204)
     await expectProblem(await unlink('google'), 409, 'conflict')
@@ -282,7 +442,16 @@ describe('linking and unlinking providers', () => {
   it('a user with a password may unlink their only provider', async () => {
     const { user, tokens } = await registerAndLogin()
     const google = await googleToken()
-    expect((await api('POST', '/auth/oidc/google/link', { id_token: google.id_token, nonce: google.nonce }, tokens.access_token)).status).toBe(204)
+    expect(
+      (
+        await api(
+          'POST',
+          '/auth/oidc/google/link',
+          { id_token: google.id_token, nonce: google.nonce },
+          tokens.access_token,
+        )
+      ).status,
+    ).toBe(204)
     expect((await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token)).status).toBe(204)
     expect((await me(tokens.access_token)).providers).toEqual([])
     expect((await login(user)).token_type).toBe('Bearer')

@@ -5,7 +5,7 @@ import { clearSessionCookies } from '../../http/cookie-session'
 import { notFound } from '../../lib/api-error'
 import { UNKNOWN_DEVICE } from '../../lib/device-label'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
-import * as routes from './sessions.routes'
+import type * as routes from './sessions.routes'
 import type { DeviceSessionView } from './sessions.routes'
 
 function toView(session: DeviceSession, currentSid: string): DeviceSessionView {
@@ -37,9 +37,19 @@ export const endSession: AppRouteHandler<typeof routes.endSession, AuthedEnv> = 
   const now = new Date()
   // Checked first, and by owner: the KV key below is written whatever D1 says, so an id that is
   // not a live session of this user (another user's included) must never reach it.
-  if (!Number.isSafeInteger(userId) || !(await isLiveSessionOf(db, userId, id, now, tokenKeys))) throw notFound('session')
+  if (!Number.isSafeInteger(userId) || !(await isLiveSessionOf(db, userId, id, now, tokenKeys)))
+    throw notFound('session')
   const own = id === auth.sessionId
-  await endSessions(db, kv, [id], userId, own ? 'logout' : 'signed out from another session', now, tokenKeys, own ? auth.expiresAt : 0)
+  await endSessions(
+    db,
+    kv,
+    [id],
+    userId,
+    own ? 'logout' : 'signed out from another session',
+    now,
+    tokenKeys,
+    own ? auth.expiresAt : 0,
+  )
   if (own && auth.viaCookie) clearSessionCookies(c)
   return c.body(null, 204)
 }

@@ -9,8 +9,14 @@ import { atPrimary } from './auth.routes'
 
 const Place = z
   .object({
-    country: z.string().nullable().openapi({ description: 'ISO 3166-1 alpha-2 country, as Cloudflare saw it', example: 'DE' }),
-    colo: z.string().nullable().openapi({ description: 'The Cloudflare location (IATA code) that received the request', example: 'FRA' }),
+    country: z
+      .string()
+      .nullable()
+      .openapi({ description: 'ISO 3166-1 alpha-2 country, as Cloudflare saw it', example: 'DE' }),
+    colo: z
+      .string()
+      .nullable()
+      .openapi({ description: 'The Cloudflare location (IATA code) that received the request', example: 'FRA' }),
   })
   .openapi('SessionPlace', { description: 'Where a request came from; each field null when unknown (e.g. locally).' })
 
@@ -22,7 +28,9 @@ export const DeviceSessionSchema = z
     }),
     created_at: Timestamp.openapi({ description: 'The login that started the session' }),
     last_used_at: Timestamp.nullable().openapi({ description: 'The last refresh; null until the first one' }),
-    device: z.string().openapi({ description: 'A short label derived from the login\'s User-Agent', example: 'Firefox on macOS' }),
+    device: z
+      .string()
+      .openapi({ description: "A short label derived from the login's User-Agent", example: 'Firefox on macOS' }),
     login: Place,
     last: Place.nullable().openapi({ description: 'Where the last refresh came from; null until the first one' }),
     current: z.boolean().openapi({ description: 'The session of the token that made this request' }),
@@ -44,7 +52,7 @@ export const listSessions = createRoute({
   summary: 'List your signed-in devices (live sessions)',
   description:
     'Sessions that can still refresh (not revoked, refresh token unexpired, within `SESSION_MAX_AGE`), ' +
-    'most recently used first (last refresh, else login); at most 100. `current` marks the caller\'s own.',
+    "most recently used first (last refresh, else login); at most 100. `current` marks the caller's own.",
   middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   responses: {
@@ -61,7 +69,7 @@ export const endSession = createRoute({
   description:
     'Ends the session exactly as logout does: its refresh token is refused at once, its access tokens ' +
     'within the revocation bound. Ending your own session is logging out (cookies are cleared in ' +
-    'cookie mode). Another user\'s session, an unknown id and an already ended session are the same 404.',
+    "cookie mode). Another user's session, an unknown id and an already ended session are the same 404.",
   middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { params: SessionParams },

@@ -8,7 +8,8 @@ import type { RegisteredUser, TokenPair } from '../../../test/helpers'
 // refresh record for them (a label from the User-Agent, country and colo from request.cf).
 
 const FIREFOX_MAC = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:127.0) Gecko/20100101 Firefox/127.0'
-const CHROME_ANDROID = 'Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36'
+const CHROME_ANDROID =
+  'Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36'
 const ACCESS_COOKIE = '__Host-edgepress-access'
 // The KV key of a revoked session; src/lib/revocation.ts owns the prefix.
 const revokedSessionKey = (sid: string): string => `sid:${sid}`
@@ -31,7 +32,12 @@ interface DeviceSession {
 /** Workerd lets a caller set request.cf, as Cloudflare's edge does in production. */
 type CfInit = RequestInit & { cf?: Record<string, unknown> }
 
-function post(path: string, body: unknown, headers: Record<string, string> = {}, cf?: Record<string, unknown>): Promise<Response> {
+function post(
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+  cf?: Record<string, unknown>,
+): Promise<Response> {
   const init: CfInit = {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
@@ -41,8 +47,18 @@ function post(path: string, body: unknown, headers: Record<string, string> = {},
   return fetchWorker(`${BASE_URL}/api/v1${path}`, init)
 }
 
-async function loginFrom(user: RegisteredUser, userAgent: string, cf?: Record<string, unknown>, headers: Record<string, string> = {}): Promise<TokenPair> {
-  const res = await post('/auth/token', { username: user.username, password: user.password }, { 'user-agent': userAgent, ...headers }, cf)
+async function loginFrom(
+  user: RegisteredUser,
+  userAgent: string,
+  cf?: Record<string, unknown>,
+  headers: Record<string, string> = {},
+): Promise<TokenPair> {
+  const res = await post(
+    '/auth/token',
+    { username: user.username, password: user.password },
+    { 'user-agent': userAgent, ...headers },
+    cf,
+  )
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`)
   return (await res.json()) as TokenPair
 }
@@ -144,8 +160,12 @@ describe('GET /api/v1/auth/sessions', () => {
     const tooOld = await login(user)
     const { tokens: someoneElse } = await registerAndLogin()
     expect((await api('POST', '/auth/logout', undefined, loggedOut.access_token)).status).toBe(204)
-    await env.DB.prepare('UPDATE sessions SET refresh_expires_at = ? WHERE sid = ?').bind(Date.now() - 1000, sidOf(expired.access_token)).run()
-    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?').bind(Date.now() - 400 * 86_400_000, sidOf(tooOld.access_token)).run()
+    await env.DB.prepare('UPDATE sessions SET refresh_expires_at = ? WHERE sid = ?')
+      .bind(Date.now() - 1000, sidOf(expired.access_token))
+      .run()
+    await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?')
+      .bind(Date.now() - 400 * 86_400_000, sidOf(tooOld.access_token))
+      .run()
 
     const ids = (await listSessions(kept.access_token)).map((session) => session.id)
     expect(ids).toEqual([sidOf(kept.access_token)])
@@ -177,7 +197,12 @@ describe('GET /api/v1/auth/sessions', () => {
     expect(res.status).toBe(200)
     const next = (await res.json()) as TokenPair
     expect(await listSessions(next.access_token)).toEqual([
-      expect.objectContaining({ id: sidOf(next.access_token), device: 'Firefox on macOS', login: { country: 'FR', colo: 'CDG' }, current: true }),
+      expect.objectContaining({
+        id: sidOf(next.access_token),
+        device: 'Firefox on macOS',
+        login: { country: 'FR', colo: 'CDG' },
+        current: true,
+      }),
     ])
   })
 
@@ -208,7 +233,9 @@ describe('DELETE /api/v1/auth/sessions/{id}', () => {
     await expectProblem(await me(phone.access_token), 401, 'token_revoked')
     await expectProblem(await refreshFrom(phone.refresh_token), 401, 'token_revoked')
     expect(await env.REVOKED_TOKENS.get(revokedSessionKey(sidOf(phone.access_token)))).not.toBeNull()
-    const row = await env.DB.prepare('SELECT revoked_at FROM sessions WHERE sid = ?').bind(sidOf(phone.access_token)).first<{ revoked_at: number | null }>()
+    const row = await env.DB.prepare('SELECT revoked_at FROM sessions WHERE sid = ?')
+      .bind(sidOf(phone.access_token))
+      .first<{ revoked_at: number | null }>()
     expect(row!.revoked_at).not.toBeNull()
 
     // The laptop: untouched.
@@ -270,8 +297,14 @@ describe('DELETE /api/v1/auth/sessions/{id}', () => {
     const other = await login(user)
     const res = await post('/auth/token?mode=cookie', { username: user.username, password: user.password })
     const { csrf_token: csrfToken } = (await res.json()) as { csrf_token: string }
-    const cookie = (res.headers as Headers & { getSetCookie(): string[] }).getSetCookie().map((line) => line.split(';')[0]).join('; ')
-    const ended = await api('DELETE', `/auth/sessions/${sidOf(other.access_token)}`, undefined, undefined, { cookie, 'x-csrf-token': csrfToken })
+    const cookie = (res.headers as Headers & { getSetCookie(): string[] })
+      .getSetCookie()
+      .map((line) => line.split(';')[0])
+      .join('; ')
+    const ended = await api('DELETE', `/auth/sessions/${sidOf(other.access_token)}`, undefined, undefined, {
+      cookie,
+      'x-csrf-token': csrfToken,
+    })
     expect(ended.status).toBe(204)
     expect((ended.headers as Headers & { getSetCookie(): string[] }).getSetCookie()).toEqual([])
     expect((await api('GET', '/users/me', undefined, undefined, { cookie })).status).toBe(200)
@@ -288,15 +321,27 @@ describe('what a session stores of a device', () => {
     const marker = `marker-${crypto.randomUUID()}`
     const userAgent = `${FIREFOX_MAC} ${marker}`
     const ip = '203.0.113.77'
-    const tokens = await loginFrom(user, userAgent, { country: 'DE', colo: 'FRA', clientTcpRtt: 12 }, {
-      'cf-connecting-ip': ip,
-      'x-forwarded-for': `${ip}, 198.51.100.9`,
-      'x-real-ip': ip,
-    })
-    const refreshed = await post('/auth/token/refresh', { refresh_token: tokens.refresh_token }, { 'user-agent': userAgent, 'cf-connecting-ip': ip }, { country: 'DE', colo: 'FRA' })
+    const tokens = await loginFrom(
+      user,
+      userAgent,
+      { country: 'DE', colo: 'FRA', clientTcpRtt: 12 },
+      {
+        'cf-connecting-ip': ip,
+        'x-forwarded-for': `${ip}, 198.51.100.9`,
+        'x-real-ip': ip,
+      },
+    )
+    const refreshed = await post(
+      '/auth/token/refresh',
+      { refresh_token: tokens.refresh_token },
+      { 'user-agent': userAgent, 'cf-connecting-ip': ip },
+      { country: 'DE', colo: 'FRA' },
+    )
     expect(refreshed.status).toBe(200)
 
-    const row = await env.DB.prepare('SELECT * FROM sessions WHERE sid = ?').bind(sidOf(tokens.access_token)).first<Record<string, unknown>>()
+    const row = await env.DB.prepare('SELECT * FROM sessions WHERE sid = ?')
+      .bind(sidOf(tokens.access_token))
+      .first<Record<string, unknown>>()
     expect(row).toMatchObject({
       device_label: 'Firefox on macOS',
       login_country: 'DE',
@@ -306,7 +351,8 @@ describe('what a session stores of a device', () => {
     })
     expect(row!.last_used_at).toEqual(expect.any(Number))
     const stored = JSON.stringify(row)
-    for (const secret of [marker, 'Mozilla', 'Gecko', ip, '198.51.100.9', '203.0.113']) expect(stored).not.toContain(secret)
+    for (const secret of [marker, 'Mozilla', 'Gecko', ip, '198.51.100.9', '203.0.113'])
+      expect(stored).not.toContain(secret)
 
     // Nor does any response about it.
     const listed = await (await api('GET', '/auth/sessions', undefined, tokens.access_token)).text()

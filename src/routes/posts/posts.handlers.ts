@@ -1,6 +1,14 @@
 import type { Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
-import { deletePost, findPost, findPostForCaller, insertPost, listPosts, listPostsOfUser, updatePost } from '../../db/posts'
+import {
+  deletePost,
+  findPost,
+  findPostForCaller,
+  insertPost,
+  listPosts,
+  listPostsOfUser,
+  updatePost,
+} from '../../db/posts'
 import type { PostWithAuthor } from '../../db/posts'
 import { NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
 import { ApiError, forbidden, notFound } from '../../lib/api-error'
@@ -73,13 +81,18 @@ async function findPostOr404(db: Db, rawId: string): Promise<PostWithAuthor> {
 async function findEditablePost(db: Db, rawId: string, auth: Auth): Promise<PostWithAuthor> {
   const id = parseId(rawId)
   const callerId = parseId(auth.userId) ?? 0
-  const { post, callerIsAdmin } = id === null ? { post: undefined, callerIsAdmin: false } : await findPostForCaller(db, id, callerId)
+  const { post, callerIsAdmin } =
+    id === null ? { post: undefined, callerIsAdmin: false } : await findPostForCaller(db, id, callerId)
   if (post === undefined) throw notFound('post')
   if (String(post.authorId) === auth.userId || callerIsAdmin) return post
   throw forbidden('Only the author or an admin may change this post.')
 }
 
-async function savePost(db: Db, post: PostWithAuthor, changes: { title?: string | undefined; body?: string | undefined }) {
+async function savePost(
+  db: Db,
+  post: PostWithAuthor,
+  changes: { title?: string | undefined; body?: string | undefined },
+) {
   const saved = await updatePost(db, post, changes, new Date())
   if (saved === undefined) throw notFound('post')
   return routes.toPostView(saved)

@@ -54,7 +54,8 @@ async function createPost(token: string, input: { title: string; body: string })
 /** Creates `count` posts one after another (so each is at least as new as the one before). */
 async function createPosts(token: string, count: number, word = uniqueWord()): Promise<PostView[]> {
   const created: PostView[] = []
-  for (let i = 0; i < count; i++) created.push(await createPost(token, { title: `${word} post ${i}`, body: `Body ${i} of ${word}` }))
+  for (let i = 0; i < count; i++)
+    created.push(await createPost(token, { title: `${word} post ${i}`, body: `Body ${i} of ${word}` }))
   return created
 }
 
@@ -137,7 +138,11 @@ describe('POST /api/v1/posts', () => {
     ['a 50 001-character body', { title: 'long body', body: 'b'.repeat(50_001) }, 'body'],
   ] as const)('answers 400 validation_failed for %s', async ([, input, path], { expect }) => {
     const { tokens } = await newAuthor()
-    const problem = await expectProblem(await api('POST', '/posts', input, tokens.access_token), 400, 'validation_failed')
+    const problem = await expectProblem(
+      await api('POST', '/posts', input, tokens.access_token),
+      400,
+      'validation_failed',
+    )
     expect(problem.errors?.map((error) => error.path)).toContain(path)
   })
 
@@ -183,11 +188,15 @@ describe('POST /api/v1/posts', () => {
 
   it.for([
     ['SQL metacharacters', "'; DROP TABLE posts; --", 'Robert\'); DELETE FROM users WHERE 1=1; -- " OR "1"="1'],
-    ['LIKE wildcards and escapes', '100% of _all_ \\ posts', 'C:\\path\\to\\file %_% \\% \\_ \\\\ ESCAPE \'\\\''],
+    ['LIKE wildcards and escapes', '100% of _all_ \\ posts', "C:\\path\\to\\file %_% \\% \\_ \\\\ ESCAPE '\\'"],
     ['quotes', `"double" 'single' \`back\` “curly” ‘curly’`, `He said "it's \\"fine\\""`],
     ['emoji', '👩‍💻 Hello 🎉🇫🇷', 'Family: 👨‍👩‍👧‍👦, skin tone: 👍🏽, keycap: 1️⃣'],
     ['right-to-left text', 'مرحبا بالعالم', 'שלום עולם \u200f mixed LTR and RTL \u202eevil\u202c'],
-    ['combining marks (not normalised)', 'Cafe\u0301 vs Café', 'Z\u0351\u0313a\u0300\u0301l\u0336g\u0334o\u0335 ñ vs n\u0303'],
+    [
+      'combining marks (not normalised)',
+      'Cafe\u0301 vs Café',
+      'Z\u0351\u0313a\u0300\u0301l\u0336g\u0334o\u0335 ñ vs n\u0303',
+    ],
     ['control characters other than NUL', 'tab\there', 'line\nbreak\r\nand \u0001\u001f\u007f and \u2028\u2029'],
   ] as const)('round-trips %s exactly in title and body', async ([, title, body], { expect }) => {
     const { tokens } = await newAuthor()
@@ -207,7 +216,9 @@ describe('POST /api/v1/posts', () => {
     const { user, tokens } = await newAuthor()
     const word = uniqueWord()
     const responses = await Promise.all(
-      Array.from({ length: 100 }, (_, i) => api('POST', '/posts', { title: `${word} ${i}`, body: `concurrent ${i}` }, tokens.access_token)),
+      Array.from({ length: 100 }, (_, i) =>
+        api('POST', '/posts', { title: `${word} ${i}`, body: `concurrent ${i}` }, tokens.access_token),
+      ),
     )
     expect(responses.map((res) => res.status)).toEqual(Array(100).fill(201))
     const created = (await Promise.all(responses.map((res) => res.json()))) as PostView[]
@@ -264,7 +275,9 @@ describe('GET /api/v1/posts/{id}', () => {
   it('answers 200 when If-None-Match holds other tags', async ({ expect }) => {
     const { tokens } = await newAuthor()
     const created = await createPost(tokens.access_token, { title: 'Conditional', body: 'miss' })
-    const res = await api('GET', `/posts/${created.id}`, undefined, undefined, { 'if-none-match': '"other", W/"another"' })
+    const res = await api('GET', `/posts/${created.id}`, undefined, undefined, {
+      'if-none-match': '"other", W/"another"',
+    })
     expect(res.status).toBe(200)
     expect(await res.json()).toEqual(created)
   })
@@ -308,7 +321,11 @@ describe('GET /api/v1/posts/{id}', () => {
     const { tokens } = await newAuthor()
     const created = await createPost(tokens.access_token, { title: 'Gone', body: 'soon' })
     await api('DELETE', `/posts/${created.id}`, undefined, tokens.access_token)
-    await expectProblem(await api('GET', `/posts/${created.id}`, undefined, undefined, { 'if-none-match': '*' }), 404, 'not_found')
+    await expectProblem(
+      await api('GET', `/posts/${created.id}`, undefined, undefined, { 'if-none-match': '*' }),
+      404,
+      'not_found',
+    )
   })
 })
 
@@ -317,21 +334,24 @@ describe('PUT and PATCH /api/v1/posts/{id}', () => {
     ['PUT', { title: 'Replaced title', body: 'Replaced body' }, { title: 'Replaced title', body: 'Replaced body' }],
     ['PATCH', { title: 'Patched title' }, { title: 'Patched title', body: 'Original body' }],
     ['PATCH', { body: 'Patched body' }, { title: 'Original title', body: 'Patched body' }],
-  ] as const)('%s by the author → 200 %j; updated_at moves, created_at does not', async ([method, input, expected], { expect }) => {
-    const { user, tokens } = await newAuthor()
-    const created = await createPost(tokens.access_token, { title: 'Original title', body: 'Original body' })
-    await backdatePost(created.id, 60_000)
-    const before = (await (await api('GET', `/posts/${created.id}`)).json()) as PostView
+  ] as const)(
+    '%s by the author → 200 %j; updated_at moves, created_at does not',
+    async ([method, input, expected], { expect }) => {
+      const { user, tokens } = await newAuthor()
+      const created = await createPost(tokens.access_token, { title: 'Original title', body: 'Original body' })
+      await backdatePost(created.id, 60_000)
+      const before = (await (await api('GET', `/posts/${created.id}`)).json()) as PostView
 
-    const res = await api(method, `/posts/${created.id}`, input, tokens.access_token)
-    expect(res.status).toBe(200)
-    const updated = (await res.json()) as PostView
-    expect(updated).toMatchObject({ id: created.id, ...expected, author: { id: user.id, username: user.username } })
-    expect(updated.created_at).toBe(before.created_at)
-    expect(updated.updated_at).toMatch(ISO_UTC)
-    expect(Date.parse(updated.updated_at)).toBeGreaterThan(Date.parse(before.updated_at))
-    expect(await (await api('GET', `/posts/${created.id}`)).json()).toEqual(updated)
-  })
+      const res = await api(method, `/posts/${created.id}`, input, tokens.access_token)
+      expect(res.status).toBe(200)
+      const updated = (await res.json()) as PostView
+      expect(updated).toMatchObject({ id: created.id, ...expected, author: { id: user.id, username: user.username } })
+      expect(updated.created_at).toBe(before.created_at)
+      expect(updated.updated_at).toMatch(ISO_UTC)
+      expect(Date.parse(updated.updated_at)).toBeGreaterThan(Date.parse(before.updated_at))
+      expect(await (await api('GET', `/posts/${created.id}`)).json()).toEqual(updated)
+    },
+  )
 
   it.for([
     ['PUT without body', 'PUT', { title: 'only a title' }, 'body'],
@@ -342,7 +362,11 @@ describe('PUT and PATCH /api/v1/posts/{id}', () => {
   ] as const)('answers 400 validation_failed to %s', async ([, method, input, path], { expect }) => {
     const { tokens } = await newAuthor()
     const created = await createPost(tokens.access_token, { title: 'Keep', body: 'me' })
-    const problem = await expectProblem(await api(method, `/posts/${created.id}`, input, tokens.access_token), 400, 'validation_failed')
+    const problem = await expectProblem(
+      await api(method, `/posts/${created.id}`, input, tokens.access_token),
+      400,
+      'validation_failed',
+    )
     expect(problem.errors?.map((error) => error.path)).toContain(path)
     expect(await (await api('GET', `/posts/${created.id}`)).json()).toEqual(created)
   })
@@ -350,14 +374,23 @@ describe('PUT and PATCH /api/v1/posts/{id}', () => {
   it('answers 400 validation_failed to PATCH with {}', async ({ expect }) => {
     const { tokens } = await newAuthor()
     const created = await createPost(tokens.access_token, { title: 'Keep', body: 'me' })
-    const problem = await expectProblem(await api('PATCH', `/posts/${created.id}`, {}, tokens.access_token), 400, 'validation_failed')
+    const problem = await expectProblem(
+      await api('PATCH', `/posts/${created.id}`, {}, tokens.access_token),
+      400,
+      'validation_failed',
+    )
     expect(problem.errors?.length).toBeGreaterThan(0)
   })
 
   it.for(['PUT', 'PATCH'] as const)('%s by another user → 403 forbidden and no change', async (method, { expect }) => {
     const [author, other] = await Promise.all([newAuthor(), newAuthor()])
     const created = await createPost(author.tokens.access_token, { title: 'Mine', body: 'hands off' })
-    const res = await api(method, `/posts/${created.id}`, { title: 'Yours now', body: 'taken' }, other.tokens.access_token)
+    const res = await api(
+      method,
+      `/posts/${created.id}`,
+      { title: 'Yours now', body: 'taken' },
+      other.tokens.access_token,
+    )
     await expectProblem(res, 403, 'forbidden')
     expect(await (await api('GET', `/posts/${created.id}`)).json()).toEqual(created)
   })
@@ -365,7 +398,12 @@ describe('PUT and PATCH /api/v1/posts/{id}', () => {
   it.for(['PUT', 'PATCH'] as const)('%s by an admin → 200, author unchanged', async (method, { expect }) => {
     const [author, admin] = await Promise.all([newAuthor(), registerAdmin()])
     const created = await createPost(author.tokens.access_token, { title: 'Moderate me', body: 'spam' })
-    const res = await api(method, `/posts/${created.id}`, { title: 'Moderated', body: '[removed]' }, admin.tokens.access_token)
+    const res = await api(
+      method,
+      `/posts/${created.id}`,
+      { title: 'Moderated', body: '[removed]' },
+      admin.tokens.access_token,
+    )
     expect(res.status).toBe(200)
     expect(await res.json()).toMatchObject({
       id: created.id,
@@ -377,8 +415,16 @@ describe('PUT and PATCH /api/v1/posts/{id}', () => {
 
   it.for(['PUT', 'PATCH'] as const)('%s of a missing post → 404 not_found', async (method) => {
     const { tokens } = await newAuthor()
-    await expectProblem(await api(method, '/posts/987654321', { title: 'x', body: 'y' }, tokens.access_token), 404, 'not_found')
-    await expectProblem(await api(method, '/posts/abc', { title: 'x', body: 'y' }, tokens.access_token), 404, 'not_found')
+    await expectProblem(
+      await api(method, '/posts/987654321', { title: 'x', body: 'y' }, tokens.access_token),
+      404,
+      'not_found',
+    )
+    await expectProblem(
+      await api(method, '/posts/abc', { title: 'x', body: 'y' }, tokens.access_token),
+      404,
+      'not_found',
+    )
   })
 
   it.for(['PUT', 'PATCH'] as const)('%s without a token → 401 not_authenticated', async (method, { expect }) => {
@@ -391,7 +437,9 @@ describe('PUT and PATCH /api/v1/posts/{id}', () => {
   it.for(['PUT', 'PATCH'] as const)('%s with a text/plain body → 415', async (method) => {
     const { tokens } = await newAuthor()
     const created = await createPost(tokens.access_token, { title: 'Keep', body: 'me' })
-    const res = await api(method, `/posts/${created.id}`, 'title=x', tokens.access_token, { 'content-type': 'text/plain' })
+    const res = await api(method, `/posts/${created.id}`, 'title=x', tokens.access_token, {
+      'content-type': 'text/plain',
+    })
     await expectProblem(res, 415, 'unsupported_media_type')
   })
 })
@@ -411,7 +459,11 @@ describe('DELETE /api/v1/posts/{id}', () => {
   it('by another user → 403 forbidden, and the post stays', async ({ expect }) => {
     const [author, other] = await Promise.all([newAuthor(), newAuthor()])
     const created = await createPost(author.tokens.access_token, { title: 'Mine', body: 'stays' })
-    await expectProblem(await api('DELETE', `/posts/${created.id}`, undefined, other.tokens.access_token), 403, 'forbidden')
+    await expectProblem(
+      await api('DELETE', `/posts/${created.id}`, undefined, other.tokens.access_token),
+      403,
+      'forbidden',
+    )
     expect((await api('GET', `/posts/${created.id}`)).status).toBe(200)
   })
 
@@ -544,14 +596,20 @@ describe('GET /api/v1/posts (cursor pagination)', () => {
     expect(one.next).not.toBeNull()
   })
 
-  it.for(['101', '0', '-1', 'abc', '1.5', ''])('answers 400 validation_failed naming limit for limit=%j', async (limit, { expect }) => {
-    const problem = await expectProblem(await api('GET', `/posts?limit=${limit}`), 400, 'validation_failed')
-    expect(problem.errors?.map((error) => error.path)).toContain('limit')
-  })
+  it.for(['101', '0', '-1', 'abc', '1.5', ''])(
+    'answers 400 validation_failed naming limit for limit=%j',
+    async (limit, { expect }) => {
+      const problem = await expectProblem(await api('GET', `/posts?limit=${limit}`), 400, 'validation_failed')
+      expect(problem.errors?.map((error) => error.path)).toContain('limit')
+    },
+  )
 
-  it.for(['ordering=title', 'ordering=id', 'author=abc', 'author=0'])('answers 400 validation_failed to %s', async (query) => {
-    await expectProblem(await api('GET', `/posts?${query}`), 400, 'validation_failed')
-  })
+  it.for(['ordering=title', 'ordering=id', 'author=abc', 'author=0'])(
+    'answers 400 validation_failed to %s',
+    async (query) => {
+      await expectProblem(await api('GET', `/posts?${query}`), 400, 'validation_failed')
+    },
+  )
 })
 
 describe('Security: forged and replayed cursors', () => {
@@ -564,7 +622,8 @@ describe('Security: forged and replayed cursors', () => {
 
   async function expectCursorRefused(path: string): Promise<void> {
     const problem = await expectProblem(await api('GET', path), 400, 'validation_failed')
-    if (!problem.errors?.some((error) => error.path === 'cursor')) throw new Error(`errors do not name cursor: ${JSON.stringify(problem)}`)
+    if (!problem.errors?.some((error) => error.path === 'cursor'))
+      throw new Error(`errors do not name cursor: ${JSON.stringify(problem)}`)
   }
 
   it('accepts the genuine cursor', async ({ expect }) => {
@@ -638,10 +697,14 @@ describe('GET /api/v1/posts?q= (full-text search)', () => {
   it('ignores diacritics both ways: cafe finds Café, café finds cafe', async ({ expect }) => {
     const { user, tokens } = await newAuthor()
     const word = uniqueWord()
-    const accented = await createPost(tokens.access_token, { title: `Café ${word}`, body: 'Crème brûlée, naïve Ångström' })
+    const accented = await createPost(tokens.access_token, {
+      title: `Café ${word}`,
+      body: 'Crème brûlée, naïve Ångström',
+    })
     const plain = await createPost(tokens.access_token, { title: `cafe ${word}`, body: 'plain' })
     const decomposed = await createPost(tokens.access_token, { title: `Cafe\u0301 ${word}`, body: 'decomposed' })
-    const search = async (q: string) => idsOf((await getPage(`/posts?author=${user.id}&q=${encodeURIComponent(q)}`)).results)
+    const search = async (q: string) =>
+      idsOf((await getPage(`/posts?author=${user.id}&q=${encodeURIComponent(q)}`)).results)
 
     const all = [decomposed.id, plain.id, accented.id]
     expect(await search('cafe')).toEqual(all)
@@ -715,21 +778,36 @@ describe('GET /api/v1/posts?q= (full-text search)', () => {
     expect(idsOf(((await res.json()) as PostPage).results)).toEqual([post.id])
   })
 
-  it.for(['"', '""', 'AND', 'OR NOT', '*', '(', ')', 'NEAR(', 'title:', '"unterminated', "'; DROP TABLE posts; --", '%', '_', '\\'])(
-    'answers 200 to the bare query %j (never 500)',
+  it.for([
+    '"',
+    '""',
+    'AND',
+    'OR NOT',
+    '*',
+    '(',
+    ')',
+    'NEAR(',
+    'title:',
+    '"unterminated',
+    "'; DROP TABLE posts; --",
+    '%',
+    '_',
+    '\\',
+  ])('answers 200 to the bare query %j (never 500)', async (q, { expect }) => {
+    const res = await api('GET', `/posts?q=${encodeURIComponent(q)}`)
+    expect(res.status).toBe(200)
+    const page = (await res.json()) as PostPage
+    expect(Array.isArray(page.results)).toBe(true)
+  })
+
+  it.for(['!!!', '"*()', '...---', '@#$%^&', '¿¡ — …'])(
+    'answers 200 with no results to the punctuation-only query %j',
     async (q, { expect }) => {
       const res = await api('GET', `/posts?q=${encodeURIComponent(q)}`)
       expect(res.status).toBe(200)
-      const page = (await res.json()) as PostPage
-      expect(Array.isArray(page.results)).toBe(true)
+      expect(await res.json()).toEqual({ results: [], next: null, previous: null })
     },
   )
-
-  it.for(['!!!', '"*()', '...---', '@#$%^&', '¿¡ — …'])('answers 200 with no results to the punctuation-only query %j', async (q, { expect }) => {
-    const res = await api('GET', `/posts?q=${encodeURIComponent(q)}`)
-    expect(res.status).toBe(200)
-    expect(await res.json()).toEqual({ results: [], next: null, previous: null })
-  })
 
   it('combines q with author and pagination', async ({ expect }) => {
     const [alice, bob] = await Promise.all([newAuthor(), newAuthor()])
@@ -765,7 +843,9 @@ describe('GET /api/v1/users/{id}/posts', () => {
     expect(new URL(pages[0]!.next!).pathname).toBe(`/api/v1/users/${alice.user.id}/posts`)
     const all = pages.flatMap((page) => page.results)
     expect(idsOf(all)).toEqual(newestFirst(alicePosts))
-    expect(all.every((post) => post.author.id === alice.user.id && post.author.username === alice.user.username)).toBe(true)
+    expect(all.every((post) => post.author.id === alice.user.id && post.author.username === alice.user.username)).toBe(
+      true,
+    )
     expect(all).toEqual([...alicePosts].reverse())
 
     const back = await getPage(pathOf(pages[2]!.previous!))

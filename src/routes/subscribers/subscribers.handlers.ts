@@ -107,7 +107,9 @@ export const exportCsv: AppRouteHandler<typeof routes.exportCsv, AdminEnv> = (c)
       const rows = await subscribersAfter(db, lastId, EXPORT_CHUNK_ROWS)
       for (const row of rows) {
         const view = routes.toSubscriberView(row)
-        controller.enqueue(encoder.encode(csvRecord([view.id, view.email, view.name, view.status, view.created_at, view.confirmed_at])))
+        controller.enqueue(
+          encoder.encode(csvRecord([view.id, view.email, view.name, view.status, view.created_at, view.confirmed_at])),
+        )
       }
       if (rows.length < EXPORT_CHUNK_ROWS) controller.close()
       else lastId = rows[rows.length - 1]!.id

@@ -28,7 +28,8 @@ const Name = z
   })
   .openapi({
     example: 'Ada',
-    description: 'One line, up to 200 characters: no control, line-separator or format characters (ZWNJ and ZWJ allowed)',
+    description:
+      'One line, up to 200 characters: no control, line-separator or format characters (ZWNJ and ZWJ allowed)',
   })
 
 const SubscriberSchema = z
@@ -82,7 +83,10 @@ export const confirm = createRoute({
   summary: 'Confirm a subscription with the emailed token',
   request: { body: jsonBody(TokenInput) },
   responses: {
-    200: json(z.object({ email: z.string(), status: z.literal('active') }).openapi('SubscriptionConfirmed'), 'Subscribed'),
+    200: json(
+      z.object({ email: z.string(), status: z.literal('active') }).openapi('SubscriptionConfirmed'),
+      'Subscribed',
+    ),
     ...problems(400, 413, 415),
   },
 })
@@ -127,10 +131,12 @@ export const exportCsv = createRoute({
   security: [{ Bearer: [] }],
   responses: {
     200: {
-      content: { 'text/csv': { schema: z.string().openapi({ example: 'id,email,name,status,created_at,confirmed_at\n' }) } },
+      content: {
+        'text/csv': { schema: z.string().openapi({ example: 'id,email,name,status,created_at,confirmed_at\n' }) },
+      },
       description:
         'Header row `id,email,name,status,created_at,confirmed_at`, RFC 4180 quoting; a text field ' +
-        'starting with `=`, `+`, `-`, `@`, tab, CR, LF or NUL is prefixed with `\'` (no formula)',
+        "starting with `=`, `+`, `-`, `@`, tab, CR, LF or NUL is prefixed with `'` (no formula)",
     },
     ...problems(401, 403, 503),
   },
@@ -156,9 +162,14 @@ export const update = createRoute({
   security: [{ Bearer: [] }],
   request: {
     params: SubscriberParams,
-    body: jsonBody(z.object({ name: Name.nullable().optional(), status: Status.optional() }).openapi('SubscriberPatch')),
+    body: jsonBody(
+      z.object({ name: Name.nullable().optional(), status: Status.optional() }).openapi('SubscriberPatch'),
+    ),
   },
-  responses: { 200: json(SubscriberSchema, 'The updated subscriber'), ...problems(400, 401, 403, 404, 413, 415, 429, 503) },
+  responses: {
+    200: json(SubscriberSchema, 'The updated subscriber'),
+    ...problems(400, 401, 403, 404, 413, 415, 429, 503),
+  },
 })
 
 export const remove = createRoute({

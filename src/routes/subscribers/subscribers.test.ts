@@ -20,7 +20,8 @@ const UNSUBSCRIBE_PATH = 'unsubscribe'
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 const SUBSCRIBER_KEYS = ['confirmed_at', 'created_at', 'email', 'id', 'name', 'status']
 const CSV_HEADER = ['id', 'email', 'name', 'status', 'created_at', 'confirmed_at']
-const UNSAFE_NAME_MESSAGE = 'must be a single line of text without control characters or invisible formatting characters'
+const UNSAFE_NAME_MESSAGE =
+  'must be a single line of text without control characters or invisible formatting characters'
 /** Characters a subscriber name may not contain (docs/API.md § Subscribers), put inside a name. */
 const UNSAFE_NAME_CHARACTERS = [
   ['a LF', '\n'],
@@ -213,7 +214,8 @@ async function exportCsv(token: string): Promise<{ res: Response; header: string
   const [header, ...records] = parseCsv(await res.text())
   const rows = new Map<number, string[]>()
   for (const record of records) {
-    if (record.length !== CSV_HEADER.length) throw new Error(`record with ${record.length} fields: ${JSON.stringify(record)}`)
+    if (record.length !== CSV_HEADER.length)
+      throw new Error(`record with ${record.length} fields: ${JSON.stringify(record)}`)
     const id = Number(record[0])
     if (rows.has(id)) throw new Error(`subscriber ${id} exported twice`)
     rows.set(id, record)
@@ -239,7 +241,9 @@ describe('POST /api/v1/subscribers', () => {
     expect(confirmToken).not.toBe(unsubscribeToken)
     expect(message!.text).toContain(`${PUBLIC_BASE_URL}/${CONFIRM_PATH}?token=${confirmToken}`)
     expect(message!.text).toContain(`${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}`)
-    expect(message!.headers['List-Unsubscribe']).toBe(`<${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}>`)
+    expect(message!.headers['List-Unsubscribe']).toBe(
+      `<${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}>`,
+    )
     // No one-click POST (RFC 8058): the link opens the client app, which POSTs the token as JSON.
     expect(message!.headers['List-Unsubscribe-Post']).toBeUndefined()
   })
@@ -266,7 +270,11 @@ describe('POST /api/v1/subscribers', () => {
       const res = await subscribe(email)
       answers.push({ status: res.status, contentType: res.headers.get('content-type'), body: await res.text() })
     }
-    expect(answers[0]).toEqual({ status: 202, contentType: expect.stringMatching(/^application\/json/), body: '{"status":"pending"}' })
+    expect(answers[0]).toEqual({
+      status: 202,
+      contentType: expect.stringMatching(/^application\/json/),
+      body: '{"status":"pending"}',
+    })
     for (const answer of answers.slice(1)) expect(answer).toEqual(answers[0])
   })
 
@@ -344,27 +352,39 @@ describe('POST /api/v1/subscribers', () => {
   })
 
   it('answers 400 validation_failed to a missing email and a too long name', async ({ expect }) => {
-    const missing = await expectProblem(await api('POST', '/subscribers', { name: 'No email' }), 400, 'validation_failed')
+    const missing = await expectProblem(
+      await api('POST', '/subscribers', { name: 'No email' }),
+      400,
+      'validation_failed',
+    )
     expect(missing.errors?.map((e) => e.path)).toContain('email')
     const longName = await expectProblem(await subscribe(uniqueEmail(), 'x'.repeat(201)), 400, 'validation_failed')
     expect(longName.errors?.map((e) => e.path)).toContain('name')
   })
 
-  it.for(UNSAFE_NAME_CHARACTERS)('answers 400 validation_failed naming "name" to a name with %s, echoing nothing', async ([, character], { expect }) => {
-    const email = uniqueEmail('unsafe')
-    const res = await subscribe(email, `Ada${character}Lovelace`)
-    const text = await res.clone().text()
-    const problem = await expectProblem(res, 400, 'validation_failed')
-    expect(problem.errors).toEqual([{ path: 'name', message: UNSAFE_NAME_MESSAGE }])
-    expect(text).not.toContain('Lovelace')
-    expect(await outboxMessagesTo(email)).toEqual([])
-    const { results } = await env.DB.prepare('SELECT id FROM subscribers WHERE lower(email) = lower(?)').bind(email).all()
-    expect(results).toEqual([])
-  })
+  it.for(UNSAFE_NAME_CHARACTERS)(
+    'answers 400 validation_failed naming "name" to a name with %s, echoing nothing',
+    async ([, character], { expect }) => {
+      const email = uniqueEmail('unsafe')
+      const res = await subscribe(email, `Ada${character}Lovelace`)
+      const text = await res.clone().text()
+      const problem = await expectProblem(res, 400, 'validation_failed')
+      expect(problem.errors).toEqual([{ path: 'name', message: UNSAFE_NAME_MESSAGE }])
+      expect(text).not.toContain('Lovelace')
+      expect(await outboxMessagesTo(email)).toEqual([])
+      const { results } = await env.DB.prepare('SELECT id FROM subscribers WHERE lower(email) = lower(?)')
+        .bind(email)
+        .all()
+      expect(results).toEqual([])
+    },
+  )
 
   it('refuses a name posing as a paragraph of the email', async ({ expect }) => {
     const email = uniqueEmail('phish')
-    const res = await subscribe(email, 'friend,\r\n\r\nYour account is locked. Unlock it at http://evil.example\r\n\r\nThanks')
+    const res = await subscribe(
+      email,
+      'friend,\r\n\r\nYour account is locked. Unlock it at http://evil.example\r\n\r\nThanks',
+    )
     expect((await expectProblem(res, 400, 'validation_failed')).errors?.map((e) => e.path)).toEqual(['name'])
     expect(await outboxMessagesTo(email)).toEqual([])
   })
@@ -619,7 +639,11 @@ describe('admin endpoints: authentication and authorisation', () => {
   it.for(endpoints)('%s %s answers 403 forbidden to a non-admin', async ([method, path], { expect }) => {
     const id = await existingSubscriberId()
     const { tokens } = await registerAndLogin()
-    await expectProblem(await api(method, path.replace('{id}', String(id)), bodyFor(method), tokens.access_token), 403, 'forbidden')
+    await expectProblem(
+      await api(method, path.replace('{id}', String(id)), bodyFor(method), tokens.access_token),
+      403,
+      'forbidden',
+    )
     // The subscriber is untouched.
     const after = await api('GET', `/subscribers/${id}`, undefined, await adminToken())
     expect(after.status).toBe(200)
@@ -699,7 +723,11 @@ describe('GET /api/v1/subscribers', () => {
   it('answers 400 validation_failed to an invalid status', async ({ expect }) => {
     const token = await adminToken()
     for (const status of ['confirmed', 'ACTIVE', '']) {
-      const problem = await expectProblem(await api('GET', `/subscribers?status=${status}`, undefined, token), 400, 'validation_failed')
+      const problem = await expectProblem(
+        await api('GET', `/subscribers?status=${status}`, undefined, token),
+        400,
+        'validation_failed',
+      )
       expect(problem.errors?.map((e) => e.path)).toContain('status')
     }
   })
@@ -707,7 +735,11 @@ describe('GET /api/v1/subscribers', () => {
   it('answers 400 validation_failed naming "limit" to an out-of-range limit', async ({ expect }) => {
     const token = await adminToken()
     for (const limit of ['0', '101', 'abc']) {
-      const problem = await expectProblem(await api('GET', `/subscribers?limit=${limit}`, undefined, token), 400, 'validation_failed')
+      const problem = await expectProblem(
+        await api('GET', `/subscribers?limit=${limit}`, undefined, token),
+        400,
+        'validation_failed',
+      )
       expect(problem.errors?.map((e) => e.path)).toContain('limit')
     }
   })
@@ -845,16 +877,28 @@ describe('GET, PATCH, DELETE /api/v1/subscribers/{id}', () => {
     const email = uniqueEmail()
     await subscribeOk(email)
     const { id } = await findSubscriber(token, email)
-    const badStatus = await expectProblem(await api('PATCH', `/subscribers/${id}`, { status: 'gone' }, token), 400, 'validation_failed')
+    const badStatus = await expectProblem(
+      await api('PATCH', `/subscribers/${id}`, { status: 'gone' }, token),
+      400,
+      'validation_failed',
+    )
     expect(badStatus.errors?.map((e) => e.path)).toContain('status')
-    const badName = await expectProblem(await api('PATCH', `/subscribers/${id}`, { name: 'x'.repeat(201) }, token), 400, 'validation_failed')
+    const badName = await expectProblem(
+      await api('PATCH', `/subscribers/${id}`, { name: 'x'.repeat(201) }, token),
+      400,
+      'validation_failed',
+    )
     expect(badName.errors?.map((e) => e.path)).toContain('name')
-    const form = await api('PATCH', `/subscribers/${id}`, 'name=x', token, { 'content-type': 'application/x-www-form-urlencoded' })
+    const form = await api('PATCH', `/subscribers/${id}`, 'name=x', token, {
+      'content-type': 'application/x-www-form-urlencoded',
+    })
     await expectProblem(form, 415, 'unsupported_media_type')
     expect((await findSubscriber(token, email)).status).toBe('pending')
   })
 
-  it('PATCH answers 400 naming "name" to every unsafe character, echoing nothing, and keeps the stored name', async ({ expect }) => {
+  it('PATCH answers 400 naming "name" to every unsafe character, echoing nothing, and keeps the stored name', async ({
+    expect,
+  }) => {
     const token = await adminToken()
     const email = uniqueEmail()
     await subscribeOk(email, 'Ada')
@@ -881,7 +925,9 @@ describe('GET, PATCH, DELETE /api/v1/subscribers/{id}', () => {
     await expectProblem(await api('DELETE', `/subscribers/${id}`, undefined, token), 404, 'not_found')
     const confirm = await api('POST', '/subscribers/confirm', { token: await tokenFromEmail(email, CONFIRM_PATH) })
     await expectProblem(confirm, 400, 'token_invalid')
-    const unsubscribe = await api('POST', '/subscribers/unsubscribe', { token: await tokenFromEmail(email, UNSUBSCRIBE_PATH) })
+    const unsubscribe = await api('POST', '/subscribers/unsubscribe', {
+      token: await tokenFromEmail(email, UNSUBSCRIBE_PATH),
+    })
     await expectProblem(unsubscribe, 400, 'token_invalid')
   })
 
@@ -944,7 +990,11 @@ describe('GET /api/v1/subscribers/export', () => {
     const text = await res.text()
     expect(text).toContain('"Smith, John"')
     expect(text).toContain('"The ""Boss"""')
-    const byEmail = new Map(parseCsv(text).slice(1).map((record) => [record[1], record]))
+    const byEmail = new Map(
+      parseCsv(text)
+        .slice(1)
+        .map((record) => [record[1], record]),
+    )
     for (const [i, name] of names.entries()) expect(byEmail.get(emails[i]!)?.[2]).toBe(name)
   })
 
@@ -982,7 +1032,13 @@ describe('GET /api/v1/subscribers/export', () => {
     const statements = Array.from({ length: 1_200 }, (_, i) =>
       env.DB.prepare(
         'INSERT INTO subscribers (email, name, status, created_at, updated_at, unsubscribe_token_hash) VALUES (?1, ?2, ?3, ?4, ?4, ?5)',
-      ).bind(`${tag}.${i}@example.com`, i % 7 === 0 ? `Bulk, "${i}"` : `Bulk ${i}`, i % 2 === 0 ? 'active' : 'pending', now - i, crypto.randomUUID()),
+      ).bind(
+        `${tag}.${i}@example.com`,
+        i % 7 === 0 ? `Bulk, "${i}"` : `Bulk ${i}`,
+        i % 2 === 0 ? 'active' : 'pending',
+        now - i,
+        crypto.randomUUID(),
+      ),
     )
     await env.DB.batch(statements)
     const { results: inDb } = await env.DB.prepare('SELECT id FROM subscribers').all<{ id: number }>()
@@ -1022,7 +1078,9 @@ describe('names with SQL metacharacters and unicode', () => {
 })
 
 describe('POST /api/v1/subscribers cannot be used to mail-bomb an address', () => {
-  it('sends at most 3 confirmation emails an hour to one address, and always answers the same 202', async ({ expect }) => {
+  it('sends at most 3 confirmation emails an hour to one address, and always answers the same 202', async ({
+    expect,
+  }) => {
     const email = `${uniqueName('bombed')}@example.com`
     for (let i = 0; i < 5; i += 1) {
       const res = await api('POST', '/subscribers', { email: i % 2 === 0 ? email : email.toUpperCase() })

@@ -3,7 +3,16 @@ import type { BatchStatements, Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
 import { spendTokensOf } from '../../db/one-time-tokens'
-import { deleteUser, findUserById, listUsers, loadAuthenticatedUser, loadPrivateUser, loadUserForChange, toConflict, updateUser } from '../../db/users'
+import {
+  deleteUser,
+  findUserById,
+  listUsers,
+  loadAuthenticatedUser,
+  loadPrivateUser,
+  loadUserForChange,
+  toConflict,
+  updateUser,
+} from '../../db/users'
 import type { UserChanges } from '../../db/users'
 import { accountEmailStatements, deliverSoon, mailWindowStart, withinMailLimit } from '../../email/account-emails'
 import { PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
@@ -59,9 +68,20 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
 
 export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> = async (c) => {
   const { is_admin: isAdmin, email_verified: emailVerified, ...profile } = c.req.valid('json')
-  const { user: target, providers, verificationsSent } = await loadForChange(c.var.db, c.req.valid('param').id, profile.email)
+  const {
+    user: target,
+    providers,
+    verificationsSent,
+  } = await loadForChange(c.var.db, c.req.valid('param').id, profile.email)
   if (target === undefined) throw notFound('user')
-  const updated = await applyUserChanges(c.var.db, c.var.config, target, profile, { isAdmin, emailVerified }, verificationsSent)
+  const updated = await applyUserChanges(
+    c.var.db,
+    c.var.config,
+    target,
+    profile,
+    { isAdmin, emailVerified },
+    verificationsSent,
+  )
   if (updated.email !== target.email && !updated.emailVerified) deliverSoon(executionContextOf(c), c.env, c.var.config)
   return c.json(toPrivateUser(updated, providers), 200)
 }
@@ -103,7 +123,9 @@ async function applyUserChanges(
     const email = changes.email!
     if (emailVerified !== true && withinMailLimit(verificationsSent)) {
       const username = changes.username ?? user.username
-      statements.push(...(await accountEmailStatements('email_verification', db, config, { userId: user.id, username, email }, now)))
+      statements.push(
+        ...(await accountEmailStatements('email_verification', db, config, { userId: user.id, username, email }, now)),
+      )
     }
   }
   const [updated] = await db.batch(statements).catch(toConflict)

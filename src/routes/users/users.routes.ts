@@ -7,7 +7,11 @@ import { EmailSchema, PrivateUserSchema, UsernameSchema } from '../account-schem
 import { PaginationQuery, pageSchema } from '../pagination'
 
 const PublicUserSchema = z
-  .object({ id: z.number().int().openapi({ example: 1 }), username: z.string().openapi({ example: 'alice' }), created_at: Timestamp })
+  .object({
+    id: z.number().int().openapi({ example: 1 }),
+    username: z.string().openapi({ example: 'alice' }),
+    created_at: Timestamp,
+  })
   .openapi('PublicUser', { description: 'What anyone may see of a user.' })
 
 export type PublicUser = z.infer<typeof PublicUserSchema>
@@ -18,9 +22,7 @@ export function toPublicUser(user: Pick<UserRow, 'id' | 'username' | 'createdAt'
 
 const UserParams = idParams('1')
 
-const MePatch = z
-  .object({ username: UsernameSchema.optional(), email: EmailSchema.optional() })
-  .openapi('UserMePatch')
+const MePatch = z.object({ username: UsernameSchema.optional(), email: EmailSchema.optional() }).openapi('UserMePatch')
 
 const AdminUserPatch = z
   .object({
@@ -92,7 +94,10 @@ export const adminUpdate = createRoute({
   middleware: [purgesEdgeCache, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: { params: UserParams, body: jsonBody(AdminUserPatch) },
-  responses: { 200: json(PrivateUserSchema, 'The updated user'), ...problems(400, 401, 403, 404, 409, 413, 415, 429, 503) },
+  responses: {
+    200: json(PrivateUserSchema, 'The updated user'),
+    ...problems(400, 401, 403, 404, 409, 413, 415, 429, 503),
+  },
 })
 
 export const adminDelete = createRoute({
@@ -103,7 +108,10 @@ export const adminDelete = createRoute({
   middleware: [purgesEdgeCache, requireAdmin()] as const,
   security: [{ Bearer: [] }],
   request: { params: UserParams },
-  responses: { 204: { description: 'Deleted; every token of the user stops working' }, ...problems(401, 403, 404, 429, 503) },
+  responses: {
+    204: { description: 'Deleted; every token of the user stops working' },
+    ...problems(401, 403, 404, 429, 503),
+  },
 })
 
 export const getMe = createRoute({

@@ -16,7 +16,17 @@ import {
 } from '../../../test/helpers'
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
-const PRIVATE_VIEW_KEYS = ['created_at', 'email', 'email_verified', 'id', 'is_admin', 'last_login_at', 'mfa_enabled', 'providers', 'username']
+const PRIVATE_VIEW_KEYS = [
+  'created_at',
+  'email',
+  'email_verified',
+  'id',
+  'is_admin',
+  'last_login_at',
+  'mfa_enabled',
+  'providers',
+  'username',
+]
 
 function me(headers: Record<string, string> = {}): Promise<Response> {
   return api('GET', '/users/me', undefined, undefined, headers)
@@ -176,7 +186,11 @@ describe('GET /api/v1/users', () => {
       expect(Object.keys(profile).sort()).toEqual(['created_at', 'id', 'username'])
       expect(profile.created_at).toMatch(ISO_UTC)
     }
-    expect(profiles).toContainEqual({ id: user.id, username: user.username, created_at: expect.stringMatching(ISO_UTC) })
+    expect(profiles).toContainEqual({
+      id: user.id,
+      username: user.username,
+      created_at: expect.stringMatching(ISO_UTC),
+    })
   })
 
   it('walks every profile once with limit=2, following next', async ({ expect }) => {
@@ -288,17 +302,22 @@ describe('PATCH /api/v1/users/me', () => {
     expect(await privateViewOf(tokens.access_token)).toMatchObject({ email: newEmail, email_verified: true })
   })
 
-  it('answers 409 username_taken for another user\'s username in a different case and changes nothing', async ({ expect }) => {
+  it("answers 409 username_taken for another user's username in a different case and changes nothing", async ({
+    expect,
+  }) => {
     const other = await registerUser()
     const { user, tokens } = await registerAndLogin()
     const before = await privateViewOf(tokens.access_token)
-    const res = await patchMe({ username: other.username.toUpperCase(), email: `${uniqueName()}@example.com` }, tokens.access_token)
+    const res = await patchMe(
+      { username: other.username.toUpperCase(), email: `${uniqueName()}@example.com` },
+      tokens.access_token,
+    )
     await expectProblem(res, 409, 'username_taken')
     expect(await privateViewOf(tokens.access_token)).toEqual(before)
     expect(before).toMatchObject({ username: user.username, email: user.email })
   })
 
-  it('answers 409 email_taken for another user\'s email in a different case and changes nothing', async ({ expect }) => {
+  it("answers 409 email_taken for another user's email in a different case and changes nothing", async ({ expect }) => {
     const other = await registerUser()
     const { user, tokens } = await registerAndLogin()
     const before = await privateViewOf(tokens.access_token)
@@ -311,7 +330,11 @@ describe('PATCH /api/v1/users/me', () => {
 
   it('answers 400 naming email for an invalid email', async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
-    const problem = await expectProblem(await patchMe({ email: 'not-an-email' }, tokens.access_token), 400, 'validation_failed')
+    const problem = await expectProblem(
+      await patchMe({ email: 'not-an-email' }, tokens.access_token),
+      400,
+      'validation_failed',
+    )
     expect(problem.errors?.map((e) => e.path)).toContain('email')
     expect(await privateViewOf(tokens.access_token)).toMatchObject({ email: user.email })
   })
@@ -339,7 +362,11 @@ describe('DELETE /api/v1/users/me', () => {
   it('answers 401 invalid_credentials to a wrong password and deletes nothing', async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
     const post = await createPost(tokens.access_token, 'Still here')
-    await expectProblem(await api('DELETE', '/users/me', { password: 'not the password' }, tokens.access_token), 401, 'invalid_credentials')
+    await expectProblem(
+      await api('DELETE', '/users/me', { password: 'not the password' }, tokens.access_token),
+      401,
+      'invalid_credentials',
+    )
     expect((await api('GET', `/users/${user.id}`)).status).toBe(200)
     expect((await api('GET', `/posts/${post.id}`)).status).toBe(200)
     expect((await api('GET', '/users/me', undefined, tokens.access_token)).status).toBe(200)
@@ -348,7 +375,11 @@ describe('DELETE /api/v1/users/me', () => {
 
   it('answers 400 naming password when it is missing', async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
-    const problem = await expectProblem(await api('DELETE', '/users/me', {}, tokens.access_token), 400, 'validation_failed')
+    const problem = await expectProblem(
+      await api('DELETE', '/users/me', {}, tokens.access_token),
+      400,
+      'validation_failed',
+    )
     expect(problem.errors?.map((e) => e.path)).toContain('password')
     expect((await api('GET', `/users/${user.id}`)).status).toBe(200)
   })
@@ -363,7 +394,11 @@ describe('DELETE /api/v1/users/me', () => {
 
     await expectProblem(await api('GET', '/users/me', undefined, tokens.access_token), 401, 'token_revoked')
     expect((await api('GET', '/users/me', undefined, other.access_token)).status).toBe(401)
-    await expectProblem(await api('POST', '/auth/token', { username: user.username, password: user.password }), 401, 'invalid_credentials')
+    await expectProblem(
+      await api('POST', '/auth/token', { username: user.username, password: user.password }),
+      401,
+      'invalid_credentials',
+    )
     for (const post of posts) await expectProblem(await api('GET', `/posts/${post.id}`), 404, 'not_found')
     await expectProblem(await api('GET', `/users/${user.id}`), 404, 'not_found')
     expect((await refresh(tokens.refresh_token)).status).toBe(401)
@@ -382,13 +417,16 @@ describe('PATCH, DELETE /api/v1/users/{id} (admin)', () => {
     expect((await login(target)).access_token).toEqual(expect.any(String))
   })
 
-  it.for(['PATCH', 'DELETE'] as const)('%s answers 401 not_authenticated without a token', async (method, { expect }) => {
-    const target = await registerUser()
-    const body = method === 'PATCH' ? { is_admin: true } : undefined
-    const res = await api(method, `/users/${target.id}`, body)
-    expect(res.headers.get('www-authenticate')).toBe('Bearer realm="api"')
-    await expectProblem(res, 401, 'not_authenticated')
-  })
+  it.for(['PATCH', 'DELETE'] as const)(
+    '%s answers 401 not_authenticated without a token',
+    async (method, { expect }) => {
+      const target = await registerUser()
+      const body = method === 'PATCH' ? { is_admin: true } : undefined
+      const res = await api(method, `/users/${target.id}`, body)
+      expect(res.headers.get('www-authenticate')).toBe('Bearer realm="api"')
+      await expectProblem(res, 401, 'not_authenticated')
+    },
+  )
 
   it('PATCH lets an admin set is_admin, email_verified and username', async ({ expect }) => {
     const admin = await registerAdmin()
@@ -403,8 +441,18 @@ describe('PATCH, DELETE /api/v1/users/{id} (admin)', () => {
     expect(res.status).toBe(200)
     const body = (await res.json()) as PrivateUser
     expect(Object.keys(body).sort()).toEqual(PRIVATE_VIEW_KEYS)
-    expect(body).toMatchObject({ id: target.user.id, username: renamed, email: target.user.email, is_admin: true, email_verified: true })
-    expect(await privateViewOf(target.tokens.access_token)).toMatchObject({ username: renamed, is_admin: true, email_verified: true })
+    expect(body).toMatchObject({
+      id: target.user.id,
+      username: renamed,
+      email: target.user.email,
+      is_admin: true,
+      email_verified: true,
+    })
+    expect(await privateViewOf(target.tokens.access_token)).toMatchObject({
+      username: renamed,
+      is_admin: true,
+      email_verified: true,
+    })
 
     // The promoted user is now an administrator.
     const victim = await registerUser()
@@ -420,7 +468,7 @@ describe('PATCH, DELETE /api/v1/users/{id} (admin)', () => {
     )
   })
 
-  it('DELETE lets an admin delete a user: 204 and the target\'s tokens stop working', async ({ expect }) => {
+  it("DELETE lets an admin delete a user: 204 and the target's tokens stop working", async ({ expect }) => {
     const admin = await registerAdmin()
     const target = await registerAndLogin()
     const post = await createPost(target.tokens.access_token, 'Doomed')
@@ -443,10 +491,13 @@ describe('PATCH, DELETE /api/v1/users/{id} (admin)', () => {
 })
 
 describe('GET /api/v1/users/{id}/posts', () => {
-  it('lists only that user\'s posts', async ({ expect }) => {
+  it("lists only that user's posts", async ({ expect }) => {
     const author = await registerAndLogin()
     const bystander = await registerAndLogin()
-    const mine = [await createPost(author.tokens.access_token, 'Mine 1'), await createPost(author.tokens.access_token, 'Mine 2')]
+    const mine = [
+      await createPost(author.tokens.access_token, 'Mine 1'),
+      await createPost(author.tokens.access_token, 'Mine 2'),
+    ]
     const theirs = await createPost(bystander.tokens.access_token, 'Theirs')
 
     const res = await api('GET', `/users/${author.user.id}/posts`)
@@ -510,7 +561,8 @@ function demotingDb(real: D1Database, userId: number): D1Database {
             return result
           }
         }
-        if (property === 'withSession') return (constraint?: string) => wrap((target as D1Database).withSession(constraint))
+        if (property === 'withSession')
+          return (constraint?: string) => wrap((target as D1Database).withSession(constraint))
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
       },
     }) as D1Database
@@ -521,9 +573,17 @@ describe('PATCH /api/v1/users/me writes only what it changes', () => {
   it('does not restore admin rights revoked between its read and its write', async ({ expect }) => {
     const { user, tokens } = await registerAdmin()
     const renamed = uniqueName('renamed')
-    const res = await apiWithEnv({ ...env, DB: demotingDb(env.DB, user.id) }, 'PATCH', '/users/me', { username: renamed }, tokens.access_token)
+    const res = await apiWithEnv(
+      { ...env, DB: demotingDb(env.DB, user.id) },
+      'PATCH',
+      '/users/me',
+      { username: renamed },
+      tokens.access_token,
+    )
     expect(res.status).toBe(200)
-    const row = await env.DB.prepare('SELECT username, is_admin FROM users WHERE id = ?').bind(user.id).first<{ username: string; is_admin: number }>()
+    const row = await env.DB.prepare('SELECT username, is_admin FROM users WHERE id = ?')
+      .bind(user.id)
+      .first<{ username: string; is_admin: number }>()
     expect(row).toEqual({ username: renamed, is_admin: 0 })
   })
 })
