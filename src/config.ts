@@ -1,5 +1,10 @@
 import { z } from 'zod'
 import { ApiError } from './lib/api-error'
+import type { OidcProvider } from './lib/oidc'
+import type { TokenSettings } from './lib/token-keys'
+
+export type { OidcProvider } from './lib/oidc'
+export type { JwtAlgorithm, TokenSettings } from './lib/token-keys'
 
 const textEncoder = new TextEncoder()
 
@@ -130,35 +135,6 @@ const ConfigSchema = z
     message: 'MAIL_API_KEY must be set when MAIL_TRANSPORT is not console.',
     path: ['MAIL_API_KEY'],
   })
-
-export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256'
-
-export interface TokenSettings {
-  alg: JwtAlgorithm
-  /** UTF-8 bytes of JWT_SECRET: the HS256 key (docs/API.md, precise point 1). */
-  secret: Uint8Array
-  privateJwk: string | undefined
-  publicJwks: string | undefined
-  issuer: string | undefined
-  audience: string | undefined
-  leewaySeconds: number
-  accessTtlSeconds: number
-  refreshTtlSeconds: number
-  reuseGraceSeconds: number
-  /** No refresh this long after the login that started the session, whatever the rotations. */
-  sessionMaxAgeSeconds: number
-  /** How long a location may cache a revocation lookup (KV cacheTtl), seconds. */
-  revocationCacheTtlSeconds: number
-}
-
-export interface OidcProvider {
-  name: string
-  issuers: string[]
-  jwksUri: string
-  audiences: string[]
-  algorithms: ('RS256' | 'ES256')[]
-  nonce: 'plain' | 'sha256'
-}
 
 export interface Config {
   tokens: TokenSettings

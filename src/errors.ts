@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import type { Context, ErrorHandler } from 'hono'
+import type { AppEnv } from './app-env'
 import { HTTPException } from 'hono/http-exception'
 import { NO_STORE } from './http/conditional-get'
 import { ApiError, ERROR_CODES, notFound } from './lib/api-error'
@@ -166,7 +167,7 @@ export function onMethodNotAllowed(c: Context, methods: string[]): Response {
   )
 }
 
-export const onError: ErrorHandler = (err, c) => {
+export const onError: ErrorHandler<AppEnv> = (err, c) => {
   const error = toApiError(err)
   if (error.status >= 500) logServerError(c, error)
   return problemResponse(c, error)

@@ -1,42 +1,22 @@
 import { OpenAPIHono, z } from '@hono/zod-openapi'
 import type { RouteConfig, RouteHandler } from '@hono/zod-openapi'
 import type { Context } from 'hono'
-import type { RequestIdVariables } from 'hono/request-id'
-import type { Env } from './config'
+import type { AppEnv } from './app-env'
 import { ProblemSchema, validationFailed } from './errors'
 import type { ErrorStatus } from './lib/api-error'
-import type { AdminVariables, AuthVariables } from './middleware/authenticate'
-import type { BindingVariables } from './middleware/bindings'
-import type { ConfigVariables } from './middleware/config'
-import type { ObserveVariables } from './middleware/observe'
-import type { TokenKeysVariables } from './middleware/token-keys'
+import type { SessionDeps } from './sessions/deps'
+
+export type { AdminEnv, AppEnv, AppVariables, AuthedEnv } from './app-env'
 
 /** Where the API lives; only /openapi.json, /docs and /.well-known/ sit outside it. */
 export const API_PREFIX = '/api/v1'
 
-/** What every handler can read: the variables the app-level middleware publish (src/index.ts). */
-export type AppVariables = RequestIdVariables &
-  ObserveVariables &
-  ConfigVariables &
-  TokenKeysVariables &
-  BindingVariables
-
-export interface AppEnv {
-  Bindings: Env
-  Variables: AppVariables
-}
-
-/** Handlers of routes with requireUser(). */
-export interface AuthedEnv extends AppEnv {
-  Variables: AppVariables & AuthVariables
-}
-
-/** Handlers of routes with requireAdmin(). */
-export interface AdminEnv extends AppEnv {
-  Variables: AppVariables & AdminVariables
-}
-
 export type AppRouteHandler<R extends RouteConfig, E extends AppEnv = AppEnv> = RouteHandler<R, E>
+
+/** What the login-session layer (src/sessions/) needs from a request: its D1, KV, keys and config. */
+export function sessionDeps<E extends AppEnv>(c: Context<E>): SessionDeps {
+  return { db: c.var.db, kv: c.var.kv, keys: c.var.tokenKeys, config: c.var.config }
+}
 
 /**
  * The request's execution context, for work after the response (email delivery); undefined when

@@ -150,7 +150,7 @@ describe('concurrent refreshes of one refresh token', () => {
     expect((await refresh(issued!)).status).toBe(200)
   })
 
-  // Regression guard (src/db/sessions.ts, replayRotatedToken): with REFRESH_REUSE_GRACE=0 a loser
+  // Regression guard (src/sessions/rotate.ts, replayRotatedToken): with REFRESH_REUSE_GRACE=0 a loser
   // whose `now` is not later than the winner's rotated_at (same millisecond, or taken before the
   // winner committed) would pass `now - rotatedAt <= 0` and be answered 200 as a grace replay, if
   // a zero grace did not disable the window outright. The clock is frozen here so every request

@@ -299,9 +299,9 @@ describe('a multi-step write is all-or-nothing', () => {
 })
 
 describe('logout while KV writes fail', () => {
-  // What the code does (src/db/sessions.ts, endSessions): D1 first — the session row is
-  // marked revoked, so refresh stops at once — then the KV put, which throws; the request answers
-  // 500 internal_error. The access token is NOT revoked (no KV key): it lives until it expires
+  // What the code does (src/sessions/end.ts, endSessions with `only`): the D1 row and the KV key
+  // at once; the row is marked revoked, so refresh stops at once, and the KV put throws; the
+  // request answers 500 internal_error. The access token is NOT revoked (no KV key): it lives until it expires
   // (ACCESS_TOKEN_TTL), which the client learns from the 5xx and can retry the logout.
   it('answers 5xx (not 204), yet the session is revoked in D1 and its refresh token is refused', async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()

@@ -11,8 +11,6 @@ import type { UserRow } from './schema'
  */
 export const NO_PASSWORD = '!oidc'
 
-export const hasPassword = (user: Pick<UserRow, 'passwordHash'>): boolean => user.passwordHash !== NO_PASSWORD
-
 /** The user an identity signs in to, if it is linked. */
 export async function findUserByIdentity(db: Db, provider: string, sub: string): Promise<UserRow | undefined> {
   const [row] = await db

@@ -121,12 +121,3 @@ export async function spendRecoveryCode(db: Db, userId: number, codeHash: string
     .returning({ codeHash: mfaRecoveryCodes.codeHash })
   return spent.length === 1
 }
-
-/** How many unused recovery codes the user has left. */
-export async function recoveryCodesLeft(db: Db, userId: number): Promise<number> {
-  const rows = await db
-    .select({ codeHash: mfaRecoveryCodes.codeHash })
-    .from(mfaRecoveryCodes)
-    .where(and(eq(mfaRecoveryCodes.userId, userId), isNull(mfaRecoveryCodes.usedAt)))
-  return rows.length
-}

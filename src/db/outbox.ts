@@ -16,8 +16,11 @@ export interface QueuedEmail {
   headers?: Record<string, string>
 }
 
-/** The INSERT that queues a message: put it in the same db.batch() as the change that causes it. */
-export function queueEmail(db: Db, message: QueuedEmail, now: Date): BatchItem<'sqlite'> {
+/**
+ * The INSERT of a message into the outbox. Code that sends mail calls queueEmail()
+ * (src/email/queue.ts), which first checks that a transport may deliver it.
+ */
+export function insertOutboxMessage(db: Db, message: QueuedEmail, now: Date): BatchItem<'sqlite'> {
   return db.insert(emailOutbox).values({
     recipient: message.to,
     subject: message.subject,

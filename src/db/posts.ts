@@ -1,6 +1,6 @@
 import { and, eq, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
-import { ApiError } from '../lib/api-error'
+import { userGone } from '../lib/api-error'
 import type { Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
@@ -125,8 +125,7 @@ export async function insertPost(
       db.select({ username: users.username }).from(users).where(eq(users.id, authorId)),
     ])
     .catch((err: unknown) => {
-      if (isForeignKeyViolation(err))
-        throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+      if (isForeignKeyViolation(err)) throw userGone()
       throw err
     })
   return { ...inserted[0]!, authorUsername: author[0]!.username }

@@ -1,9 +1,8 @@
 import { and, count, eq, gte, inArray, isNull, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
-import { ApiError } from '../lib/api-error'
+import { ApiError, userGone } from '../lib/api-error'
 import { parseId } from '../lib/ids'
-import type { TokenKeys } from '../lib/token-keys'
 import { usernameKey } from '../lib/usernames'
 import type { Db } from './client'
 import { providersOf } from './external-identities'
@@ -11,7 +10,6 @@ import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
 import { oneTimeTokens, users } from './schema'
 import type { UserRow } from './schema'
-import { endAllSessions } from './sessions'
 import type { LiveToken } from './one-time-tokens'
 
 const OLDEST_FIRST: Keyset = { sortColumn: users.createdAt, idColumn: users.id, order: 'asc' }
@@ -134,19 +132,17 @@ export async function loadUserForChange(
 }
 
 /** The authenticated user's row and linked sign-in providers, in one round trip (refused as loadAuthenticatedUser). */
-export async function loadPrivateUser(db: Db, userId: string): Promise<{ user: UserRow; providers: string[] }> {
-  const id = parseId(userId)
-  const [found, linked] =
-    id === null ? [[], []] : await db.batch([db.select().from(users).where(eq(users.id, id)), providersOf(db, id)])
+export async function loadPrivateUser(db: Db, userId: number): Promise<{ user: UserRow; providers: string[] }> {
+  const [found, linked] = await db.batch([db.select().from(users).where(eq(users.id, userId)), providersOf(db, userId)])
   const user = found[0]
-  if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  if (user === undefined) throw userGone()
   return { user, providers: linked.map((row) => row.provider) }
 }
 
 /** The authenticated user's row; a token whose subject no longer exists is refused (docs/API.md, precise point 2). */
-export async function loadAuthenticatedUser(db: Db, userId: string): Promise<UserRow> {
+export async function loadAuthenticatedUser(db: Db, userId: number): Promise<UserRow> {
   const user = await findUserById(db, userId)
-  if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  if (user === undefined) throw userGone()
   return user
 }
 
@@ -269,16 +265,9 @@ export function updateUser(db: Db, userId: number, changes: Partial<UserChanges>
     .returning()
 }
 
-/** Ends every session of the user (D1 + KV), then deletes the row; posts, sessions and tokens cascade. */
-export async function deleteUser(
-  db: Db,
-  kv: KVNamespace,
-  keys: TokenKeys,
-  userId: number,
-  ownSid?: string,
-): Promise<void> {
-  await endAllSessions(db, kv, userId, 'account deleted', new Date(), keys, ownSid)
-  await db.delete(users).where(eq(users.id, userId))
+/** The DELETE of a user; posts, sessions, identities and tokens cascade. */
+export function deleteUserRow(db: Db, userId: number): BatchItem<'sqlite'> {
+  return db.delete(users).where(eq(users.id, userId))
 }
 
 /** Maps a unique-index violation from D1 to the contract's 409 codes; anything else is rethrown. */

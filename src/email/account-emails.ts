@@ -4,10 +4,10 @@ import type { Config } from '../config'
 import { createDb } from '../db/client'
 import type { BatchStatements, Db } from '../db/client'
 import { countTokensSentTo, issueOneTimeToken } from '../db/one-time-tokens'
-import { queueEmail } from '../db/outbox'
 import { LINK_PATHS, emailVerificationMessage, linkTo, passwordResetMessage } from './messages'
 import { deliverInBackground } from './outbox'
-import { assertMailConfigured, transportFor } from './transports'
+import { queueEmail } from './queue'
+import { transportFor } from './transports'
 
 interface Recipient {
   /** The user id, or a subquery yielding it when the user is inserted in the same batch. */
@@ -52,11 +52,10 @@ export async function accountEmailStatements(
   recipient: Recipient,
   now: Date,
 ): Promise<BatchStatements> {
-  assertMailConfigured(config)
   const { token, insert } = await issueOneTimeToken(db, purpose, recipient, now)
   const { path, message } = ACCOUNT_EMAILS[purpose]
   const link = linkTo(config.publicBaseUrl, path, token)
-  return [insert, queueEmail(db, message(recipient.email, recipient.username, link), now)]
+  return [insert, queueEmail(db, config, message(recipient.email, recipient.username, link), now)]
 }
 
 /**

@@ -3,13 +3,13 @@ import { env } from 'cloudflare:workers'
 import { eq, inArray } from 'drizzle-orm'
 import { afterEach, beforeEach, describe, it, vi } from 'vitest'
 import { uniqueName } from '../../test/helpers'
-import { getConfig } from '../config'
 import { emailOutbox, oneTimeTokens } from '../db/schema'
 import type { OutboxRow } from '../db/schema'
 import worker from '../index'
 import { createDb } from '../db/client'
 import type { EmailMessage } from './messages'
-import { queueEmail } from '../db/outbox'
+import { getConfig } from '../config'
+import { queueEmail } from './queue'
 import { MAX_DELIVERY_ATTEMPTS, deliverDueEmails, retryDelayMs } from './outbox'
 import { consoleTransport, httpTransport, transportFor } from './transports'
 import type { MailTransport, OutgoingEmail } from './transports'
@@ -57,7 +57,7 @@ function messageTo(to = `${uniqueName('mail')}@example.com`): EmailMessage {
 
 /** Queues one message at `now` the way the handlers do (inside db.batch) and returns its row. */
 async function queue(now: Date, message: EmailMessage = messageTo()): Promise<OutboxRow> {
-  await db.batch([queueEmail(db, message, now)])
+  await db.batch([queueEmail(db, getConfig(env), message, now)])
   return rowTo(message.to)
 }
 
@@ -119,7 +119,7 @@ describe('queueEmail', () => {
     // The second insert of the same primary key fails, so the whole batch must leave no trace.
     await expect(
       db.batch([
-        queueEmail(db, message, T0),
+        queueEmail(db, getConfig(env), message, T0),
         db.insert(oneTimeTokens).values(tokenRow),
         db.insert(oneTimeTokens).values(tokenRow),
       ]),

@@ -60,6 +60,10 @@ export class ApiError extends Error {
 export const notAuthenticated = (): ApiError =>
   new ApiError(401, 'not_authenticated', 'Authentication is required: send an access token.')
 
+/** A valid token whose subject names no user (anymore): refused as a bad token (docs/API.md, precise point 2). */
+export const userGone = (): ApiError =>
+  new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+
 export const forbidden = (detail = 'You may not act on this resource.'): ApiError =>
   new ApiError(403, 'forbidden', detail)
 

@@ -1,8 +1,17 @@
 import { createLocalJWKSet, errors, jwtVerify } from 'jose'
 import type { JSONWebKeySet, JWTPayload } from 'jose'
-import type { OidcProvider } from '../config'
 import { ApiError } from './api-error'
 import { constantTimeEqual, utf8 } from './encoding'
+
+/** One OpenID Connect provider apps may sign in with (OIDC_PROVIDERS, parsed by src/config.ts). */
+export interface OidcProvider {
+  name: string
+  issuers: string[]
+  jwksUri: string
+  audiences: string[]
+  algorithms: ('RS256' | 'ES256')[]
+  nonce: 'plain' | 'sha256'
+}
 
 /** What a verified ID token says about the person signing in. */
 export interface ProviderIdentity {

@@ -1,8 +1,28 @@
 import { createLocalJWKSet, importJWK } from 'jose'
 import type { JWK, JWTVerifyGetKey } from 'jose'
-import type { JwtAlgorithm, TokenSettings } from '../config'
 import { ApiError } from './api-error'
 import { toBase64Url } from './encoding'
+
+export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256'
+
+/** The token settings of the configuration (src/config.ts parses them from the environment). */
+export interface TokenSettings {
+  alg: JwtAlgorithm
+  /** UTF-8 bytes of JWT_SECRET: the HS256 key (docs/API.md, precise point 1). */
+  secret: Uint8Array
+  privateJwk: string | undefined
+  publicJwks: string | undefined
+  issuer: string | undefined
+  audience: string | undefined
+  leewaySeconds: number
+  accessTtlSeconds: number
+  refreshTtlSeconds: number
+  reuseGraceSeconds: number
+  /** No refresh this long after the login that started the session, whatever the rotations. */
+  sessionMaxAgeSeconds: number
+  /** How long a location may cache a revocation lookup (KV cacheTtl), seconds. */
+  revocationCacheTtlSeconds: number
+}
 
 /** Everything tokens.ts needs to sign and verify; built once per isolate from the config. */
 export interface TokenKeys {

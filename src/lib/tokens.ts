@@ -130,6 +130,8 @@ export async function verifyToken(
       currentDate: now,
     }
     const key = keys.verificationKey
+    // Two calls that look alike: jwtVerify has one overload for a key and one for a key resolver
+    // (EdDSA/ES256 pick the key by `kid`), and TypeScript cannot pick an overload for the union.
     const verified =
       typeof key === 'function' ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options)
     payload = verified.payload

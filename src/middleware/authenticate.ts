@@ -3,11 +3,12 @@ import { createMiddleware } from 'hono/factory'
 import type { Env } from '../config'
 import type { UserRow } from '../db/schema'
 import { loadAuthenticatedUser } from '../db/users'
-import { assertCsrfToken, readAccessCookie } from '../http/cookie-session'
+import { assertCsrfToken, readAccessCookie } from '../http/cookie-mode'
 import { isSafeMethod } from '../http/request'
-import { forbidden, notAuthenticated } from '../lib/api-error'
-import { assertSessionNotRevoked } from '../lib/revocation'
+import { forbidden, notAuthenticated, userGone } from '../lib/api-error'
+import { parseId } from '../lib/ids'
 import { verifyToken } from '../lib/tokens'
+import { assertSessionNotRevoked } from '../sessions/revocation-keys'
 import type { BindingVariables } from './bindings'
 import type { ConfigVariables } from './config'
 import type { ObserveVariables } from './observe'
@@ -15,7 +16,8 @@ import { enforceRateLimit } from './rate-limit'
 import type { TokenKeysVariables } from './token-keys'
 
 export interface Auth {
-  userId: string
+  /** The token's `sub`, parsed once here: a subject that is not one of our user ids is refused. */
+  userId: number
   sessionId: string
   tokenId: string
   /** Epoch seconds. */
@@ -83,6 +85,9 @@ async function authenticate<V extends object>(
   const token = cookie ?? readBearerToken(header)
   if (token === null || token === undefined) throw notAuthenticated()
   const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
+  const userId = parseId(claims.sub)
+  // A token minted by another service holding the key may name anything; only ids can be users.
+  if (userId === null) throw userGone()
   if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
   const revocation = assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
   c.var.writeGate.ready = revocation
@@ -90,7 +95,7 @@ async function authenticate<V extends object>(
   revocation.catch(() => undefined)
   if (!isSafeMethod(c.req.method)) await enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${claims.sub}`, c.var.timings)
   const auth = {
-    userId: claims.sub,
+    userId,
     sessionId: claims.sid,
     tokenId: claims.jti,
     expiresAt: claims.exp,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { sessionStart } from './bindings'
+import { d1SessionStart } from './bindings'
 import { declaredPolicy } from './route-policy'
-import { authRouter } from '../routes/auth/auth.handlers'
+import { authRouter } from '../routes/auth/auth.index'
 import { api, registerAndLogin } from '../../test/helpers'
 
 describe('D1 read replication (Sessions API)', () => {
@@ -39,12 +39,12 @@ describe('D1 read replication (Sessions API)', () => {
         (route) => `/api/v1/auth${route.path}` === path && declaredPolicy(route.handler)?.d1Primary === true,
       )
     const anonymous = (method: string, path: string, sent?: string) =>
-      sessionStart({ method, routeNeedsPrimary: routeNeedsPrimary(path), bookmark: sent })
+      d1SessionStart({ method, routeNeedsPrimary: routeNeedsPrimary(path), bookmark: sent })
     expect(anonymous('POST', '/api/v1/posts', bookmark)).toBe('first-primary')
     expect(anonymous('DELETE', '/api/v1/posts/1')).toBe('first-primary')
     expect(anonymous('GET', '/api/v1/auth/token/verify', bookmark)).toBe('first-primary')
     // Signed-in reads are not special: /users/me reads at the client's bookmark, or a replica.
-    expect(sessionStart({ method: 'GET', routeNeedsPrimary: false, bookmark })).toBe(bookmark)
+    expect(d1SessionStart({ method: 'GET', routeNeedsPrimary: false, bookmark })).toBe(bookmark)
     expect(anonymous('GET', '/api/v1/posts/1', bookmark)).toBe(bookmark)
     expect(anonymous('GET', '/api/v1/posts')).toBe('first-unconstrained')
     expect(anonymous('GET', '/api/v1/posts', 'not a bookmark')).toBe('first-unconstrained')

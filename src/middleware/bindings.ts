@@ -28,7 +28,7 @@ export function withBindings() {
     async function withBindings(c, next) {
       const timings = c.var.timings
       const sent = c.req.header(BOOKMARK_HEADER)
-      const constraint = sessionStart({
+      const constraint = d1SessionStart({
         method: c.req.method,
         routeNeedsPrimary: policyOf(c).d1Primary === true,
         // A response about to fill the edge cache must include the write that purged it.
@@ -72,7 +72,7 @@ interface SessionRequest {
  * Every other read, signed in or not, starts after the client's bookmark when it sends one, so it
  * sees at least everything that client wrote, or else at the nearest replica.
  */
-export function sessionStart({
+export function d1SessionStart({
   method,
   routeNeedsPrimary,
   bookmark,

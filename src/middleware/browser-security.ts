@@ -1,6 +1,6 @@
 import { createMiddleware } from 'hono/factory'
 import { secureHeaders } from 'hono/secure-headers'
-import { CSRF_HEADER } from '../http/cookie-session'
+import { CSRF_HEADER } from '../http/cookie-mode'
 import { BOOKMARK_HEADER } from '../http/request'
 import type { ConfigVariables } from './config'
 import { policyOf } from './route-policy'

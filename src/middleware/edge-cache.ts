@@ -1,7 +1,7 @@
 import { createMiddleware } from 'hono/factory'
 import type { RequestIdVariables } from 'hono/request-id'
 import { PUBLIC_REVALIDATE, matchesIfNoneMatch } from '../http/conditional-get'
-import { carriesCredentials } from '../http/cookie-session'
+import { carriesCredentials } from '../http/cookie-mode'
 import { BOOKMARK_HEADER, isSafeMethod } from '../http/request'
 import { timedLocal } from '../lib/timed-bindings'
 import type { BindingTimings } from '../lib/timed-bindings'

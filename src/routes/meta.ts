@@ -3,7 +3,7 @@ import { version } from '../../package.json'
 import { pingD1 } from '../db/client'
 import { NO_STORE } from '../http/conditional-get'
 import { ApiError } from '../lib/api-error'
-import { pingKv } from '../lib/revocation'
+import { pingKv } from '../sessions/revocation-keys'
 import { API_PREFIX, createRouter, json, problems } from '../router'
 import type { AppRouteHandler } from '../router'
 

@@ -1,9 +1,16 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
+import { routePolicy } from '../../middleware/route-policy'
 import { json, jsonBody, problems } from '../../router'
-import { EmailSchema, PasswordSchema } from '../account-schemas'
-import { CookieSessionSchema, TokenPairSchema, atPrimary, atPrimaryWithForms } from './auth.routes'
+import { EmailSchema, PasswordSchema, PrivateUserSchema, UsernameSchema } from '../account-schemas'
+import { SignedInSchema, atPrimary, atPrimaryWithForms } from './auth.schemas'
+
+// The account's own credentials and address: registering, the password, the email address.
+
+const RegisterInput = z
+  .object({ username: UsernameSchema, email: EmailSchema, password: PasswordSchema })
+  .openapi('RegisterInput')
 
 const PasswordChangeInput = z
   .object({ old_password: z.string().min(1).max(1024), new_password: PasswordSchema })
@@ -19,6 +26,23 @@ const EmailVerifyInput = z.object({ token: z.string().min(1).max(512) }).openapi
 
 const Accepted = z.object({ status: z.literal('accepted') }).openapi('Accepted')
 
+// Registering adds a public profile, so it purges the edge cache.
+export const register = createRoute({
+  method: 'post',
+  path: '/register',
+  tags: ['Auth'],
+  summary: 'Create an account',
+  middleware: [
+    routePolicy({ d1Primary: true, formBody: true, purgesEdgeCache: true }),
+    limitByClientIp('register'),
+  ] as const,
+  request: { body: jsonBody(RegisterInput) },
+  responses: {
+    201: json(PrivateUserSchema, 'The new account (private view)'),
+    ...problems(400, 409, 413, 415, 429),
+  },
+})
+
 export const passwordChange = createRoute({
   method: 'post',
   path: '/password/change',
@@ -32,7 +56,7 @@ export const passwordChange = createRoute({
   security: [{ Bearer: [] }],
   request: { body: jsonBody(PasswordChangeInput) },
   responses: {
-    200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'A new token pair, or in cookie mode the cookies'),
+    200: json(SignedInSchema, 'A new token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 413, 415, 429, 503),
   },
 })

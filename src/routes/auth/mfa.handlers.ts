@@ -12,17 +12,15 @@ import {
   setMfaEnabled,
   spendRecoveryCode,
 } from '../../db/mfa'
-import { queueEmail } from '../../db/outbox'
 import type { MfaFactorRow, UserRow } from '../../db/schema'
-import { endOtherSessions, startSession } from '../../db/sessions'
-import { loadAuthenticatedUser, recordLogin } from '../../db/users'
+import { loadAuthenticatedUser } from '../../db/users'
 import { deliverSoon } from '../../email/account-emails'
 import { securityEventMessage } from '../../email/messages'
 import type { SecurityEvent } from '../../email/messages'
+import { queueEmail } from '../../email/queue'
 import { assertMailConfigured } from '../../email/transports'
 import { NO_STORE } from '../../http/conditional-get'
-import { deviceOf } from '../../http/device'
-import { assertCookieModeOrigin, setSessionCookies, wantsCookies } from '../../http/cookie-session'
+import { assertCookieModeOrigin, wantsCookies } from '../../http/cookie-mode'
 import { ApiError } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
 import { verifyPassword } from '../../lib/passwords'
@@ -30,9 +28,11 @@ import { hashRecoveryCode, newRecoveryCodes, normalizeRecoveryCode } from '../..
 import { open, seal, secretBoxKey } from '../../lib/secret-box'
 import { matchingStep, newTotpSecret, otpauthUri } from '../../lib/totp'
 import { verifyToken } from '../../lib/tokens'
-import { executionContextOf } from '../../router'
+import { createRouter, executionContextOf, sessionDeps } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
-import type * as routes from './mfa.routes'
+import { endSessions } from '../../sessions/end'
+import * as routes from './mfa.routes'
+import { signIn } from './sign-in'
 
 const ISSUER = 'edgepress'
 
@@ -61,7 +61,7 @@ export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async 
   await db.batch([
     setMfaEnabled(db, user.id, true, now),
     ...replaceRecoveryCodes(db, user.id, await Promise.all(codes.map(hashRecoveryCode)), now),
-    securityEmail(db, user, 'mfa_enabled', now),
+    securityEmail(db, config, user, 'mfa_enabled', now),
   ])
   deliverSoon(executionContextOf(c), c.env, config)
   c.header('Cache-Control', NO_STORE)
@@ -69,7 +69,7 @@ export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async 
 }
 
 export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async (c) => {
-  const { db, kv, config, auth, tokenKeys } = c.var
+  const { db, config, auth } = c.var
   assertMailConfigured(config)
   const { password, code } = c.req.valid('json')
   const user = await loadAuthenticatedUser(db, auth.userId)
@@ -79,13 +79,17 @@ export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async 
   const factor = await confirmedFactorOf(db, user.id)
   const now = new Date()
   await checkCode(db, config, factor, code, now, false)
-  await db.batch([
-    setMfaEnabled(db, user.id, false, now),
-    ...removeFactor(db, user.id),
-    securityEmail(db, user, 'mfa_disabled', now),
-  ])
-  // Whoever may have had the second factor's help is signed out; the caller stays.
-  await endOtherSessions(db, kv, user.id, auth.sessionId, 'two-factor sign-in turned off', now, tokenKeys)
+  // Whoever may have had the second factor's help is signed out; the caller stays. The factor goes
+  // in the same batch as the other sessions, after their access tokens were revoked.
+  await endSessions(sessionDeps(c), user.id, { allBut: auth.sessionId }, 'two-factor sign-in turned off', now, {
+    commit: (revokeRows) =>
+      db.batch([
+        revokeRows(user.id),
+        setMfaEnabled(db, user.id, false, now),
+        ...removeFactor(db, user.id),
+        securityEmail(db, config, user, 'mfa_disabled', now),
+      ]),
+  })
   deliverSoon(executionContextOf(c), c.env, config)
   return c.body(null, 204)
 }
@@ -119,20 +123,10 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   } else {
     await spendRecovery(db, factor, recoveryCode ?? '', now)
     assertMailConfigured(config)
-    await db.batch([securityEmail(db, user, 'recovery_code_used', now)])
+    await db.batch([securityEmail(db, config, user, 'recovery_code_used', now)])
     deliverSoon(executionContextOf(c), c.env, config)
   }
-  const { pair, sessionId } = await startSession(
-    db,
-    user.id,
-    tokenKeys,
-    now,
-    [recordLogin(db, user.id, now)],
-    deviceOf(c),
-  )
-  if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
-  c.header('Cache-Control', NO_STORE)
-  return c.json(pair, 200)
+  return c.json(await signIn(c, user.id, now), 200)
 }
 
 /**
@@ -199,10 +193,17 @@ function sealingKey(config: Config): Promise<CryptoKey> {
   return secretBoxKey(config.mfaEncryptionKey)
 }
 
-function securityEmail(db: Db, user: UserRow, event: SecurityEvent, now: Date) {
-  return queueEmail(db, securityEventMessage(user.email, user.username, event), now)
+function securityEmail(db: Db, config: Config, user: UserRow, event: SecurityEvent, now: Date) {
+  return queueEmail(db, config, securityEventMessage(user.email, user.username, event), now)
 }
 
 function alreadyOn(): ApiError {
   return new ApiError(409, 'conflict', 'Two-factor sign-in is already on; turn it off first to enrol a new secret.')
 }
+
+export const mfaRouter = createRouter()
+  .openapi(routes.enroll, enroll)
+  .openapi(routes.confirm, confirm)
+  .openapi(routes.disable, disable)
+  .openapi(routes.regenerateRecoveryCodes, regenerateRecoveryCodes)
+  .openapi(routes.verify, verify)

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
-import { CookieSessionSchema, TokenPairSchema, atPrimary, atPrimaryWithForms } from './auth.routes'
+import { CookieModeQuery, SignedInSchema, atPrimary, atPrimaryWithForms } from './auth.schemas'
 
 // Two-factor sign-in with TOTP (RFC 6238: SHA-1, 6 digits, 30 s steps), opt-in per account.
 
@@ -42,13 +42,6 @@ const VerifyInput = z
     message: 'give exactly one of code, recovery_code',
   })
   .openapi('MfaVerifyInput')
-
-const CookieModeQuery = z.object({
-  mode: z
-    .enum(['cookie'])
-    .optional()
-    .openapi({ description: 'cookie: set the session cookies instead of returning tokens' }),
-})
 
 export const enroll = createRoute({
   method: 'post',
@@ -115,10 +108,7 @@ export const verify = createRoute({
   middleware: [atPrimaryWithForms, limitByClientIp('mfa-verify')] as const,
   request: { query: CookieModeQuery, body: jsonBody(VerifyInput) },
   responses: {
-    200: json(
-      z.union([TokenPairSchema, CookieSessionSchema]),
-      'A new session: its token pair, or in cookie mode the cookies',
-    ),
+    200: json(SignedInSchema, 'A new session: its token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 403, 413, 415, 429),
   },
 })

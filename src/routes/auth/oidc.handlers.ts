@@ -9,25 +9,22 @@ import {
   unlinkIdentity,
 } from '../../db/external-identities'
 import type { UserRow } from '../../db/schema'
-import { startSession } from '../../db/sessions'
-import { findUserByLogin, insertUser, recordLogin, signUpChecks, toConflict, userIdByEmail } from '../../db/users'
-import { assertCookieModeOrigin, setSessionCookies, wantsCookies } from '../../http/cookie-session'
-import { NO_STORE } from '../../http/conditional-get'
-import { deviceOf } from '../../http/device'
+import { findUserByLogin, insertUser, signUpChecks, toConflict, userIdByEmail } from '../../db/users'
+import { assertCookieModeOrigin, wantsCookies } from '../../http/cookie-mode'
 import { providerKeySet } from '../../http/provider-keys'
-import { ApiError, notFound } from '../../lib/api-error'
+import { ApiError, notFound, userGone } from '../../lib/api-error'
 import { idTokenInvalid, verifyIdToken } from '../../lib/oidc'
 import type { ProviderIdentity } from '../../lib/oidc'
-import { issueMfaToken } from '../../lib/tokens'
 import { usernameFromEmail } from '../../lib/usernames'
-import { parseId } from '../../lib/ids'
+import { createRouter } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
-import type * as routes from './oidc.routes'
+import * as routes from './oidc.routes'
+import { mfaRequired, signIn } from './sign-in'
 
 /** Attempts at a free username before giving up (each loses only to a concurrent sign-up). */
 const USERNAME_ATTEMPTS = 3
 
-export const signIn: AppRouteHandler<typeof routes.signIn> = async (c) => {
+export const providerSignIn: AppRouteHandler<typeof routes.signIn> = async (c) => {
   const { db, config, tokenKeys } = c.var
   if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
   const { id_token: idToken, nonce } = c.req.valid('json')
@@ -36,28 +33,9 @@ export const signIn: AppRouteHandler<typeof routes.signIn> = async (c) => {
   const user =
     (await findUserByIdentity(db, identity.provider, identity.sub)) ?? (await createAccount(db, identity, now))
   // With a second factor this step ends as the password step does: an MFA token, no session.
-  if (user.mfaEnabled) {
-    throw new ApiError(
-      401,
-      'mfa_required',
-      'A second factor is required: send the code with this mfa_token to POST /api/v1/auth/mfa/verify.',
-      {
-        members: { mfa_token: await issueMfaToken(String(user.id), tokenKeys, now) },
-      },
-    )
-  }
-  const { pair, sessionId } = await startSession(
-    db,
-    user.id,
-    tokenKeys,
-    now,
-    [recordLogin(db, user.id, now)],
-    deviceOf(c),
-  )
+  if (user.mfaEnabled) throw await mfaRequired(user.id, tokenKeys, now)
   // The same answer as POST /auth/token, whether the account was found, linked or just created.
-  if (wantsCookies(c)) return c.json(await setSessionCookies(c, pair, sessionId, config), 200)
-  c.header('Cache-Control', NO_STORE)
-  return c.json(pair, 200)
+  return c.json(await signIn(c, user.id, now), 200)
 }
 
 export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) => {
@@ -65,8 +43,7 @@ export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) =>
   const { id_token: idToken, nonce } = c.req.valid('json')
   const now = new Date()
   const identity = await verify(config, c.req.valid('param').provider, idToken, nonce, now)
-  const userId = parseId(auth.userId)
-  if (userId === null) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  const { userId } = auth
   const [owner, linked] = await db.batch([identityOwner(db, identity.provider, identity.sub), providersOf(db, userId)])
   const ownerId = owner[0]?.userId
   if (ownerId === userId) return c.body(null, 204)
@@ -87,8 +64,7 @@ export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) =>
 export const unlink: AppRouteHandler<typeof routes.unlink, AuthedEnv> = async (c) => {
   const { db, auth } = c.var
   const { provider } = c.req.valid('param')
-  const userId = parseId(auth.userId)
-  if (userId === null) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  const { userId } = auth
   // The delete checks the last-way rule itself; the rows read alongside say why nothing went.
   const [linked, removed] = await db.batch([providersOf(db, userId), unlinkIdentity(db, userId, provider)])
   if (removed.length > 0) return c.body(null, 204)
@@ -180,8 +156,11 @@ function randomDigits(): string {
 function toConflictOrGone(error: unknown): never {
   const messages: string[] = []
   for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) messages.push(cause.message)
-  if (messages.some((message) => /FOREIGN KEY constraint failed/.test(message))) {
-    throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
-  }
+  if (messages.some((message) => /FOREIGN KEY constraint failed/.test(message))) throw userGone()
   return toConflict(error)
 }
+
+export const oidcRouter = createRouter()
+  .openapi(routes.signIn, providerSignIn)
+  .openapi(routes.link, link)
+  .openapi(routes.unlink, unlink)

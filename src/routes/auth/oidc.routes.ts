@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
-import { CookieSessionSchema, TokenPairSchema, atPrimary } from './auth.routes'
+import { CookieModeQuery, SignedInSchema, atPrimary } from './auth.schemas'
 
 // Native sign-in with OpenID Connect providers (Sign in with Apple, Google): the app runs the
 // provider's own flow and sends the ID token it got; docs/design.md § Native sign-in (OIDC).
@@ -22,15 +22,6 @@ const IdTokenInput = z
   })
   .openapi('IdTokenInput')
 
-const CookieModeQuery = z.object({
-  mode: z
-    .enum(['cookie'])
-    .optional()
-    .openapi({ description: 'cookie: set the session cookies instead of returning tokens' }),
-})
-
-const SessionBody = z.union([TokenPairSchema, CookieSessionSchema])
-
 export const signIn = createRoute({
   method: 'post',
   path: '/oidc/{provider}',
@@ -43,7 +34,7 @@ export const signIn = createRoute({
   middleware: [atPrimary, limitByClientIp('oidc')] as const,
   request: { params: ProviderParams, query: CookieModeQuery, body: jsonBody(IdTokenInput) },
   responses: {
-    200: json(SessionBody, 'Signed in: the token pair, or in cookie mode the cookies'),
+    200: json(SignedInSchema, 'Signed in: the token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 403, 409, 413, 415, 429, 503),
   },
 })

@@ -11,7 +11,7 @@ import {
 } from '../../db/posts'
 import type { PostWithAuthor } from '../../db/posts'
 import { NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
-import { ApiError, forbidden, notFound } from '../../lib/api-error'
+import { forbidden, notFound } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
 import type { Auth } from '../../middleware/authenticate'
 import { API_PREFIX, createRouter } from '../../router'
@@ -39,10 +39,8 @@ export const listOfUser: AppRouteHandler<typeof routes.listOfUser> = async (c) =
 
 export const create: AppRouteHandler<typeof routes.create, AuthedEnv> = async (c) => {
   const { db, auth } = c.var
-  const authorId = parseId(auth.userId)
-  if (authorId === null) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
   // One round trip to the primary: the insert and the author's name in one batch.
-  const post = await insertPost(db, authorId, c.req.valid('json'), new Date())
+  const post = await insertPost(db, auth.userId, c.req.valid('json'), new Date())
   c.header('Location', `${API_PREFIX}/posts/${post.id}`)
   c.header('Cache-Control', NO_STORE)
   return c.json(routes.toPostView(post), 201)
@@ -80,11 +78,10 @@ async function findPostOr404(db: Db, rawId: string): Promise<PostWithAuthor> {
 /** The post, if the caller is its author or an admin; 404 before 403 so ids are not probed. */
 async function findEditablePost(db: Db, rawId: string, auth: Auth): Promise<PostWithAuthor> {
   const id = parseId(rawId)
-  const callerId = parseId(auth.userId) ?? 0
   const { post, callerIsAdmin } =
-    id === null ? { post: undefined, callerIsAdmin: false } : await findPostForCaller(db, id, callerId)
+    id === null ? { post: undefined, callerIsAdmin: false } : await findPostForCaller(db, id, auth.userId)
   if (post === undefined) throw notFound('post')
-  if (String(post.authorId) === auth.userId || callerIsAdmin) return post
+  if (post.authorId === auth.userId || callerIsAdmin) return post
   throw forbidden('Only the author or an admin may change this post.')
 }
 

@@ -2,7 +2,6 @@ import type { SubscriberRow } from '../../db/schema'
 import type { Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import { consumeOneTimeToken, issueOneTimeToken } from '../../db/one-time-tokens'
-import { queueEmail } from '../../db/outbox'
 import {
   activateSubscriber,
   deleteSubscriber,
@@ -16,6 +15,7 @@ import {
   updateSubscriber,
 } from '../../db/subscribers'
 import { deliverSoon, mayMail } from '../../email/account-emails'
+import { queueEmail } from '../../email/queue'
 import { assertMailConfigured } from '../../email/transports'
 import { LINK_PATHS, linkTo, subscriptionConfirmationMessage } from '../../email/messages'
 import { PRIVATE_NO_STORE } from '../../http/conditional-get'
@@ -59,7 +59,7 @@ export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => 
       linkTo(config.publicBaseUrl, LINK_PATHS.subscriptionConfirmation, token),
       linkTo(config.publicBaseUrl, LINK_PATHS.unsubscribe, unsubscribeToken),
     )
-    await db.batch([saveSubscriber, insert, queueEmail(db, message, now)])
+    await db.batch([saveSubscriber, insert, queueEmail(db, config, message, now)])
     deliverSoon(executionContextOf(c), c.env, config)
   }
   return c.json({ status: 'pending' as const }, 202)
@@ -119,7 +119,7 @@ export const exportCsv: AppRouteHandler<typeof routes.exportCsv, AdminEnv> = (c)
     'Content-Type': 'text/csv; charset=utf-8',
     'Content-Disposition': 'attachment; filename="subscribers.csv"',
     'Cache-Control': PRIVATE_NO_STORE,
-  }) as never
+  })
 }
 
 export const get: AppRouteHandler<typeof routes.get, AdminEnv> = async (c) => {

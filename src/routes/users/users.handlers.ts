@@ -4,7 +4,7 @@ import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
 import { spendTokensOf } from '../../db/one-time-tokens'
 import {
-  deleteUser,
+  deleteUserRow,
   findUserById,
   listUsers,
   loadAuthenticatedUser,
@@ -16,11 +16,13 @@ import {
 import type { UserChanges } from '../../db/users'
 import { accountEmailStatements, deliverSoon, mailWindowStart, withinMailLimit } from '../../email/account-emails'
 import { PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
-import { ApiError, notFound } from '../../lib/api-error'
+import { ApiError, notFound, userGone } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
 import { verifyPassword } from '../../lib/passwords'
-import { createRouter, executionContextOf } from '../../router'
+import { createRouter, executionContextOf, sessionDeps } from '../../router'
 import type { AdminEnv, AppRouteHandler, AuthedEnv } from '../../router'
+import type { SessionDeps } from '../../sessions/deps'
+import { endSessions } from '../../sessions/end'
 import { toPrivateUser } from '../account-schemas'
 import { readPageRequest, toPage } from '../pagination'
 import * as routes from './users.routes'
@@ -49,7 +51,7 @@ export const getMe: AppRouteHandler<typeof routes.getMe, AuthedEnv> = async (c) 
 export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = async (c) => {
   const changes = c.req.valid('json')
   const { user, providers, verificationsSent } = await loadForChange(c.var.db, c.var.auth.userId, changes.email)
-  if (user === undefined) throw new ApiError(401, 'token_invalid', 'The token names a user that does not exist.')
+  if (user === undefined) throw userGone()
   const updated = await applyUserChanges(c.var.db, c.var.config, user, changes, {}, verificationsSent)
   if (updated.email !== user.email) deliverSoon(executionContextOf(c), c.env, c.var.config)
   c.header('Cache-Control', PRIVATE_NO_STORE)
@@ -62,7 +64,7 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
   if (!(await verifyPassword(c.req.valid('json').password, user.passwordHash, config.passwordPepper))) {
     throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
   }
-  await deleteUser(db, c.var.kv, c.var.tokenKeys, user.id, auth.sessionId)
+  await deleteAccount(sessionDeps(c), user.id, auth.sessionId)
   return c.body(null, 204)
 }
 
@@ -72,7 +74,7 @@ export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> =
     user: target,
     providers,
     verificationsSent,
-  } = await loadForChange(c.var.db, c.req.valid('param').id, profile.email)
+  } = await loadForChange(c.var.db, parseId(c.req.valid('param').id), profile.email)
   if (target === undefined) throw notFound('user')
   const updated = await applyUserChanges(
     c.var.db,
@@ -89,7 +91,7 @@ export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> =
 export const adminDelete: AppRouteHandler<typeof routes.adminDelete, AdminEnv> = async (c) => {
   const target = await findUserById(c.var.db, c.req.valid('param').id)
   if (target === undefined) throw notFound('user')
-  await deleteUser(c.var.db, c.var.kv, c.var.tokenKeys, target.id)
+  await deleteAccount(sessionDeps(c), target.id)
   return c.body(null, 204)
 }
 
@@ -136,10 +138,21 @@ async function applyUserChanges(
  * The row a change applies to and the verification emails its new address got this hour, in one
  * round trip (undefined user: no such id).
  */
-function loadForChange(db: Db, rawId: string, newEmail: string | undefined) {
-  const id = parseId(rawId)
+function loadForChange(db: Db, id: number | null, newEmail: string | undefined) {
   if (id === null) return Promise.resolve({ user: undefined, providers: [], verificationsSent: 0 })
   return loadUserForChange(db, id, newEmail ?? 'own', mailWindowStart(new Date()))
+}
+
+/**
+ * Deletes an account: every session ends (the caller's own key last), and the row goes with its
+ * posts, sessions, identities and tokens in the batch between. A committed deletion is not undone
+ * by a failure to write the last keys: those tokens name a user that no longer exists.
+ */
+async function deleteAccount(deps: SessionDeps, userId: number, callerSid?: string): Promise<void> {
+  await endSessions(deps, userId, { all: true, callerSid }, 'account deleted', new Date(), {
+    commit: () => deps.db.batch([deleteUserRow(deps.db, userId)]),
+    afterCommit: 'log',
+  })
 }
 
 export const usersRouter = createRouter()

@@ -11,7 +11,7 @@ import { isSafeMethod } from './request'
 // Cookie mode for web apps: instead of a JSON token pair, POST /auth/token?mode=cookie sets the
 // tokens as __Host- cookies (HttpOnly, Secure, Path=/, no Domain, SameSite from COOKIE_SAMESITE)
 // that scripts cannot read. Every state-changing request authenticated by cookie must carry
-// X-CSRF-Token: a MAC of the session id (a signed double-submit token), handed out in the login
+// X-CSRF-Token: a MAC of the login session id (a signed double-submit token), handed out in the login
 // body and in a readable __Host- cookie.
 
 const COOKIE_PREFIX = '__Host-edgepress-'
@@ -21,7 +21,7 @@ export const CSRF_COOKIE = `${COOKIE_PREFIX}csrf`
 export const CSRF_HEADER = 'X-CSRF-Token'
 
 /** The body a cookie-mode login or refresh returns instead of the tokens. */
-export interface CookieSession {
+export interface CookieModeAnswer {
   token_type: 'Cookie'
   expires_in: number
   refresh_expires_in: number
@@ -33,7 +33,7 @@ export function wantsCookies(c: Context): boolean {
   return c.req.query('mode') === 'cookie'
 }
 
-/** The CSRF token of a session: MAC(sid) under a key derived for this purpose only. */
+/** The CSRF token of a login session: MAC(sid) under a key derived for this purpose only. */
 async function csrfTokenFor(sessionId: string, config: Config): Promise<string> {
   return macOf(`csrf:${sessionId}`, await derivedHmacKey(config.tokens.secret, 'csrf'))
 }
@@ -55,12 +55,12 @@ export function assertCookieModeOrigin(c: Context, corsOrigins: readonly string[
 }
 
 /** Sets the token pair as cookies and returns the body to send instead of the tokens. */
-export async function setSessionCookies(
+export async function setTokenCookies(
   c: Context,
   pair: TokenPair,
   sessionId: string,
   config: Config,
-): Promise<CookieSession> {
+): Promise<CookieModeAnswer> {
   const csrfToken = await csrfTokenFor(sessionId, config)
   const base = { path: '/', secure: true, sameSite: config.cookieSameSite, prefix: 'host' as const }
   setCookie(c, bare(ACCESS_COOKIE), pair.access_token, { ...base, httpOnly: true, maxAge: pair.expires_in })
@@ -75,15 +75,15 @@ export async function setSessionCookies(
   }
 }
 
-/** Expires the session cookies (logout). */
-export function clearSessionCookies(c: Context): void {
+/** Expires the token cookies (logout). */
+export function clearTokenCookies(c: Context): void {
   for (const name of [ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE]) {
     deleteCookie(c, bare(name), { path: '/', secure: true, prefix: 'host' })
   }
 }
 
 /**
- * The request carries credentials: an Authorization header, or any of the session cookies (an
+ * The request carries credentials: an Authorization header, or any of the token cookies (an
  * expired access cookie too).
  */
 export function carriesCredentials(c: Context): boolean {
@@ -99,7 +99,7 @@ export function readRefreshCookie(c: Context): string | undefined {
 }
 
 /**
- * Refuses a state-changing request authenticated by cookie unless X-CSRF-Token is the session's
+ * Refuses a state-changing request authenticated by cookie unless X-CSRF-Token is the login session's
  * CSRF token: a page on another site can make the browser send the cookies, but cannot read or
  * compute the token.
  */
@@ -108,7 +108,7 @@ export async function assertCsrfToken(c: Context, sessionId: string, config: Con
   const presented = c.req.header(CSRF_HEADER) ?? ''
   const key = await derivedHmacKey(config.tokens.secret, 'csrf')
   if (presented === '' || utf8(presented).length > 64 || !(await isValidMac(`csrf:${sessionId}`, presented, key))) {
-    throw forbidden(`A request authenticated by cookie must send the session's ${CSRF_HEADER} header.`)
+    throw forbidden(`A request authenticated by cookie must send the login session's ${CSRF_HEADER} header.`)
   }
 }
 

@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { Timestamp, json, problems } from '../../router'
-import { atPrimary } from './auth.routes'
+import { atPrimary } from './auth.schemas'
 
 // Sessions as devices: the signed-in user's live sessions and ending one of them. Sessions are
 // security state (a revoked one must never show as live), so, like every /auth route, these read
@@ -37,7 +37,7 @@ export const DeviceSessionSchema = z
   })
   .openapi('Session')
 
-export type DeviceSessionView = z.infer<typeof DeviceSessionSchema>
+export type DeviceView = z.infer<typeof DeviceSessionSchema>
 
 const SessionList = z.object({ results: z.array(DeviceSessionSchema) }).openapi('SessionList')
 

@@ -1,4 +1,4 @@
-import { ApiError } from './api-error'
+import { ApiError } from '../lib/api-error'
 
 // The single owner of KV key names in REVOKED_TOKENS.
 //
@@ -22,7 +22,7 @@ export interface SessionRevocation {
 }
 
 /** Marks sessions revoked until their last token would have expired anyway. */
-export async function revokeSessions(
+export async function revokeSessionKeys(
   kv: KVNamespace,
   revocations: SessionRevocation[],
   reason: string,

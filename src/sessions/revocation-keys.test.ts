@@ -1,6 +1,6 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { isSessionRevoked, revokeSessions } from './revocation'
+import { isSessionRevoked, revokeSessionKeys } from './revocation-keys'
 
 describe('revocation keys in KV', () => {
   it('revokes a session until its last token expires, never below KV’s 60 s minimum', async () => {
@@ -8,7 +8,7 @@ describe('revocation keys in KV', () => {
     const nowSeconds = Math.floor(now.getTime() / 1000)
     const sid = crypto.randomUUID()
     const shortSid = crypto.randomUUID()
-    await revokeSessions(
+    await revokeSessionKeys(
       env.REVOKED_TOKENS,
       [
         { sid, lastTokenExpiresAt: nowSeconds + 3_600 },

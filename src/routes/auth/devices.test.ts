@@ -11,7 +11,7 @@ const FIREFOX_MAC = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:127.0) Geck
 const CHROME_ANDROID =
   'Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36'
 const ACCESS_COOKIE = '__Host-edgepress-access'
-// The KV key of a revoked session; src/lib/revocation.ts owns the prefix.
+// The KV key of a revoked session; src/sessions/revocation-keys.ts owns the prefix.
 const revokedSessionKey = (sid: string): string => `sid:${sid}`
 
 interface Place {

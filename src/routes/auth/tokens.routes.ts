@@ -1,19 +1,10 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
-import { routePolicy } from '../../middleware/route-policy'
 import { json, jsonBody, problems } from '../../router'
-import { EmailSchema, PasswordSchema, PrivateUserSchema, UsernameSchema } from '../account-schemas'
+import { CookieModeQuery, SignedInSchema, atPrimary, atPrimaryWithForms } from './auth.schemas'
 
-// Every auth route reads sessions, tokens and passwords that must not be stale: its D1 session
-// starts at the primary. The endpoints a plain HTML form may post to (docs/API.md, precise point 6)
-// also take form bodies; registering adds a public profile, so it purges the edge cache.
-export const atPrimary = routePolicy({ d1Primary: true })
-export const atPrimaryWithForms = routePolicy({ d1Primary: true, formBody: true })
-
-const RegisterInput = z
-  .object({ username: UsernameSchema, email: EmailSchema, password: PasswordSchema })
-  .openapi('RegisterInput')
+// Signing in and out with a password, and the token pair's life: refresh, verify, logout.
 
 export const CredentialsInput = z
   .object({
@@ -28,39 +19,9 @@ const RefreshInput = z
   })
   .openapi('RefreshInput')
 
-const CookieModeQuery = z.object({
-  mode: z
-    .enum(['cookie'])
-    .optional()
-    .openapi({
-      description:
-        'cookie: set the tokens as __Host- HttpOnly cookies instead of returning them (web apps); ' +
-        'state-changing requests authenticated by cookie must then send X-CSRF-Token',
-    }),
-})
-
-export const CookieSessionSchema = z
-  .object({
-    token_type: z.literal('Cookie'),
-    expires_in: z.number().int(),
-    refresh_expires_in: z.number().int(),
-    csrf_token: z.string().openapi({ description: 'Send as X-CSRF-Token on POST/PUT/PATCH/DELETE' }),
-  })
-  .openapi('CookieSession')
-
 const VerifyInput = z.object({ token: z.string().min(1).max(8192) }).openapi('VerifyInput')
 
 const LogoutInput = z.object({ refresh_token: z.string().min(1).max(8192).optional() }).openapi('LogoutInput')
-
-export const TokenPairSchema = z
-  .object({
-    access_token: z.string(),
-    refresh_token: z.string(),
-    token_type: z.literal('Bearer'),
-    expires_in: z.number().int().openapi({ example: 300 }),
-    refresh_expires_in: z.number().int().openapi({ example: 86_400 }),
-  })
-  .openapi('TokenPair')
 
 const VerifiedToken = z
   .object({
@@ -69,22 +30,6 @@ const VerifiedToken = z
     exp: z.number().int().openapi({ description: 'Expiry, epoch seconds' }),
   })
   .openapi('VerifiedToken')
-
-export const register = createRoute({
-  method: 'post',
-  path: '/register',
-  tags: ['Auth'],
-  summary: 'Create an account',
-  middleware: [
-    routePolicy({ d1Primary: true, formBody: true, purgesEdgeCache: true }),
-    limitByClientIp('register'),
-  ] as const,
-  request: { body: jsonBody(RegisterInput) },
-  responses: {
-    201: json(PrivateUserSchema, 'The new account (private view)'),
-    ...problems(400, 409, 413, 415, 429),
-  },
-})
 
 export const token = createRoute({
   method: 'post',
@@ -103,10 +48,7 @@ export const token = createRoute({
     body: { required: false, content: { 'application/json': { schema: CredentialsInput } } },
   },
   responses: {
-    200: json(
-      z.union([TokenPairSchema, CookieSessionSchema]),
-      'A new session: its token pair, or in cookie mode the cookies',
-    ),
+    200: json(SignedInSchema, 'A new session: its token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 403, 413, 415, 429),
   },
 })
@@ -130,7 +72,7 @@ export const refresh = createRoute({
     body: { required: false, content: { 'application/json': { schema: RefreshInput } } },
   },
   responses: {
-    200: json(z.union([TokenPairSchema, CookieSessionSchema]), 'The next token pair, or in cookie mode the cookies'),
+    200: json(SignedInSchema, 'The next token pair, or in cookie mode the cookies'),
     ...problems(400, 401, 403, 413, 415),
   },
 })

@@ -21,7 +21,7 @@ const PRIVATE_VIEW_KEYS = [
   'providers',
   'username',
 ]
-// The KV key of a revoked session; src/lib/revocation.ts owns the prefix.
+// The KV key of a revoked session; src/sessions/revocation-keys.ts owns the prefix.
 const revokedSessionKey = (sid: string): string => `sid:${sid}`
 
 interface PrivateUser {

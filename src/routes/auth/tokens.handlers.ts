@@ -1,0 +1,129 @@
+import type { Context } from 'hono'
+import { findUserByLogin } from '../../db/users'
+import { validationFailed } from '../../errors'
+import {
+  assertCookieModeOrigin,
+  assertCsrfToken,
+  clearTokenCookies,
+  readRefreshCookie,
+  wantsCookies,
+} from '../../http/cookie-mode'
+import { sightingOf } from '../../http/device'
+import { ApiError } from '../../lib/api-error'
+import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
+import { verifyToken } from '../../lib/tokens'
+import { limitByAccount, limitByUser } from '../../middleware/rate-limit'
+import { createRouter, sessionDeps } from '../../router'
+import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
+import { endSessions } from '../../sessions/end'
+import { assertSessionNotRevoked } from '../../sessions/revocation-keys'
+import { isCurrentRefreshToken, rotateRefreshToken } from '../../sessions/rotate'
+import { mfaRequired, signIn, signedInAnswer } from './sign-in'
+import * as routes from './tokens.routes'
+
+// /auth/login is an alias: both routes come from one factory and share this handler.
+export const token: AppRouteHandler<typeof routes.token> = async (c) => {
+  const { db, config, tokenKeys } = c.var
+  if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
+  const { username, password } = readCredentials(c, c.req.valid('json'))
+  const user = await findUserByLogin(db, username)
+  // Keyed on the account when it exists, so username, email and Unicode spellings share one budget.
+  await (user === undefined ? limitByAccount(c, 'token', username) : limitByUser(c, 'token', user.id))
+  // Unknown users are checked against a decoy hash: same PBKDF2 work, same answer, same timing.
+  const passwordHash = user?.passwordHash ?? decoyHash(config.passwordPepper)
+  const matches = await verifyPassword(password, passwordHash, config.passwordPepper)
+  if (user === undefined || !matches) {
+    throw new ApiError(401, 'invalid_credentials', 'The username or password is incorrect.')
+  }
+  const now = new Date()
+  // With a second factor the password step ends here: POST /auth/mfa/verify starts the session.
+  if (user.mfaEnabled) throw await mfaRequired(user.id, tokenKeys, now)
+  const upgradedHash = needsRehash(user.passwordHash, config.passwordPepper)
+    ? await hashPassword(password, config.passwordPepper)
+    : undefined
+  return c.json(await signIn(c, user.id, now, { upgradedHash }), 200)
+}
+
+/** Credentials from the body, or from HTTP Basic when the body has none. */
+function readCredentials(
+  c: Context<AppEnv>,
+  body: Partial<{ username: string; password: string }>,
+): { username: string; password: string } {
+  const basic = /^basic[ \t]+([A-Za-z0-9+/=]+)[ \t]*$/i.exec(c.req.header('authorization') ?? '')
+  if (basic !== null && body.username === undefined && body.password === undefined) {
+    const decoded = decodeBasic(basic[1]!)
+    if (decoded !== null) return decoded
+    throw new ApiError(401, 'invalid_credentials', 'The HTTP Basic credentials are malformed.')
+  }
+  const parsed = routes.CredentialsInput.safeParse(body)
+  if (!parsed.success) throw validationFailed(parsed.error)
+  return parsed.data
+}
+
+function decodeBasic(encoded: string): { username: string; password: string } | null {
+  try {
+    const bytes = Uint8Array.from(atob(encoded), (char) => char.charCodeAt(0))
+    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes)
+    const colon = text.indexOf(':')
+    if (colon < 1) return null
+    return { username: text.slice(0, colon), password: text.slice(colon + 1) }
+  } catch {
+    return null
+  }
+}
+
+export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
+  const { config, tokenKeys } = c.var
+  if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
+  const now = new Date()
+  const fromBody = c.req.valid('json').refresh_token
+  const fromCookie = fromBody === undefined && wantsCookies(c) ? readRefreshCookie(c) : undefined
+  const presented = fromBody ?? fromCookie
+  if (presented === undefined) {
+    throw new ApiError(400, 'validation_failed', 'Invalid or missing: refresh_token.', {
+      errors: [{ path: 'refresh_token', message: 'is required' }],
+    })
+  }
+  const claims = await verifyToken(presented, 'refresh', tokenKeys, now)
+  if (fromCookie !== undefined) await assertCsrfToken(c, claims.sid, config)
+  const pair = await rotateRefreshToken(sessionDeps(c), claims, sightingOf(c), now)
+  return c.json(await signedInAnswer(c, { pair, sessionId: claims.sid }), 200)
+}
+
+export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
+  const { token: presented } = c.req.valid('json')
+  const now = new Date()
+  const claims = await verifyToken(presented, 'any', c.var.tokenKeys, now)
+  await assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
+  // A rotated refresh token is no longer valid even though its session lives on.
+  if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(sessionDeps(c), claims, now))) {
+    throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')
+  }
+  // verifyToken('any') refuses MFA tokens: what is left is a session's access or refresh token.
+  return c.json({ token_type: claims.tokenType as 'access' | 'refresh', sub: claims.sub, exp: claims.exp }, 200)
+}
+
+export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c) => {
+  // Logout ends only its own session (docs/API.md, precise point 7), which includes this session's
+  // refresh token; the optional body `{refresh_token}` is validated but never widens that.
+  const { auth } = c.var
+  const which = { only: [auth.sessionId], tokenExpiresAt: auth.expiresAt }
+  await endSessions(sessionDeps(c), auth.userId, which, 'logout', new Date())
+  if (auth.viaCookie) clearTokenCookies(c)
+  return c.body(null, 204)
+}
+
+export const logoutAll: AppRouteHandler<typeof routes.logoutAll, AuthedEnv> = async (c) => {
+  const { auth } = c.var
+  await endSessions(sessionDeps(c), auth.userId, { all: true, callerSid: auth.sessionId }, 'logout-all', new Date())
+  if (auth.viaCookie) clearTokenCookies(c)
+  return c.body(null, 204)
+}
+
+export const tokensRouter = createRouter()
+  .openapi(routes.token, token)
+  .openapi(routes.login, token)
+  .openapi(routes.refresh, refresh)
+  .openapi(routes.verify, verify)
+  .openapi(routes.logout, logout)
+  .openapi(routes.logoutAll, logoutAll)

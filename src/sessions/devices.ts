@@ -1,0 +1,46 @@
+import { isRefreshableSessionOf, listRefreshableSessions } from '../db/sessions'
+import type { DeviceSession, Refreshable } from '../db/sessions'
+import type { SessionDeps } from './deps'
+import { sessionStartLimit } from './deps'
+import { endSessions } from './end'
+
+// Sessions as the device list shows them: the ones that can still refresh.
+
+function refreshableAt(deps: Pick<SessionDeps, 'keys'>, now: Date): Refreshable {
+  return { now, startedAfter: sessionStartLimit(deps.keys, now) }
+}
+
+/** The user's live sessions, most recent activity first (at most MAX_LISTED_SESSIONS). */
+export function listDevices(
+  deps: Pick<SessionDeps, 'db' | 'keys'>,
+  userId: number,
+  now: Date,
+): Promise<DeviceSession[]> {
+  return listRefreshableSessions(deps.db, userId, refreshableAt(deps, now))
+}
+
+/** The caller, as authentication saw them: their user, their session and their token's expiry. */
+export interface Caller {
+  userId: number
+  sessionId: string
+  /** Epoch seconds. */
+  expiresAt: number
+}
+
+/**
+ * Ends one live session of the caller, as logout does; false when `sid` is not one (another
+ * user's, unknown or already ended), so that every such id gets the same answer. Checked first and
+ * by owner: the KV key is written whatever D1 says, so a foreign id must never reach it.
+ */
+export async function signOutDevice(deps: SessionDeps, caller: Caller, sid: string, now: Date): Promise<boolean> {
+  if (!(await isRefreshableSessionOf(deps.db, caller.userId, sid, refreshableAt(deps, now)))) return false
+  const own = sid === caller.sessionId
+  await endSessions(
+    deps,
+    caller.userId,
+    { only: [sid], tokenExpiresAt: own ? caller.expiresAt : 0 },
+    own ? 'logout' : 'signed out from another session',
+    now,
+  )
+  return true
+}

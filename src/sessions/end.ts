@@ -1,0 +1,147 @@
+import type { SQL } from 'drizzle-orm'
+import type { BatchItem } from 'drizzle-orm/batch'
+import { revokeSessionRows, sessionsWithLiveAccessTokens } from '../db/sessions'
+import type { RevocableSession, SessionSelection } from '../db/sessions'
+import type { SessionDeps } from './deps'
+import { lastTokenExpiry, secondsBefore } from './deps'
+import { revokeSessionKeys } from './revocation-keys'
+import type { SessionRevocation } from './revocation-keys'
+
+/**
+ * Which sessions of a user end:
+ * - `only`: the named ones (logout, signing out a device, refresh-token reuse). They may include a
+ *   session D1 has never seen (a token minted by another service holding the key): it is revoked
+ *   in KV all the same, until `tokenExpiresAt` (epoch seconds) at least.
+ * - `allBut`: every session except the caller's (turning two-factor sign-in off).
+ * - `all`: every session (logout-all, password change or reset, account deletion); `callerSid`,
+ *   the session of the request doing it, is revoked last.
+ */
+export type SessionsToEnd =
+  | { only: readonly string[]; tokenExpiresAt?: number }
+  | { allBut: string }
+  | { all: true; callerSid?: string | undefined }
+
+/** Builds the UPDATE that marks the sessions revoked, for `userId` or a subquery yielding it. */
+export type RevokeRows = (userId: number | SQL) => BatchItem<'sqlite'>
+
+export interface EndSessionsOptions {
+  /**
+   * Runs the D1 step: the change behind the revocation and `revokeRows(...)` in one batch, so they
+   * land together or not at all. Without it, the UPDATE runs alone.
+   */
+  commit?: (revokeRows: RevokeRows) => Promise<unknown>
+  /**
+   * What a failure of the last KV step does once the D1 step has committed: `throw` (the default:
+   * the caller retries with the same token, whose key is written last) or `log` (a committed
+   * change such as a new password must not answer 5xx: refresh already stops everywhere, the
+   * access tokens left end within ACCESS_TOKEN_TTL, and the next revocation writes their keys).
+   */
+  afterCommit?: 'throw' | 'log'
+}
+
+/**
+ * Ends sessions of a user: refresh stops at once everywhere (the D1 rows), access tokens at the
+ * next request (one KV key per session). Retrying it after a failure completes it:
+ * 1. KV keys of every session that ends and may still have a live access token (live, or revoked
+ *    within the access-token lifetime); a failure here changes nothing in D1;
+ * 2. the D1 step (`commit`), which marks them revoked;
+ * 3. KV keys of the caller's own session and of any session that started between 1 and 2.
+ * `only` writes its keys and rows at once instead (both idempotent: one round trip, and a retry
+ * completes whichever failed).
+ */
+export async function endSessions(
+  deps: SessionDeps,
+  userId: number,
+  which: SessionsToEnd,
+  reason: string,
+  now: Date,
+  options: EndSessionsOptions = {},
+): Promise<void> {
+  const revokeRows = rowRevoker(deps, toSelection(which), now)
+  const commit = options.commit ?? ((revoke: RevokeRows) => revoke(userId))
+  if ('only' in which && options.commit === undefined) {
+    await endNamedSessions(deps, { userId, which, reason, now })
+    return
+  }
+  const kept = 'allBut' in which ? which.allBut : undefined
+  const callerSid = 'all' in which ? which.callerSid : undefined
+  const before = await revocableSessions(deps, userId, { includeLive: true, now })
+  const written = new Set<string>()
+  await writeKeys(deps, before, { skip: [kept, callerSid], written, reason, now })
+  await commit(revokeRows)
+  try {
+    const after = await revocableSessions(deps, userId, { includeLive: false, now })
+    const own = callerSid === undefined ? [] : [{ sid: callerSid, refreshExpiresAt: undefined }]
+    await writeKeys(deps, [...after, ...own], { skip: [kept], written, reason, now })
+  } catch (err) {
+    if (options.afterCommit !== 'log') throw err
+    console.error(
+      JSON.stringify({
+        level: 'error',
+        message: 'revocation keys not written',
+        reason,
+        error: err instanceof Error ? err.name : 'unknown',
+      }),
+    )
+  }
+}
+
+function toSelection(which: SessionsToEnd): SessionSelection {
+  if ('only' in which) return { only: [...new Set(which.only)] }
+  return 'allBut' in which ? { allBut: which.allBut } : 'all'
+}
+
+function rowRevoker(deps: SessionDeps, selection: SessionSelection, now: Date): RevokeRows {
+  // A session whose refresh token expired may still have a live access token when
+  // ACCESS_TOKEN_TTL > REFRESH_TOKEN_TTL; older ones have nothing left to revoke.
+  const refreshExpiredAfter = secondsBefore(now, deps.keys.accessTtlSeconds)
+  return (userId) => revokeSessionRows(deps.db, userId, selection, { refreshExpiredAfter }, now)
+}
+
+async function endNamedSessions(
+  deps: SessionDeps,
+  request: { userId: number; which: { only: readonly string[]; tokenExpiresAt?: number }; reason: string; now: Date },
+): Promise<void> {
+  const { userId, which, reason, now } = request
+  const sids = [...new Set(which.only)]
+  // The key cannot wait for the row's refresh expiry, so it lives until the latest any refresh
+  // token minted now could expire.
+  const refreshLimit = new Date(now.getTime() + deps.keys.refreshTtlSeconds * 1000)
+  const lastTokenExpiresAt = Math.max(which.tokenExpiresAt ?? 0, lastTokenExpiry(refreshLimit, deps.keys, now))
+  const outcomes = await Promise.allSettled([
+    deps.db.batch([rowRevoker(deps, { only: sids }, now)(userId)]),
+    revokeSessionKeys(
+      deps.kv,
+      sids.map((sid) => ({ sid, lastTokenExpiresAt })),
+      reason,
+      now,
+    ),
+  ])
+  // Both have finished, so whichever succeeded has taken effect; a failure still fails the request.
+  const failed = outcomes.find((outcome) => outcome.status === 'rejected')
+  if (failed !== undefined) throw failed.reason
+}
+
+function revocableSessions(
+  deps: SessionDeps,
+  userId: number,
+  { includeLive, now }: { includeLive: boolean; now: Date },
+): Promise<RevocableSession[]> {
+  const revokedSince = secondsBefore(now, deps.keys.accessTtlSeconds + deps.keys.leewaySeconds)
+  return sessionsWithLiveAccessTokens(deps.db, userId, { includeLive, revokedSince })
+}
+
+async function writeKeys(
+  deps: SessionDeps,
+  candidates: { sid: string; refreshExpiresAt: Date | undefined }[],
+  progress: { skip: (string | undefined)[]; written: Set<string>; reason: string; now: Date },
+): Promise<void> {
+  const { skip, written, reason, now } = progress
+  const toWrite = new Map<string, SessionRevocation>()
+  for (const { sid, refreshExpiresAt } of candidates) {
+    if (skip.includes(sid) || written.has(sid) || toWrite.has(sid)) continue
+    toWrite.set(sid, { sid, lastTokenExpiresAt: lastTokenExpiry(refreshExpiresAt, deps.keys, now) })
+  }
+  await revokeSessionKeys(deps.kv, [...toWrite.values()], reason, now)
+  for (const sid of toWrite.keys()) written.add(sid)
+}
