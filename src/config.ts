@@ -6,56 +6,69 @@ import type { TokenSettings } from './lib/token-keys'
 export type { OidcProvider } from './lib/oidc'
 export type { JwtAlgorithm, TokenSettings } from './lib/token-keys'
 
+// The operator contract (docs/API.md § Configuration): the bindings and the variables the worker
+// reads. Each variable is declared once, in ConfigSchema below, with its validation, its kind and
+// its default; `Env` and the documentation tables (checked by `npm run check:docs`) follow from it.
+
 const textEncoder = new TextEncoder()
 
-/** Bindings and variables the worker reads; names are the operator contract (docs/API.md § Configuration). */
-export interface Env {
-  DB: D1Database
-  REVOKED_TOKENS: KVNamespace
-  /** Workers Static Assets (public/); absent in the vitest pool. */
-  ASSETS?: Fetcher
-  CREDENTIALS_BY_IP?: RateLimit
-  CREDENTIALS_BY_ACCOUNT?: RateLimit
-  WRITES_BY_USER?: RateLimit
-  JWT_SECRET?: string
-  JWT_PRIVATE_JWK?: string
-  JWT_PUBLIC_JWKS?: string
-  JWT_ALG?: string
-  JWT_ISSUER?: string
-  JWT_AUDIENCE?: string
-  JWT_LEEWAY?: string
-  ACCESS_TOKEN_TTL?: string
-  REFRESH_TOKEN_TTL?: string
-  REFRESH_REUSE_GRACE?: string
-  SESSION_MAX_AGE?: string
-  REVOCATION_CACHE_TTL?: string
-  PASSWORD_PEPPER?: string
-  MFA_ENCRYPTION_KEY?: string
-  PUBLIC_BASE_URL?: string
-  CORS_ORIGINS?: string
-  MAIL_TRANSPORT?: string
-  MAIL_FROM?: string
-  MAIL_API_KEY?: string
-  MAIL_API_URL?: string
-  LOG_REQUESTS?: string
-  COOKIE_SAMESITE?: string
-  OIDC_PROVIDERS?: string
+/** How a variable is set: a [vars] entry of wrangler.toml, a secret (`wrangler secret put`), or either. */
+export type VariableKind = 'var' | 'secret' | 'secret/var'
+
+/** What the documentation says of a variable; read by scripts/checks against the README's table. */
+export interface VariableMeta {
+  kind: VariableKind
+  /** As an operator would write it; absent when the variable is unset by default. */
+  default?: string
+  /** The worker refuses to serve without it. */
+  required?: true
 }
 
-const optionalText = z
-  .string()
-  .optional()
-  .transform((value) => (value === undefined || value.trim() === '' ? undefined : value.trim()))
+const variableMeta = new Map<z.ZodType, VariableMeta>()
 
-function seconds(defaultValue: number, { min = 1 }: { min?: number } = {}) {
-  return z.preprocess(
-    (value) => (value === undefined || value === '' ? defaultValue : value),
-    z.coerce
-      .number()
-      .int()
-      .min(min)
-      .max(10 * 365 * 86_400),
-  )
+function isBlank(value: unknown): boolean {
+  return value === undefined || (typeof value === 'string' && value.trim() === '')
+}
+
+type Declared = VariableMeta & { trim?: false }
+
+/**
+ * A variable's schema: an empty value counts as unset, which means its default when it has one
+ * (the only place that default is written), and surrounding blanks are trimmed, except from
+ * JWT_SECRET, whose bytes are the HS256 key exactly as given (docs/API.md, precise point 1).
+ */
+function declare<T extends z.ZodType>(schema: T, meta: Declared) {
+  const { trim, ...documented } = meta
+  const declared = z.preprocess((value) => {
+    if (isBlank(value)) return meta.default
+    return typeof value === 'string' && trim !== false ? value.trim() : value
+  }, schema)
+  variableMeta.set(declared, documented)
+  return declared
+}
+
+/** A variable that may be unset (no default). */
+function optional<T extends z.ZodType>(schema: T, meta: Omit<Declared, 'default' | 'required'>) {
+  return declare(schema.optional(), meta)
+}
+
+/** A variable with a default, or one the worker cannot serve without (`required`). */
+function variable<T extends z.ZodType>(schema: T, meta: Declared & ({ default: string } | { required: true })) {
+  return declare(schema, meta)
+}
+
+const TEN_YEARS = 10 * 365 * 86_400
+
+/** Whole seconds, at least `min`, at most ten years. */
+function seconds(defaultSeconds: number, { min = 1, max = TEN_YEARS }: { min?: number; max?: number } = {}) {
+  return variable(z.coerce.number().int().min(min).max(max), { kind: 'var', default: String(defaultSeconds) })
+}
+
+/** Text of at least 32 bytes: a secret key. */
+function longSecret(name: string) {
+  return z.string().refine((secret) => textEncoder.encode(secret).length >= 32, {
+    message: `${name} must be at least 32 bytes long.`,
+  })
 }
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
@@ -80,32 +93,29 @@ const OidcProviderSchema = z.strictObject({
     .default(['RS256', 'ES256']),
 })
 
-const OidcProvidersSchema = z.preprocess(
-  (value) => {
-    if (value === undefined || (typeof value === 'string' && value.trim() === '')) return {}
-    if (typeof value !== 'string') return value
-    try {
-      return JSON.parse(value) as unknown
-    } catch {
-      return null
-    }
-  },
-  z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), OidcProviderSchema),
-)
+/** JSON text of an object: parsed, or null (which the record schema then refuses) when it is not JSON. */
+function parseJson(value: unknown): unknown {
+  if (typeof value !== 'string') return value
+  try {
+    return JSON.parse(value) as unknown
+  } catch {
+    return null
+  }
+}
 
 const ConfigSchema = z
   .object({
-    JWT_ALG: z.enum(['HS256', 'EdDSA', 'ES256']).default('HS256'),
-    JWT_SECRET: z
-      .string({ error: 'JWT_SECRET is not set.' })
-      .refine((secret) => textEncoder.encode(secret).length >= 32, {
-        message: 'JWT_SECRET must be at least 32 bytes long.',
-      }),
-    JWT_PRIVATE_JWK: optionalText,
-    JWT_PUBLIC_JWKS: optionalText,
-    JWT_ISSUER: optionalText,
-    JWT_AUDIENCE: optionalText,
-    JWT_LEEWAY: seconds(5, { min: 0 }).pipe(z.number().max(300)),
+    JWT_SECRET: variable(z.string({ error: 'JWT_SECRET is not set.' }).pipe(longSecret('JWT_SECRET')), {
+      kind: 'secret',
+      required: true,
+      trim: false,
+    }),
+    JWT_ALG: variable(z.enum(['HS256', 'EdDSA', 'ES256']), { kind: 'var', default: 'HS256' }),
+    JWT_PRIVATE_JWK: optional(z.string(), { kind: 'secret' }),
+    JWT_PUBLIC_JWKS: optional(z.string(), { kind: 'secret/var' }),
+    JWT_ISSUER: optional(z.string(), { kind: 'var' }),
+    JWT_AUDIENCE: optional(z.string(), { kind: 'var' }),
+    JWT_LEEWAY: seconds(5, { min: 0, max: 300 }),
     ACCESS_TOKEN_TTL: seconds(300),
     REFRESH_TOKEN_TTL: seconds(86_400),
     REFRESH_REUSE_GRACE: seconds(10, { min: 0 }),
@@ -113,53 +123,62 @@ const ConfigSchema = z
     SESSION_MAX_AGE: seconds(30 * 86_400),
     // KV refuses cacheTtl below 30 s; 60 s is KV's own default.
     REVOCATION_CACHE_TTL: seconds(60, { min: 30 }),
-    PASSWORD_PEPPER: optionalText,
-    MFA_ENCRYPTION_KEY: optionalText.refine((key) => key === undefined || textEncoder.encode(key).length >= 32, {
-      message: 'MFA_ENCRYPTION_KEY must be at least 32 bytes long.',
-    }),
-    PUBLIC_BASE_URL: optionalText.pipe(z.url().optional()),
-    CORS_ORIGINS: optionalText,
-    MAIL_TRANSPORT: optionalText.pipe(z.enum(['console', 'http', 'resend']).optional()),
-    MAIL_FROM: optionalText,
-    MAIL_API_KEY: optionalText,
-    MAIL_API_URL: optionalText.pipe(z.url().optional()),
-    LOG_REQUESTS: optionalText.pipe(z.enum(['true', 'false']).optional()),
-    COOKIE_SAMESITE: optionalText.pipe(z.enum(['Strict', 'Lax', 'None']).optional()),
-    OIDC_PROVIDERS: OidcProvidersSchema,
+    PASSWORD_PEPPER: optional(z.string(), { kind: 'secret' }),
+    MFA_ENCRYPTION_KEY: optional(longSecret('MFA_ENCRYPTION_KEY'), { kind: 'secret' }),
+    OIDC_PROVIDERS: optional(
+      z.preprocess(parseJson, z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), OidcProviderSchema)),
+      { kind: 'var' },
+    ),
+    PUBLIC_BASE_URL: variable(z.url(), { kind: 'var', default: 'http://localhost:8787' }),
+    CORS_ORIGINS: optional(z.string(), { kind: 'var' }),
+    COOKIE_SAMESITE: variable(z.enum(['Strict', 'Lax', 'None']), { kind: 'var', default: 'Strict' }),
+    MAIL_TRANSPORT: variable(z.enum(['console', 'http', 'resend']), { kind: 'var', default: 'console' }),
+    MAIL_FROM: variable(z.string(), { kind: 'var', default: 'edgepress <no-reply@edgepress.local>' }),
+    MAIL_API_KEY: optional(z.string(), { kind: 'secret' }),
+    MAIL_API_URL: variable(z.url(), { kind: 'var', default: 'https://api.resend.com/emails' }),
+    LOG_REQUESTS: variable(z.enum(['true', 'false']), { kind: 'var', default: 'true' }),
   })
   .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
     message: 'JWT_PRIVATE_JWK must be set when JWT_ALG is EdDSA or ES256.',
     path: ['JWT_PRIVATE_JWK'],
   })
-  .refine((env) => (env.MAIL_TRANSPORT ?? 'console') === 'console' || env.MAIL_API_KEY !== undefined, {
+  .refine((env) => env.MAIL_TRANSPORT === 'console' || env.MAIL_API_KEY !== undefined, {
     message: 'MAIL_API_KEY must be set when MAIL_TRANSPORT is not console.',
     path: ['MAIL_API_KEY'],
   })
 
-export interface Config {
-  tokens: TokenSettings
-  passwordPepper: string | undefined
-  /** The secret TOTP secrets are sealed under (MFA_ENCRYPTION_KEY); unset: no factor can be enrolled. */
-  mfaEncryptionKey: string | undefined
-  publicBaseUrl: string
-  corsOrigins: string[]
-  /** SameSite of the cookie-mode session cookies (COOKIE_SAMESITE, default Strict). */
-  cookieSameSite: 'Strict' | 'Lax' | 'None'
-  /** One JSON log line per request (LOG_REQUESTS, default true). */
-  logRequests: boolean
-  /** Native sign-in providers by name (OIDC_PROVIDERS, default none). */
-  oidcProviders: ReadonlyMap<string, OidcProvider>
-  mail: {
-    /**
-     * `console` (the default) prints every message, tokens included: for local runs only. With an
-     * https:// PUBLIC_BASE_URL, the sign of a deployed worker, it is refused (src/email/transports.ts).
-     */
-    transport: 'console' | 'http' | 'resend'
-    from: string
-    apiKey: string | undefined
-    apiUrl: string
-  }
+/** The variables, as ConfigSchema declares them: name, kind and default. */
+export function configVariables(): ({ name: string } & VariableMeta)[] {
+  return Object.entries(ConfigSchema.shape).map(([name, schema]) => ({ name, ...variableMeta.get(schema)! }))
 }
+
+/** The bindings of wrangler.toml the worker uses, by kind as the documentation names them. */
+export const BINDING_KINDS = {
+  DB: 'D1 binding',
+  REVOKED_TOKENS: 'KV binding',
+  ASSETS: 'static assets binding',
+  CREDENTIALS_BY_IP: 'rate-limit binding',
+  CREDENTIALS_BY_ACCOUNT: 'rate-limit binding',
+  WRITES_BY_USER: 'rate-limit binding',
+} as const satisfies Record<keyof Bindings, string>
+
+export interface Bindings {
+  DB: D1Database
+  REVOKED_TOKENS: KVNamespace
+  /** Workers Static Assets (public/); absent in the vitest pool. */
+  ASSETS?: Fetcher
+  CREDENTIALS_BY_IP?: RateLimit
+  CREDENTIALS_BY_ACCOUNT?: RateLimit
+  WRITES_BY_USER?: RateLimit
+}
+
+/** What the worker is given: its bindings and, as text, each variable of ConfigSchema. */
+export type Env = Bindings & { [Name in keyof typeof ConfigSchema.shape]?: string }
+
+type ParsedEnv = z.output<typeof ConfigSchema>
+
+/** The parsed configuration: what code reads (c.var.config, or getConfig(env) in the cron). */
+export type Config = ReturnType<typeof toConfig>
 
 const parsed = new WeakMap<object, Config>()
 
@@ -177,51 +196,68 @@ export function getConfig(env: Env): Config {
   return config
 }
 
-function toConfig(env: z.output<typeof ConfigSchema>): Config {
+function toConfig(env: ParsedEnv) {
   return {
-    tokens: {
-      alg: env.JWT_ALG,
-      secret: textEncoder.encode(env.JWT_SECRET),
-      privateJwk: env.JWT_PRIVATE_JWK,
-      publicJwks: env.JWT_PUBLIC_JWKS,
-      issuer: env.JWT_ISSUER,
-      audience: env.JWT_AUDIENCE,
-      leewaySeconds: env.JWT_LEEWAY,
-      accessTtlSeconds: env.ACCESS_TOKEN_TTL,
-      refreshTtlSeconds: env.REFRESH_TOKEN_TTL,
-      reuseGraceSeconds: env.REFRESH_REUSE_GRACE,
-      sessionMaxAgeSeconds: env.SESSION_MAX_AGE,
-      revocationCacheTtlSeconds: env.REVOCATION_CACHE_TTL,
-    },
+    tokens: tokenSettings(env),
     passwordPepper: env.PASSWORD_PEPPER,
+    /** The secret TOTP secrets are sealed under (MFA_ENCRYPTION_KEY); unset: no factor can be enrolled. */
     mfaEncryptionKey: env.MFA_ENCRYPTION_KEY,
-    publicBaseUrl: (env.PUBLIC_BASE_URL ?? 'http://localhost:8787').replace(/\/+$/, ''),
+    /** The base of every link in an email, without a trailing slash. */
+    publicBaseUrl: env.PUBLIC_BASE_URL.replace(/\/+$/, ''),
     corsOrigins: (env.CORS_ORIGINS ?? '')
       .split(',')
       .map((origin) => origin.trim())
       .filter((origin) => origin !== ''),
+    /** SameSite of the cookie-mode token cookies. */
+    cookieSameSite: env.COOKIE_SAMESITE,
+    /** One JSON log line per request. */
     logRequests: env.LOG_REQUESTS !== 'false',
-    cookieSameSite: env.COOKIE_SAMESITE ?? 'Strict',
-    oidcProviders: new Map(
-      Object.entries(env.OIDC_PROVIDERS).map(([name, provider]) => [
-        name,
-        {
-          name,
-          issuers: provider.issuers,
-          jwksUri: provider.jwks_uri,
-          audiences: provider.audiences,
-          algorithms: provider.algorithms,
-          nonce: provider.nonce,
-        },
-      ]),
-    ),
+    /** Native sign-in providers by name (none unless configured). */
+    oidcProviders: oidcProviders(env.OIDC_PROVIDERS ?? {}),
     mail: {
-      transport: env.MAIL_TRANSPORT ?? 'console',
-      from: env.MAIL_FROM ?? 'edgepress <no-reply@edgepress.local>',
+      /**
+       * `console` (the default) prints every message, tokens included: for local runs only. With an
+       * https:// PUBLIC_BASE_URL, the sign of a deployed worker, it is refused (src/email/transports.ts).
+       */
+      transport: env.MAIL_TRANSPORT,
+      from: env.MAIL_FROM,
       apiKey: env.MAIL_API_KEY,
-      apiUrl: env.MAIL_API_URL ?? 'https://api.resend.com/emails',
+      apiUrl: env.MAIL_API_URL,
     },
   }
+}
+
+function tokenSettings(env: ParsedEnv): TokenSettings {
+  return {
+    alg: env.JWT_ALG,
+    secret: textEncoder.encode(env.JWT_SECRET),
+    privateJwk: env.JWT_PRIVATE_JWK,
+    publicJwks: env.JWT_PUBLIC_JWKS,
+    issuer: env.JWT_ISSUER,
+    audience: env.JWT_AUDIENCE,
+    leewaySeconds: env.JWT_LEEWAY,
+    accessTtlSeconds: env.ACCESS_TOKEN_TTL,
+    refreshTtlSeconds: env.REFRESH_TOKEN_TTL,
+    reuseGraceSeconds: env.REFRESH_REUSE_GRACE,
+    sessionMaxAgeSeconds: env.SESSION_MAX_AGE,
+    revocationCacheTtlSeconds: env.REVOCATION_CACHE_TTL,
+  }
+}
+
+function oidcProviders(declared: NonNullable<ParsedEnv['OIDC_PROVIDERS']>): ReadonlyMap<string, OidcProvider> {
+  return new Map(
+    Object.entries(declared).map(([name, provider]) => [
+      name,
+      {
+        name,
+        issuers: provider.issuers,
+        jwksUri: provider.jwks_uri,
+        audiences: provider.audiences,
+        algorithms: provider.algorithms,
+        nonce: provider.nonce,
+      },
+    ]),
+  )
 }
 
 function configInvalid(error: z.ZodError): ApiError {
