@@ -10,17 +10,6 @@ import { hashPassword } from '../../lib/passwords'
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
-const PRIVATE_VIEW_KEYS = [
-  'created_at',
-  'email',
-  'email_verified',
-  'id',
-  'is_admin',
-  'last_login_at',
-  'mfa_enabled',
-  'providers',
-  'username',
-]
 // The KV key of a revoked session; src/sessions/revocation-keys.ts owns the prefix.
 const revokedSessionKey = (sid: string): string => `sid:${sid}`
 
@@ -80,110 +69,6 @@ function withoutRequestId(problem: Record<string, unknown>): Record<string, unkn
   const { request_id: _requestId, ...rest } = problem
   return rest
 }
-
-describe('POST /api/v1/auth/register', () => {
-  it('creates an account and returns its private view with a Location', async ({ expect }) => {
-    const username = uniqueName()
-    const password = 'correct horse battery staple'
-    const before = Date.now()
-    const res = await api('POST', '/auth/register', { username, email: `${username}@example.com`, password })
-    expect(res.status).toBe(201)
-    expect(res.headers.get('content-type')).toMatch(/^application\/json/)
-    const text = await res.text()
-    const body = JSON.parse(text) as PrivateUser
-    expect(Object.keys(body).sort()).toEqual(PRIVATE_VIEW_KEYS)
-    expect(body).toMatchObject({
-      username,
-      email: `${username}@example.com`,
-      email_verified: false,
-      is_admin: false,
-      last_login_at: null,
-    })
-    expect(['number', 'string']).toContain(typeof body.id)
-    expect(body.created_at).toMatch(ISO_UTC)
-    expect(Date.parse(body.created_at)).toBeGreaterThanOrEqual(before - 1000)
-    expect(Date.parse(body.created_at)).toBeLessThanOrEqual(Date.now() + 1000)
-    expect(res.headers.get('location')).toMatch(new RegExp(`/api/v1/users/${body.id}$`))
-    expect(text).not.toContain(password)
-    expect(text).not.toMatch(/password|hash|pbkdf2/i)
-  })
-
-  it('accepts a form-urlencoded body', async ({ expect }) => {
-    const username = uniqueName()
-    const res = await api(
-      'POST',
-      '/auth/register',
-      form({ username, email: `${username}@example.com`, password: 'correct horse battery staple' }),
-      undefined,
-      FORM,
-    )
-    expect(res.status).toBe(201)
-    expect(await res.json()).toMatchObject({ username, email: `${username}@example.com`, email_verified: false })
-  })
-
-  it('round-trips a unicode username', async ({ expect }) => {
-    const username = `zoë_名前_${crypto.randomUUID().slice(0, 8)}`.normalize('NFC')
-    const user = await registerUser({ username, email: `${crypto.randomUUID()}@example.com` })
-    expect(user.username).toBe(username)
-    const tokens = await login(user)
-    const res = await me(tokens.access_token)
-    expect(res.status).toBe(200)
-    expect(await res.json()).toMatchObject({ id: user.id, username })
-  })
-
-  it('accepts passwords of exactly 8 and 128 characters', async ({ expect }) => {
-    for (const password of ['a'.repeat(8), 'b'.repeat(128)]) {
-      const username = uniqueName()
-      const res = await api('POST', '/auth/register', { username, email: `${username}@example.com`, password })
-      expect(res.status).toBe(201)
-      const tokens = await login({ username, password })
-      expect(tokens.token_type).toBe('Bearer')
-    }
-  })
-
-  it('answers 409 username_taken for a taken username, whatever its case', async () => {
-    const user = await registerUser()
-    for (const username of [user.username, user.username.toUpperCase()]) {
-      const res = await api('POST', '/auth/register', {
-        username,
-        email: `${uniqueName()}@example.com`,
-        password: 'another good password',
-      })
-      await expectProblem(res, 409, 'username_taken')
-    }
-  })
-
-  it('answers 409 email_taken for a taken email, whatever its case', async ({ expect }) => {
-    const user = await registerUser()
-    const res = await api('POST', '/auth/register', {
-      username: uniqueName(),
-      email: user.email.toUpperCase(),
-      password: 'another good password',
-    })
-    const problem = await expectProblem(res, 409, 'email_taken')
-    expect(problem.errors).toBeUndefined()
-  })
-
-  it.for([
-    ['a 7-character password', { password: 'x'.repeat(7) }, 'password'],
-    ['a 129-character password', { password: 'x'.repeat(129) }, 'password'],
-    ['a malformed email', { email: 'not-an-email' }, 'email'],
-    ['a username with a space', { username: 'two words' }, 'username'],
-    ['a username with "@"', { username: 'at@sign' }, 'username'],
-  ] as const)('answers 400 validation_failed for %s', async ([, override, path], { expect }) => {
-    const username = uniqueName()
-    const input = { username, email: `${username}@example.com`, password: 'correct horse battery staple', ...override }
-    const problem = await expectProblem(await api('POST', '/auth/register', input), 400, 'validation_failed')
-    expect(problem.errors?.map((e) => e.path)).toEqual([path])
-    expect(problem.errors?.[0]?.message).toEqual(expect.any(String))
-    expect(JSON.stringify(problem)).not.toContain('x'.repeat(7))
-  })
-
-  it('answers 400 naming every missing field', async ({ expect }) => {
-    const problem = await expectProblem(await api('POST', '/auth/register', {}), 400, 'validation_failed')
-    expect(new Set(problem.errors?.map((e) => e.path))).toEqual(new Set(['username', 'email', 'password']))
-  })
-})
 
 describe.each(['/auth/token', '/auth/login'])('POST /api/v1%s', (path) => {
   async function expectTokenPair(res: Response): Promise<TokenPair> {
