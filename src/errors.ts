@@ -5,6 +5,7 @@ import { HTTPException } from 'hono/http-exception'
 import { NO_STORE } from './http/conditional-get'
 import { ApiError, ERROR_CODES, notFound } from './lib/api-error'
 import type { ErrorCode, ErrorStatus, FieldError } from './lib/api-error'
+import { outageIn, outageProblem } from './lib/outages'
 
 // The one place where anything thrown becomes an RFC 9457 problem+json response: ApiError as it
 // is, zod validation issues and Hono's HTTPExceptions translated, anything else an opaque 500.
@@ -55,9 +56,14 @@ const HTTP_EXCEPTION_CODES: Partial<Record<number, { code: ErrorCode; detail: st
   },
 }
 
-/** Translates anything thrown into an ApiError; unknown errors become an opaque 500. */
+/**
+ * Translates anything thrown into an ApiError: an outage of D1 or KV is a 503 the client may retry
+ * (src/lib/outages.ts); anything else unknown is a bug, an opaque 500.
+ */
 function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err
+  const outage = outageIn(err)
+  if (outage !== undefined) return outageProblem(outage)
   if (err instanceof HTTPException) {
     const known = HTTP_EXCEPTION_CODES[err.status]
     if (known !== undefined) {

@@ -199,7 +199,9 @@ describe('D1 unavailable', () => {
     expect(problem.detail).not.toContain('KV')
   })
 
-  it('every kind of route answers an opaque 5xx problem: no SQL, stack, cause or secret', async ({ expect }) => {
+  it('every kind of route answers 503 service_unavailable with Retry-After: no SQL, stack, cause or secret', async ({
+    expect,
+  }) => {
     const { user, tokens } = await registerAndLogin()
     const name = uniqueName('d1down')
     const requests: [string, string, unknown?, string?][] = [
@@ -220,12 +222,38 @@ describe('D1 unavailable', () => {
     ]
     for (const [method, path, body, token] of requests) {
       const res = await call(d1Fails, method, path, body, token)
-      await expectOpaqueServerProblem(res)
-      expect(res.status, `${method} ${path}`).toBeGreaterThanOrEqual(500)
+      expect(res.status, `${method} ${path}`).toBe(503)
+      expect(res.headers.get('retry-after'), `${method} ${path}`).toMatch(/^\d+$/)
+      const problem = await expectOpaqueServerProblem(res)
+      expect(problem.detail, `${method} ${path}`).toContain('D1')
     }
     // Nothing was written by the refused requests.
     expect(await countRows('SELECT count(*) AS n FROM users WHERE username = ?', name)).toBe(0)
     expect(await countRows('SELECT count(*) AS n FROM posts WHERE author_id = ?', user.id)).toBe(0)
+  })
+})
+
+describe('a bug is not an outage', () => {
+  it('a statement D1 refuses (a NOT NULL violation) answers an opaque 500 internal_error, not 503', async ({
+    expect,
+  }) => {
+    const name = uniqueName('bug')
+    const res = await call(secondStatementFails, 'POST', '/auth/register', {
+      username: name,
+      email: `${name}@example.com`,
+      password: 'correct horse battery staple',
+    })
+    expect(res.status).toBe(500)
+    expect(res.headers.get('retry-after')).toBeNull()
+    await expectOpaqueServerProblem(res)
+  })
+
+  it('a KV write outage (logout-all) answers 503 with Retry-After', async ({ expect }) => {
+    const { tokens } = await registerAndLogin()
+    const res = await call(kvWritesFail, 'POST', '/auth/logout-all', undefined, tokens.access_token)
+    expect(res.status).toBe(503)
+    expect(res.headers.get('retry-after')).toMatch(/^\d+$/)
+    await expectOpaqueServerProblem(res)
   })
 })
 

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { users } from '../db/schema'
 import { createDb } from '../db/client'
 import { newTimings, timedD1, timedKv } from './timed-bindings'
+import { DependencyUnavailable } from './outages'
 import type { BindingTimings } from './timed-bindings'
 
 /** A clock that moves only when a fake binding says its I/O took time. */
@@ -249,7 +250,7 @@ describe('timedKv', () => {
     ])
   })
 
-  it('records the wait of a failing operation and passes its error on', async () => {
+  it('records the wait of a failing operation and passes an outage on as DependencyUnavailable', async () => {
     const clock = manualClock()
     const fake = fakeKv(clock)
     const timings = noTimings()
@@ -257,8 +258,21 @@ describe('timedKv', () => {
     fake.kv.get = () => failingIo(clock, 23, error)
     const kv = timedKv(fake.binding, timings, clock.now)
 
-    await expect(kv.get('sid:1')).rejects.toBe(error)
+    const thrown = await kv.get('sid:1').catch((err: unknown) => err)
+    expect(thrown).toBeInstanceOf(DependencyUnavailable)
+    expect((thrown as DependencyUnavailable).dependency).toBe('KV')
+    expect((thrown as Error).cause).toBe(error)
     expect(timings.kvMs).toBe(23)
+  })
+
+  it('passes an argument error on unchanged: a bug, not an outage', async () => {
+    const clock = manualClock()
+    const fake = fakeKv(clock)
+    const error = new Error('KV PUT failed: 400 Invalid expiration_ttl of 5')
+    fake.kv.get = () => failingIo(clock, 1, error)
+    const kv = timedKv(fake.binding, noTimings(), clock.now)
+
+    await expect(kv.get('sid:1')).rejects.toBe(error)
   })
 
   it('passes other properties and methods through, called on the real binding, untimed', () => {

@@ -1,3 +1,5 @@
+import { classifyD1Failure, classifyKvFailure } from './outages'
+
 // Wraps the bindings of one request so that what it spends on each is added up for the
 // Server-Timing header and the request log: the time waited, the number of calls, and the depth,
 // the number of sequential waves of remote I/O (D1 and KV, which can be far away; calls that
@@ -53,7 +55,9 @@ type Kind = 'd1' | 'kv' | 'cache' | 'rateLimit'
 const STATEMENT_RUNNERS = new Set(['all', 'run', 'first', 'raw'])
 const KV_METHODS = new Set(['get', 'getWithMetadata', 'put', 'delete', 'list'])
 const KV_WRITES = new Set(['put', 'delete'])
-const WRITING_SQL = /^\s*(insert|update|delete|replace)\b/i
+// An allow-list: only a plain SELECT reads without writing; anything else (INSERT, UPDATE, DELETE,
+// REPLACE, a WITH … that may write, PRAGMA) waits for the write gate.
+const READING_SQL = /^\s*select\b/i
 
 /** Runs one call of `kind`, recording its wait, its count and, for D1 and KV, its wave. */
 async function timed<T>(timings: BindingTimings, kind: Kind, call: () => Promise<T>, clock: Clock): Promise<T> {
@@ -66,6 +70,11 @@ async function timed<T>(timings: BindingTimings, kind: Kind, call: () => Promise
   const started = clock()
   try {
     return await call()
+  } catch (err) {
+    // An outage of D1 or KV (not a bad statement) becomes a DependencyUnavailable: 503, not 500.
+    if (kind === 'd1') throw classifyD1Failure(err)
+    if (kind === 'kv') throw classifyKvFailure(err)
+    throw err
   } finally {
     timings[`${kind}Ms`] += clock() - started
     if (remote) timings.inFlight -= 1
@@ -86,7 +95,7 @@ export function timedD1(
 ): D1Database {
   const originals = new WeakMap<object, D1PreparedStatement>()
   const sqlOf = new WeakMap<object, string>()
-  const writes = (sql: string | undefined): boolean => sql !== undefined && WRITING_SQL.test(sql)
+  const writes = (sql: string | undefined): boolean => sql === undefined || !READING_SQL.test(sql)
   const run = <T>(isWrite: boolean, call: () => Promise<T>): Promise<T> =>
     isWrite && gate !== undefined
       ? afterGate(gate, () => timed(timings, 'd1', call, clock))

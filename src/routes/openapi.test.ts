@@ -103,6 +103,16 @@ describe('GET /openapi.json', () => {
     expect(document.paths['/api/v1/posts']?.get?.security).toEqual([])
   })
 
+  it('documents 503 service_unavailable on every API operation (D1 or KV down)', async () => {
+    const document = await openApiDocument()
+    for (const [path, item] of Object.entries(document.paths)) {
+      if (!path.startsWith('/api/v1/')) continue
+      for (const [method, operation] of Object.entries(item)) {
+        expect(operation.responses['503']?.content?.['application/problem+json'], `${method} ${path}`).toBeDefined()
+      }
+    }
+  })
+
   it('documents 429 on every authenticated write, which counts against the per-user write limit', async () => {
     const document = await openApiDocument()
     const writes = Object.entries(document.paths).flatMap(([path, item]) =>

@@ -81,6 +81,12 @@ export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>): void {
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const
 
+/** The 503 of an outage, as it appears in the generated document (the Problem schema by reference). */
+const OUTAGE_RESPONSE = {
+  description: 'D1 or KV is unreachable (`service_unavailable`); retry after Retry-After',
+  content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+}
+
 /** `post /api/v1/auth/token` for every route that declares `formBody`, with OpenAPI's `{id}` paths. */
 function formBodyOperations(app: OpenAPIHono<AppEnv>): Set<string> {
   const operations = new Set<string>()
@@ -103,6 +109,9 @@ function completeDocument(document: Document, formBodies: ReadonlySet<string>): 
       if (operation === undefined) continue
       operation.operationId ??= operationIdFor(method, path)
       operation.security ??= []
+      // Every API operation reads D1 or KV, so each may answer 503 when one is down (src/lib/outages.ts).
+      if (path.startsWith(API_PREFIX) && operation.responses !== undefined)
+        operation.responses['503'] ??= OUTAGE_RESPONSE
       // Declared here rather than on the routes: a second zod media type there would make
       // zod-openapi validate each body twice (once per media type), and negotiateBody() already
       // turns form bodies into the JSON the route validates.
