@@ -371,3 +371,37 @@ describe('timedD1 on the real D1 binding', () => {
     expect(timings).toMatchObject({ d1Ms: 0, kvMs: 5 })
   })
 })
+
+describe('the write gate', () => {
+  /** A gate that opens when `open()` is called, and what has run so far. */
+  function closedGate(): { gate: { ready: Promise<void> }; open: () => void } {
+    let open = (): void => undefined
+    const ready = new Promise<void>((resolve) => {
+      open = resolve
+    })
+    return { gate: { ready }, open }
+  }
+
+  it('lets a plain SELECT through at once and holds back every other statement until it opens', async () => {
+    const { gate, open } = closedGate()
+    const db = timedD1(env.DB, noTimings(), undefined, gate)
+    const finished: string[] = []
+    const track = (label: string, promise: Promise<unknown>) => promise.then(() => finished.push(label))
+
+    const select = track('select', db.prepare('SELECT 1 AS one').first())
+    // Not a plain SELECT, so it waits, even though this one only reads: the gate is an allow-list.
+    const withQuery = track('with', db.prepare('WITH t AS (SELECT 1 AS one) SELECT one FROM t').first())
+    const pragma = track('pragma', db.prepare('PRAGMA foreign_keys').first())
+    const batch = track('batch', db.batch([db.prepare('SELECT 1'), db.prepare('UPDATE users SET id = id WHERE 0')]))
+    await select
+    // Statements D1 received before this one have answered by the time it does: had the gate let
+    // them through, they would be finished now.
+    await env.DB.prepare('SELECT 2').first()
+    await env.DB.prepare('SELECT 3').first()
+    expect(finished).toEqual(['select'])
+
+    open()
+    await Promise.all([withQuery, pragma, batch])
+    expect(finished.sort()).toEqual(['batch', 'pragma', 'select', 'with'])
+  })
+})
