@@ -155,7 +155,15 @@ function problemResponse(c: Context, error: ApiError): Response {
     ...error.extra.headers,
   }
   const requestId = c.get('requestId') as string | undefined
-  return c.newResponse(JSON.stringify(toProblem(error, requestId)), error.status, headers)
+  const body = JSON.stringify(toProblem(error, requestId))
+  if (error.extra.discardsResponse !== true) return c.newResponse(body, error.status, headers)
+  // Nothing the route set survives (Location, Set-Cookie, ETag…): the context forgets its
+  // response, and this one starts from the request id alone. Outer middleware add their headers.
+  c.res = undefined
+  return new Response(body, {
+    status: error.status,
+    headers: { ...headers, ...(requestId === undefined ? {} : { 'X-Request-Id': requestId }) },
+  })
 }
 
 /** Unknown routes: 404 `not_found`. */

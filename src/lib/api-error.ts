@@ -38,6 +38,11 @@ interface ApiErrorExtra {
   members?: { mfa_token?: string }
   headers?: Record<string, string>
   cause?: unknown
+  /**
+   * The problem replaces whatever the route had answered, headers included (a request refused
+   * after its handler ran: a revoked token, an exhausted write limit).
+   */
+  discardsResponse?: true
 }
 
 /**

@@ -5,8 +5,9 @@ import type { UserRow } from '../db/schema'
 import { loadAuthenticatedUser } from '../db/users'
 import { assertCsrfToken, readAccessCookie } from '../http/cookie-mode'
 import { isSafeMethod } from '../http/request'
-import { forbidden, notAuthenticated, userGone } from '../lib/api-error'
+import { ApiError, forbidden, notAuthenticated, userGone } from '../lib/api-error'
 import { parseId } from '../lib/ids'
+import type { BindingTimings } from '../lib/timed-bindings'
 import { verifyToken } from '../lib/tokens'
 import { assertSessionNotRevoked } from '../sessions/revocation-keys'
 import type { BindingVariables } from './bindings'
@@ -45,14 +46,15 @@ type AuthenticatingEnv<V> = {
  * Requires a valid, unrevoked access token: one signature check and one KV read, no D1. The KV
  * read overlaps the handler: its first D1 query goes out while the revocation check is on its
  * way, its writes (D1 and KV) wait for the answer, and if the token turns out to be revoked the
- * handler's response is thrown away for a 401. A signed-in read then costs one round trip.
+ * handler's response is thrown away for a 401 that shows nothing of it. A signed-in read then
+ * costs one round trip.
  */
 export function requireUser() {
   return createMiddleware<AuthenticatingEnv<AuthVariables>>(async function requireUser(c, next) {
-    const { auth, revocation } = await authenticate(c)
+    const { auth, admission } = await authenticate(c)
     c.set('auth', auth)
     await next()
-    await revocation
+    await admission.settled()
   })
 }
 
@@ -62,8 +64,8 @@ export function requireUser() {
  */
 export function requireAdmin() {
   return createMiddleware<AuthenticatingEnv<AdminVariables>>(async function requireAdmin(c, next) {
-    const { auth, revocation } = await authenticate(c)
-    const [user] = await Promise.all([loadAuthenticatedUser(c.var.db, auth.userId), revocation])
+    const { auth, admission } = await authenticate(c)
+    const [user] = await Promise.all([loadAuthenticatedUser(c.var.db, auth.userId), admission.settled()])
     if (!user.isAdmin) throw forbidden('This action needs an administrator.')
     c.set('auth', auth)
     c.set('user', user)
@@ -72,14 +74,24 @@ export function requireAdmin() {
 }
 
 /**
+ * Whether the request may go on, once KV has answered: its session not revoked and, for a write,
+ * the user's write limit not spent. `settled()` answers that; when it is no, the route's work is
+ * discarded: the problem carries none of the route's headers, and Server-Timing shows only what
+ * authentication read (a revoked token must not learn how far the handler got).
+ */
+interface Admission {
+  settled(): Promise<void>
+}
+
+/**
  * The access token from `Authorization` or, for web apps in cookie mode, from the session cookie
- * (then a state-changing request must also carry the CSRF token). Writes count against the
- * user's write limit. The revocation check is started, not awaited: `revocation` settles with it,
- * and the request's writes wait for it (the bindings' write gate).
+ * (then a state-changing request must also carry the CSRF token). The revocation check is
+ * started, not awaited; the request's writes wait for it (the bindings' write gate), and a write
+ * is charged to the user's write limit only once the check has passed.
  */
 async function authenticate<V extends object>(
   c: Context<AuthenticatingEnv<V>>,
-): Promise<{ auth: Auth; revocation: Promise<void> }> {
+): Promise<{ auth: Auth; admission: Admission }> {
   const header = c.req.header('authorization')
   const cookie = header === undefined ? readAccessCookie(c) : undefined
   const token = cookie ?? readBearerToken(header)
@@ -89,11 +101,15 @@ async function authenticate<V extends object>(
   // A token minted by another service holding the key may name anything; only ids can be users.
   if (userId === null) throw userGone()
   if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
+  const timings = c.var.timings
   const revocation = assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
-  c.var.writeGate.ready = revocation
+  const atAuthentication = { ...timings }
+  const admitted = isSafeMethod(c.req.method)
+    ? revocation
+    : revocation.then(() => enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${userId}`, timings))
+  c.var.writeGate.ready = admitted
   // Settled by requireUser/requireAdmin; this only keeps an early failure from counting as unhandled.
-  revocation.catch(() => undefined)
-  if (!isSafeMethod(c.req.method)) await enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${claims.sub}`, c.var.timings)
+  admitted.catch(() => undefined)
   const auth = {
     userId,
     sessionId: claims.sid,
@@ -101,7 +117,26 @@ async function authenticate<V extends object>(
     expiresAt: claims.exp,
     viaCookie: cookie !== undefined,
   }
-  return { auth, revocation }
+  const settled = async (): Promise<void> => {
+    try {
+      await admitted
+    } catch (err) {
+      throw refusedAfterRoute(err, timings, atAuthentication)
+    }
+  }
+  return { auth, admission: { settled } }
+}
+
+/**
+ * The problem for a request refused once its route had run: it replaces the route's response
+ * entirely (ApiError `discardsResponse`), and the request's figures are those it had when
+ * authentication sent the revocation check, with that check's own wait.
+ */
+function refusedAfterRoute(err: unknown, timings: BindingTimings, atAuthentication: BindingTimings): unknown {
+  if (!(err instanceof ApiError)) return err
+  const kvMs = timings.kvMs
+  Object.assign(timings, atAuthentication, { kvMs, inFlight: 0 })
+  return new ApiError(err.status, err.code, err.detail, { ...err.extra, discardsResponse: true })
 }
 
 /** Reads `Bearer <token>` or `JWT <token>` (older Flask-JWT clients); the scheme is case-insensitive. */

@@ -434,6 +434,39 @@ describe('request log (LOG_REQUESTS=false)', () => {
   })
 })
 
+describe('a revoked token learns nothing of the route', () => {
+  // The revocation read answers after the handler's own D1 read (slowKv): a 401 that kept the
+  // handler's figures or headers would show how far the handler got.
+  const slowRevocationEnv = { ...env, LOG_REQUESTS: 'false', REVOKED_TOKENS: slowKv(env.REVOKED_TOKENS) }
+
+  async function revokedToken(): Promise<string> {
+    const { tokens } = await registerAndLogin()
+    expect((await api('POST', '/auth/logout', undefined, tokens.access_token)).status).toBe(204)
+    return tokens.access_token
+  }
+
+  it.each(['/api/v1/users/me', '/api/v1/auth/sessions'])(
+    'GET %s: Server-Timing shows only the revocation read, and no header of the handler survives',
+    async (path) => {
+      const token = await revokedToken()
+      const ctx = createExecutionContext()
+      const res = await worker.fetch(new Request(`${BASE_URL}${path}`, bearer(token)), slowRevocationEnv, ctx)
+      await waitOnExecutionContext(ctx)
+
+      expect(res.status).toBe(401)
+      expect(((await res.json()) as { code: string }).code).toBe('token_revoked')
+      const timing = res.headers.get('server-timing') ?? ''
+      expect(timing).toMatch(/d1;dur=0\.0;desc="calls=0 /)
+      expect(timing).toContain('kv;')
+      expect(timing).toMatch(/kv;dur=[^;]+;desc="calls=1"/)
+      expect(timing).toContain('rt;desc="1"')
+      // The handlers answer `private, no-store`; the problem's own header is `no-store`.
+      expect(res.headers.get('cache-control')).toBe('no-store')
+      expect(res.headers.get('x-request-id')).toBeTruthy()
+    },
+  )
+})
+
 describe('wrangler.toml', () => {
   it('turns Workers Logs on: [observability] enabled = true', () => {
     const section = /^\[observability\]\s*$([\s\S]*?)(?=^\[|(?![\s\S]))/m.exec(wranglerToml)

@@ -423,6 +423,25 @@ describe('per user: authenticated writes', () => {
   })
 })
 
+describe('per user: only a live token spends the write budget', () => {
+  it('writes with a logged-out token are refused without charging the owner: the owner can still write', async () => {
+    const result = await inOneWindow(async () => {
+      const user = await registerUser()
+      const loggedOut = await mintToken({ sub: String(user.id) })
+      expect((await api('POST', '/auth/logout', undefined, loggedOut)).status).toBe(204)
+      const refused = await statusesOf(WRITES_PER_USER + 1, (i) =>
+        api('POST', '/posts', { title: `stolen ${i}`, body: 'never stored' }, loggedOut),
+      )
+      const owner = await mintToken({ sub: String(user.id) })
+      const ownerWrite = await api('POST', '/posts', { title: 'mine', body: 'still allowed' }, owner)
+      return { refused, ownerWrite }
+    })
+
+    expect(result.refused).toEqual(Array(WRITES_PER_USER + 1).fill(401))
+    expect(result.ownerWrite.status).toBe(201)
+  })
+})
+
 describe('GET /openapi.json', () => {
   it('documents 429 rate_limited for every rate-limited operation', async () => {
     const res = await fetchWorker('https://edgepress.test/openapi.json')
