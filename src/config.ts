@@ -123,6 +123,9 @@ const ConfigSchema = z
     SESSION_MAX_AGE: seconds(30 * 86_400),
     // KV refuses cacheTtl below 30 s; 60 s is KV's own default.
     REVOCATION_CACHE_TTL: seconds(60, { min: 30 }),
+    // How recent a sign-in lasting changes need (linking a provider, a second factor, the email,
+    // deleting the account); older ones step up with POST /auth/reauthenticate.
+    REAUTH_MAX_AGE: seconds(600),
     PASSWORD_PEPPER: optional(z.string(), { kind: 'secret' }),
     MFA_ENCRYPTION_KEY: optional(longSecret('MFA_ENCRYPTION_KEY'), { kind: 'secret' }),
     OIDC_PROVIDERS: optional(
@@ -241,6 +244,7 @@ function tokenSettings(env: ParsedEnv): TokenSettings {
     reuseGraceSeconds: env.REFRESH_REUSE_GRACE,
     sessionMaxAgeSeconds: env.SESSION_MAX_AGE,
     revocationCacheTtlSeconds: env.REVOCATION_CACHE_TTL,
+    reauthMaxAgeSeconds: env.REAUTH_MAX_AGE,
   }
 }
 

@@ -69,7 +69,7 @@ export function json<T extends z.ZodType>(schema: T, description: string) {
 const PROBLEM_DESCRIPTIONS: Record<ErrorStatus, string> = {
   400: 'Validation failed or malformed body (`validation_failed`)',
   401: 'Missing, invalid, expired or revoked credentials',
-  403: 'Authenticated but not allowed (`forbidden`)',
+  403: 'Authenticated but not allowed (`forbidden`), or the sign-in is too old for this change (`reauthentication_required`)',
   404: 'Not found (`not_found`)',
   405: 'Method not allowed (`method_not_allowed`); see Allow',
   409: 'Conflict (`username_taken`, `email_taken`, `conflict`)',

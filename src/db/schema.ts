@@ -26,6 +26,11 @@ export const users = sqliteTable(
     createdAt: timestamp().notNull(),
     updatedAt: timestamp().notNull(),
     lastLoginAt: timestamp(),
+    /**
+     * When every session of the user last ended at once (logout-all, password change or reset):
+     * an MFA token minted before it is refused.
+     */
+    allSessionsEndedAt: timestamp(),
   },
   (table) => [
     // Case-insensitive uniqueness: `Émile` cannot shadow `émile`, nor `STRASSE` `straße`. Login
@@ -66,6 +71,8 @@ export const sessions = sqliteTable(
     lastUsedAt: timestamp(),
     lastCountry: text(),
     lastColo: text(),
+    /** The last time the user proved who they are in this session (the `auth_time` claim); null: at login (`createdAt`). */
+    authenticatedAt: timestamp(),
   },
   (table) => [
     index('sessions_user_id_idx').on(table.userId, table.revokedAt),
@@ -89,7 +96,33 @@ export const mfaFactors = sqliteTable('mfa_factors', {
   lastStep: integer(),
   failedAttempts: integer().notNull().default(0),
   failedWindowStart: timestamp(),
+  /** The account's address was unverified when the factor was added: a password reset removes it. */
+  addedWhileUnverified: integer({ mode: 'boolean' }).notNull().default(false),
 })
+
+/**
+ * The MFA tokens (the first step of a login with a second factor) that were tried: each takes a
+ * limited number of wrong codes and signs in once.
+ */
+export const mfaChallenges = sqliteTable(
+  'mfa_challenges',
+  {
+    /** The MFA token's `jti`. */
+    jti: text().primaryKey(),
+    userId: integer()
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    attempts: integer().notNull().default(0),
+    usedAt: timestamp(),
+    /** The MFA token's expiry: the row may be pruned after it. */
+    expiresAt: timestamp().notNull(),
+  },
+  (table) => [
+    index('mfa_challenges_expires_at_idx').on(table.expiresAt),
+    // Deleting a user checks this table's foreign key.
+    index('mfa_challenges_user_id_idx').on(table.userId),
+  ],
+)
 
 /** Single-use recovery codes of a factor, stored only as SHA-256 hashes. */
 export const mfaRecoveryCodes = sqliteTable(
@@ -121,6 +154,8 @@ export const externalIdentities = sqliteTable(
     /** The address the provider gave when the identity was linked (Apple's may be a relay). */
     email: text(),
     createdAt: timestamp().notNull(),
+    /** The account's address was unverified when the identity was linked: a password reset removes it. */
+    addedWhileUnverified: integer({ mode: 'boolean' }).notNull().default(false),
   },
   (table) => [
     primaryKey({ columns: [table.provider, table.sub] }),
@@ -198,6 +233,17 @@ export const oneTimeTokens = sqliteTable(
   ],
 )
 
+/** Provider ID tokens already used to sign in or link: each is accepted once (SHA-256 of the token). */
+export const spentIdTokens = sqliteTable(
+  'spent_id_tokens',
+  {
+    tokenHash: text().primaryKey(),
+    /** The token's own expiry: after it the token is refused anyway, and the row may be pruned. */
+    expiresAt: timestamp().notNull(),
+  },
+  (table) => [index('spent_id_tokens_expires_at_idx').on(table.expiresAt)],
+)
+
 const OUTBOX_STATUSES = ['pending', 'sending', 'sent', 'failed'] as const
 
 /** Every email is written here in the same D1 batch as the change that causes it, then delivered. */
@@ -223,6 +269,7 @@ export const emailOutbox = sqliteTable(
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
 export type MfaFactorRow = typeof mfaFactors.$inferSelect
+export type MfaChallengeRow = typeof mfaChallenges.$inferSelect
 export type ExternalIdentityRow = typeof externalIdentities.$inferSelect
 export type SubscriberRow = typeof subscribers.$inferSelect
 export type OutboxRow = typeof emailOutbox.$inferSelect

@@ -58,9 +58,11 @@ export interface Rotation {
 
 /**
  * Swaps the session's current refresh token for the next one, in one conditional UPDATE: of two
- * concurrent rotations of one token exactly one succeeds. Records the use. True when it rotated.
+ * concurrent rotations of one token exactly one succeeds. Records the use. Returns when the user
+ * last proved who they are in the session (the login, or a later re-authentication), or
+ * undefined when it did not rotate.
  */
-export async function rotateSessionToken(db: Db, rotation: Rotation, now: Date): Promise<boolean> {
+export async function rotateSessionToken(db: Db, rotation: Rotation, now: Date): Promise<Date | undefined> {
   const rotated = await db
     .update(sessions)
     .set({
@@ -82,8 +84,41 @@ export async function rotateSessionToken(db: Db, rotation: Rotation, now: Date):
         gt(sessions.createdAt, rotation.startedAfter),
       ),
     )
+    .returning({ createdAt: sessions.createdAt, authenticatedAt: sessions.authenticatedAt })
+  const [row] = rotated
+  return row === undefined ? undefined : (row.authenticatedAt ?? row.createdAt)
+}
+
+/**
+ * The re-authentication of a live session: its refresh token rotates as on a refresh (the one it
+ * replaces stays valid for the reuse grace window) and `authenticated_at` becomes `now`. False
+ * when the session is not live (revoked, or older than `startedAfter`).
+ */
+export async function reauthenticateSession(
+  db: Db,
+  session: { sid: string; userId: number; next: RefreshTokenRecord; startedAfter: Date },
+  now: Date,
+): Promise<boolean> {
+  const updated = await db
+    .update(sessions)
+    .set({
+      currentJti: session.next.jti,
+      previousJti: sql`${sessions.currentJti}`,
+      refreshIssuedAt: session.next.issuedAt,
+      refreshExpiresAt: session.next.expiresAt,
+      rotatedAt: now,
+      authenticatedAt: now,
+    })
+    .where(
+      and(
+        eq(sessions.sid, session.sid),
+        eq(sessions.userId, session.userId),
+        isNull(sessions.revokedAt),
+        gt(sessions.createdAt, session.startedAfter),
+      ),
+    )
     .returning({ sid: sessions.sid })
-  return rotated.length === 1
+  return updated.length === 1
 }
 
 export async function findSession(db: Db, sid: string): Promise<SessionRow | undefined> {

@@ -9,6 +9,7 @@ export const ERROR_CODES = [
   'token_revoked',
   'token_reused',
   'forbidden',
+  'reauthentication_required',
   'not_found',
   'conflict',
   'username_taken',

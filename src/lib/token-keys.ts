@@ -22,6 +22,8 @@ export interface TokenSettings {
   sessionMaxAgeSeconds: number
   /** How long a location may cache a revocation lookup (KV cacheTtl), seconds. */
   revocationCacheTtlSeconds: number
+  /** How recent the sign-in behind a token must be for a lasting change (REAUTH_MAX_AGE), seconds. */
+  reauthMaxAgeSeconds: number
 }
 
 /** Everything tokens.ts needs to sign and verify; built once per isolate from the config. */

@@ -29,6 +29,7 @@ function tokenSettings(overrides: Partial<TokenSettings> = {}): TokenSettings {
     reuseGraceSeconds: 10,
     sessionMaxAgeSeconds: 30 * 86_400,
     revocationCacheTtlSeconds: 60,
+    reauthMaxAgeSeconds: 600,
     ...overrides,
   }
 }

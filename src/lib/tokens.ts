@@ -23,6 +23,19 @@ export interface TokenClaims {
   tokenType: TokenType
   iat: number
   exp: number
+  /**
+   * When the user last proved who they are in this session (OIDC's `auth_time`): the login, or
+   * the last POST /auth/reauthenticate. Lasting changes need it recent (REAUTH_MAX_AGE). A token
+   * minted elsewhere may leave it out; such a token counts as never re-authenticated.
+   */
+  authTime?: number
+}
+
+/** Who a token is for: the user, the session (`sid`) and when they last proved it was them. */
+export interface TokenSubject {
+  userId: string
+  sid: string
+  authTime?: number | undefined
 }
 
 export interface TokenPair {
@@ -47,7 +60,8 @@ const REQUIRED_CLAIMS = ['sub', 'jti', 'sid', 'iat', 'exp', 'token_type']
 
 /** Signs one token with exactly these claims. Same claims and key give the same token (HS256/EdDSA). */
 export async function signToken(claims: TokenClaims, keys: TokenKeys): Promise<string> {
-  const jwt = new SignJWT({ token_type: claims.tokenType, sid: claims.sid })
+  const extra = claims.authTime === undefined ? {} : { auth_time: claims.authTime }
+  const jwt = new SignJWT({ token_type: claims.tokenType, sid: claims.sid, ...extra })
     .setProtectedHeader({ alg: keys.alg, typ: 'JWT', kid: keys.kid })
     .setSubject(claims.sub)
     .setJti(claims.jti)
@@ -60,12 +74,7 @@ export async function signToken(claims: TokenClaims, keys: TokenKeys): Promise<s
 }
 
 /** Mints claims for a fresh token of `tokenType` in session `sid`, issued at `now`. */
-export function newClaims(
-  tokenType: TokenType,
-  subject: { userId: string; sid: string },
-  keys: TokenKeys,
-  now: Date,
-): TokenClaims {
+export function newClaims(tokenType: TokenType, subject: TokenSubject, keys: TokenKeys, now: Date): TokenClaims {
   const iat = Math.floor(now.getTime() / 1000)
   const ttl =
     tokenType === 'access'
@@ -73,7 +82,16 @@ export function newClaims(
       : tokenType === 'refresh'
         ? keys.refreshTtlSeconds
         : MFA_TOKEN_TTL_SECONDS
-  return { sub: subject.userId, sid: subject.sid, jti: crypto.randomUUID(), tokenType, iat, exp: iat + ttl }
+  const claims: TokenClaims = {
+    sub: subject.userId,
+    sid: subject.sid,
+    jti: crypto.randomUUID(),
+    tokenType,
+    iat,
+    exp: iat + ttl,
+  }
+  if (subject.authTime !== undefined) claims.authTime = subject.authTime
+  return claims
 }
 
 /** Builds the response body of every endpoint that hands out tokens. */
@@ -89,11 +107,7 @@ export async function toTokenPair(access: TokenClaims, refresh: TokenClaims, key
 }
 
 /** Issues a new access + refresh pair for a session. */
-export async function issueTokenPair(
-  subject: { userId: string; sid: string },
-  keys: TokenKeys,
-  now: Date,
-): Promise<IssuedPair> {
+export async function issueTokenPair(subject: TokenSubject, keys: TokenKeys, now: Date): Promise<IssuedPair> {
   const access = newClaims('access', subject, keys, now)
   const refresh = newClaims('refresh', subject, keys, now)
   return { pair: await toTokenPair(access, refresh, keys), access, refresh }
@@ -152,13 +166,18 @@ export async function verifyToken(
 }
 
 function toClaims(payload: JWTPayload): TokenClaims {
-  const { sub, jti, sid, token_type: tokenType, iat, exp } = payload
+  const { sub, jti, sid, token_type: tokenType, iat, exp, auth_time: authTime } = payload
   const nonEmpty = (value: unknown): value is string => typeof value === 'string' && value !== '' && value.length <= 256
   if (!nonEmpty(sub) || !nonEmpty(jti) || !nonEmpty(sid)) throw invalidToken('The token claims are invalid.')
   if (tokenType !== 'access' && tokenType !== 'refresh' && tokenType !== 'mfa')
     throw invalidToken('The token type is invalid.')
   if (typeof iat !== 'number' || typeof exp !== 'number') throw invalidToken('The token claims are invalid.')
-  return { sub, jti, sid, tokenType, iat, exp }
+  if (authTime !== undefined && (typeof authTime !== 'number' || !Number.isSafeInteger(authTime))) {
+    throw invalidToken('The token claims are invalid.')
+  }
+  const claims: TokenClaims = { sub, jti, sid, tokenType, iat, exp }
+  if (authTime !== undefined) claims.authTime = authTime
+  return claims
 }
 
 function toTokenError(err: unknown): ApiError {

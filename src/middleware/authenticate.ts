@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
-import type { Env } from '../config'
+import type { Config, Env } from '../config'
 import type { UserRow } from '../db/schema'
 import { loadAuthenticatedUser } from '../db/users'
 import { assertCsrfToken, readAccessCookie } from '../http/cookie-mode'
@@ -25,6 +25,8 @@ export interface Auth {
   expiresAt: number
   /** Authenticated by the cookie-mode session cookie rather than an Authorization header. */
   viaCookie: boolean
+  /** Epoch seconds of the last time the user proved who they are in this session (`auth_time`); absent: unknown. */
+  authTime: number | undefined
 }
 
 export interface AuthVariables {
@@ -116,6 +118,7 @@ async function authenticate<V extends object>(
     tokenId: claims.jti,
     expiresAt: claims.exp,
     viaCookie: cookie !== undefined,
+    authTime: claims.authTime,
   }
   const settled = async (): Promise<void> => {
     try {
@@ -137,6 +140,30 @@ function refusedAfterRoute(err: unknown, timings: BindingTimings, atAuthenticati
   const kvMs = timings.kvMs
   Object.assign(timings, atAuthentication, { kvMs, inFlight: 0 })
   return new ApiError(err.status, err.code, err.detail, { ...err.extra, discardsResponse: true })
+}
+
+/**
+ * Refuses a lasting change (linking a provider, a second factor, the email, deleting the account)
+ * unless the user proved who they are in this session within REAUTH_MAX_AGE: 403
+ * `reauthentication_required`, which POST /auth/reauthenticate resolves. A bearer token alone,
+ * stolen a minute ago, then cannot add a way in.
+ */
+export function assertRecentSignIn(auth: Pick<Auth, 'authTime'>, config: Config, now: Date): void {
+  const age = auth.authTime === undefined ? Number.POSITIVE_INFINITY : Math.floor(now.getTime() / 1000) - auth.authTime
+  if (age <= config.tokens.reauthMaxAgeSeconds) return
+  throw new ApiError(
+    403,
+    'reauthentication_required',
+    'This change needs a recent sign-in: confirm who you are with POST /api/v1/auth/reauthenticate, then try again.',
+  )
+}
+
+/** The route needs a recent sign-in (assertRecentSignIn); goes after requireUser(). */
+export function requireRecentSignIn() {
+  return createMiddleware<AuthenticatingEnv<AuthVariables>>(async function requireRecentSignIn(c, next) {
+    assertRecentSignIn(c.var.auth, c.var.config, new Date())
+    await next()
+  })
 }
 
 /** Reads `Bearer <token>` or `JWT <token>` (older Flask-JWT clients); the scheme is case-insensitive. */

@@ -1,4 +1,4 @@
-import { findSession, rotateSessionToken } from '../db/sessions'
+import { findSession, reauthenticateSession, rotateSessionToken } from '../db/sessions'
 import type { Sighting } from '../db/sessions'
 import type { SessionRow } from '../db/schema'
 import { ApiError } from '../lib/api-error'
@@ -27,26 +27,31 @@ export async function rotateRefreshToken(
   now: Date,
 ): Promise<TokenPair> {
   const subject = { userId: presented.sub, sid: presented.sid }
-  const access = newClaims('access', subject, deps.keys, now)
   const refresh = newClaims('refresh', subject, deps.keys, now)
   const userId = parseId(presented.sub)
   // The success path is this one statement: it rotates only the current token of a live session
   // of this user that has not outlived SESSION_MAX_AGE. Anything else is judged below.
-  const rotated =
-    userId !== null &&
-    (await rotateSessionToken(
-      deps.db,
-      {
-        sid: presented.sid,
-        userId,
-        presentedJti: presented.jti,
-        next: { jti: refresh.jti, issuedAt: fromSeconds(refresh.iat), expiresAt: fromSeconds(refresh.exp) },
-        startedAfter: sessionStartLimit(deps.keys, now),
-        seen,
-      },
-      now,
-    ))
-  if (rotated) return toTokenPair(access, refresh, deps.keys)
+  const authenticatedAt =
+    userId === null
+      ? undefined
+      : await rotateSessionToken(
+          deps.db,
+          {
+            sid: presented.sid,
+            userId,
+            presentedJti: presented.jti,
+            next: { jti: refresh.jti, issuedAt: fromSeconds(refresh.iat), expiresAt: fromSeconds(refresh.exp) },
+            startedAfter: sessionStartLimit(deps.keys, now),
+            seen,
+          },
+          now,
+        )
+  if (authenticatedAt !== undefined) {
+    // Both tokens carry when the user last proved who they are in this session: the row knows it.
+    const authTime = toSeconds(authenticatedAt)
+    const access = newClaims('access', { ...subject, authTime }, deps.keys, now)
+    return toTokenPair(access, { ...refresh, authTime }, deps.keys)
+  }
   // Unknown, revoked or too old (loadLiveSession throws), or a replay of a rotated token, perhaps
   // rotated by a concurrent request between its read and this write.
   const session = await loadLiveSession(deps, presented, now)
@@ -68,6 +73,7 @@ async function replayRotatedToken(
     rotatedAt !== undefined &&
     now.getTime() - rotatedAt <= graceSeconds * 1000
   if (withinGrace) {
+    const authTime = toSeconds(session.authenticatedAt ?? session.createdAt)
     const current: TokenClaims = {
       sub: presented.sub,
       sid: presented.sid,
@@ -75,8 +81,9 @@ async function replayRotatedToken(
       tokenType: 'refresh',
       iat: toSeconds(session.refreshIssuedAt),
       exp: toSeconds(session.refreshExpiresAt),
+      authTime,
     }
-    const access = newClaims('access', { userId: presented.sub, sid: presented.sid }, deps.keys, now)
+    const access = newClaims('access', { userId: presented.sub, sid: presented.sid, authTime }, deps.keys, now)
     return toTokenPair(access, current, deps.keys)
   }
   await endSessions(deps, session.userId, { only: [session.sid] }, 'refresh token reuse', now)
@@ -125,4 +132,30 @@ export async function isCurrentRefreshToken(
     session.revokedAt === null &&
     !hasOutlivedMaxAge(session, deps, now)
   )
+}
+
+/**
+ * A new token pair for the caller's own live session, carrying `now` as the time the user last
+ * proved who they are (step-up after POST /auth/reauthenticate). The session's refresh token
+ * rotates, as on a refresh; 401 `token_revoked` when the session is no longer live.
+ */
+export async function reauthenticate(
+  deps: Pick<SessionDeps, 'db' | 'keys'>,
+  caller: { userId: number; sessionId: string },
+  now: Date,
+): Promise<TokenPair> {
+  const subject = { userId: String(caller.userId), sid: caller.sessionId, authTime: toSeconds(now) }
+  const access = newClaims('access', subject, deps.keys, now)
+  const refresh = newClaims('refresh', subject, deps.keys, now)
+  const next = { jti: refresh.jti, issuedAt: fromSeconds(refresh.iat), expiresAt: fromSeconds(refresh.exp) }
+  const session = {
+    sid: caller.sessionId,
+    userId: caller.userId,
+    next,
+    startedAfter: sessionStartLimit(deps.keys, now),
+  }
+  if (!(await reauthenticateSession(deps.db, session, now))) {
+    throw new ApiError(401, 'token_revoked', 'The session has ended. Log in again.')
+  }
+  return toTokenPair(access, refresh, deps.keys)
 }

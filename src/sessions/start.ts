@@ -22,7 +22,8 @@ export async function newLoginSession(
   now: Date,
 ): Promise<LoginSession & { insert: BatchItem<'sqlite'> }> {
   const sessionId = crypto.randomUUID()
-  const { pair, refresh } = await issueTokenPair({ userId: String(start.userId), sid: sessionId }, deps.keys, now)
+  const subject = { userId: String(start.userId), sid: sessionId, authTime: Math.floor(now.getTime() / 1000) }
+  const { pair, refresh } = await issueTokenPair(subject, deps.keys, now)
   const insert = insertSession(
     deps.db,
     {
