@@ -56,6 +56,7 @@ describe('savePendingFactor', () => {
       lastStep: null,
       failedAttempts: 0,
       failedWindowStart: null,
+      addedWhileUnverified: false,
     })
   })
 
@@ -128,6 +129,7 @@ describe('lockedForSeconds', () => {
     lastStep: null,
     failedAttempts,
     failedWindowStart,
+    addedWhileUnverified: false,
   })
   const limit = MFA_FAILURE_LIMIT.attempts
 

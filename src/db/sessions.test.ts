@@ -94,7 +94,7 @@ describe('rotateSessionToken', () => {
     const session = await addSession(id)
     const swap = rotation(id, session)
 
-    expect(await rotateSessionToken(db, swap, at(HOUR))).toBe(true)
+    expect(await rotateSessionToken(db, swap, at(HOUR))).toBeInstanceOf(Date)
     expect(await findSession(db, session.sid)).toMatchObject({
       currentJti: swap.next.jti,
       previousJti: session.jti,
@@ -106,7 +106,7 @@ describe('rotateSessionToken', () => {
       lastColo: 'AMS',
     })
     // The presented token is no longer current.
-    expect(await rotateSessionToken(db, rotation(id, session), at(2 * HOUR))).toBe(false)
+    expect(await rotateSessionToken(db, rotation(id, session), at(2 * HOUR))).toBeUndefined()
   })
 
   it('refuses a jti that is not the current one, and another user', async () => {
@@ -114,22 +114,24 @@ describe('rotateSessionToken', () => {
     const other = await newUser()
     const session = await addSession(id)
 
-    expect(await rotateSessionToken(db, rotation(id, session, { presentedJti: 'not-current' }), at(HOUR))).toBe(false)
-    expect(await rotateSessionToken(db, rotation(other.id, session), at(HOUR))).toBe(false)
+    expect(
+      await rotateSessionToken(db, rotation(id, session, { presentedJti: 'not-current' }), at(HOUR)),
+    ).toBeUndefined()
+    expect(await rotateSessionToken(db, rotation(other.id, session), at(HOUR))).toBeUndefined()
     expect((await findSession(db, session.sid))?.currentJti).toBe(session.jti)
   })
 
   it('refuses a revoked session', async () => {
     const { id } = await newUser()
     const session = await addSession(id, { revokedAt: at(1) })
-    expect(await rotateSessionToken(db, rotation(id, session), at(HOUR))).toBe(false)
+    expect(await rotateSessionToken(db, rotation(id, session), at(HOUR))).toBeUndefined()
   })
 
   it('refuses a session that did not start strictly after startedAfter (SESSION_MAX_AGE)', async () => {
     const { id } = await newUser()
     const session = await addSession(id)
-    expect(await rotateSessionToken(db, rotation(id, session, { startedAfter: T0 }), at(HOUR))).toBe(false)
-    expect(await rotateSessionToken(db, rotation(id, session, { startedAfter: at(-1) }), at(HOUR))).toBe(true)
+    expect(await rotateSessionToken(db, rotation(id, session, { startedAfter: T0 }), at(HOUR))).toBeUndefined()
+    expect(await rotateSessionToken(db, rotation(id, session, { startedAfter: at(-1) }), at(HOUR))).toBeInstanceOf(Date)
   })
 })
 

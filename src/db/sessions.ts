@@ -220,18 +220,24 @@ export interface RevocableSession {
 
 /**
  * The user's sessions revoked at or after `revokedSince`, and with `includeLive` the sessions not
- * revoked at all: those whose access tokens may still be live and need a KV revocation key.
+ * revoked whose refresh token expired after `refreshExpiredAfter` (older ones minted their last
+ * access token too long ago to matter): those whose access tokens may still be live and need a KV
+ * revocation key.
  */
 export async function sessionsWithLiveAccessTokens(
   db: Db,
   userId: number,
-  options: { includeLive: boolean; revokedSince: Date },
+  options: { includeLive: boolean; revokedSince: Date; refreshExpiredAfter?: Date },
 ): Promise<RevocableSession[]> {
   const recent = gte(sessions.revokedAt, options.revokedSince)
+  const live = and(
+    isNull(sessions.revokedAt),
+    options.refreshExpiredAfter === undefined ? undefined : gt(sessions.refreshExpiresAt, options.refreshExpiredAfter),
+  )
   return db
     .select({ sid: sessions.sid, refreshExpiresAt: sessions.refreshExpiresAt })
     .from(sessions)
-    .where(and(eq(sessions.userId, userId), options.includeLive ? or(isNull(sessions.revokedAt), recent) : recent))
+    .where(and(eq(sessions.userId, userId), options.includeLive ? or(live, recent) : recent))
 }
 
 /** Deletes sessions whose refresh token expired before `cutoff` (the cron). */

@@ -53,6 +53,18 @@ describe('JSON bodies', () => {
     }
   })
 
+  it('drops the Content-Length of the body it replaces', async () => {
+    const probe = new Hono()
+    probe.use(negotiateBody())
+    probe.post('/json', (c) => c.json({ length: c.req.header('content-length') ?? null }))
+    const res = await probe.request(`${BASE_URL}/json`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-length': '3' },
+      body: '   ',
+    })
+    expect(await res.json()).not.toEqual({ length: '3' })
+  })
+
   it('turns an empty or blank JSON body into {}', async () => {
     for (const body of ['', '   ', '\n\t']) {
       const got = await received(await post('/json', 'application/json', body))

@@ -24,20 +24,13 @@ export function negotiateBody() {
       // An empty JSON body is an empty object: optional bodies (logout) pass, required fields are
       // named as missing (400 validation_failed) instead of "malformed JSON".
       const text = new TextDecoder().decode(await c.req.raw.clone().arrayBuffer())
-      if (text.trim() === '')
-        c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers: c.req.raw.headers, body: '{}' })
+      if (text.trim() === '') c.req.raw = withBody(c.req.raw, '{}', contentType)
       return next()
     }
     if (mediaType === FORM_MEDIA_TYPE && acceptsForm) {
       const text = new TextDecoder().decode(await c.req.raw.arrayBuffer())
       const fields = Object.fromEntries(new URLSearchParams(text))
-      const headers = new Headers(c.req.raw.headers)
-      headers.set('content-type', 'application/json')
-      c.req.raw = new Request(c.req.raw.url, {
-        method: c.req.method,
-        headers,
-        body: JSON.stringify(fields),
-      })
+      c.req.raw = withBody(c.req.raw, JSON.stringify(fields), 'application/json')
       return next()
     }
     throw new ApiError(
@@ -48,4 +41,12 @@ export function negotiateBody() {
         : 'Send the body as application/json.',
     )
   })
+}
+
+/** The request with another body: its content type set, its Content-Length dropped (the runtime counts the new one). */
+function withBody(request: Request, body: string, contentType: string): Request {
+  const headers = new Headers(request.headers)
+  headers.set('content-type', contentType)
+  headers.delete('content-length')
+  return new Request(request.url, { method: request.method, headers, body })
 }

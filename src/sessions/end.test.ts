@@ -363,7 +363,7 @@ describe('endSessions: commit and its revokeRows builder', () => {
   // only the named ones: the kept session's access tokens are revoked while its row stays live.
   // That path also ignores `tokenExpiresAt` and never writes a key for a named sid D1 does not
   // know. No caller combines `only` with `commit` today, but the types allow it.
-  it.fails('with `only` and a commit, writes no KV key for the sessions it keeps', async () => {
+  it('with `only` and a commit, writes no KV key for the sessions it keeps', async () => {
     const now = new Date()
     const { id, sids } = await userWithSessions(2, now)
     const [ended, kept] = sids as [string, string]
@@ -374,6 +374,19 @@ describe('endSessions: commit and its revokeRows builder', () => {
 
     expect(await revokedAt(kept)).toBeNull()
     expect(await keyOf(kept)).toBeNull()
+  })
+
+  it('writes no key for a session whose refresh token expired longer ago than an access token lives', async () => {
+    const now = new Date()
+    const user = await newUser(now)
+    const live = await addSession(user.id, ago(now, 60_000))
+    // Its refresh token expired an access-token lifetime (and a second) ago: no token of it is left.
+    const stale = await addSession(user.id, ago(now, (refreshTtlSeconds + accessTtlSeconds + leewaySeconds + 1) * 1000))
+
+    await endSessions(deps, user.id, { all: true }, 'logout-all', now)
+
+    expect(await keyOf(live)).toBe('logout-all')
+    expect(await keyOf(stale)).toBeNull()
   })
 
   it('writes, after the D1 step, the key of a session that started while it ran', async () => {

@@ -58,11 +58,11 @@ export async function endSessions(
   options: EndSessionsOptions = {},
 ): Promise<void> {
   const revokeRows = rowRevoker(deps, toSelection(which), now)
-  const commit = options.commit ?? ((revoke: RevokeRows) => revoke(userId))
-  if ('only' in which && options.commit === undefined) {
-    await endNamedSessions(deps, { userId, which, reason, now })
+  if ('only' in which) {
+    await endNamedSessions(deps, { userId, which, reason, now, commit: options.commit })
     return
   }
+  const commit = options.commit ?? ((revoke: RevokeRows) => deps.db.batch([revoke(userId)]))
   const kept = 'allBut' in which ? which.allBut : undefined
   const callerSid = 'all' in which ? which.callerSid : undefined
   const before = await revocableSessions(deps, userId, { includeLive: true, now })
@@ -98,24 +98,35 @@ function rowRevoker(deps: SessionDeps, selection: SessionSelection, now: Date): 
   return (userId) => revokeSessionRows(deps.db, userId, selection, { refreshExpiredAfter }, now)
 }
 
-async function endNamedSessions(
-  deps: SessionDeps,
-  request: { userId: number; which: { only: readonly string[]; tokenExpiresAt?: number }; reason: string; now: Date },
-): Promise<void> {
-  const { userId, which, reason, now } = request
+interface NamedSessionsEnd {
+  userId: number
+  which: { only: readonly string[]; tokenExpiresAt?: number }
+  reason: string
+  now: Date
+  commit: EndSessionsOptions['commit']
+}
+
+/**
+ * The `only` protocol: the named sessions' keys (never another session's) and their rows. Without
+ * a change to commit with them, both at once; with one, the keys first, as for the others.
+ */
+async function endNamedSessions(deps: SessionDeps, request: NamedSessionsEnd): Promise<void> {
+  const { userId, which, reason, now, commit } = request
   const sids = [...new Set(which.only)]
   // The key cannot wait for the row's refresh expiry, so it lives until the latest any refresh
   // token minted now could expire.
   const refreshLimit = new Date(now.getTime() + deps.keys.refreshTtlSeconds * 1000)
   const lastTokenExpiresAt = Math.max(which.tokenExpiresAt ?? 0, lastTokenExpiry(refreshLimit, deps.keys, now))
+  const keys = sids.map((sid) => ({ sid, lastTokenExpiresAt }))
+  const revokeRows = rowRevoker(deps, { only: sids }, now)
+  if (commit !== undefined) {
+    await revokeSessionKeys(deps.kv, keys, reason, now)
+    await commit(revokeRows)
+    return
+  }
   const outcomes = await Promise.allSettled([
-    deps.db.batch([rowRevoker(deps, { only: sids }, now)(userId)]),
-    revokeSessionKeys(
-      deps.kv,
-      sids.map((sid) => ({ sid, lastTokenExpiresAt })),
-      reason,
-      now,
-    ),
+    deps.db.batch([revokeRows(userId)]),
+    revokeSessionKeys(deps.kv, keys, reason, now),
   ])
   // Both have finished, so whichever succeeded has taken effect; a failure still fails the request.
   const failed = outcomes.find((outcome) => outcome.status === 'rejected')
@@ -127,8 +138,9 @@ function revocableSessions(
   userId: number,
   { includeLive, now }: { includeLive: boolean; now: Date },
 ): Promise<RevocableSession[]> {
-  const revokedSince = secondsBefore(now, deps.keys.accessTtlSeconds + deps.keys.leewaySeconds)
-  return sessionsWithLiveAccessTokens(deps.db, userId, { includeLive, revokedSince })
+  // An access token lives at most this long after the refresh that minted it (or the revocation).
+  const since = secondsBefore(now, deps.keys.accessTtlSeconds + deps.keys.leewaySeconds)
+  return sessionsWithLiveAccessTokens(deps.db, userId, { includeLive, revokedSince: since, refreshExpiredAfter: since })
 }
 
 async function writeKeys(

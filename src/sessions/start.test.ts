@@ -71,6 +71,7 @@ describe('newLoginSession', () => {
       lastUsedAt: null,
       lastCountry: null,
       lastColo: null,
+      authenticatedAt: null,
     })
   })
 
