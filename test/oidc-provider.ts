@@ -214,6 +214,8 @@ export async function signIdToken(options: IdTokenOptions): Promise<string> {
     sub: options.sub,
     iat: options.iat ?? now,
     exp: options.exp ?? (options.iat ?? now) + 600,
+    // Providers make every token unique; two signed in the same second must differ too.
+    jti: crypto.randomUUID(),
     ...(options.email === undefined ? {} : { email: options.email }),
     ...(options.email_verified === undefined ? {} : { email_verified: options.email_verified }),
     ...(options.nonce === undefined ? {} : { nonce: options.nonce }),

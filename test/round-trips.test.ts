@@ -1,5 +1,5 @@
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { api, login, makeAdmin, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 import { TEST_PROVIDERS, signIdToken } from './oidc-provider'
@@ -92,8 +92,15 @@ const ANONYMOUS_WRITE: Budget = { kv: 0, d1: upTo(3), start: ['primary'], depth:
  * Round trips are traded for a failure at any step leaving the request retryable.
  */
 const END_EVERY_SESSION: Budget = { kv: upTo(8), d1: upTo(5), start: ['primary'], depth: upTo(7) }
-/** Managing the second factor: the user, the factor, the accepted step, then one batch. */
+/** Managing the second factor: the user with the factor, the attempt counted, the accepted step, then one batch. */
 const MFA_MANAGEMENT: Budget = { kv: 1, d1: upTo(4), start: ['primary'], depth: upTo(4) }
+/**
+ * Turning the factor on ends every other session, in the retryable order of ending every session
+ * (keys first, one batch, the rest): the factor's four calls, then those of END_EVERY_SESSION.
+ */
+const MFA_TURNED_ON: Budget = { kv: upTo(8), d1: upTo(6), start: ['primary'], depth: upTo(8) }
+/** The login's second step: the account, the factor and both attempt counts in one batch, the step, the session. */
+const MFA_SECOND_STEP: Budget = { kv: 0, d1: upTo(3), start: ['primary'], depth: upTo(3) }
 
 /**
  * A first native sign-in (OIDC): the identity lookup, one batch checking the email and the free
@@ -476,6 +483,16 @@ describe('the round-trip ledger', () => {
 })
 
 describe('the round-trip ledger: two-factor sign-in', () => {
+  // The worker runs in this isolate and reads the same Date: stopped mid-step, no code straddles a
+  // step boundary however slow the machine is.
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(Math.floor(Date.now() / 30_000) * 30_000 + 15_000)
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
   it('enrolment and the second step of a login', async () => {
     const { Secret, TOTP } = await import('otpauth')
     const codeAt = (secret: string, offset: number) =>
@@ -495,7 +512,7 @@ describe('the round-trip ledger: two-factor sign-in', () => {
       'POST /auth/mfa/totp/confirm',
       await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret, -1) }, token),
       200,
-      MFA_MANAGEMENT,
+      MFA_TURNED_ON,
     )
     const password = await api('POST', '/auth/token', { username: user.username, password: user.password })
     const { mfa_token: mfaToken } = (await expectBudget('POST /auth/token (mfa_required)', password, 401, LOGIN).then(
@@ -505,13 +522,13 @@ describe('the round-trip ledger: two-factor sign-in', () => {
       'POST /auth/mfa/verify',
       await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }),
       200,
-      ANONYMOUS_WRITE,
+      MFA_SECOND_STEP,
     )
     await expectBudget(
-      'POST /auth/mfa/verify (wrong code)',
+      'POST /auth/mfa/verify (spent MFA token)',
       await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret, 0) }),
       401,
-      ANONYMOUS_WRITE,
+      MFA_SECOND_STEP,
     )
     await expectBudget(
       'POST /auth/mfa/recovery-codes',
@@ -554,13 +571,15 @@ describe('the round-trip ledger: native sign-in (OIDC)', () => {
       'POST /auth/oidc/{provider}/link',
       await api('POST', '/auth/oidc/google/link', linkBody, tokens.access_token),
       204,
-      SIGNED_IN_WRITE,
+      // The ID token is spent in the first batch, a write, which waits for the revocation answer.
+      { ...SIGNED_IN_WRITE, depth: upTo(3) },
     )
     await expectBudget(
       'DELETE /auth/oidc/{provider}/link',
       await api('DELETE', '/auth/oidc/google/link', undefined, tokens.access_token),
       204,
-      SIGNED_IN_WRITE,
+      // The unlink (a write, after the revocation answer), then the owner's notice.
+      { ...SIGNED_IN_WRITE, depth: upTo(3) },
     )
     await expectBudget(
       'DELETE /auth/oidc/{provider}/link (not linked)',

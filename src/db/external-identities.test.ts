@@ -28,7 +28,14 @@ async function newUser(passwordHash = 'a-real-hash'): Promise<{ id: number; emai
 async function linked(userId: number, providers: string[]): Promise<Record<string, string>> {
   const subs = Object.fromEntries(providers.map((provider) => [provider, uniqueName('sub')]))
   for (const provider of providers) {
-    await db.batch([linkIdentity(db, { provider, sub: subs[provider]!, email: undefined }, userId, T0)])
+    await db.batch([
+      linkIdentity(
+        db,
+        { provider, sub: subs[provider]!, email: undefined },
+        { userId: userId, addedWhileUnverified: false },
+        T0,
+      ),
+    ])
   }
   return subs
 }
@@ -40,7 +47,12 @@ describe('linkIdentity, findUserByIdentity, identityOwner and providersOf', () =
     const user = await newUser()
     const sub = uniqueName('sub')
     await db.batch([
-      linkIdentity(db, { provider: 'google', sub, email: 'relay@example.com' }, userIdByEmail(user.email), T0),
+      linkIdentity(
+        db,
+        { provider: 'google', sub, email: 'relay@example.com' },
+        { userId: userIdByEmail(user.email), addedWhileUnverified: false },
+        T0,
+      ),
     ])
     await linked(user.id, ['apple'])
 

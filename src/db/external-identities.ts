@@ -1,6 +1,5 @@
 import { and, eq, exists, ne, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
-import type { BatchItem } from 'drizzle-orm/batch'
 import type { Db } from './client'
 import { externalIdentities, users } from './schema'
 import type { UserRow } from './schema'
@@ -11,13 +10,18 @@ import type { UserRow } from './schema'
  */
 export const NO_PASSWORD = '!oidc'
 
-/** The user an identity signs in to, if it is linked. */
-export async function findUserByIdentity(db: Db, provider: string, sub: string): Promise<UserRow | undefined> {
-  const [row] = await db
+/** The user an identity signs in to, if it is linked: a statement to batch (rows of `{ user }`). */
+export function userOfIdentity(db: Db, provider: string, sub: string) {
+  return db
     .select({ user: users })
     .from(externalIdentities)
     .innerJoin(users, eq(users.id, externalIdentities.userId))
     .where(and(eq(externalIdentities.provider, provider), eq(externalIdentities.sub, sub)))
+}
+
+/** The user an identity signs in to, if it is linked. */
+export async function findUserByIdentity(db: Db, provider: string, sub: string): Promise<UserRow | undefined> {
+  const [row] = await userOfIdentity(db, provider, sub)
   return row?.user
 }
 
@@ -30,20 +34,29 @@ export function providersOf(db: Db, userId: number) {
     .orderBy(externalIdentities.provider)
 }
 
-/** Links an identity to a user (`userId` may be a subquery for a user inserted in the same batch). */
+/**
+ * Links an identity to a user (`userId` may be a subquery for a user inserted in the same batch),
+ * unless the user already has an identity at that provider: checked in the same statement, so two
+ * concurrent links of one provider to one user cannot both land. Returns the row it inserted.
+ * `addedWhileUnverified`: the account's address was not verified (a password reset removes it).
+ */
 export function linkIdentity(
   db: Db,
   identity: { provider: string; sub: string; email: string | undefined },
-  userId: number | SQL,
+  link: { userId: number | SQL; addedWhileUnverified: boolean },
   now: Date,
-): BatchItem<'sqlite'> {
-  return db.insert(externalIdentities).values({
-    provider: identity.provider,
-    sub: identity.sub,
-    email: identity.email ?? null,
-    userId,
-    createdAt: now,
-  })
+) {
+  const taken = db
+    .select({ one: sql`1` })
+    .from(externalIdentities)
+    .where(and(eq(externalIdentities.userId, link.userId), eq(externalIdentities.provider, identity.provider)))
+  // Every column, in the table's order (drizzle's insert … select).
+  return db
+    .insert(externalIdentities)
+    .select(
+      sql`select ${identity.provider}, ${identity.sub}, ${link.userId}, ${identity.email ?? null}, ${now.getTime()}, ${link.addedWhileUnverified ? 1 : 0} where not exists ${taken}`,
+    )
+    .returning({ sub: externalIdentities.sub })
 }
 
 /**

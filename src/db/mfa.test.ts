@@ -9,14 +9,16 @@ import {
   findFactor,
   findUserWithFactor,
   lockedForSeconds,
-  recordWrongCode,
+  reserveChallengeAttempt,
+  reserveCodeAttempt,
+  spendChallenge,
   removeFactor,
   replaceRecoveryCodes,
   savePendingFactor,
   setMfaEnabled,
   spendRecoveryCode,
 } from './mfa'
-import { mfaRecoveryCodes } from './schema'
+import { mfaChallenges, mfaRecoveryCodes } from './schema'
 import type { MfaFactorRow } from './schema'
 import { findUserById, insertUser } from './users'
 
@@ -62,7 +64,7 @@ describe('savePendingFactor', () => {
 
   it('replaces an unconfirmed factor, its step and wrong-code count included', async () => {
     const userId = await withFactor('pending')
-    await recordWrongCode(db, userId, T0)
+    await reserveCodeAttempt(db, userId, T0)
     expect(await savePendingFactor(db, userId, 'sealed-2', at(1_000))).toBe(true)
     expect(await findFactor(db, userId)).toMatchObject({
       secretSealed: 'sealed-2',
@@ -113,8 +115,8 @@ describe('acceptStep', () => {
 
   it('clears the wrong-code count', async () => {
     const userId = await withFactor('confirmed')
-    await recordWrongCode(db, userId, T0)
-    await recordWrongCode(db, userId, T0)
+    await reserveCodeAttempt(db, userId, T0)
+    await reserveCodeAttempt(db, userId, T0)
     await acceptStep(db, userId, 101, at(1_000), false)
     expect(await findFactor(db, userId)).toMatchObject({ failedAttempts: 0, failedWindowStart: null })
   })
@@ -146,24 +148,64 @@ describe('lockedForSeconds', () => {
   })
 })
 
-describe('recordWrongCode', () => {
-  it('counts wrong codes in a window that starts with the first; the limit locks the factor', async () => {
+describe('reserveCodeAttempt', () => {
+  it('counts attempts in a window that starts with the first; at the limit it refuses, and the factor is locked', async () => {
     const userId = await withFactor('confirmed')
-    for (let i = 0; i < MFA_FAILURE_LIMIT.attempts; i += 1) await recordWrongCode(db, userId, at(i * 1_000))
+    for (let i = 0; i < MFA_FAILURE_LIMIT.attempts; i += 1) {
+      expect(await reserveCodeAttempt(db, userId, at(i * 1_000))).toBe(true)
+    }
+    expect(await reserveCodeAttempt(db, userId, at(5_000))).toBe(false)
 
     const factor = await findFactor(db, userId)
     expect(factor).toMatchObject({ failedAttempts: MFA_FAILURE_LIMIT.attempts, failedWindowStart: T0 })
     expect(lockedForSeconds(factor!, at(5_000))).toBe(WINDOW / 1000 - 5)
   })
 
+  it('lets through at most the limit of a burst of concurrent attempts', async () => {
+    const userId = await withFactor('confirmed')
+    const results = await Promise.all(Array.from({ length: 20 }, () => reserveCodeAttempt(db, userId, T0)))
+    expect(results.filter(Boolean)).toHaveLength(MFA_FAILURE_LIMIT.attempts)
+  })
+
   it('starts a new window once the last one is over', async () => {
     const userId = await withFactor('confirmed')
-    await recordWrongCode(db, userId, T0)
-    await recordWrongCode(db, userId, at(WINDOW - 1))
+    await reserveCodeAttempt(db, userId, T0)
+    await reserveCodeAttempt(db, userId, at(WINDOW - 1))
     expect(await findFactor(db, userId)).toMatchObject({ failedAttempts: 2, failedWindowStart: T0 })
 
-    await recordWrongCode(db, userId, at(WINDOW))
+    await reserveCodeAttempt(db, userId, at(WINDOW))
     expect(await findFactor(db, userId)).toMatchObject({ failedAttempts: 1, failedWindowStart: at(WINDOW) })
+  })
+})
+
+describe('MFA challenges (one per MFA token)', () => {
+  const challengeOf = (userId: number) => ({ jti: crypto.randomUUID(), userId, expiresAt: at(300_000) })
+
+  it('takes MFA_CHALLENGE_ATTEMPTS attempts, then refuses', async () => {
+    const challenge = challengeOf(await withFactor('confirmed'))
+    const results = await Promise.all(Array.from({ length: 8 }, () => reserveChallengeAttempt(db, challenge)))
+    expect(results.filter(Boolean)).toHaveLength(5)
+  })
+
+  it('records nothing for a user without a factor', async () => {
+    const challenge = challengeOf(await newUser())
+    expect(await reserveChallengeAttempt(db, challenge)).toBe(false)
+    expect(await db.select().from(mfaChallenges).where(eq(mfaChallenges.jti, challenge.jti))).toEqual([])
+  })
+
+  it('is spent by a sign-in: no attempt after it', async () => {
+    const challenge = challengeOf(await withFactor('confirmed'))
+    expect(await reserveChallengeAttempt(db, challenge)).toBe(true)
+    await db.batch([spendChallenge(db, challenge.jti, T0)])
+    expect(await reserveChallengeAttempt(db, challenge)).toBe(false)
+  })
+
+  it('belongs to one user: the same jti for another user is refused', async () => {
+    const challenge = challengeOf(await withFactor('confirmed'))
+    expect(await reserveChallengeAttempt(db, challenge)).toBe(true)
+    expect(await reserveChallengeAttempt(db, { ...challenge, userId: await withFactor('confirmed') })).toBe(false)
+    const rows = await db.select().from(mfaChallenges).where(eq(mfaChallenges.jti, challenge.jti))
+    expect(rows).toMatchObject([{ attempts: 1, userId: challenge.userId }])
   })
 })
 

@@ -1,7 +1,7 @@
 import { and, eq, isNotNull, isNull, lt, or, sql } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { BatchStatements, Db } from './client'
-import { mfaFactors, mfaRecoveryCodes, users } from './schema'
+import { mfaChallenges, mfaFactors, mfaRecoveryCodes, users } from './schema'
 import type { MfaFactorRow, UserRow } from './schema'
 
 // Two-factor sign-in data: one TOTP factor per user (pending until confirmed) and its recovery
@@ -15,15 +15,17 @@ export async function findFactor(db: Db, userId: number): Promise<MfaFactorRow |
   return db.query.mfaFactors.findFirst({ where: eq(mfaFactors.userId, userId) })
 }
 
-/** A user and their factor, in one round trip (the login's second step). */
+/** A user's factor by user id: a statement to batch. */
+export function factorRow(db: Db, userId: number) {
+  return db.select().from(mfaFactors).where(eq(mfaFactors.userId, userId))
+}
+
+/** A user and their factor, in one round trip. */
 export async function findUserWithFactor(
   db: Db,
   userId: number,
 ): Promise<{ user: UserRow | undefined; factor: MfaFactorRow | undefined }> {
-  const [user, factor] = await db.batch([
-    db.select().from(users).where(eq(users.id, userId)),
-    db.select().from(mfaFactors).where(eq(mfaFactors.userId, userId)),
-  ])
+  const [user, factor] = await db.batch([db.select().from(users).where(eq(users.id, userId)), factorRow(db, userId)])
   return { user: user[0], factor: factor[0] }
 }
 
@@ -73,16 +75,75 @@ export function lockedForSeconds(factor: MfaFactorRow, now: Date): number {
   return ends > now.getTime() ? Math.ceil((ends - now.getTime()) / 1000) : 0
 }
 
-/** Counts a wrong code: a new window starts when the last one is over. */
-export async function recordWrongCode(db: Db, userId: number, now: Date): Promise<void> {
-  const windowOver = sql`${mfaFactors.failedWindowStart} is null or ${mfaFactors.failedWindowStart} <= ${now.getTime() - MFA_FAILURE_LIMIT.windowMs}`
-  await db
+/**
+ * Counts an attempt at a code before the code is checked, atomically: of any number of concurrent
+ * attempts, at most MFA_FAILURE_LIMIT.attempts a window get through; the rest find the factor
+ * locked (false). A window starts anew once the last one is over; a correct code clears the count
+ * (acceptStep, spendRecoveryCode), so only wrong codes add up.
+ */
+export async function reserveCodeAttempt(db: Db, userId: number, now: Date): Promise<boolean> {
+  return (await codeAttemptReservation(db, userId, now)).length === 1
+}
+
+/** The statement of reserveCodeAttempt, to batch: it returns a row when the attempt got through. */
+export function codeAttemptReservation(db: Db, userId: number, now: Date) {
+  const windowOver = sql`(${mfaFactors.failedWindowStart} is null or ${mfaFactors.failedWindowStart} <= ${now.getTime() - MFA_FAILURE_LIMIT.windowMs})`
+  return db
     .update(mfaFactors)
     .set({
       failedAttempts: sql`case when ${windowOver} then 1 else ${mfaFactors.failedAttempts} + 1 end`,
       failedWindowStart: sql`case when ${windowOver} then ${now.getTime()} else ${mfaFactors.failedWindowStart} end`,
     })
-    .where(eq(mfaFactors.userId, userId))
+    .where(
+      and(eq(mfaFactors.userId, userId), or(windowOver, lt(mfaFactors.failedAttempts, MFA_FAILURE_LIMIT.attempts))),
+    )
+    .returning({ userId: mfaFactors.userId })
+}
+
+/** Codes one MFA token may try before it is spent, right or wrong. */
+export const MFA_CHALLENGE_ATTEMPTS = 5
+
+/**
+ * Counts an attempt against one MFA token (the first step of a login): false once the token has
+ * signed in or used up its attempts, so a token is good for one sign-in and a few codes.
+ */
+export async function reserveChallengeAttempt(
+  db: Db,
+  challenge: { jti: string; userId: number; expiresAt: Date },
+): Promise<boolean> {
+  return (await challengeAttemptReservation(db, challenge)).length === 1
+}
+
+/**
+ * The statement of reserveChallengeAttempt, to batch: it returns a row when the attempt got
+ * through, and inserts nothing for a user without a factor (so it never fails a batch).
+ */
+export function challengeAttemptReservation(db: Db, challenge: { jti: string; userId: number; expiresAt: Date }) {
+  // Every column, in the table's order (drizzle's insert … select).
+  const first = sql`select ${challenge.jti}, ${challenge.userId}, 1, null, ${challenge.expiresAt.getTime()} from ${mfaFactors} where ${mfaFactors.userId} = ${challenge.userId}`
+  return db
+    .insert(mfaChallenges)
+    .select(first)
+    .onConflictDoUpdate({
+      target: mfaChallenges.jti,
+      set: { attempts: sql`${mfaChallenges.attempts} + 1` },
+      setWhere: and(
+        isNull(mfaChallenges.usedAt),
+        eq(mfaChallenges.userId, challenge.userId),
+        lt(mfaChallenges.attempts, MFA_CHALLENGE_ATTEMPTS),
+      ),
+    })
+    .returning({ jti: mfaChallenges.jti })
+}
+
+/** The statement that spends an MFA token once it signed in: for the batch that starts the session. */
+export function spendChallenge(db: Db, jti: string, now: Date): BatchItem<'sqlite'> {
+  return db.update(mfaChallenges).set({ usedAt: now }).where(eq(mfaChallenges.jti, jti))
+}
+
+/** Deletes MFA token records that expired before `cutoff` (the cron). */
+export function pruneChallenges(db: Db, cutoff: Date): BatchItem<'sqlite'> {
+  return db.delete(mfaChallenges).where(lt(mfaChallenges.expiresAt, cutoff))
 }
 
 /** Statements that replace every recovery code of the user by these hashes. */
@@ -91,6 +152,11 @@ export function replaceRecoveryCodes(db: Db, userId: number, hashes: string[], n
     db.delete(mfaRecoveryCodes).where(eq(mfaRecoveryCodes.userId, userId)),
     db.insert(mfaRecoveryCodes).values(hashes.map((codeHash) => ({ codeHash, userId, createdAt: now }))),
   ]
+}
+
+/** The statement that records whether the account's address was unverified when the factor was added. */
+export function recordFactorProvenance(db: Db, userId: number, addedWhileUnverified: boolean): BatchItem<'sqlite'> {
+  return db.update(mfaFactors).set({ addedWhileUnverified }).where(eq(mfaFactors.userId, userId))
 }
 
 /** The statement that marks the account as having a second factor (or not). */
@@ -106,18 +172,32 @@ export function removeFactor(db: Db, userId: number): BatchStatements {
   ]
 }
 
-/** Spends a recovery code of the user; false when it is unknown or already used. */
+/**
+ * Spends a recovery code of the user, and clears the wrong-code count when it did (as a correct
+ * TOTP code does); false when it is unknown or already used.
+ */
 export async function spendRecoveryCode(db: Db, userId: number, codeHash: string, now: Date): Promise<boolean> {
-  const spent = await db
-    .update(mfaRecoveryCodes)
-    .set({ usedAt: now })
-    .where(
-      and(
-        eq(mfaRecoveryCodes.codeHash, codeHash),
-        eq(mfaRecoveryCodes.userId, userId),
-        isNull(mfaRecoveryCodes.usedAt),
+  const [spent] = await db.batch([
+    db
+      .update(mfaRecoveryCodes)
+      .set({ usedAt: now })
+      .where(
+        and(
+          eq(mfaRecoveryCodes.codeHash, codeHash),
+          eq(mfaRecoveryCodes.userId, userId),
+          isNull(mfaRecoveryCodes.usedAt),
+        ),
+      )
+      .returning({ codeHash: mfaRecoveryCodes.codeHash }),
+    db
+      .update(mfaFactors)
+      .set({ failedAttempts: 0, failedWindowStart: null })
+      .where(
+        and(
+          eq(mfaFactors.userId, userId),
+          sql`exists (select 1 from ${mfaRecoveryCodes} where ${mfaRecoveryCodes.codeHash} = ${codeHash} and ${mfaRecoveryCodes.usedAt} = ${now.getTime()})`,
+        ),
       ),
-    )
-    .returning({ codeHash: mfaRecoveryCodes.codeHash })
+  ])
   return spent.length === 1
 }

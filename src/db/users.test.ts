@@ -208,8 +208,18 @@ describe('loadPrivateUser and loadAuthenticatedUser', () => {
   it('give the user (loadPrivateUser with its providers by name)', async () => {
     const user = await newUser()
     await db.batch([
-      linkIdentity(db, { provider: 'zeta', sub: uniqueName('sub'), email: undefined }, user.id, T0),
-      linkIdentity(db, { provider: 'apple', sub: uniqueName('sub'), email: undefined }, user.id, T0),
+      linkIdentity(
+        db,
+        { provider: 'zeta', sub: uniqueName('sub'), email: undefined },
+        { userId: user.id, addedWhileUnverified: false },
+        T0,
+      ),
+      linkIdentity(
+        db,
+        { provider: 'apple', sub: uniqueName('sub'), email: undefined },
+        { userId: user.id, addedWhileUnverified: false },
+        T0,
+      ),
     ])
     expect(await loadPrivateUser(db, user.id)).toEqual({ user, providers: ['apple', 'zeta'] })
     expect(await loadAuthenticatedUser(db, user.id)).toEqual(user)
@@ -240,7 +250,14 @@ describe('loadUserForChange', () => {
       sends.map(([email, when, purpose]) => issueOneTimeToken(db, purpose, { userId: user.id, email }, when)),
     )
     await db.batch(issued.map(({ insert }) => insert) as BatchStatements)
-    await db.batch([linkIdentity(db, { provider: 'google', sub: uniqueName('sub'), email: undefined }, user.id, T0)])
+    await db.batch([
+      linkIdentity(
+        db,
+        { provider: 'google', sub: uniqueName('sub'), email: undefined },
+        { userId: user.id, addedWhileUnverified: false },
+        T0,
+      ),
+    ])
 
     expect(await loadUserForChange(db, user.id, 'own', since)).toEqual({
       user,

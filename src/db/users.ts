@@ -21,6 +21,11 @@ const spelledAs = (username: string): SQL => sql`lower(${users.username}) = lowe
 // Rows keyed per statement by keyUsernames(): 3 bound parameters each, under D1's 100.
 const BACKFILL_BATCH = 30
 
+/** A user's row by id: a statement to batch. */
+export function userRow(db: Db, id: number) {
+  return db.select().from(users).where(eq(users.id, id))
+}
+
 export async function findUserById(db: Db, id: string | number): Promise<UserRow | undefined> {
   const numericId = typeof id === 'number' ? id : parseId(id)
   if (numericId === null) return undefined
@@ -204,6 +209,11 @@ export async function signUpChecks(
 /** A subquery yielding the id of the user with this email: for statements batched with its INSERT. */
 export function userIdByEmail(email: string): SQL {
   return sql`(select ${users.id} from ${users} where ${emailIs(email)})`
+}
+
+/** Records that every session of the user ended at `now` (`userId` may be a subquery). */
+export function markAllSessionsEnded(db: Db, userId: number | SQL, now: Date): BatchItem<'sqlite'> {
+  return db.update(users).set({ allSessionsEndedAt: now }).where(eq(users.id, userId))
 }
 
 /** Records a login, and stores the password's upgraded hash when it was rehashed. */

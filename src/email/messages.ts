@@ -73,25 +73,59 @@ export function subscriptionConfirmationMessage(
   }
 }
 
-export type SecurityEvent = 'mfa_enabled' | 'mfa_disabled' | 'recovery_code_used'
+export type SecurityEvent =
+  | 'mfa_enabled'
+  | 'mfa_disabled'
+  | 'recovery_code_used'
+  | 'recovery_codes_regenerated'
+  | 'provider_linked'
+  | 'provider_unlinked'
+  | 'email_changed'
+  | 'sign_in_methods_removed'
 
-const SECURITY_EVENTS: Record<SecurityEvent, { subject: string; what: string }> = {
+const SECURITY_EVENTS: Record<SecurityEvent, { subject: string; what: (detail: string) => string }> = {
   mfa_enabled: {
     subject: 'Two-factor sign-in is on for your edgepress account',
-    what: 'Two-factor sign-in was turned on for your account: signing in now also needs a code from your authenticator app.',
+    what: () =>
+      'Two-factor sign-in was turned on for your account: signing in now also needs a code from your authenticator app, and every other session was signed out.',
   },
   mfa_disabled: {
     subject: 'Two-factor sign-in is off for your edgepress account',
-    what: 'Two-factor sign-in was turned off for your account, and every other session was signed out.',
+    what: () => 'Two-factor sign-in was turned off for your account, and every other session was signed out.',
   },
   recovery_code_used: {
     subject: 'A recovery code was used to sign in to edgepress',
-    what: 'Someone signed in to your account with one of your two-factor recovery codes.',
+    what: () => 'Someone signed in to your account with one of your two-factor recovery codes.',
+  },
+  recovery_codes_regenerated: {
+    subject: 'New recovery codes for your edgepress account',
+    what: () => 'New two-factor recovery codes were made for your account; the old ones no longer work.',
+  },
+  provider_linked: {
+    subject: 'A sign-in method was added to your edgepress account',
+    what: (provider) => `Signing in with ${provider} now opens your account.`,
+  },
+  provider_unlinked: {
+    subject: 'A sign-in method was removed from your edgepress account',
+    what: (provider) => `Signing in with ${provider} no longer opens your account.`,
+  },
+  email_changed: {
+    subject: 'The email address of your edgepress account was changed',
+    what: (address) =>
+      `The email address of your account was changed to ${address}. Messages about the account now go there, not here.`,
+  },
+  sign_in_methods_removed: {
+    subject: 'Sign-in methods were removed from your edgepress account',
+    what: (methods) =>
+      `Your password was reset from this mailbox. These ways to sign in were added while the address was not yet verified, so whoever added them may not have been you; they were removed: ${methods}.`,
   },
 }
 
-/** Tells the account owner about a change to how their account signs in. */
-export function securityEventMessage(to: string, username: string, event: SecurityEvent): EmailMessage {
+/**
+ * Tells the account owner about a change to how their account signs in; `detail` is what the
+ * event names (the provider, the new address, the methods removed).
+ */
+export function securityEventMessage(to: string, username: string, event: SecurityEvent, detail = ''): EmailMessage {
   const { subject, what } = SECURITY_EVENTS[event]
   return {
     to,
@@ -99,10 +133,10 @@ export function securityEventMessage(to: string, username: string, event: Securi
     text: [
       `Hello ${username},`,
       '',
-      what,
+      what(detail),
       '',
       'If this was you, there is nothing to do. If it was not, reset your password at once and sign',
-      'out every session (POST /api/v1/auth/logout-all), then turn two-factor sign-in on again.',
+      'out every session (POST /api/v1/auth/logout-all), then check the ways your account signs in.',
     ].join('\n'),
   }
 }

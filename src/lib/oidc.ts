@@ -21,6 +21,8 @@ export interface ProviderIdentity {
   email: string | undefined
   /** The provider vouches for the address (Apple sends "true" as a string, Google a boolean). */
   emailVerified: boolean
+  /** The token's own expiry, epoch seconds: a spent token is remembered until then. */
+  expiresAt: number
 }
 
 /**
@@ -78,7 +80,20 @@ export async function verifyIdToken(
   if (!(await nonceMatches(payload.nonce, options.nonce, provider))) throw idTokenInvalid()
   const email = typeof payload.email === 'string' && payload.email !== '' ? payload.email : undefined
   const verified = payload.email_verified === true || payload.email_verified === 'true'
-  return { provider: provider.name, sub, email, emailVerified: email !== undefined && verified }
+  const vouched = email !== undefined && verified && googleVouchesFor(payload, email)
+  return { provider: provider.name, sub, email, emailVerified: vouched, expiresAt: payload.exp! }
+}
+
+const GOOGLE_ISSUERS = new Set(['https://accounts.google.com', 'accounts.google.com'])
+
+/**
+ * Google sets `email_verified` for any address a Google account was created with, and checked it
+ * only then: the owner of a Gmail address or of a Workspace domain (`hd`) keeps it, anyone else may
+ * have lost it since. Only those two count as vouched for; other providers' word is taken.
+ */
+function googleVouchesFor(payload: JWTPayload, email: string): boolean {
+  if (typeof payload.iss !== 'string' || !GOOGLE_ISSUERS.has(payload.iss)) return true
+  return email.toLowerCase().endsWith('@gmail.com') || (typeof payload.hd === 'string' && payload.hd !== '')
 }
 
 /**

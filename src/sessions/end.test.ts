@@ -315,7 +315,7 @@ describe('endSessions: commit and its revokeRows builder', () => {
     const { id, sids } = await userWithSessions(2, now)
 
     await endSessions(deps, id, { all: true }, 'password changed', now, {
-      commit: (revokeRows) => db.batch([setPassword(db, id, 'new-hash', now), revokeRows(id)]),
+      commit: (revokeRows) => db.batch([setPassword(db, id, 'new-hash', now), ...revokeRows(id)]),
     })
 
     expect((await findUserById(db, id))?.passwordHash).toBe('new-hash')
@@ -331,14 +331,14 @@ describe('endSessions: commit and its revokeRows builder', () => {
     const [kept, ended] = user.sids as [string, string]
 
     await endSessions(deps, user.id, { allBut: kept }, 'password reset', now, {
-      commit: (revokeRows) => db.batch([revokeRows(userIdByEmail(user.email.toUpperCase()))]),
+      commit: (revokeRows) => db.batch(revokeRows(userIdByEmail(user.email.toUpperCase()))),
     })
     expect(await revokedAt(ended)).toEqual(now)
     expect(await revokedAt(kept)).toBeNull()
 
     const other = await userWithSessions(1, now)
     await endSessions(deps, other.id, { all: true }, 'password reset', now, {
-      commit: (revokeRows) => db.batch([revokeRows(userIdByEmail(`nobody-${other.email}`))]),
+      commit: (revokeRows) => db.batch(revokeRows(userIdByEmail(`nobody-${other.email}`))),
     })
     expect(await revokedAt(other.sids[0]!)).toBeNull()
   })
@@ -349,7 +349,7 @@ describe('endSessions: commit and its revokeRows builder', () => {
     const [ended, kept] = sids as [string, string]
 
     await endSessions(deps, id, { only: [ended] }, 'logout', now, {
-      commit: (revokeRows) => db.batch([revokeRows(id)]),
+      commit: (revokeRows) => db.batch(revokeRows(id)),
     })
 
     expect(await revokedAt(ended)).toEqual(now)
@@ -369,7 +369,7 @@ describe('endSessions: commit and its revokeRows builder', () => {
     const [ended, kept] = sids as [string, string]
 
     await endSessions(deps, id, { only: [ended] }, 'logout', now, {
-      commit: (revokeRows) => db.batch([revokeRows(id)]),
+      commit: (revokeRows) => db.batch(revokeRows(id)),
     })
 
     expect(await revokedAt(kept)).toBeNull()
@@ -397,7 +397,7 @@ describe('endSessions: commit and its revokeRows builder', () => {
     await endSessions(deps, id, { all: true }, 'logout-all', now, {
       commit: async (revokeRows) => {
         newcomer = await addSession(id, ago(now, 1_000))
-        await db.batch([revokeRows(id)])
+        await db.batch(revokeRows(id))
       },
     })
 

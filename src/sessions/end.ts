@@ -1,6 +1,7 @@
 import type { SQL } from 'drizzle-orm'
-import type { BatchItem } from 'drizzle-orm/batch'
+import type { BatchStatements } from '../db/client'
 import { revokeSessionRows, sessionsWithLiveAccessTokens } from '../db/sessions'
+import { markAllSessionsEnded } from '../db/users'
 import type { RevocableSession, SessionSelection } from '../db/sessions'
 import type { SessionDeps } from './deps'
 import { lastTokenExpiry, secondsBefore } from './deps'
@@ -21,8 +22,11 @@ export type SessionsToEnd =
   | { allBut: string }
   | { all: true; callerSid?: string | undefined }
 
-/** Builds the UPDATE that marks the sessions revoked, for `userId` or a subquery yielding it. */
-export type RevokeRows = (userId: number | SQL) => BatchItem<'sqlite'>
+/**
+ * Builds the statements that mark the sessions revoked, for `userId` or a subquery yielding it;
+ * ending every session also records when (an MFA token minted before it is refused).
+ */
+export type RevokeRows = (userId: number | SQL) => BatchStatements
 
 export interface EndSessionsOptions {
   /**
@@ -62,7 +66,7 @@ export async function endSessions(
     await endNamedSessions(deps, { userId, which, reason, now, commit: options.commit })
     return
   }
-  const commit = options.commit ?? ((revoke: RevokeRows) => deps.db.batch([revoke(userId)]))
+  const commit = options.commit ?? ((revoke: RevokeRows) => deps.db.batch(revoke(userId)))
   const kept = 'allBut' in which ? which.allBut : undefined
   const callerSid = 'all' in which ? which.callerSid : undefined
   const before = await revocableSessions(deps, userId, { includeLive: true, now })
@@ -95,7 +99,10 @@ function rowRevoker(deps: SessionDeps, selection: SessionSelection, now: Date): 
   // A session whose refresh token expired may still have a live access token when
   // ACCESS_TOKEN_TTL > REFRESH_TOKEN_TTL; older ones have nothing left to revoke.
   const refreshExpiredAfter = secondsBefore(now, deps.keys.accessTtlSeconds)
-  return (userId) => revokeSessionRows(deps.db, userId, selection, { refreshExpiredAfter }, now)
+  return (userId) => {
+    const revoke = revokeSessionRows(deps.db, userId, selection, { refreshExpiredAfter }, now)
+    return selection === 'all' ? [revoke, markAllSessionsEnded(deps.db, userId, now)] : [revoke]
+  }
 }
 
 interface NamedSessionsEnd {
@@ -125,7 +132,7 @@ async function endNamedSessions(deps: SessionDeps, request: NamedSessionsEnd): P
     return
   }
   const outcomes = await Promise.allSettled([
-    deps.db.batch([revokeRows(userId)]),
+    deps.db.batch(revokeRows(userId)),
     revokeSessionKeys(deps.kv, keys, reason, now),
   ])
   // Both have finished, so whichever succeeded has taken effect; a failure still fails the request.

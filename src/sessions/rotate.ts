@@ -139,7 +139,7 @@ export async function isCurrentRefreshToken(
  * proved who they are (step-up after POST /auth/reauthenticate). The session's refresh token
  * rotates, as on a refresh; 401 `token_revoked` when the session is no longer live.
  */
-export async function reauthenticate(
+export async function reauthenticatedPair(
   deps: Pick<SessionDeps, 'db' | 'keys'>,
   caller: { userId: number; sessionId: string },
   now: Date,

@@ -72,7 +72,7 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
   await endSessions(deps, user.id, { all: true, callerSid: auth.sessionId }, 'password change', now, {
     commit: (revokeRows) =>
       db.batch([
-        revokeRows(user.id),
+        ...revokeRows(user.id),
         setPassword(db, user.id, passwordHash, now),
         spendTokensOf(db, user.id, 'password_reset', now),
         next.insert,
@@ -114,7 +114,7 @@ export const passwordResetConfirm: AppRouteHandler<typeof routes.passwordResetCo
     commit: (revokeRows) =>
       consumeOneTimeToken(db, 'password_reset', token, now, (live) => [
         resetPassword(db, live, passwordHash, now),
-        revokeRows(live.userId),
+        ...revokeRows(live.userId),
         spendTokensOf(db, live.userId, 'password_reset', now, live.tokenHash),
       ]),
     afterCommit: 'log',

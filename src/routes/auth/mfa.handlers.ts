@@ -1,19 +1,19 @@
 import type { Config } from '../../config'
 import type { Db } from '../../db/client'
 import {
-  acceptStep,
-  findFactor,
+  challengeAttemptReservation,
+  codeAttemptReservation,
+  factorRow,
   findUserWithFactor,
-  lockedForSeconds,
-  recordWrongCode,
+  recordFactorProvenance,
   removeFactor,
   replaceRecoveryCodes,
   savePendingFactor,
   setMfaEnabled,
-  spendRecoveryCode,
+  spendChallenge,
 } from '../../db/mfa'
 import type { MfaFactorRow, UserRow } from '../../db/schema'
-import { loadAuthenticatedUser } from '../../db/users'
+import { loadAuthenticatedUser, userRow } from '../../db/users'
 import { deliverSoon } from '../../email/account-emails'
 import { securityEventMessage } from '../../email/messages'
 import type { SecurityEvent } from '../../email/messages'
@@ -21,17 +21,20 @@ import { queueEmail } from '../../email/queue'
 import { assertMailConfigured } from '../../email/transports'
 import { NO_STORE } from '../../http/conditional-get'
 import { assertCookieModeOrigin, wantsCookies } from '../../http/cookie-mode'
-import { ApiError } from '../../lib/api-error'
+import { ApiError, userGone } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
-import { verifyPassword } from '../../lib/passwords'
-import { hashRecoveryCode, newRecoveryCodes, normalizeRecoveryCode } from '../../lib/recovery-codes'
-import { open, seal, secretBoxKey } from '../../lib/secret-box'
-import { matchingStep, newTotpSecret, otpauthUri } from '../../lib/totp'
+import { hashRecoveryCode, newRecoveryCodes } from '../../lib/recovery-codes'
+import { seal } from '../../lib/secret-box'
+import { newTotpSecret, otpauthUri } from '../../lib/totp'
 import { verifyToken } from '../../lib/tokens'
+import { limitByUser } from '../../middleware/rate-limit'
 import { createRouter, executionContextOf, sessionDeps } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
+import { assertAccountPassword } from '../account-password'
 import * as routes from './mfa.routes'
+import { proveSecondFactor, refuseLocked, sealingKey } from './second-factor'
+import type { SecondFactorProof } from './second-factor'
 import { signIn } from './sign-in'
 
 const ISSUER = 'edgepress'
@@ -50,19 +53,27 @@ export const enroll: AppRouteHandler<typeof routes.enroll, AuthedEnv> = async (c
 export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
   assertMailConfigured(config)
-  const user = await loadAuthenticatedUser(db, auth.userId)
-  const factor = await findFactor(db, user.id)
+  const { user, factor } = await findUserWithFactor(db, auth.userId)
+  if (user === undefined) throw userGone()
   if (factor === undefined || factor.confirmedAt !== null) {
     throw new ApiError(409, 'conflict', 'There is no enrolment to confirm: POST /api/v1/auth/mfa/totp first.')
   }
   const now = new Date()
-  await checkCode(db, config, factor, c.req.valid('json').code, now, true)
+  await proveSecondFactor(db, config, factor, { code: c.req.valid('json').code }, now, { pending: true })
   const codes = newRecoveryCodes()
-  await db.batch([
-    setMfaEnabled(db, user.id, true, now),
-    ...replaceRecoveryCodes(db, user.id, await Promise.all(codes.map(hashRecoveryCode)), now),
-    securityEmail(db, config, user, 'mfa_enabled', now),
-  ])
+  const hashes = await Promise.all(codes.map(hashRecoveryCode))
+  // A new way in: every other session ends, as when the factor goes (whoever had the password
+  // alone is signed out), and the factor remembers whether the address was verified.
+  await endSessions(sessionDeps(c), user.id, { allBut: auth.sessionId }, 'two-factor sign-in turned on', now, {
+    commit: (revokeRows) =>
+      db.batch([
+        ...revokeRows(user.id),
+        setMfaEnabled(db, user.id, true, now),
+        recordFactorProvenance(db, user.id, !user.emailVerified),
+        ...replaceRecoveryCodes(db, user.id, hashes, now),
+        securityEmail(db, config, user, 'mfa_enabled', now),
+      ]),
+  })
   deliverSoon(executionContextOf(c), c.env, config)
   c.header('Cache-Control', NO_STORE)
   return c.json({ recovery_codes: codes }, 200)
@@ -71,20 +82,17 @@ export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async 
 export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
   assertMailConfigured(config)
-  const { password, code } = c.req.valid('json')
-  const user = await loadAuthenticatedUser(db, auth.userId)
-  if (!(await verifyPassword(password, user.passwordHash, config.passwordPepper))) {
-    throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
-  }
-  const factor = await confirmedFactorOf(db, user.id)
+  const input = c.req.valid('json')
+  const { user, factor } = await confirmedUserFactor(db, auth.userId)
+  await assertAccountPassword(user, input.password, config)
   const now = new Date()
-  await checkCode(db, config, factor, code, now, false)
-  // Whoever may have had the second factor's help is signed out; the caller stays. The factor goes
-  // in the same batch as the other sessions, after their access tokens were revoked.
+  await proveSecondFactor(db, config, factor, proofOf(input), now)
+  // Whoever may have had the second factor's help is signed out; the caller stays. Their access
+  // tokens are revoked first; the factor goes in the same batch as the rows.
   await endSessions(sessionDeps(c), user.id, { allBut: auth.sessionId }, 'two-factor sign-in turned off', now, {
     commit: (revokeRows) =>
       db.batch([
-        revokeRows(user.id),
+        ...revokeRows(user.id),
         setMfaEnabled(db, user.id, false, now),
         ...removeFactor(db, user.id),
         securityEmail(db, config, user, 'mfa_disabled', now),
@@ -96,12 +104,17 @@ export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async 
 
 export const regenerateRecoveryCodes: AppRouteHandler<typeof routes.regenerateRecoveryCodes, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
-  const user = await loadAuthenticatedUser(db, auth.userId)
-  const factor = await confirmedFactorOf(db, user.id)
+  assertMailConfigured(config)
+  const { user, factor } = await confirmedUserFactor(db, auth.userId)
   const now = new Date()
-  await checkCode(db, config, factor, c.req.valid('json').code, now, false)
+  await proveSecondFactor(db, config, factor, { code: c.req.valid('json').code }, now)
   const codes = newRecoveryCodes()
-  await db.batch(replaceRecoveryCodes(db, user.id, await Promise.all(codes.map(hashRecoveryCode)), now))
+  const hashes = await Promise.all(codes.map(hashRecoveryCode))
+  await db.batch([
+    ...replaceRecoveryCodes(db, user.id, hashes, now),
+    securityEmail(db, config, user, 'recovery_codes_regenerated', now),
+  ])
+  deliverSoon(executionContextOf(c), c.env, config)
   c.header('Cache-Control', NO_STORE)
   return c.json({ recovery_codes: codes }, 200)
 }
@@ -109,88 +122,58 @@ export const regenerateRecoveryCodes: AppRouteHandler<typeof routes.regenerateRe
 export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const { db, config, tokenKeys } = c.var
   if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
-  const { mfa_token: mfaToken, code, recovery_code: recoveryCode } = c.req.valid('json')
+  const input = c.req.valid('json')
   const now = new Date()
-  const claims = await verifyToken(mfaToken, 'mfa', tokenKeys, now)
+  const claims = await verifyToken(input.mfa_token, 'mfa', tokenKeys, now)
   const userId = parseId(claims.sub)
-  const { user, factor } =
-    userId === null ? { user: undefined, factor: undefined } : await findUserWithFactor(db, userId)
-  if (user === undefined || factor === undefined || factor.confirmedAt === null) {
-    throw new ApiError(401, 'token_invalid', 'The MFA token names no account with a second factor. Log in again.')
-  }
-  if (code !== undefined) {
-    await checkCode(db, config, factor, code, now, false)
-  } else {
-    await spendRecovery(db, factor, recoveryCode ?? '', now)
-    assertMailConfigured(config)
-    await db.batch([securityEmail(db, config, user, 'recovery_code_used', now)])
-    deliverSoon(executionContextOf(c), c.env, config)
-  }
-  return c.json(await signIn(c, user.id, now), 200)
+  if (userId === null) throw mfaTokenRefused()
+  await limitByUser(c, 'mfa-verify', userId)
+  const proof = proofOf(input)
+  // Before a recovery code is spent: it must not be used up by a sign-in whose notice cannot go out.
+  if ('recoveryCode' in proof) assertMailConfigured(config)
+  // One round trip: the account, its factor, and the attempt counted against both the account (so
+  // a burst meets the lock) and this MFA token (a few codes, one sign-in), before any code is looked at.
+  const challenge = { jti: claims.jti, userId, expiresAt: new Date(claims.exp * 1000) }
+  const [users, factors, accountAttempt, tokenAttempt] = await db.batch([
+    userRow(db, userId),
+    factorRow(db, userId),
+    codeAttemptReservation(db, userId, now),
+    challengeAttemptReservation(db, challenge),
+  ])
+  const [user, factor] = [users[0], factors[0]]
+  if (user === undefined || factor?.confirmedAt == null || endedSince(user, claims.iat)) throw mfaTokenRefused()
+  if (accountAttempt.length === 0) await refuseLocked(db, userId, now)
+  if (tokenAttempt.length === 0)
+    throw new ApiError(401, 'token_invalid', 'This MFA token has been used up. Log in again.')
+  await proveSecondFactor(db, config, factor, proof, now, { reserved: true })
+  const alongside = [spendChallenge(db, claims.jti, now)]
+  if ('recoveryCode' in proof) alongside.push(securityEmail(db, config, user, 'recovery_code_used', now))
+  const answer = await signIn(c, user.id, now, { alongside })
+  if ('recoveryCode' in proof) deliverSoon(executionContextOf(c), c.env, config)
+  return c.json(answer, 200)
 }
 
-/**
- * Accepts `code` for the factor, once: locked accounts get 429 with Retry-After, wrong and replayed
- * codes 401 (and count against the account), whatever the code.
- */
-async function checkCode(
-  db: Db,
-  config: Config,
-  factor: MfaFactorRow,
-  code: string,
-  now: Date,
-  pending: boolean,
-): Promise<void> {
-  refuseWhileLocked(factor, now)
-  const secret = await open(factor.secretSealed, await sealingKey(config), String(factor.userId))
-  if (secret === null) {
-    throw new ApiError(
-      500,
-      'internal_error',
-      'Server misconfigured: the TOTP secret cannot be opened (was MFA_ENCRYPTION_KEY changed?).',
-    )
-  }
-  const step = matchingStep(secret, code, now)
-  if (step !== null && (await acceptStep(db, factor.userId, step, now, pending))) return
-  await recordWrongCode(db, factor.userId, now)
-  // A code already used in its step (a replay) is refused like a wrong one.
-  throw new ApiError(401, 'invalid_credentials', 'The code is incorrect or was already used.')
+function mfaTokenRefused(): ApiError {
+  return new ApiError(401, 'token_invalid', 'The MFA token names no account with a second factor. Log in again.')
 }
 
-async function spendRecovery(db: Db, factor: MfaFactorRow, input: string, now: Date): Promise<void> {
-  refuseWhileLocked(factor, now)
-  const code = normalizeRecoveryCode(input)
-  if (code !== null && (await spendRecoveryCode(db, factor.userId, await hashRecoveryCode(code), now))) return
-  await recordWrongCode(db, factor.userId, now)
-  throw new ApiError(401, 'invalid_credentials', 'The recovery code is incorrect or was already used.')
+/** The MFA token predates the last time every session of the user ended (logout-all, a new password). */
+function endedSince(user: UserRow, issuedAtSeconds: number): boolean {
+  return user.allSessionsEndedAt !== null && issuedAtSeconds * 1000 < user.allSessionsEndedAt.getTime()
 }
 
-function refuseWhileLocked(factor: MfaFactorRow, now: Date): void {
-  const seconds = lockedForSeconds(factor, now)
-  if (seconds > 0) {
-    throw new ApiError(429, 'rate_limited', `Too many wrong codes; try again in ${seconds} seconds.`, {
-      headers: { 'Retry-After': String(seconds) },
-    })
-  }
-}
-
-async function confirmedFactorOf(db: Db, userId: number): Promise<MfaFactorRow> {
-  const factor = await findFactor(db, userId)
-  if (factor === undefined || factor.confirmedAt === null)
+/** The user and their factor, which must be on (409 otherwise), in one round trip. */
+async function confirmedUserFactor(db: Db, userId: number): Promise<{ user: UserRow; factor: MfaFactorRow }> {
+  const { user, factor } = await findUserWithFactor(db, userId)
+  if (user === undefined) throw userGone()
+  if (factor === undefined || factor.confirmedAt === null) {
     throw new ApiError(409, 'conflict', 'Two-factor sign-in is not on.')
-  return factor
+  }
+  return { user, factor }
 }
 
-function sealingKey(config: Config): Promise<CryptoKey> {
-  if (config.mfaEncryptionKey === undefined) {
-    throw new ApiError(
-      500,
-      'internal_error',
-      'Server misconfigured: MFA_ENCRYPTION_KEY is not set. Set a random secret of at least 32 bytes ' +
-        '(`wrangler secret put MFA_ENCRYPTION_KEY`; `npm run dev` writes one to .dev.vars).',
-    )
-  }
-  return secretBoxKey(config.mfaEncryptionKey)
+function proofOf(input: { code?: string | undefined; recovery_code?: string | undefined }): SecondFactorProof {
+  return input.code !== undefined ? { code: input.code } : { recoveryCode: input.recovery_code ?? '' }
 }
 
 function securityEmail(db: Db, config: Config, user: UserRow, event: SecurityEvent, now: Date) {

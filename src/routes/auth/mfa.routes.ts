@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { requireUser } from '../../middleware/authenticate'
+import { requireRecentSignIn, requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
 import { CookieModeQuery, SignedInSchema, atPrimary, atPrimaryWithForms } from './auth.schemas'
@@ -30,17 +30,32 @@ const Enrolment = z
 
 const CodeInput = z.object({ code: Code }).openapi('TotpCodeInput')
 
-const DisableInput = z.object({ password: z.string().min(1).max(1024), code: Code }).openapi('TotpDisableInput')
+const RecoveryCode = z.string().min(1).max(64).openapi({ example: 'k3m9-7q2x-a8vd-h4pw' })
+
+const exactlyOneCode = (input: { code?: string | undefined; recovery_code?: string | undefined }) =>
+  (input.code === undefined) !== (input.recovery_code === undefined)
+
+const DisableInput = z
+  .object({
+    password: z
+      .string()
+      .min(1)
+      .max(1024)
+      .optional()
+      .openapi({ description: 'Required when the account has a password' }),
+    code: Code.optional(),
+    recovery_code: RecoveryCode.optional(),
+  })
+  .refine(exactlyOneCode, { message: 'give exactly one of code, recovery_code' })
+  .openapi('TotpDisableInput')
 
 const VerifyInput = z
   .object({
     mfa_token: z.string().min(1).max(4096),
     code: Code.optional(),
-    recovery_code: z.string().min(1).max(64).optional().openapi({ example: 'k3m9-7q2x-a8vd-h4pw' }),
+    recovery_code: RecoveryCode.optional(),
   })
-  .refine((input) => (input.code === undefined) !== (input.recovery_code === undefined), {
-    message: 'give exactly one of code, recovery_code',
-  })
+  .refine(exactlyOneCode, { message: 'give exactly one of code, recovery_code' })
   .openapi('MfaVerifyInput')
 
 export const enroll = createRoute({
@@ -49,11 +64,12 @@ export const enroll = createRoute({
   tags: ['Auth'],
   summary: 'Start enrolling a TOTP factor',
   description:
+    'Needs a recent sign-in (`auth_time` within REAUTH_MAX_AGE; else 403 `reauthentication_required`). ' +
     'A new secret and the otpauth:// URI authenticator apps read (as a QR code). The factor is active only ' +
     'after POST /auth/mfa/totp/confirm with a valid code; calling this again replaces an unconfirmed secret.',
-  middleware: [atPrimary, requireUser()] as const,
+  middleware: [atPrimary, requireUser(), requireRecentSignIn()] as const,
   security: [{ Bearer: [] }],
-  responses: { 200: json(Enrolment, 'The secret, shown once'), ...problems(401, 409, 415, 429, 500, 503) },
+  responses: { 200: json(Enrolment, 'The secret, shown once'), ...problems(401, 403, 409, 415, 429, 500, 503) },
 })
 
 export const confirm = createRoute({
@@ -61,12 +77,15 @@ export const confirm = createRoute({
   path: '/mfa/totp/confirm',
   tags: ['Auth'],
   summary: 'Turn the TOTP factor on with a first code',
-  middleware: [atPrimary, requireUser()] as const,
+  description:
+    'Needs a recent sign-in. Every other session of the user ends, and a security email goes out. ' +
+    'The ten recovery codes are shown this once.',
+  middleware: [atPrimary, requireUser(), requireRecentSignIn()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(CodeInput) },
   responses: {
     200: json(RecoveryCodes, 'The factor is on; the recovery codes'),
-    ...problems(400, 401, 409, 413, 415, 429, 503),
+    ...problems(400, 401, 403, 409, 413, 415, 429, 503),
   },
 })
 
@@ -74,7 +93,7 @@ export const disable = createRoute({
   method: 'delete',
   path: '/mfa/totp',
   tags: ['Auth'],
-  summary: 'Turn the TOTP factor off (password and a code); every other session ends',
+  summary: 'Turn the TOTP factor off (password and a code or recovery code); every other session ends',
   middleware: [atPrimary, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(DisableInput) },
@@ -85,13 +104,13 @@ export const regenerateRecoveryCodes = createRoute({
   method: 'post',
   path: '/mfa/recovery-codes',
   tags: ['Auth'],
-  summary: 'Replace the recovery codes (a current code required)',
-  middleware: [atPrimary, requireUser()] as const,
+  summary: 'Replace the recovery codes (a current code and a recent sign-in required)',
+  middleware: [atPrimary, requireUser(), requireRecentSignIn()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(CodeInput) },
   responses: {
     200: json(RecoveryCodes, 'The new recovery codes; the old ones no longer work'),
-    ...problems(400, 401, 409, 413, 415, 429, 503),
+    ...problems(400, 401, 403, 409, 413, 415, 429, 503),
   },
 })
 

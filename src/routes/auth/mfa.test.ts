@@ -1,6 +1,6 @@
 import { env } from 'cloudflare:workers'
 import { Secret, TOTP } from 'otpauth'
-import { describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import {
   api,
   apiWithEnv,
@@ -16,6 +16,28 @@ import type { RegisteredUser, TokenPair } from '../../../test/helpers'
 // Two-factor sign-in with TOTP: enrolment, the two-step login (JSON, form, Basic, cookie mode),
 // drift, replay, the wrong-code limit, recovery codes, turning it off, and MFA tokens that are
 // good for nothing else. The RFC 6238 vectors are in src/lib/totp.test.ts.
+
+// The worker runs in this isolate (test/helpers.ts fetchWorker), so it reads the same Date as the
+// test: each test stops the clock in the middle of a 30 s step, so no code straddles a step
+// boundary however slow the machine is, and moves it on by hand.
+const STEP_MS = 30_000
+let clock = 0
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['Date'] })
+  clock = Math.floor(Date.now() / STEP_MS) * STEP_MS + STEP_MS / 2
+  vi.setSystemTime(clock)
+})
+
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+/** Moves the stopped clock on by `ms`. */
+function advance(ms: number): void {
+  clock += ms
+  vi.setSystemTime(clock)
+}
 
 /** The code an authenticator app shows `offsetSteps` steps from now (the 30 s steps of RFC 6238). */
 function codeAt(secret: string, offsetSteps = 0): string {
@@ -41,6 +63,12 @@ async function enrolled(): Promise<Enrolled> {
   expect(confirmed.status).toBe(200)
   const { recovery_codes: recoveryCodes } = (await confirmed.json()) as { recovery_codes: string[] }
   return { user, tokens, secret, recoveryCodes }
+}
+
+/** A code no authenticator shows now. */
+function wrongCode(secret: string): string {
+  const near = [-1, 0, 1].map((offset) => codeAt(secret, offset))
+  return ['000000', '111111', '222222', '333333'].find((code) => !near.includes(code))!
 }
 
 async function mfaTokenFor(user: RegisteredUser): Promise<string> {
@@ -203,27 +231,90 @@ describe('login with the factor on', () => {
     await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret, 2) }), 401, 'invalid_credentials')
     await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret, -2) }), 401, 'invalid_credentials')
     expect((await verifyMfa({ mfa_token: token, code: codeAt(secret) })).status).toBe(200)
-    await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret) }), 401, 'invalid_credentials')
-    expect((await verifyMfa({ mfa_token: token, code: codeAt(secret, 1) })).status).toBe(200)
+    // A new login, for the MFA token is spent: the same code again is a replay.
+    const again = await mfaTokenFor(user)
+    await expectProblem(await verifyMfa({ mfa_token: again, code: codeAt(secret) }), 401, 'invalid_credentials')
+    expect((await verifyMfa({ mfa_token: again, code: codeAt(secret, 1) })).status).toBe(200)
   })
 
   it('counts wrong codes per account: after 5, every code is refused with 429 and Retry-After', async () => {
     const { user, secret } = await enrolled()
     const token = await mfaTokenFor(user)
-    const wrong = codeAt(secret) === '000000' ? '111111' : '000000'
+    const wrong = wrongCode(secret)
     for (let i = 0; i < 5; i += 1)
       await expectProblem(await verifyMfa({ mfa_token: token, code: wrong }), 401, 'invalid_credentials')
-    const locked = await verifyMfa({ mfa_token: token, code: codeAt(secret) })
+    const locked = await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })
     await expectProblem(locked, 429, 'rate_limited')
     expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(0)
     expect(Number(locked.headers.get('retry-after'))).toBeLessThanOrEqual(900)
   })
 
+  it('holds under a burst: 20 wrong codes at once with one MFA token get at most 5 answers of 401, the rest 429; then even the right code waits out the window', async () => {
+    const { user, secret } = await enrolled()
+    const token = await mfaTokenFor(user)
+    const wrong = wrongCode(secret)
+    const answers = await Promise.all(Array.from({ length: 20 }, () => verifyMfa({ mfa_token: token, code: wrong })))
+    const statuses = answers.map((res) => res.status)
+    expect(statuses.filter((status) => status === 401).length).toBeLessThanOrEqual(5)
+    expect(statuses.filter((status) => status !== 401)).toEqual(
+      Array(statuses.length - statuses.filter((s) => s === 401).length).fill(429),
+    )
+    for (const res of answers.filter((res) => res.status === 429)) {
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0)
+    }
+
+    await expectProblem(
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) }),
+      429,
+      'rate_limited',
+    )
+    advance(14 * 60_000)
+    await expectProblem(
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) }),
+      429,
+      'rate_limited',
+    )
+    advance(60_000)
+    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })).status).toBe(200)
+  })
+
+  it('an MFA token signs in once: after its sign-in it is refused, whatever the code', async () => {
+    const { user, secret } = await enrolled()
+    const token = await mfaTokenFor(user)
+    expect((await verifyMfa({ mfa_token: token, code: codeAt(secret) })).status).toBe(200)
+    await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret, 1) }), 401, 'token_invalid')
+  })
+
+  it('an MFA token minted before a logout-all, a password change or reset is refused', async () => {
+    const { user, tokens, secret } = await enrolled()
+    const before = await mfaTokenFor(user)
+    advance(1_000)
+    expect((await api('POST', '/auth/logout-all', undefined, tokens.access_token)).status).toBe(204)
+    await expectProblem(await verifyMfa({ mfa_token: before, code: codeAt(secret) }), 401, 'token_invalid')
+    // A login after it works as usual.
+    advance(1_000)
+    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })).status).toBe(200)
+  })
+
+  it('is limited per account as well as per IP: the account limit answers 429 before any code is tried', async () => {
+    const { user } = await enrolled()
+    const token = await mfaTokenFor(user)
+    const limited = { ...env, CREDENTIALS_BY_ACCOUNT: env.SMALL_CREDENTIALS_BY_ACCOUNT }
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i += 1) {
+      const res = await apiWithEnv(limited, 'POST', '/auth/mfa/verify', { mfa_token: token, code: '000000' })
+      statuses.push(res.status)
+    }
+    expect(statuses.at(-1)).toBe(429)
+  })
+
   it('a recovery code logs in once, and the owner is told by email', async () => {
     const { user, recoveryCodes } = await enrolled()
-    const token = await mfaTokenFor(user)
     const code = recoveryCodes[0]!
-    expect((await verifyMfa({ mfa_token: token, recovery_code: code.toUpperCase() })).status).toBe(200)
+    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), recovery_code: code.toUpperCase() })).status).toBe(
+      200,
+    )
+    const token = await mfaTokenFor(user)
     await expectProblem(await verifyMfa({ mfa_token: token, recovery_code: code }), 401, 'invalid_credentials')
     await expectProblem(await verifyMfa({ mfa_token: token, recovery_code: 'not-a-code' }), 401, 'invalid_credentials')
     expect((await outboxMessagesTo(user.email)).some((m) => /recovery code was used/.test(m.subject))).toBe(true)

@@ -1,4 +1,3 @@
-import type { Config } from '../../config'
 import type { Db } from '../../db/client'
 import {
   NO_PASSWORD,
@@ -7,18 +6,22 @@ import {
   linkIdentity,
   providersOf,
   unlinkIdentity,
+  userOfIdentity,
 } from '../../db/external-identities'
 import type { UserRow } from '../../db/schema'
-import { findUserByLogin, insertUser, signUpChecks, toConflict, userIdByEmail } from '../../db/users'
+import { findUserByLogin, insertUser, signUpChecks, toConflict, userIdByEmail, userRow } from '../../db/users'
+import { deliverSoon } from '../../email/account-emails'
+import { securityEventMessage } from '../../email/messages'
+import { queueEmail } from '../../email/queue'
+import { assertMailConfigured } from '../../email/transports'
 import { assertCookieModeOrigin, wantsCookies } from '../../http/cookie-mode'
-import { providerKeySet } from '../../http/provider-keys'
 import { ApiError, notFound, userGone } from '../../lib/api-error'
-import { idTokenInvalid, verifyIdToken } from '../../lib/oidc'
 import type { ProviderIdentity } from '../../lib/oidc'
 import { usernameFromEmail } from '../../lib/usernames'
-import { createRouter } from '../../router'
+import { createRouter, executionContextOf } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
 import * as routes from './oidc.routes'
+import { assertFirstUse, verifyProviderToken } from './provider-identity'
 import { mfaRequired, signIn } from './sign-in'
 
 /** Attempts at a free username before giving up (each loses only to a concurrent sign-up). */
@@ -29,9 +32,12 @@ export const providerSignIn: AppRouteHandler<typeof routes.signIn> = async (c) =
   if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
   const { id_token: idToken, nonce } = c.req.valid('json')
   const now = new Date()
-  const identity = await verify(config, c.req.valid('param').provider, idToken, nonce, now)
-  const user =
-    (await findUserByIdentity(db, identity.provider, identity.sub)) ?? (await createAccount(db, identity, now))
+  const token = { provider: c.req.valid('param').provider, idToken, nonce }
+  const { identity, spend } = await verifyProviderToken(db, config, token, now)
+  // The token is spent in the same round trip as the lookup: a replay finds it spent.
+  const [spent, found] = await db.batch([spend, userOfIdentity(db, identity.provider, identity.sub)])
+  assertFirstUse(spent)
+  const user = found[0]?.user ?? (await createAccount(db, identity, now))
   // With a second factor this step ends as the password step does: an MFA token, no session.
   if (user.mfaEnabled) throw await mfaRequired(user.id, tokenKeys, now)
   // The same answer as POST /auth/token, whether the account was found, linked or just created.
@@ -40,53 +46,66 @@ export const providerSignIn: AppRouteHandler<typeof routes.signIn> = async (c) =
 
 export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
+  assertMailConfigured(config)
   const { id_token: idToken, nonce } = c.req.valid('json')
   const now = new Date()
-  const identity = await verify(config, c.req.valid('param').provider, idToken, nonce, now)
+  const token = { provider: c.req.valid('param').provider, idToken, nonce }
+  const { identity, spend } = await verifyProviderToken(db, config, token, now)
   const { userId } = auth
-  const [owner, linked] = await db.batch([identityOwner(db, identity.provider, identity.sub), providersOf(db, userId)])
+  const [spent, owner, linked, account] = await db.batch([
+    spend,
+    identityOwner(db, identity.provider, identity.sub),
+    providersOf(db, userId),
+    userRow(db, userId),
+  ])
+  assertFirstUse(spent)
+  const user = account[0]
+  if (user === undefined) throw userGone()
   const ownerId = owner[0]?.userId
   if (ownerId === userId) return c.body(null, 204)
   if (ownerId !== undefined)
     throw new ApiError(409, 'conflict', `This ${identity.provider} account is linked to another account.`)
-  if (linked.some((row) => row.provider === identity.provider)) {
-    throw new ApiError(
-      409,
-      'conflict',
-      `Another ${identity.provider} account is linked to this account: unlink it first.`,
-    )
-  }
-  // A deleted account (the foreign key fails) or a concurrent link (the key is taken) is a conflict.
-  await db.batch([linkIdentity(db, identity, userId, now)]).catch(toConflictOrGone)
+  if (linked.some((row) => row.provider === identity.provider)) throw anotherAtProvider(identity.provider)
+  // Linked while the address is unverified, it goes again when the mailbox's owner resets the
+  // password (docs/design.md § Account squatting). The owner hears of every new way in.
+  const notice = securityEventMessage(user.email, user.username, 'provider_linked', identity.provider)
+  const [inserted] = await db
+    .batch([
+      linkIdentity(db, identity, { userId, addedWhileUnverified: !user.emailVerified }, now),
+      queueEmail(db, config, notice, now),
+    ])
+    .catch(toConflictOrGone)
+  // The conditional insert lost to a concurrent link of this provider.
+  if (inserted.length === 0) throw anotherAtProvider(identity.provider)
+  deliverSoon(executionContextOf(c), c.env, config)
   return c.body(null, 204)
 }
 
 export const unlink: AppRouteHandler<typeof routes.unlink, AuthedEnv> = async (c) => {
-  const { db, auth } = c.var
+  const { db, config, auth } = c.var
+  assertMailConfigured(config)
   const { provider } = c.req.valid('param')
   const { userId } = auth
   // The delete checks the last-way rule itself; the rows read alongside say why nothing went.
-  const [linked, removed] = await db.batch([providersOf(db, userId), unlinkIdentity(db, userId, provider)])
-  if (removed.length > 0) return c.body(null, 204)
+  const [linked, removed, account] = await db.batch([
+    providersOf(db, userId),
+    unlinkIdentity(db, userId, provider),
+    userRow(db, userId),
+  ])
+  const user = account[0]
+  if (user === undefined) throw userGone()
+  if (removed.length > 0) {
+    const notice = securityEventMessage(user.email, user.username, 'provider_unlinked', provider)
+    await db.batch([queueEmail(db, config, notice, new Date())])
+    deliverSoon(executionContextOf(c), c.env, config)
+    return c.body(null, 204)
+  }
   if (!linked.some((row) => row.provider === provider)) throw notFound('linked provider')
   throw new ApiError(409, 'conflict', 'The account’s last way to sign in cannot be removed.')
 }
 
-/** The identity an ID token of a configured provider proves; an unknown provider is refused as a bad token. */
-function verify(
-  config: Config,
-  name: string,
-  idToken: string,
-  nonce: string | undefined,
-  now: Date,
-): Promise<ProviderIdentity> {
-  const provider = config.oidcProviders.get(name)
-  if (provider === undefined) throw idTokenInvalid()
-  return verifyIdToken(idToken, provider, (fresh) => providerKeySet(provider.jwksUri, fresh, now), {
-    nonce,
-    leewaySeconds: config.tokens.leewaySeconds,
-    now,
-  })
+function anotherAtProvider(provider: string): ApiError {
+  return new ApiError(409, 'conflict', `Another ${provider} account is linked to this account: unlink it first.`)
 }
 
 /**
@@ -118,7 +137,14 @@ async function createAccount(db: Db, identity: ProviderIdentity, now: Date): Pro
       const [inserted] = await db
         .batch([
           insertUser(db, { username, email, passwordHash: NO_PASSWORD, emailVerified: identity.emailVerified }, now),
-          linkIdentity(db, identity, userIdByEmail(email), now),
+          // An account the provider did not vouch for is an unverified account, and its identity
+          // counts as added while unverified (a reset by the mailbox's owner removes it).
+          linkIdentity(
+            db,
+            identity,
+            { userId: userIdByEmail(email), addedWhileUnverified: !identity.emailVerified },
+            now,
+          ),
         ])
         .catch(toConflict)
       return (inserted as UserRow[])[0]!
@@ -141,7 +167,10 @@ async function linkExisting(db: Db, identity: ProviderIdentity, user: UserRow, n
   // One identity per provider per account: another account at this provider is not linked silently.
   const linked = await providersOf(db, user.id)
   if (linked.some((row) => row.provider === identity.provider)) throw accountExists(identity.provider)
-  await db.batch([linkIdentity(db, identity, user.id, now)]).catch(toConflictOrGone)
+  const [inserted] = await db
+    .batch([linkIdentity(db, identity, { userId: user.id, addedWhileUnverified: false }, now)])
+    .catch(toConflictOrGone)
+  if (inserted.length === 0) throw accountExists(identity.provider)
   return user
 }
 

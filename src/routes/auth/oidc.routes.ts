@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { requireUser } from '../../middleware/authenticate'
+import { requireRecentSignIn, requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
 import { CookieModeQuery, SignedInSchema, atPrimary } from './auth.schemas'
@@ -44,11 +44,13 @@ export const link = createRoute({
   path: '/oidc/{provider}/link',
   tags: ['Auth'],
   summary: 'Link a provider account to the signed-in account',
-  description: 'Idempotent; an identity linked elsewhere, or a second one at the same provider: 409 `conflict`.',
-  middleware: [atPrimary, requireUser()] as const,
+  description:
+    'Needs a recent sign-in (`auth_time` within REAUTH_MAX_AGE; else 403 `reauthentication_required`); the owner ' +
+    'is told by email. Idempotent; an identity linked elsewhere, or a second one at the same provider: 409 `conflict`.',
+  middleware: [atPrimary, requireUser(), requireRecentSignIn()] as const,
   security: [{ Bearer: [] }],
   request: { params: ProviderParams, body: jsonBody(IdTokenInput) },
-  responses: { 204: { description: 'Linked' }, ...problems(400, 401, 409, 413, 415, 429, 503) },
+  responses: { 204: { description: 'Linked' }, ...problems(400, 401, 403, 409, 413, 415, 429, 503) },
 })
 
 export const unlink = createRoute({

@@ -211,8 +211,11 @@ describe('POST /auth/oidc/{provider}: sign in', () => {
       'account_exists',
     )
     expect((await identities())!.n).toBe(0)
+    // Google vouches for an address outside Gmail only with a Workspace domain (`hd`).
+    await expectProblem(await signIn('google', await googleToken({ email: user.email })), 409, 'account_exists')
+    expect((await identities())!.n).toBe(0)
     // Both verified: linked, and signed in to that account.
-    const linked = await signIn('google', await googleToken({ email: user.email }))
+    const linked = await signIn('google', await googleToken({ email: user.email, claims: { hd: 'example.com' } }))
     expect(linked.status).toBe(200)
     const pair = (await linked.json()) as TokenPair
     expect(await me(pair.access_token)).toMatchObject({ id: user.id, providers: ['google'] })

@@ -1,3 +1,4 @@
+import type { BatchItem } from 'drizzle-orm/batch'
 import type { Context } from 'hono'
 import { recordLogin } from '../../db/users'
 import { NO_STORE } from '../../http/conditional-get'
@@ -33,19 +34,17 @@ export async function signedInAnswer<E extends AppEnv>(
 
 /**
  * Starts a login session for a user who has proved who they are, recording the login (and the
- * password's upgraded hash, when it was rehashed) in the same batch; answers as signedInAnswer.
+ * password's upgraded hash, when it was rehashed) in the same batch, with `alongside` (an MFA
+ * token spent, a security email); answers as signedInAnswer.
  */
 export async function signIn<E extends AppEnv>(
   c: Context<E>,
   userId: number,
   now: Date,
-  login: { upgradedHash?: string | undefined } = {},
+  login: { upgradedHash?: string | undefined; alongside?: BatchItem<'sqlite'>[] } = {},
 ): Promise<TokenPair | CookieModeAnswer> {
-  const session = await startLoginSession(
-    sessionDeps(c),
-    { userId, device: deviceOf(c), alongside: [recordLogin(c.var.db, userId, now, login.upgradedHash)] },
-    now,
-  )
+  const alongside = [recordLogin(c.var.db, userId, now, login.upgradedHash), ...(login.alongside ?? [])]
+  const session = await startLoginSession(sessionDeps(c), { userId, device: deviceOf(c), alongside }, now)
   return signedInAnswer(c, session)
 }
 

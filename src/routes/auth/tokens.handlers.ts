@@ -1,5 +1,10 @@
 import type { Context } from 'hono'
-import { findUserByLogin } from '../../db/users'
+import { identityOwner } from '../../db/external-identities'
+import { findUserByLogin, loadAuthenticatedUser } from '../../db/users'
+import { deliverSoon } from '../../email/account-emails'
+import { securityEventMessage } from '../../email/messages'
+import { queueEmail } from '../../email/queue'
+import { assertMailConfigured } from '../../email/transports'
 import { validationFailed } from '../../errors'
 import {
   assertCookieModeOrigin,
@@ -11,13 +16,16 @@ import {
 import { sightingOf } from '../../http/device'
 import { ApiError } from '../../lib/api-error'
 import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/passwords'
+import { idTokenInvalid } from '../../lib/oidc'
 import { verifyToken } from '../../lib/tokens'
 import { limitByAccount, limitByUser } from '../../middleware/rate-limit'
-import { createRouter, sessionDeps } from '../../router'
+import { createRouter, executionContextOf, sessionDeps } from '../../router'
 import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
 import { assertSessionNotRevoked } from '../../sessions/revocation-keys'
-import { isCurrentRefreshToken, rotateRefreshToken } from '../../sessions/rotate'
+import { isCurrentRefreshToken, reauthenticatedPair, rotateRefreshToken } from '../../sessions/rotate'
+import { assertFirstUse, verifyProviderToken } from './provider-identity'
+import { confirmedFactorOf, proveSecondFactor } from './second-factor'
 import { mfaRequired, signIn, signedInAnswer } from './sign-in'
 import * as routes from './tokens.routes'
 
@@ -120,6 +128,41 @@ export const logoutAll: AppRouteHandler<typeof routes.logoutAll, AuthedEnv> = as
   return c.body(null, 204)
 }
 
+export const reauthenticate: AppRouteHandler<typeof routes.reauthenticate, AuthedEnv> = async (c) => {
+  const { auth, db, config } = c.var
+  const input = c.req.valid('json')
+  const now = new Date()
+  await limitByUser(c, 'reauthenticate', auth.userId)
+  const user = await loadAuthenticatedUser(db, auth.userId)
+  if (input.password !== undefined) {
+    if (!(await verifyPassword(input.password, user.passwordHash, config.passwordPepper))) {
+      throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
+    }
+  } else if (input.code !== undefined) {
+    const factor = await confirmedFactorOf(db, user.id)
+    const proof = TOTP_CODE.test(input.code) ? { code: input.code } : { recoveryCode: input.code }
+    if ('recoveryCode' in proof) assertMailConfigured(config)
+    await proveSecondFactor(db, config, factor, proof, now)
+    if ('recoveryCode' in proof) {
+      await db.batch([
+        queueEmail(db, config, securityEventMessage(user.email, user.username, 'recovery_code_used'), now),
+      ])
+      deliverSoon(executionContextOf(c), c.env, config)
+    }
+  } else {
+    const token = { provider: input.provider ?? '', idToken: input.id_token ?? '', nonce: input.nonce }
+    const { identity, spend } = await verifyProviderToken(db, config, token, now)
+    const [spent, owner] = await db.batch([spend, identityOwner(db, identity.provider, identity.sub)])
+    assertFirstUse(spent)
+    // Only an identity linked to this very account vouches for it.
+    if (owner[0]?.userId !== user.id) throw idTokenInvalid()
+  }
+  const pair = await reauthenticatedPair(sessionDeps(c), auth, now)
+  return c.json(await signedInAnswer(c, { pair, sessionId: auth.sessionId }, auth.viaCookie), 200)
+}
+
+const TOTP_CODE = /^[0-9]{6}$/
+
 export const tokensRouter = createRouter()
   .openapi(routes.token, token)
   .openapi(routes.login, token)
@@ -127,3 +170,4 @@ export const tokensRouter = createRouter()
   .openapi(routes.verify, verify)
   .openapi(routes.logout, logout)
   .openapi(routes.logoutAll, logoutAll)
+  .openapi(routes.reauthenticate, reauthenticate)

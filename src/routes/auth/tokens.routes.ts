@@ -119,3 +119,49 @@ export const logoutAll = createRoute({
     ...problems(401, 415, 429, 503),
   },
 })
+
+const ReauthenticateInput = z
+  .object({
+    password: z.string().min(1).max(1024).optional().openapi({ format: 'password' }),
+    code: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .openapi({ description: 'A code from the authenticator app, or a recovery code', example: '123456' }),
+    provider: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .openapi({ description: 'A linked sign-in provider', example: 'apple' }),
+    id_token: z.string().min(1).max(8192).optional().openapi({ description: 'An ID token of that provider' }),
+    nonce: z.string().min(1).max(512).optional(),
+  })
+  .refine(
+    (input) =>
+      [input.password !== undefined, input.code !== undefined, input.provider !== undefined].filter(Boolean).length ===
+        1 && (input.provider === undefined) === (input.id_token === undefined),
+    { message: 'give exactly one of password, code, or provider with id_token' },
+  )
+  .openapi('ReauthenticateInput')
+
+export const reauthenticate = createRoute({
+  method: 'post',
+  path: '/reauthenticate',
+  tags: ['Auth'],
+  summary: 'Prove who you are again, for a change that needs a recent sign-in',
+  description:
+    'Lasting changes (linking a provider, turning on two-factor sign-in, new recovery codes, a new email address, ' +
+    "deleting the account) need the session's `auth_time` within `REAUTH_MAX_AGE` seconds; otherwise they answer " +
+    '403 `reauthentication_required`. This answers a new token pair for the same session (cookies in cookie mode) ' +
+    'whose `auth_time` is now, given the password, a code of the second factor (or a recovery code), or an ID ' +
+    'token of a linked provider. Accounts without a password step up with a provider or their second factor.',
+  middleware: [atPrimary, requireUser(), limitByClientIp('reauthenticate')] as const,
+  security: [{ Bearer: [] }],
+  request: { body: jsonBody(ReauthenticateInput) },
+  responses: {
+    200: json(SignedInSchema, 'The session continues with a fresh auth_time: its token pair, or the cookies'),
+    ...problems(400, 401, 403, 409, 413, 415, 429, 503),
+  },
+})

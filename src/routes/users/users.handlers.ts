@@ -15,14 +15,17 @@ import {
 } from '../../db/users'
 import type { UserChanges } from '../../db/users'
 import { accountEmailStatements, deliverSoon, mailWindowStart, withinMailLimit } from '../../email/account-emails'
+import { securityEventMessage } from '../../email/messages'
+import { queueEmail } from '../../email/queue'
 import { PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
-import { ApiError, notFound, userGone } from '../../lib/api-error'
+import { notFound, userGone } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
-import { verifyPassword } from '../../lib/passwords'
+import { assertRecentSignIn } from '../../middleware/authenticate'
 import { createRouter, executionContextOf, sessionDeps } from '../../router'
 import type { AdminEnv, AppRouteHandler, AuthedEnv } from '../../router'
 import type { SessionDeps } from '../../sessions/deps'
 import { endSessions } from '../../sessions/end'
+import { assertAccountPassword } from '../account-password'
 import { toPrivateUser } from '../account-schemas'
 import { readPageRequest, toPage } from '../pagination'
 import * as routes from './users.routes'
@@ -52,6 +55,8 @@ export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = asyn
   const changes = c.req.valid('json')
   const { user, providers, verificationsSent } = await loadForChange(c.var.db, c.var.auth.userId, changes.email)
   if (user === undefined) throw userGone()
+  // A new address is a lasting way in (reset links go there): it needs a recent sign-in.
+  if (isNewEmail(user, changes.email)) assertRecentSignIn(c.var.auth, c.var.config, new Date())
   const updated = await applyUserChanges(c.var.db, c.var.config, user, changes, {}, verificationsSent)
   if (updated.email !== user.email) deliverSoon(executionContextOf(c), c.env, c.var.config)
   c.header('Cache-Control', PRIVATE_NO_STORE)
@@ -61,9 +66,7 @@ export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = asyn
 export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
   const user = await loadAuthenticatedUser(db, auth.userId)
-  if (!(await verifyPassword(c.req.valid('json').password, user.passwordHash, config.passwordPepper))) {
-    throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
-  }
+  await assertAccountPassword(user, c.req.valid('json').password, config)
   await deleteAccount(sessionDeps(c), user.id, auth.sessionId)
   return c.body(null, 204)
 }
@@ -95,6 +98,11 @@ export const adminDelete: AppRouteHandler<typeof routes.adminDelete, AdminEnv> =
   return c.body(null, 204)
 }
 
+/** The change names another address than the account's (a change of case alone is not one). */
+function isNewEmail(user: UserRow, email: string | undefined): boolean {
+  return email !== undefined && email.toLowerCase() !== user.email.toLowerCase()
+}
+
 /**
  * Saves profile changes, writing only the columns the request changes: a stale copy of the row
  * must not write back what another request changed meanwhile (an admin's demotion, say). A new
@@ -111,7 +119,7 @@ async function applyUserChanges(
   verificationsSent: number,
 ): Promise<UserRow> {
   const now = new Date()
-  const emailChanged = changes.email !== undefined && changes.email.toLowerCase() !== user.email.toLowerCase()
+  const emailChanged = isNewEmail(user, changes.email)
   const emailVerified = flags.emailVerified ?? (emailChanged ? false : undefined)
   const columns: Partial<UserChanges> = {
     ...(changes.username === undefined ? {} : { username: changes.username }),
@@ -121,8 +129,10 @@ async function applyUserChanges(
   }
   const statements: BatchStatements = [updateUser(db, user.id, columns, now)]
   if (emailChanged) {
-    statements.push(spendTokensOf(db, user.id, 'password_reset', now))
     const email = changes.email!
+    // The old address hears of it: if the change was not its owner's, they know where it went.
+    const notice = securityEventMessage(user.email, user.username, 'email_changed', email)
+    statements.push(spendTokensOf(db, user.id, 'password_reset', now), queueEmail(db, config, notice, now))
     if (emailVerified !== true && withinMailLimit(verificationsSent)) {
       const username = changes.username ?? user.username
       statements.push(

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import type { UserRow } from '../../db/schema'
-import { requireAdmin, requireUser } from '../../middleware/authenticate'
+import { requireAdmin, requireRecentSignIn, requireUser } from '../../middleware/authenticate'
 import { routePolicy } from '../../middleware/route-policy'
 import { ETAG_HEADER, Timestamp, idParams, json, jsonBody, problems } from '../../router'
 import { EmailSchema, PrivateUserSchema, UsernameSchema } from '../account-schemas'
@@ -33,7 +33,16 @@ const AdminUserPatch = z
   })
   .openapi('AdminUserPatch')
 
-const DeleteMeInput = z.object({ password: z.string().min(1).max(1024) }).openapi('DeleteMeInput')
+const DeleteMeInput = z
+  .object({
+    password: z
+      .string()
+      .min(1)
+      .max(1024)
+      .optional()
+      .openapi({ description: 'Required when the account has a password (one created by a provider has none)' }),
+  })
+  .openapi('DeleteMeInput')
 
 // Public profiles and their list are served from the edge cache; every write to a user changes
 // what they show (usernames appear on posts too), so each one purges it.
@@ -69,21 +78,30 @@ export const updateMe = createRoute({
   path: '/me',
   tags: ['Users'],
   summary: 'Change your username or email (a new email is unverified again)',
+  description:
+    'A new email address needs a recent sign-in (`auth_time` within REAUTH_MAX_AGE; else 403 ' +
+    '`reauthentication_required`), is unverified until its link is followed, and the old address is told.',
   middleware: [purgesEdgeCache, requireUser()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(MePatch) },
-  responses: { 200: json(PrivateUserSchema, 'The updated account'), ...problems(400, 401, 409, 413, 415, 429, 503) },
+  responses: {
+    200: json(PrivateUserSchema, 'The updated account'),
+    ...problems(400, 401, 403, 409, 413, 415, 429, 503),
+  },
 })
 
 export const deleteMe = createRoute({
   method: 'delete',
   path: '/me',
   tags: ['Users'],
-  summary: 'Delete your account and posts (password required)',
-  middleware: [purgesEdgeCache, requireUser()] as const,
+  summary: 'Delete your account and posts (password required, and a recent sign-in)',
+  middleware: [purgesEdgeCache, requireUser(), requireRecentSignIn()] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(DeleteMeInput) },
-  responses: { 204: { description: 'Deleted; every token stops working' }, ...problems(400, 401, 413, 415, 429, 503) },
+  responses: {
+    204: { description: 'Deleted; every token stops working' },
+    ...problems(400, 401, 403, 413, 415, 429, 503),
+  },
 })
 
 export const adminUpdate = createRoute({

@@ -1,0 +1,48 @@
+import type { Config } from '../../config'
+import type { Db } from '../../db/client'
+import { spendIdToken } from '../../db/spent-id-tokens'
+import { providerKeySet } from '../../http/provider-keys'
+import { sha256Base64Url } from '../../lib/hmac'
+import { idTokenInvalid, verifyIdToken } from '../../lib/oidc'
+import type { ProviderIdentity } from '../../lib/oidc'
+
+// An ID token of a sign-in provider (Apple, Google) as every route that takes one sees it:
+// verified, and good for one use.
+
+/** A verified ID token: who it names, and the statement that spends it. */
+export interface VerifiedIdToken {
+  identity: ProviderIdentity
+  /** Batch it with the lookup the token is for: it returns no row when the token was used before. */
+  spend: ReturnType<typeof spendIdToken>
+}
+
+/**
+ * Verifies an ID token of a configured provider; an unknown provider is refused as a bad token
+ * (401 `token_invalid`, the same answer as every other problem with it).
+ */
+export async function verifyProviderToken(
+  db: Db,
+  config: Config,
+  token: { provider: string; idToken: string; nonce: string | undefined },
+  now: Date,
+): Promise<VerifiedIdToken> {
+  const provider = config.oidcProviders.get(token.provider)
+  if (provider === undefined) throw idTokenInvalid()
+  const identity = await verifyIdToken(
+    token.idToken,
+    provider,
+    (fresh) => providerKeySet(provider.jwksUri, fresh, now),
+    {
+      nonce: token.nonce,
+      leewaySeconds: config.tokens.leewaySeconds,
+      now,
+    },
+  )
+  const spend = spendIdToken(db, await sha256Base64Url(token.idToken), new Date(identity.expiresAt * 1000))
+  return { identity, spend }
+}
+
+/** Refuses a replayed ID token: the spend statement returned no row. */
+export function assertFirstUse(spent: unknown[]): void {
+  if (spent.length === 0) throw idTokenInvalid()
+}

@@ -1,0 +1,81 @@
+import type { Config } from '../../config'
+import type { Db } from '../../db/client'
+import { acceptStep, findFactor, lockedForSeconds, reserveCodeAttempt, spendRecoveryCode } from '../../db/mfa'
+import type { MfaFactorRow } from '../../db/schema'
+import { ApiError } from '../../lib/api-error'
+import { hashRecoveryCode, normalizeRecoveryCode } from '../../lib/recovery-codes'
+import { open, secretBoxKey } from '../../lib/secret-box'
+import { matchingStep } from '../../lib/totp'
+
+// Checking a second factor, for every route that asks for one: the login's second step, turning
+// the factor on and off, new recovery codes, and re-authentication.
+
+/** What the user offers: a code from the authenticator app, or one of their recovery codes. */
+export type SecondFactorProof = { code: string } | { recoveryCode: string }
+
+/**
+ * Accepts the proof for the factor, once. The attempt is counted before the code is looked at
+ * (reserveCodeAttempt), so a burst of parallel guesses gets no more than MFA_FAILURE_LIMIT
+ * answers a window, and a locked factor refuses even the right code: 429 with Retry-After. A wrong
+ * or replayed code is 401 `invalid_credentials`; a right one clears the count. `pending`: the
+ * enrolment's first code, which confirms the factor.
+ */
+export async function proveSecondFactor(
+  db: Db,
+  config: Config,
+  factor: MfaFactorRow,
+  proof: SecondFactorProof,
+  now: Date,
+  { pending = false, reserved = false }: { pending?: boolean; reserved?: boolean } = {},
+): Promise<void> {
+  // `reserved`: the caller has counted the attempt itself (in a batch with its other reads).
+  if (!reserved && !(await reserveCodeAttempt(db, factor.userId, now))) await refuseLocked(db, factor.userId, now)
+  if ('code' in proof) {
+    const secret = await open(factor.secretSealed, await sealingKey(config), String(factor.userId))
+    if (secret === null) {
+      throw new ApiError(
+        500,
+        'internal_error',
+        'Server misconfigured: the TOTP secret cannot be opened (was MFA_ENCRYPTION_KEY changed?).',
+      )
+    }
+    const step = matchingStep(secret, proof.code, now)
+    if (step !== null && (await acceptStep(db, factor.userId, step, now, pending))) return
+    // A code already used in its step (a replay) is refused like a wrong one.
+    throw new ApiError(401, 'invalid_credentials', 'The code is incorrect or was already used.')
+  }
+  const code = pending ? null : normalizeRecoveryCode(proof.recoveryCode)
+  if (code !== null && (await spendRecoveryCode(db, factor.userId, await hashRecoveryCode(code), now))) return
+  throw new ApiError(401, 'invalid_credentials', 'The recovery code is incorrect or was already used.')
+}
+
+/** 429 for a factor whose attempts are used up, with Retry-After: when its window ends. */
+export async function refuseLocked(db: Db, userId: number, now: Date): Promise<never> {
+  const factor = await findFactor(db, userId)
+  const seconds = Math.max(1, factor === undefined ? 1 : lockedForSeconds(factor, now))
+  throw new ApiError(429, 'rate_limited', `Too many wrong codes; try again in ${seconds} seconds.`, {
+    headers: { 'Retry-After': String(seconds) },
+  })
+}
+
+/** The user's factor, which must be on: 409 otherwise. */
+export async function confirmedFactorOf(db: Db, userId: number): Promise<MfaFactorRow> {
+  const factor = await findFactor(db, userId)
+  if (factor === undefined || factor.confirmedAt === null) {
+    throw new ApiError(409, 'conflict', 'Two-factor sign-in is not on.')
+  }
+  return factor
+}
+
+/** The key TOTP secrets are sealed under; 500 naming MFA_ENCRYPTION_KEY when it is not set. */
+export function sealingKey(config: Config): Promise<CryptoKey> {
+  if (config.mfaEncryptionKey === undefined) {
+    throw new ApiError(
+      500,
+      'internal_error',
+      'Server misconfigured: MFA_ENCRYPTION_KEY is not set. Set a random secret of at least 32 bytes ' +
+        '(`wrangler secret put MFA_ENCRYPTION_KEY`; `npm run dev` writes one to .dev.vars).',
+    )
+  }
+  return secretBoxKey(config.mfaEncryptionKey)
+}
