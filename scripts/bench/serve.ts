@@ -3,7 +3,7 @@
 // library), and their log lines.
 import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { root, runWrangler } from './d1'
+import { root, runWrangler } from '../d1'
 
 const startedAt = Date.now()
 

@@ -3,7 +3,7 @@
 //
 // 1. Applies migrations/ to a throwaway local D1 (`wrangler d1 migrations apply DB --local
 //    --persist-to <tmpdir>`) and builds the deploy bundle (`wrangler deploy --dry-run --minify`).
-// 2. Serves that bundle with the Miniflare API over the same persisted D1 (as scripts/bench.ts does,
+// 2. Serves that bundle with the Miniflare API over the same persisted D1 (as scripts/bench/bench.ts does,
 //    without the `wrangler dev` proxy).
 // 3. Per table, in order users, posts, subscribers, sessions, one_time_tokens, email_outbox: inserts
 //    N realistic rows, reads the database size, inserts N more and reads it again. Bytes per row =
@@ -38,8 +38,8 @@ import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
-import { literal, runWrangler } from './d1'
-import { buildBundle, expectJson, log, readWranglerToml } from './served-worker'
+import { literal, runWrangler } from '../d1'
+import { buildBundle, expectJson, log, readWranglerToml } from './serve'
 
 // ---- options --------------------------------------------------------------------------------
 

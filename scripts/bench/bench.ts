@@ -24,8 +24,8 @@ import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
-import { root } from './d1'
-import { buildBundle, expectJson, log, readMigrations, readWranglerToml } from './served-worker'
+import { root } from '../d1'
+import { buildBundle, expectJson, log, readMigrations, readWranglerToml } from './serve'
 
 // ---- options --------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { runWrangler } from './d1'
+import { runWrangler } from '../d1'
 
 // Raised from 200 KiB when two-factor and native sign-in landed (~8 KiB gzip between them). The
 // platform's limit is 3 MiB on the Free plan; this budget is here to make growth a decision. Most

@@ -1,8 +1,8 @@
 // `npm run bench:geo`: what a client far from the D1 primary waits, per region, next to a single
 // origin server in the primary's region. A latency model, not a measurement of production.
 //
-// 1. Bundles scripts/geo-worker.ts (the real app with modelled binding round trips; bench-only,
-//    never deployed) with `wrangler deploy scripts/geo-worker.ts --dry-run --minify --outdir`.
+// 1. Bundles scripts/bench/geo-worker.ts (the real app with modelled binding round trips; bench-only,
+//    never deployed) with `wrangler deploy scripts/bench/geo-worker.ts --dry-run --minify --outdir`.
 // 2. Serves it with the Miniflare API, fresh in-memory D1/KV/cache, migrations applied, one user
 //    registered through the API and posts inserted straight into D1.
 // 3. For each endpoint, sends sequential requests with `x-bench-region: <region>`: the worker waits
@@ -17,7 +17,7 @@
 //
 // Options (flags win over environment variables):
 //   --samples N   sequential requests per endpoint and region (BENCH_GEO_SAMPLES, default 30)
-//   --regions a,b regions to run (default: all in scripts/geo-rtt.json)
+//   --regions a,b regions to run (default: all in scripts/bench/geo-rtt.json)
 //   --only a,b    endpoints to run: health, me, me-cold-kv, posts-auth, posts-edge, post-miss, create,
 //                 login, refresh
 //   --posts N     posts to seed (default 1000)
@@ -30,8 +30,8 @@ import type { Readable } from 'node:stream'
 import { parseArgs } from 'node:util'
 import { Miniflare } from 'miniflare'
 import { unstable_readConfig } from 'wrangler'
-import { root } from './d1'
-import { buildBundle, log, readMigrations } from './served-worker'
+import { root } from '../d1'
+import { buildBundle, log, readMigrations } from './serve'
 import type { GeoModel, GeoWaits } from './geo-worker'
 
 // Spelled as in geo-worker.ts.
@@ -86,7 +86,7 @@ interface RttFile {
   sources: Record<string, string>
 }
 
-const rtt = JSON.parse(readFileSync(join(root, 'scripts', 'geo-rtt.json'), 'utf8')) as RttFile
+const rtt = JSON.parse(readFileSync(join(root, 'scripts', 'bench', 'geo-rtt.json'), 'utf8')) as RttFile
 const REGIONS = list(flags.regions) ?? Object.keys(rtt.regions)
 for (const name of REGIONS)
   if (rtt.regions[name] === undefined)
@@ -181,9 +181,9 @@ async function main(): Promise<void> {
       uncommitted: git('status', '--porcelain', '--', 'src', 'migrations').split('\n').filter(Boolean),
     }
     log(
-      `building scripts/geo-worker.ts (wrangler deploy --dry-run --minify) at ${code.commit.slice(0, 7)}${code.uncommitted.length > 0 ? ` + ${code.uncommitted.length} uncommitted files in src/ and migrations/` : ''}`,
+      `building scripts/bench/geo-worker.ts (wrangler deploy --dry-run --minify) at ${code.commit.slice(0, 7)}${code.uncommitted.length > 0 ? ` + ${code.uncommitted.length} uncommitted files in src/ and migrations/` : ''}`,
     )
-    const scriptPath = buildBundle(join(workDir, 'dist'), 'scripts/geo-worker.ts')
+    const scriptPath = buildBundle(join(workDir, 'dist'), 'scripts/bench/geo-worker.ts')
     mf = new Miniflare({
       scriptPath,
       modules: true,
@@ -543,7 +543,7 @@ async function main(): Promise<void> {
       )
     }
     console.log(
-      '\nnotes: a model, not a measurement: round trips from scripts/geo-rtt.json are slept in the worker; local D1/KV/cache and CPU time ' +
+      '\nnotes: a model, not a measurement: round trips from scripts/bench/geo-rtt.json are slept in the worker; local D1/KV/cache and CPU time ' +
         '(PBKDF2 included) are measured on this machine, and the same for both columns. Single origin = client↔PoP + PoP↔Virginia + the local ' +
         'time of the same request with every wait zero. KV reads are hot except in the "cold KV read" row.',
     )
