@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { verifyPassword } from '../src/lib/passwords'
-import { applyMigrations, execute, literal, root } from './d1'
+import { applyMigrations, execute, literal } from './d1'
+import { root } from './project-root'
 
 const PEPPER = 'create-admin-test-pepper'
 const persistTo = mkdtempSync(join(tmpdir(), 'edgepress-create-admin-'))

@@ -1,13 +1,9 @@
 // Runs SQL against the D1 database through wrangler, locally (default) or remotely.
-import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-
-export const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const wrangler = join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'wrangler.cmd' : 'wrangler')
-const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? 'false', CI: 'true' }
+import { join } from 'node:path'
+import { root } from './project-root'
+import { runWrangler } from './wrangler'
 
 export type Target = '--local' | '--remote'
 
@@ -30,7 +26,11 @@ export function literal(value: string | number | boolean | null): string {
 }
 
 export function applyMigrations(target: Target): void {
-  run(['d1', 'migrations', 'apply', 'DB', ...targetArgs(target)], 'inherit')
+  runWrangler(['d1', 'migrations', 'apply', 'DB', ...targetArgs(target)], {
+    stdout: 'inherit',
+    stderr: 'inherit',
+    onFailure: 'exit',
+  })
 }
 
 /** Executes SQL (several statements allowed) and returns the rows of the last statement. */
@@ -39,7 +39,10 @@ export function execute(sql: string, target: Target): Record<string, unknown>[] 
   const file = join(dir, 'statements.sql')
   try {
     writeFileSync(file, sql)
-    const output = run(['d1', 'execute', 'DB', ...targetArgs(target), '--json', '--file', file], 'pipe')
+    const output = runWrangler(['d1', 'execute', 'DB', ...targetArgs(target), '--json', '--file', file], {
+      stderr: 'inherit',
+      onFailure: 'exit',
+    })
     const results = JSON.parse(output) as { results?: Record<string, unknown>[] }[]
     return results[results.length - 1]?.results ?? []
   } finally {
@@ -57,28 +60,4 @@ export function passwordPepper(target: Target): string | undefined {
   } catch {
     return undefined
   }
-}
-
-/** Runs wrangler quietly (metrics off, no colour) and returns its stdout; on failure prints its output and throws. */
-export function runWrangler(args: string[]): string {
-  const result = spawnSync(wrangler, args, {
-    cwd: root,
-    env: { ...env, NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    encoding: 'utf8',
-  })
-  if (result.status !== 0) {
-    console.error(result.stdout, result.stderr)
-    throw new Error(`wrangler ${args.join(' ')} failed (${result.error?.message ?? `exit ${result.status}`})`)
-  }
-  return result.stdout
-}
-
-function run(args: string[], stdout: 'inherit' | 'pipe'): string {
-  const result = spawnSync(wrangler, args, { cwd: root, env, stdio: ['ignore', stdout, 'inherit'], encoding: 'utf8' })
-  if (result.status !== 0) {
-    console.error(`wrangler ${args.join(' ')} failed (exit ${result.status})`)
-    process.exit(result.status ?? 1)
-  }
-  return result.stdout ?? ''
 }

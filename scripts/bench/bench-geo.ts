@@ -30,7 +30,7 @@ import type { Readable } from 'node:stream'
 import { parseArgs } from 'node:util'
 import { Miniflare } from 'miniflare'
 import { unstable_readConfig } from 'wrangler'
-import { root } from '../d1'
+import { root } from '../project-root'
 import { buildBundle, log, readMigrations } from './serve'
 import type { GeoModel, GeoWaits } from './geo-worker'
 

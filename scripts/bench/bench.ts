@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
-import { root } from '../d1'
+import { root } from '../project-root'
 import { buildBundle, expectJson, log, readMigrations, readWranglerToml } from './serve'
 
 // ---- options --------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { Miniflare } from 'miniflare'
-import { literal, runWrangler } from '../d1'
+import { literal } from '../d1'
+import { runWrangler } from '../wrangler'
 import { buildBundle, expectJson, log, readWranglerToml } from './serve'
 
 // ---- options --------------------------------------------------------------------------------

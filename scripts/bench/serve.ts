@@ -3,7 +3,8 @@
 // library), and their log lines.
 import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { root, runWrangler } from '../d1'
+import { root } from '../project-root'
+import { runWrangler } from '../wrangler'
 
 const startedAt = Date.now()
 

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { runWrangler } from '../d1'
+import { runWrangler } from '../wrangler'
 
 // Raised from 200 KiB when two-factor and native sign-in landed (~8 KiB gzip between them). The
 // platform's limit is 3 MiB on the Free plan; this budget is here to make growth a decision. Most
@@ -54,7 +54,7 @@ function bundleFiles(dir: string): string[] {
 
 function checkBundleSize(): void {
   const outdir = join(workDir, 'dist')
-  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir])
+  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir], { onFailure: 'exit' })
   const files = bundleFiles(outdir)
   if (files.length === 0) {
     failures.push(`wrangler wrote no module to ${outdir}.`)
@@ -133,7 +133,7 @@ function describeFrame(frame: CallFrame): string {
 
 function checkStartup(): void {
   const outfile = join(workDir, 'startup.cpuprofile')
-  runWrangler(['check', 'startup', '--outfile', outfile])
+  runWrangler(['check', 'startup', '--outfile', outfile], { onFailure: 'exit' })
   const profile = JSON.parse(readFileSync(outfile, 'utf8')) as CpuProfile
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]))
   const parents = new Map<number, number>()
