@@ -58,3 +58,17 @@ export function runWrangler(args: string[], options: WranglerRunOptions = {}): s
 export function wranglerApi(): typeof import('wrangler') {
   return createRequire(import.meta.url)('wrangler') as typeof import('wrangler')
 }
+
+/**
+ * The parts of wrangler's Config the scripts read. (wrangler 4.86 declares Config in
+ * @cloudflare/workers-utils, a package it bundles but does not ship, so its own type is `any`.)
+ */
+export interface WranglerConfig {
+  vars: Record<string, unknown>
+  d1_databases: Array<{ binding: string; migrations_dir?: string; migrations_table?: string }>
+}
+
+/** wrangler.toml as wrangler itself reads and validates it (defaults filled in). */
+export function readWranglerConfig(): WranglerConfig {
+  return wranglerApi().unstable_readConfig({ config: wranglerConfigPath }, { hideWarnings: true })
+}

@@ -1,12 +1,9 @@
 // `npm run bench`: HTTP throughput and latency of the built Worker, on the machine it runs on.
 //
-// 1. Bundles the Worker as it would be deployed (`wrangler deploy --dry-run --minify --outdir`).
-// 2. Serves that bundle with the Miniflare API (no `wrangler dev` proxy and no request-log round
-//    trip to Node, which cost several times the Worker's own work) on 127.0.0.1, with fresh
-//    in-memory D1, KV and cache.
-// 3. Applies migrations/, registers one user through the API, inserts N posts straight into D1,
-//    logs in.
-// 4. Measures each scenario with autocannon at a fixed concurrency and prints a table, ratios
+// 1. Bundles the Worker as it would be deployed and serves the bundle with the Miniflare API,
+//    with fresh in-memory D1, KV and cache (scripts/bench/serve.ts).
+// 2. Registers one user through the API, inserts N posts straight into D1, logs in.
+// 3. Measures each scenario with autocannon at a fixed concurrency and prints a table, ratios
 //    that cancel out machine speed (users/me ÷ health, deep page ÷ first page) and writes JSON to
 //    bench-results/<timestamp>.json.
 //
@@ -14,20 +11,20 @@
 //   --posts N        posts to seed (BENCH_POSTS, default 10 000)
 //   --duration S     seconds per scenario (BENCH_DURATION, default 10)
 //   --connections C  concurrent connections (BENCH_CONNECTIONS, default 10)
-//   --only a,b       run only the named scenarios (see SCENARIOS below)
+//   --only a,b       run only the named scenarios (see scenarios() below)
 //   --strict         exit 1 when a target is missed (default: report only)
-import { randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import type { Readable } from 'node:stream'
-import { Miniflare } from 'miniflare'
-import { root } from '../project-root'
-import { buildBundle, expectJson, log, readMigrations, readWranglerToml } from './serve'
-
-// ---- options --------------------------------------------------------------------------------
+import { cannon } from './autocannon'
+import type { AutocannonOptions } from './autocannon'
+import { insertPosts, login, postJson, registerUser } from './fixtures'
+import type { Credentials, TokenPair } from './fixtures'
+import { commaList, positiveNumber } from './flags'
+import { printTable, writeResults } from './report'
+import { BENCH_RATE_LIMIT, expectJson, log, serveWorker } from './serve'
+import type { ServedWorker } from './serve'
 
 const { values: flags } = parseArgs({
   options: {
@@ -38,97 +35,43 @@ const { values: flags } = parseArgs({
     strict: { type: 'boolean', default: false },
   },
 })
-
-function positiveInt(name: string, raw: string | undefined, fallback: number): number {
-  if (raw === undefined || raw === '') return fallback
-  const value = Number(raw)
-  if (!Number.isInteger(value) || value < 1) {
-    console.error(`bench: ${name} must be a positive integer, got ${JSON.stringify(raw)}`)
-    process.exit(2)
-  }
-  return value
-}
-
-const POSTS = positiveInt('--posts', flags.posts ?? process.env.BENCH_POSTS, 10_000)
-const DURATION = positiveInt('--duration', flags.duration ?? process.env.BENCH_DURATION, 10)
-const CONNECTIONS = positiveInt('--connections', flags.connections ?? process.env.BENCH_CONNECTIONS, 10)
-const ONLY = flags.only
-  ?.split(',')
-  .map((name) => name.trim())
-  .filter(Boolean)
+const POSTS = positiveNumber('bench', {
+  name: '--posts',
+  raw: flags.posts ?? process.env.BENCH_POSTS,
+  fallback: 10_000,
+})
+const DURATION = positiveNumber('bench', {
+  name: '--duration',
+  raw: flags.duration ?? process.env.BENCH_DURATION,
+  fallback: 10,
+})
+const CONNECTIONS = positiveNumber('bench', {
+  name: '--connections',
+  raw: flags.connections ?? process.env.BENCH_CONNECTIONS,
+  fallback: 10,
+})
+const ONLY = commaList(flags.only)
 const STRICT = flags.strict === true
 /** Pages followed through `next` before the deep-page scenario hammers that cursor. */
 const DEEP_PAGES = 100
-/** Limit for the rate-limit bindings: high enough that the limiter never refuses during the bench. */
-const BENCH_RATE_LIMIT = 1_000_000_000
-
-// ---- autocannon (CommonJS, no bundled types: only the part used here is typed) ---------------
-
-interface AutocannonRequest {
-  method?: string
-  path?: string
-  headers?: Record<string, string>
-  body?: string
-  setupRequest?: (request: AutocannonRequest, context: Record<string, unknown>) => AutocannonRequest
-  onResponse?: (status: number, body: string, context: Record<string, unknown>) => void
-}
-
-interface AutocannonOptions {
-  url: string
-  connections: number
-  duration: number
-  pipelining?: number
-  timeout?: number
-  method?: string
-  headers?: Record<string, string>
-  body?: string
-  requests?: AutocannonRequest[]
-}
-
-interface Histogram {
-  average: number
-  mean: number
-  p50: number
-  p99: number
-  max: number
-}
-
-interface AutocannonResult {
-  requests: Histogram & { total: number; sent: number }
-  latency: Histogram
-  errors: number
-  timeouts: number
-  non2xx: number
-  mismatches: number
-  duration: number
-  statusCodeStats: Record<string, { count: number }>
-}
-
-type Autocannon = (
-  options: AutocannonOptions,
-  callback: (err: Error | null, result: AutocannonResult) => void,
-) => unknown
-const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon
-
-function cannon(options: AutocannonOptions): Promise<AutocannonResult> {
-  return new Promise((resolve, reject) => {
-    autocannon(options, (err, result) => (err ? reject(err) : resolve(result)))
-  })
-}
-
-// ---- helpers --------------------------------------------------------------------------------
-
-interface TokenPair {
-  access_token: string
-  refresh_token: string
-}
 
 interface Page {
   results: Array<{ id: number }>
   next: string | null
 }
 
-// ---- scenarios ------------------------------------------------------------------------------
+/** What the scenarios need from the served, seeded Worker. */
+interface Fixture {
+  base: string
+  credentials: Credentials
+  /** The path and query of the cursor DEEP_PAGES pages in (or the last page with a `next`), and how deep it is. */
+  deepPath: string
+  depth: number
+  postId: number
+  etag: string
+  /** A fresh access token before each authenticated scenario (ACCESS_TOKEN_TTL is 300 s). */
+  freshAccessToken: () => Promise<string>
+}
 
 interface Scenario {
   name: string
@@ -153,8 +96,270 @@ interface ScenarioResult {
   timeouts: number
 }
 
+interface Target {
+  name: string
+  value: number | null
+  target: string
+  pass: boolean | null
+}
+
+/** Follows `next` from the first page, DEEP_PAGES pages or to the last page with a `next`. */
+async function deepCursor(base: string): Promise<{ first: Page; deepPath: string; depth: number }> {
+  const first = await expectJson<Page>(await fetch(`${base}/api/v1/posts`), 'first page')
+  let deepUrl = `${base}/api/v1/posts`
+  let depth = 0
+  for (let page = first; page.next !== null && depth < DEEP_PAGES; depth += 1) {
+    deepUrl = page.next
+    page = await expectJson<Page>(await fetch(page.next), `page ${depth + 2}`)
+  }
+  log(`deep page: ${depth} pages after the first (${depth * 20} posts in)`)
+  if (depth < DEEP_PAGES)
+    log(`note: only ${depth} pages deep; seed more posts (--posts) for a ${DEEP_PAGES}-page cursor`)
+  return { first, deepPath: new URL(deepUrl).pathname + new URL(deepUrl).search, depth }
+}
+
+/** One user through the API, POSTS posts straight into D1, a login, the deep cursor and a post's ETag. */
+async function seed(served: ServedWorker): Promise<Fixture> {
+  const { base, db } = served
+  const { credentials, userId } = await registerUser(base, db, 'bench')
+  const seedStart = Date.now()
+  await insertPosts(db, userId, POSTS)
+  log(`seeded 1 user and ${POSTS} posts in ${((Date.now() - seedStart) / 1000).toFixed(1)} s`)
+  let refreshToken = (await login(base, credentials)).refresh_token
+  log('logged in (access + refresh token)')
+  const freshAccessToken = async (): Promise<string> => {
+    const pair = await expectJson<TokenPair>(
+      await postJson(base, '/api/v1/auth/token/refresh', { refresh_token: refreshToken }),
+      'refresh',
+    )
+    refreshToken = pair.refresh_token
+    return pair.access_token
+  }
+  const { first, deepPath, depth } = await deepCursor(base)
+  const postId = first.results[0]?.id
+  if (postId === undefined) throw new Error('GET /api/v1/posts returned no posts')
+  const etag = (await fetch(`${base}/api/v1/posts/${postId}`)).headers.get('etag')
+  if (etag === null) throw new Error(`GET /api/v1/posts/${postId} sent no ETag`)
+  return { base, credentials, deepPath, depth, postId, etag, freshAccessToken }
+}
+
+/**
+ * Every request presents the *current* refresh token of a session, so each one is a real rotation
+ * (read session, conditional UPDATE, sign two JWTs), never a grace-window replay or a reuse. A
+ * pool of sessions (two per connection) from real logins; each response's new refresh token goes
+ * back into the pool, and a connection takes one out for its next request (a connection has one
+ * request in flight, so no token is ever used twice).
+ */
+async function refreshRotations(fixture: Fixture): Promise<Omit<AutocannonOptions, 'connections' | 'duration'>> {
+  const pool: string[] = []
+  for (let i = 0; i < CONNECTIONS * 2; i += 1) pool.push((await login(fixture.base, fixture.credentials)).refresh_token)
+  return {
+    url: `${fixture.base}/api/v1/auth/token/refresh`,
+    requests: [
+      {
+        method: 'POST',
+        path: '/api/v1/auth/token/refresh',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (request) => ({
+          ...request,
+          // An empty pool (only if rotations failed) sends an invalid token: counted as an error.
+          body: JSON.stringify({ refresh_token: pool.shift() ?? 'pool-exhausted' }),
+        }),
+        onResponse: (status, body) => {
+          if (status !== 200) return
+          const token = (JSON.parse(body) as Partial<TokenPair>).refresh_token
+          if (typeof token === 'string') pool.push(token)
+        },
+      },
+    ],
+  }
+}
+
+/** A GET scenario: anonymous, or with a fresh access token (which bypasses the edge cache). */
+function get(name: string, description: string, url: string, options: { auth?: Fixture; ok?: number } = {}): Scenario {
+  const { auth, ok = 200 } = options
+  return {
+    name,
+    description,
+    ok: [ok],
+    prepare: async () =>
+      auth === undefined ? { url } : { url, headers: { authorization: `Bearer ${await auth.freshAccessToken()}` } },
+  }
+}
+
+function scenarios(fixture: Fixture): Scenario[] {
+  const { base, deepPath, depth, postId, etag } = fixture
+  const auth = { auth: fixture }
+  const deep = `GET /api/v1/posts?cursor=… ${depth} pages deep`
+  const uncached = 'with Authorization: bypasses the edge cache, hits D1'
+  return [
+    get('health', 'GET /api/v1/health (one D1 query + one KV read)', `${base}/api/v1/health`),
+    get('users/me', 'GET /api/v1/users/me, Bearer access token', `${base}/api/v1/users/me`, auth),
+    get('posts first page', 'GET /api/v1/posts, anonymous (edge cache)', `${base}/api/v1/posts`),
+    get('posts deep page', `${deep}, anonymous (edge cache)`, `${base}${deepPath}`),
+    get('posts first page (auth)', `GET /api/v1/posts ${uncached}`, `${base}/api/v1/posts`, auth),
+    get('posts deep page (auth)', `${deep} ${uncached}`, `${base}${deepPath}`, auth),
+    get('post by id', 'GET /api/v1/posts/{id}, anonymous (edge cache)', `${base}/api/v1/posts/${postId}`),
+    {
+      name: 'post by id, If-None-Match',
+      description: 'GET /api/v1/posts/{id} with the current ETag, anonymous: expects 304',
+      ok: [304],
+      prepare: async () => ({ url: `${base}/api/v1/posts/${postId}`, headers: { 'if-none-match': etag } }),
+    },
+    get('post by id (auth)', `GET /api/v1/posts/{id} ${uncached}`, `${base}/api/v1/posts/${postId}`, auth),
+    {
+      name: 'token refresh',
+      description:
+        'POST /api/v1/auth/token/refresh: real rotations (each token presented once; no grace-window replays)',
+      ok: [200],
+      prepare: () => refreshRotations(fixture),
+    },
+    {
+      name: 'token (login)',
+      description: 'POST /api/v1/auth/token: password login, CPU-bound by PBKDF2-SHA256 (100 000 iterations)',
+      ok: [200],
+      prepare: async () => ({
+        url: `${base}/api/v1/auth/token`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(fixture.credentials),
+      }),
+    },
+  ]
+}
+
+/** The scenarios --only names (all without it). */
+function selectScenarios(all: Scenario[]): Scenario[] {
+  const selected = ONLY === undefined ? all : all.filter((scenario) => ONLY.includes(scenario.name))
+  if (selected.length === 0) throw new Error(`--only matched no scenario; names: ${all.map((s) => s.name).join(', ')}`)
+  return selected
+}
+
+async function runScenario(scenario: Scenario, label: string): Promise<ScenarioResult> {
+  const options = await scenario.prepare()
+  log(`${label} ${scenario.name}: ${CONNECTIONS} connections for ${DURATION} s …`)
+  const run = await cannon({ ...options, connections: CONNECTIONS, duration: DURATION, pipelining: 1, timeout: 30 })
+  const statusCodes = Object.fromEntries(
+    Object.entries(run.statusCodeStats ?? {}).map(([code, { count }]) => [code, count]),
+  )
+  const badStatuses = Object.entries(statusCodes)
+    .filter(([code]) => !scenario.ok.includes(Number(code)))
+    .reduce((sum, [, count]) => sum + count, 0)
+  const result: ScenarioResult = {
+    name: scenario.name,
+    description: scenario.description,
+    requestsPerSecond: run.requests.total / run.duration,
+    p50Ms: run.latency.p50,
+    p99Ms: run.latency.p99,
+    meanMs: run.latency.mean,
+    total: run.requests.total,
+    errors: badStatuses + run.errors,
+    statusCodes,
+    transportErrors: run.errors,
+    timeouts: run.timeouts,
+  }
+  log(
+    `${label} ${scenario.name}: ${result.requestsPerSecond.toFixed(0)} req/s, ` +
+      `p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, ${result.errors} errors (statuses ${JSON.stringify(statusCodes)})`,
+  )
+  return result
+}
+
+/** The targets (ratios that cancel out machine speed, and no errors) and the informational ratios. */
+function evaluate(results: ScenarioResult[]): {
+  targets: Target[]
+  info: Array<{ name: string; value: number | null }>
+} {
+  const rps = (name: string): number | undefined => results.find((r) => r.name === name)?.requestsPerSecond
+  const ratio = (a: number | undefined, b: number | undefined): number | null =>
+    a !== undefined && b !== undefined && b > 0 ? a / b : null
+  const atLeast = (name: string, value: number | null, min: number, target: string): Target => ({
+    name,
+    value,
+    target,
+    pass: value === null ? null : value >= min,
+  })
+  const totalErrors = results.reduce((sum, r) => sum + r.errors, 0)
+  const targets = [
+    atLeast('users/me ÷ health (req/s)', ratio(rps('users/me'), rps('health')), 0.8, '≥ 0.80'),
+    atLeast(
+      'deep ÷ first page, uncached (req/s)',
+      ratio(rps('posts deep page (auth)'), rps('posts first page (auth)')),
+      1 / 1.2,
+      '≥ 0.83 (deep within 1.2× first)',
+    ),
+    { name: 'errors (all scenarios)', value: totalErrors, target: '= 0', pass: totalErrors === 0 },
+  ]
+  const cached = ratio(rps('posts deep page'), rps('posts first page'))
+  return { targets, info: [{ name: 'deep ÷ first page, edge cache (req/s, info)', value: cached }] }
+}
+
+function printReport(results: ScenarioResult[], evaluation: ReturnType<typeof evaluate>, loadBefore: number): void {
+  printTable(
+    ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'errors'],
+    results.map((r) => [r.name, r.requestsPerSecond.toFixed(0), String(r.p50Ms), String(r.p99Ms), String(r.errors)]),
+  )
+  for (const t of evaluation.targets) {
+    const verdict = t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'FAIL'
+    const shown = t.value === null ? 'not measured' : Number.isInteger(t.value) ? String(t.value) : t.value.toFixed(2)
+    console.log(`${verdict}  ${t.name}: ${shown} (target ${t.target})`)
+  }
+  for (const i of evaluation.info) if (i.value !== null) console.log(`info  ${i.name}: ${i.value.toFixed(2)}`)
+  console.log(
+    `\nnotes: load average ${loadBefore.toFixed(2)} before, ${(loadavg()[0] ?? 0).toFixed(2)} after; ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}; autocannon and workerd share the machine. ` +
+      `Rate limits were bound at ${BENCH_RATE_LIMIT}/60 s so the limiter never refused a request. ` +
+      'Anonymous GETs are served by the Cache API after the first miss; the "(auth)" rows bypass it and hit D1.',
+  )
+}
+
+function saveResults(
+  results: ScenarioResult[],
+  evaluation: ReturnType<typeof evaluate>,
+  run: { loadBefore: number; depth: number },
+): void {
+  const date = new Date().toISOString()
+  writeResults('', date, {
+    date,
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      node: process.version,
+      platform: process.platform,
+      loadAverageBefore: run.loadBefore,
+      loadAverageAfter: loadavg()[0],
+    },
+    options: {
+      posts: POSTS,
+      durationSeconds: DURATION,
+      connections: CONNECTIONS,
+      deepPages: run.depth,
+      rateLimit: BENCH_RATE_LIMIT,
+    },
+    results,
+    targets: evaluation.targets,
+    info: evaluation.info,
+  })
+}
+
+/** Serves and seeds the Worker, runs the selected scenarios, reports; true when every target holds. */
+async function bench(workDir: string, loadBefore: number): Promise<boolean> {
+  const served = await serveWorker({ workDir })
+  try {
+    const fixture = await seed(served)
+    const selected = selectScenarios(scenarios(fixture))
+    const results: ScenarioResult[] = []
+    for (const [index, scenario] of selected.entries())
+      results.push(await runScenario(scenario, `[${index + 1}/${selected.length}]`))
+    const evaluation = evaluate(results)
+    printReport(results, evaluation, loadBefore)
+    saveResults(results, evaluation, { loadBefore, depth: fixture.depth })
+    return evaluation.targets.every((t) => t.pass !== false)
+  } finally {
+    await served.dispose()
+  }
+}
+
 async function main(): Promise<void> {
-  const config = readWranglerToml()
   const loadBefore = loadavg()[0] ?? 0
   if (loadBefore > 0.5) {
     log(
@@ -162,371 +367,13 @@ async function main(): Promise<void> {
     )
   }
   const workDir = mkdtempSync(join(tmpdir(), 'edgepress-bench-'))
-  let mf: Miniflare | undefined
-  let failed = false
+  let allHeld: boolean
   try {
-    log(`building the bundle (wrangler deploy --dry-run --minify) into ${workDir}`)
-    const scriptPath = buildBundle(join(workDir, 'dist'))
-
-    const jwtSecret = randomBytes(48).toString('base64url')
-    mf = new Miniflare({
-      scriptPath,
-      modules: true,
-      // Module names are relative to modulesRoot; the default (cwd) would make them `../../tmp/…`.
-      modulesRoot: dirname(scriptPath),
-      compatibilityDate: config.compatibilityDate,
-      compatibilityFlags: config.compatibilityFlags,
-      host: '127.0.0.1',
-      port: 0,
-      // Fresh state every run: no persist options → D1, KV and the cache live in memory.
-      d1Databases: { DB: 'bench-db' },
-      kvNamespaces: ['REVOKED_TOKENS'],
-      ratelimits: Object.fromEntries(
-        config.rateLimits.map((name) => [name, { simple: { limit: BENCH_RATE_LIMIT, period: 60 as const } }]),
-      ),
-      bindings: { ...config.vars, JWT_SECRET: jwtSecret, LOG_REQUESTS: 'false', MFA_ENCRYPTION_KEY: jwtSecret },
-      logRequests: false,
-      // The worker's stdout is console.log (e.g. MAIL_TRANSPORT=console printing the registration
-      // email): dropped. Its stderr (errors) is kept.
-      handleRuntimeStdio: (stdout: Readable, stderr: Readable) => {
-        stdout.resume()
-        stderr.pipe(process.stderr)
-      },
-    })
-    const base = (await mf.ready).toString().replace(/\/$/, '')
-    log(`serving ${scriptPath} with Miniflare at ${base}`)
-    log(
-      `rate limits ${config.rateLimits.join(', ')} bound at ${BENCH_RATE_LIMIT} per 60 s, so the bench measures the API, not the limiter`,
-    )
-
-    // Migrations, statement by statement (exec() would split triggers at their inner `;`).
-    const db = await mf.getD1Database('DB')
-    for (const migration of readMigrations()) {
-      for (const statement of migration.statements) await db.prepare(statement).run()
-      log(`applied ${migration.file} (${migration.statements.length} statements)`)
-    }
-
-    const api = (path: string, init: RequestInit = {}): Promise<Response> => fetch(`${base}${path}`, init)
-    const jsonPost = (path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> =>
-      api(path, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...headers },
-        body: JSON.stringify(body),
-      })
-
-    // One user, registered through the API; logins below are real logins.
-    const credentials = { username: 'bench', password: `bench-${randomBytes(9).toString('base64url')}` }
-    await expectJson(
-      await jsonPost('/api/v1/auth/register', { ...credentials, email: 'bench@example.com' }),
-      'register',
-      201,
-    )
-    const user = await db
-      .prepare('SELECT id FROM users WHERE username = ?')
-      .bind(credentials.username)
-      .first<{ id: number }>()
-    if (user === null) throw new Error('the registered user is not in D1')
-    const login = async (): Promise<TokenPair> =>
-      expectJson<TokenPair>(await jsonPost('/api/v1/auth/token', credentials), 'login')
-
-    // Posts straight into D1: multi-row INSERTs of 20 rows × 5 parameters (D1 allows 100), in batches.
-    const seedStart = Date.now()
-    const rowsPerStatement = 20
-    const statementsPerBatch = 50
-    const now = Date.now()
-    let inserted = 0
-    while (inserted < POSTS) {
-      const batch: D1PreparedStatement[] = []
-      for (let s = 0; s < statementsPerBatch && inserted < POSTS; s += 1) {
-        const rows = Math.min(rowsPerStatement, POSTS - inserted)
-        const params: Array<number | string> = []
-        for (let r = 0; r < rows; r += 1) {
-          const n = inserted + r
-          // Distinct, older-first timestamps (one per minute) so the cursor walk is realistic.
-          const createdAt = now - (POSTS - n) * 60_000
-          params.push(
-            user.id,
-            `Post number ${n}`,
-            `Body of post ${n}. ${'Lorem ipsum dolor sit amet. '.repeat(8)}`,
-            createdAt,
-            createdAt,
-          )
-        }
-        const placeholders = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?)').join(', ')
-        batch.push(
-          db
-            .prepare(`INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES ${placeholders}`)
-            .bind(...params),
-        )
-        inserted += rows
-      }
-      await db.batch(batch)
-    }
-    log(`seeded 1 user and ${POSTS} posts in ${((Date.now() - seedStart) / 1000).toFixed(1)} s`)
-
-    const session = await login()
-    log('logged in (access + refresh token)')
-    let mainRefresh = session.refresh_token
-    /** A fresh access token before each authenticated scenario (ACCESS_TOKEN_TTL is 300 s). */
-    const freshAccessToken = async (): Promise<string> => {
-      const pair = await expectJson<TokenPair>(
-        await jsonPost('/api/v1/auth/token/refresh', { refresh_token: mainRefresh }),
-        'refresh',
-      )
-      mainRefresh = pair.refresh_token
-      return pair.access_token
-    }
-
-    // The deep cursor: follow `next` DEEP_PAGES pages (or to the last page with a `next`).
-    const first = await expectJson<Page>(await api('/api/v1/posts'), 'first page')
-    let deepUrl = `${base}/api/v1/posts`
-    let depth = 0
-    for (let page = first; page.next !== null && depth < DEEP_PAGES; depth += 1) {
-      deepUrl = page.next
-      page = await expectJson<Page>(await fetch(page.next), `page ${depth + 2}`)
-    }
-    const deepPath = new URL(deepUrl).pathname + new URL(deepUrl).search
-    log(`deep page: ${depth} pages after the first (${depth * 20} posts in)`)
-    if (depth < DEEP_PAGES)
-      log(`note: only ${depth} pages deep; seed more posts (--posts) for a ${DEEP_PAGES}-page cursor`)
-
-    const postId = first.results[0]?.id
-    if (postId === undefined) throw new Error('GET /api/v1/posts returned no posts')
-    const etag = (await api(`/api/v1/posts/${postId}`)).headers.get('etag')
-    if (etag === null) throw new Error(`GET /api/v1/posts/${postId} sent no ETag`)
-
-    const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
-    const scenarios: Scenario[] = [
-      {
-        name: 'health',
-        description: 'GET /api/v1/health (one D1 query + one KV read)',
-        ok: [200],
-        prepare: async () => ({ url: `${base}/api/v1/health` }),
-      },
-      {
-        name: 'users/me',
-        description: 'GET /api/v1/users/me, Bearer access token',
-        ok: [200],
-        prepare: async () => ({ url: `${base}/api/v1/users/me`, headers: bearer(await freshAccessToken()) }),
-      },
-      {
-        name: 'posts first page',
-        description: 'GET /api/v1/posts, anonymous (edge cache)',
-        ok: [200],
-        prepare: async () => ({ url: `${base}/api/v1/posts` }),
-      },
-      {
-        name: 'posts deep page',
-        description: `GET /api/v1/posts?cursor=… ${depth} pages deep, anonymous (edge cache)`,
-        ok: [200],
-        prepare: async () => ({ url: `${base}${deepPath}` }),
-      },
-      {
-        name: 'posts first page (auth)',
-        description: 'GET /api/v1/posts with Authorization: bypasses the edge cache, hits D1',
-        ok: [200],
-        prepare: async () => ({ url: `${base}/api/v1/posts`, headers: bearer(await freshAccessToken()) }),
-      },
-      {
-        name: 'posts deep page (auth)',
-        description: `GET /api/v1/posts?cursor=… ${depth} pages deep with Authorization: bypasses the edge cache, hits D1`,
-        ok: [200],
-        prepare: async () => ({ url: `${base}${deepPath}`, headers: bearer(await freshAccessToken()) }),
-      },
-      {
-        name: 'post by id',
-        description: 'GET /api/v1/posts/{id}, anonymous (edge cache)',
-        ok: [200],
-        prepare: async () => ({ url: `${base}/api/v1/posts/${postId}` }),
-      },
-      {
-        name: 'post by id, If-None-Match',
-        description: 'GET /api/v1/posts/{id} with the current ETag, anonymous: expects 304',
-        ok: [304],
-        prepare: async () => ({ url: `${base}/api/v1/posts/${postId}`, headers: { 'if-none-match': etag } }),
-      },
-      {
-        name: 'post by id (auth)',
-        description: 'GET /api/v1/posts/{id} with Authorization: bypasses the edge cache, hits D1',
-        ok: [200],
-        prepare: async () => ({ url: `${base}/api/v1/posts/${postId}`, headers: bearer(await freshAccessToken()) }),
-      },
-      {
-        name: 'token refresh',
-        description:
-          'POST /api/v1/auth/token/refresh: real rotations (each token presented once; no grace-window replays)',
-        ok: [200],
-        prepare: async () => {
-          // Every request presents the *current* refresh token of a session, so each one is a real
-          // rotation (read session, conditional UPDATE, sign two JWTs), never a grace-window replay
-          // or a reuse. A pool of sessions (two per connection) from real logins; each response's
-          // new refresh token goes back into the pool, and a connection takes one out for its next
-          // request (a connection has one request in flight, so no token is ever used twice).
-          const pool: string[] = []
-          for (let i = 0; i < CONNECTIONS * 2; i += 1) pool.push((await login()).refresh_token)
-          return {
-            url: `${base}/api/v1/auth/token/refresh`,
-            requests: [
-              {
-                method: 'POST',
-                path: '/api/v1/auth/token/refresh',
-                headers: { 'content-type': 'application/json' },
-                setupRequest: (request) => ({
-                  ...request,
-                  // An empty pool (only if rotations failed) sends an invalid token: counted as an error.
-                  body: JSON.stringify({ refresh_token: pool.shift() ?? 'pool-exhausted' }),
-                }),
-                onResponse: (status, body) => {
-                  if (status !== 200) return
-                  const token = (JSON.parse(body) as Partial<TokenPair>).refresh_token
-                  if (typeof token === 'string') pool.push(token)
-                },
-              },
-            ],
-          }
-        },
-      },
-      {
-        name: 'token (login)',
-        description: 'POST /api/v1/auth/token: password login, CPU-bound by PBKDF2-SHA256 (100 000 iterations)',
-        ok: [200],
-        prepare: async () => ({
-          url: `${base}/api/v1/auth/token`,
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(credentials),
-        }),
-      },
-    ]
-
-    const selected = ONLY === undefined ? scenarios : scenarios.filter((scenario) => ONLY.includes(scenario.name))
-    if (selected.length === 0)
-      throw new Error(`--only matched no scenario; names: ${scenarios.map((s) => s.name).join(', ')}`)
-
-    const results: ScenarioResult[] = []
-    for (const [index, scenario] of selected.entries()) {
-      const options = await scenario.prepare()
-      log(`[${index + 1}/${selected.length}] ${scenario.name}: ${CONNECTIONS} connections for ${DURATION} s …`)
-      const run = await cannon({ ...options, connections: CONNECTIONS, duration: DURATION, pipelining: 1, timeout: 30 })
-      const statusCodes = Object.fromEntries(
-        Object.entries(run.statusCodeStats ?? {}).map(([code, { count }]) => [code, count]),
-      )
-      const badStatuses = Object.entries(statusCodes)
-        .filter(([code]) => !scenario.ok.includes(Number(code)))
-        .reduce((sum, [, count]) => sum + count, 0)
-      const result: ScenarioResult = {
-        name: scenario.name,
-        description: scenario.description,
-        requestsPerSecond: run.requests.total / run.duration,
-        p50Ms: run.latency.p50,
-        p99Ms: run.latency.p99,
-        meanMs: run.latency.mean,
-        total: run.requests.total,
-        errors: badStatuses + run.errors,
-        statusCodes,
-        transportErrors: run.errors,
-        timeouts: run.timeouts,
-      }
-      results.push(result)
-      log(
-        `[${index + 1}/${selected.length}] ${scenario.name}: ${result.requestsPerSecond.toFixed(0)} req/s, ` +
-          `p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, ${result.errors} errors (statuses ${JSON.stringify(statusCodes)})`,
-      )
-    }
-
-    // ---- report -------------------------------------------------------------------------------
-    const header = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'errors']
-    const rows = results.map((r) => [
-      r.name,
-      r.requestsPerSecond.toFixed(0),
-      String(r.p50Ms),
-      String(r.p99Ms),
-      String(r.errors),
-    ])
-    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)))
-    const line = (cells: string[]) =>
-      `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join(' | ')} |`
-    console.log('')
-    console.log(line(header))
-    console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`)
-    for (const row of rows) console.log(line(row))
-    console.log('')
-
-    const rps = (name: string) => results.find((r) => r.name === name)?.requestsPerSecond
-    const targets: Array<{ name: string; value: number | null; target: string; pass: boolean | null }> = []
-    const ratio = (name: string, a: number | undefined, b: number | undefined, min: number, target: string) => {
-      const value = a !== undefined && b !== undefined && b > 0 ? a / b : null
-      targets.push({ name, value, target, pass: value === null ? null : value >= min })
-    }
-    ratio('users/me ÷ health (req/s)', rps('users/me'), rps('health'), 0.8, '≥ 0.80')
-    ratio(
-      'deep ÷ first page, uncached (req/s)',
-      rps('posts deep page (auth)'),
-      rps('posts first page (auth)'),
-      1 / 1.2,
-      '≥ 0.83 (deep within 1.2× first)',
-    )
-    const totalErrors = results.reduce((sum, r) => sum + r.errors, 0)
-    targets.push({ name: 'errors (all scenarios)', value: totalErrors, target: '= 0', pass: totalErrors === 0 })
-    const info: Array<{ name: string; value: number | null }> = [
-      {
-        name: 'deep ÷ first page, edge cache (req/s, info)',
-        value:
-          rps('posts deep page') !== undefined && rps('posts first page')
-            ? (rps('posts deep page') ?? 0) / (rps('posts first page') ?? 1)
-            : null,
-      },
-    ]
-    for (const t of targets) {
-      const verdict = t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'FAIL'
-      const shown = t.value === null ? 'not measured' : Number.isInteger(t.value) ? String(t.value) : t.value.toFixed(2)
-      console.log(`${verdict}  ${t.name}: ${shown} (target ${t.target})`)
-    }
-    for (const i of info) if (i.value !== null) console.log(`info  ${i.name}: ${i.value.toFixed(2)}`)
-    console.log(
-      `\nnotes: load average ${loadBefore.toFixed(2)} before, ${(loadavg()[0] ?? 0).toFixed(2)} after; ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}; autocannon and workerd share the machine. ` +
-        `Rate limits were bound at ${BENCH_RATE_LIMIT}/60 s so the limiter never refused a request. ` +
-        'Anonymous GETs are served by the Cache API after the first miss; the "(auth)" rows bypass it and hit D1.',
-    )
-
-    const outDir = join(root, 'bench-results')
-    mkdirSync(outDir, { recursive: true })
-    const outFile = join(outDir, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
-    writeFileSync(
-      outFile,
-      `${JSON.stringify(
-        {
-          date: new Date().toISOString(),
-          machine: {
-            cpus: cpus().length,
-            model: cpus()[0]?.model,
-            node: process.version,
-            platform: process.platform,
-            loadAverageBefore: loadBefore,
-            loadAverageAfter: loadavg()[0],
-          },
-          options: {
-            posts: POSTS,
-            durationSeconds: DURATION,
-            connections: CONNECTIONS,
-            deepPages: depth,
-            rateLimit: BENCH_RATE_LIMIT,
-          },
-          results,
-          targets,
-          info,
-        },
-        null,
-        2,
-      )}\n`,
-    )
-    log(`results written to ${outFile}`)
-    if (STRICT && targets.some((t) => t.pass === false)) failed = true
+    allHeld = await bench(workDir, loadBefore)
   } finally {
-    if (mf !== undefined) await mf.dispose()
     rmSync(workDir, { recursive: true, force: true })
   }
-  if (failed) {
+  if (STRICT && !allHeld) {
     console.error('bench: a target was missed (--strict)')
     process.exit(1)
   }

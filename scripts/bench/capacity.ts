@@ -1,19 +1,18 @@
 // `npm run capacity`: how many rows fit in one D1 database, and the write rate one local D1
 // primary sustains through the Worker. The figures and how to read them: docs/design.md § Capacity.
 //
-// 1. Applies migrations/ to a throwaway local D1 (`wrangler d1 migrations apply DB --local
-//    --persist-to <tmpdir>`) and builds the deploy bundle (`wrangler deploy --dry-run --minify`).
-// 2. Serves that bundle with the Miniflare API over the same persisted D1 (as scripts/bench/bench.ts does,
-//    without the `wrangler dev` proxy).
-// 3. Per table, in order users, posts, subscribers, sessions, one_time_tokens, email_outbox: inserts
-//    N realistic rows, reads the database size, inserts N more and reads it again. Bytes per row =
-//    the size difference of the second N ÷ N, so the schema and the first pages of every b-tree
-//    do not count. Posts are counted with their FTS5 index (filled by the triggers of
-//    migrations/0002) and both keyset indexes; every table with all of its indexes.
-// 4. Registers a user through the API, logs in, and creates posts with POST /api/v1/posts: one at
+// 1. Builds the deploy bundle and serves it with the Miniflare API as every benchmark is served
+//    (scripts/bench/serve.ts), over a throwaway D1 persisted in wrangler's `--persist-to` layout
+//    and migrated as `wrangler d1 migrations apply --local` migrates it.
+// 2. Per table, in order users, posts, subscribers, sessions, one_time_tokens, email_outbox: inserts
+//    N realistic rows (scripts/bench/capacity-data.ts), reads the database size, inserts N more and
+//    reads it again. Bytes per row = the size difference of the second N ÷ N, so the schema and
+//    the first pages of every b-tree do not count. Posts are counted with their FTS5 index (filled
+//    by the triggers of migrations/0002) and both keyset indexes; every table with all of its indexes.
+// 3. Registers a user through the API, logs in, and creates posts with POST /api/v1/posts: one at
 //    a time, then from C concurrent clients; the Worker's Server-Timing header says how long each
 //    request waited on D1.
-// 5. Prints the tables for docs/design.md § Capacity; if a sqlite3 shell is installed, compares the
+// 4. Prints the tables for docs/design.md § Capacity; if a sqlite3 shell is installed, compares the
 //    size with a VACUUMed copy of the file.
 //
 // The size is D1's own figure, `meta.size_after` of a query (page count × page size of the SQLite
@@ -30,19 +29,18 @@
 //   --connections C  concurrent clients (default 10)
 //   --limit-gb G     the database size limit assumed (default 10: D1 on Workers Paid)
 import { spawnSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
-import type { Readable } from 'node:stream'
-import { Miniflare } from 'miniflare'
 import { literal } from '../d1'
-import { runWrangler } from '../wrangler'
-import { buildBundle, expectJson, log, readWranglerToml } from './serve'
-
-// ---- options --------------------------------------------------------------------------------
+import { body, tables, title } from './capacity-data'
+import type { TableLoad } from './capacity-data'
+import { login, registerUser } from './fixtures'
+import { positiveNumber } from './flags'
+import { expectJson, log, serveWorker } from './serve'
+import type { ServedWorker } from './serve'
 
 const { values: flags } = parseArgs({
   options: {
@@ -54,25 +52,14 @@ const { values: flags } = parseArgs({
     'limit-gb': { type: 'string' },
   },
 })
-
-function positiveNumber(name: string, raw: string | undefined, fallback: number, integer = true): number {
-  if (raw === undefined || raw === '') return fallback
-  const value = Number(raw)
-  if (!(value > 0) || (integer && !Number.isInteger(value))) {
-    console.error(`capacity: ${name} must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(raw)}`)
-    process.exit(2)
-  }
-  return value
-}
-
-const POSTS = positiveNumber('--posts', flags.posts, 20_000)
-const ROWS = positiveNumber('--rows', flags.rows, 50_000)
-const SEQUENTIAL_WRITES = positiveNumber('--writes', flags.writes, 1_000)
-const CONCURRENT_WRITES = positiveNumber('--concurrent', flags.concurrent, 3_000)
-const CONNECTIONS = positiveNumber('--connections', flags.connections, 10)
-const LIMIT_BYTES = positiveNumber('--limit-gb', flags['limit-gb'], 10, false) * 1e9
-/** Huge limits for the rate-limit bindings: the measurement is of D1 and the API, not the limiter. */
-const RATE_LIMIT = 1_000_000_000
+const flag = (name: string, raw: string | undefined, fallback: number, integer = true): number =>
+  positiveNumber('capacity', { name, raw, fallback, integer })
+const POSTS = flag('--posts', flags.posts, 20_000)
+const ROWS = flag('--rows', flags.rows, 50_000)
+const SEQUENTIAL_WRITES = flag('--writes', flags.writes, 1_000)
+const CONCURRENT_WRITES = flag('--concurrent', flags.concurrent, 3_000)
+const CONNECTIONS = flag('--connections', flags.connections, 10)
+const LIMIT_BYTES = flag('--limit-gb', flags['limit-gb'], 10, false) * 1e9
 /** D1 refuses SQL statements over 100 KB; the seeding stays below with a margin. */
 const MAX_STATEMENT_BYTES = 90_000
 
@@ -90,411 +77,6 @@ function roughly(n: number): string {
   if (n >= 10e6) return `${grouped(Math.round(n / 1e6))} million`
   if (n >= 1e6) return `${(n / 1e6).toFixed(1)} million`
   return grouped(Math.round(n / 1e3) * 1e3)
-}
-
-// ---- deterministic, realistic data -----------------------------------------------------------
-
-/** mulberry32: the same rows on every run, so runs compare. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-const random = prng(20_261_130)
-const between = (low: number, high: number): number => low + Math.floor(random() * (high - low + 1))
-const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T
-const chance = (p: number): boolean => random() < p
-
-const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-const base64url = (length: number): string =>
-  Array.from({ length }, () => BASE64URL[Math.floor(random() * 64)]).join('')
-const hex = (length: number): string =>
-  Array.from({ length }, () => '0123456789abcdef'[Math.floor(random() * 16)]).join('')
-/** A random (version 4) UUID, as crypto.randomUUID() writes sids and jtis. */
-const uuid = (): string => `${hex(8)}-${hex(4)}-4${hex(3)}-${'89ab'[between(0, 3)]}${hex(3)}-${hex(12)}`
-/** The stored password format: pbkdf2-sha256$100000$<16-byte salt>$<32-byte hash>, base64url. */
-const passwordHash = (): string => `pbkdf2-sha256$100000$${base64url(22)}$${base64url(43)}`
-/** A SHA-256 in base64url, as one-time token and unsubscribe token hashes are stored. */
-const sha256 = (): string => base64url(43)
-
-const FIRST = [
-  'maria',
-  'james',
-  'aiko',
-  'lucas',
-  'fatima',
-  'noah',
-  'elena',
-  'omar',
-  'sofia',
-  'liam',
-  'chen',
-  'amara',
-  'mateo',
-  'ingrid',
-  'ravi',
-  'zoe',
-  'pierre',
-  'hana',
-  'diego',
-  'olga',
-  'kwame',
-  'lena',
-  'yusuf',
-  'clara',
-  'tomas',
-  'mei',
-  'arjun',
-  'nora',
-]
-const LAST = [
-  'garcia',
-  'smith',
-  'tanaka',
-  'silva',
-  'khan',
-  'johnson',
-  'rossi',
-  'haddad',
-  'novak',
-  'murphy',
-  'wang',
-  'okafor',
-  'lopez',
-  'larsen',
-  'patel',
-  'martin',
-  'dubois',
-  'kim',
-  'fernandez',
-  'ivanova',
-  'mensah',
-  'schmidt',
-  'demir',
-  'moreau',
-]
-const DOMAINS = [
-  'example.com',
-  'mail.example.org',
-  'example.net',
-  'post.example.co.uk',
-  'inbox.example.de',
-  'example.io',
-]
-const capitalise = (word: string): string => word.charAt(0).toUpperCase() + word.slice(1)
-
-/** English function words first, then 20 000 synthetic words: a Zipf-distributed vocabulary for FTS5. */
-const COMMON = (
-  'the of and to a in is it you that he was for on are with as his they be at one have this from or had by hot word but ' +
-  'what some we can out other were all there when up use your how said an each she which do their time if will way about ' +
-  'many then them write would like so these her long make thing see him two has look more day could go come did number ' +
-  'sound no most people my over know water than call first who may down side been now find any new work part take get ' +
-  'place made live where after back little only round man year came show every good me give our under name very through ' +
-  'just form sentence great think say help low line differ turn cause much mean before move right boy old too same tell ' +
-  'edge worker database query cache token session search index post user request response latency deploy replica'
-).split(' ')
-const SYLLABLES = [
-  'ka',
-  'lo',
-  'mi',
-  'ne',
-  'ro',
-  'sa',
-  'ti',
-  'vu',
-  'ber',
-  'con',
-  'dex',
-  'fin',
-  'gra',
-  'hol',
-  'ist',
-  'jun',
-  'lex',
-  'mor',
-  'nal',
-  'pre',
-  'quo',
-  'ral',
-  'ster',
-  'tor',
-  'und',
-  'ver',
-  'wick',
-  'al',
-  'en',
-  'or',
-  'tion',
-  'ment',
-  'ly',
-  'ing',
-]
-const VOCABULARY = [
-  ...new Set([
-    ...COMMON,
-    ...Array.from({ length: 26_000 }, () => Array.from({ length: between(2, 4) }, () => pick(SYLLABLES)).join('')),
-  ]),
-].slice(0, COMMON.length + 20_000)
-const ZIPF_CDF = (() => {
-  const weights = VOCABULARY.map((_, rank) => 1 / (rank + 1))
-  const total = weights.reduce((sum, w) => sum + w, 0)
-  let running = 0
-  return weights.map((w) => (running += w / total))
-})()
-function word(): string {
-  const r = random()
-  let low = 0
-  let high = ZIPF_CDF.length - 1
-  while (low < high) {
-    const mid = (low + high) >> 1
-    if ((ZIPF_CDF[mid] ?? 1) < r) low = mid + 1
-    else high = mid
-  }
-  return VOCABULARY[low] ?? 'edge'
-}
-
-/** About 60 characters. */
-function title(): string {
-  const words = [capitalise(word())]
-  while (words.join(' ').length < 58) words.push(word())
-  return words.join(' ').slice(0, 60).trimEnd()
-}
-
-/** 1–2 KB of prose: sentences of 6–22 words, paragraphs of 3–6 sentences. */
-function body(): string {
-  const target = between(1024, 2048)
-  const paragraphs: string[] = []
-  let length = 0
-  while (length < target) {
-    const sentences = Array.from({ length: between(3, 6) }, () => {
-      const words = Array.from({ length: between(6, 22) }, word)
-      return `${capitalise(words.join(' '))}${pick(['.', '.', '.', '?', '!'])}`
-    })
-    const paragraph = sentences.join(' ')
-    paragraphs.push(paragraph)
-    length += paragraph.length + 2
-  }
-  return paragraphs.join('\n\n').slice(0, target).trimEnd()
-}
-
-// ---- the tables ------------------------------------------------------------------------------
-
-type Value = string | number | null
-
-interface TableLoad {
-  table: string
-  /** What one row is, for the report. */
-  what: string
-  rows: number
-  columns: string[]
-  row: (index: number) => Value[]
-}
-
-const DAY = 86_400_000
-const epoch = Date.UTC(2024, 0, 1)
-let userCount = 0
-let subscriberCount = 0
-
-function tables(): TableLoad[] {
-  const person = (n: number) => ({ first: pick(FIRST), last: pick(LAST), n })
-  return [
-    {
-      table: 'users',
-      what: 'user (username, email, PBKDF2 hash, username key; 4 unique/keyset indexes)',
-      rows: ROWS,
-      columns: [
-        'username',
-        'username_key',
-        'email',
-        'email_verified',
-        'is_admin',
-        'password_hash',
-        'created_at',
-        'updated_at',
-        'last_login_at',
-      ],
-      row: (i) => {
-        const p = person(i)
-        const username = `${capitalise(p.first)}${capitalise(p.last)}${p.n}`
-        const createdAt = epoch + i * 60_000
-        userCount = Math.max(userCount, i + 1)
-        return [
-          username,
-          username.toLowerCase(),
-          `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`,
-          chance(0.85) ? 1 : 0,
-          0,
-          passwordHash(),
-          createdAt,
-          createdAt + between(0, 30) * DAY,
-          chance(0.7) ? createdAt + between(1, 60) * DAY : null,
-        ]
-      },
-    },
-    {
-      table: 'posts',
-      what: 'post (60-char title, 1–2 KB body) with its FTS5 index and 2 keyset indexes',
-      rows: POSTS,
-      columns: ['author_id', 'title', 'body', 'created_at', 'updated_at'],
-      row: (i) => {
-        const createdAt = epoch + i * 120_000
-        return [
-          between(1, userCount),
-          title(),
-          body(),
-          createdAt,
-          chance(0.2) ? createdAt + between(1, 10) * DAY : createdAt,
-        ]
-      },
-    },
-    {
-      table: 'subscribers',
-      what: 'subscriber (email, name, status, unsubscribe token hash; 4 indexes)',
-      rows: ROWS,
-      columns: [
-        'email',
-        'name',
-        'status',
-        'created_at',
-        'updated_at',
-        'confirmed_at',
-        'unsubscribed_at',
-        'unsubscribe_token_hash',
-      ],
-      row: (i) => {
-        const p = person(i)
-        const createdAt = epoch + i * 60_000
-        const status = pick([
-          'active',
-          'active',
-          'active',
-          'active',
-          'active',
-          'active',
-          'active',
-          'pending',
-          'pending',
-          'unsubscribed',
-        ])
-        subscriberCount = Math.max(subscriberCount, i + 1)
-        return [
-          `${p.first}${p.n}.${p.last}@${pick(DOMAINS)}`,
-          chance(0.6) ? `${capitalise(p.first)} ${capitalise(p.last)}` : null,
-          status,
-          createdAt,
-          createdAt + DAY,
-          status === 'pending' ? null : createdAt + 3_600_000,
-          status === 'unsubscribed' ? createdAt + 30 * DAY : null,
-          sha256(),
-        ]
-      },
-    },
-    {
-      table: 'sessions',
-      what: 'login session (uuid sid, current and previous jti; 2 indexes)',
-      rows: ROWS,
-      columns: [
-        'sid',
-        'user_id',
-        'current_jti',
-        'previous_jti',
-        'refresh_issued_at',
-        'refresh_expires_at',
-        'created_at',
-        'rotated_at',
-        'revoked_at',
-      ],
-      row: (i) => {
-        const createdAt = epoch + i * 30_000
-        const rotated = chance(0.7)
-        const issuedAt = rotated ? createdAt + between(1, 20) * DAY : createdAt
-        return [
-          uuid(),
-          between(1, userCount),
-          uuid(),
-          rotated ? uuid() : null,
-          issuedAt,
-          issuedAt + DAY,
-          createdAt,
-          rotated ? issuedAt : null,
-          chance(0.1) ? issuedAt + 3_600_000 : null,
-        ]
-      },
-    },
-    {
-      table: 'one_time_tokens',
-      what: 'one-time token (SHA-256, purpose, recipient; 4 indexes)',
-      rows: ROWS,
-      columns: ['token_hash', 'purpose', 'user_id', 'subscriber_id', 'email', 'created_at', 'expires_at', 'used_at'],
-      row: (i) => {
-        const p = person(i)
-        const purpose = pick([
-          'email_verification',
-          'email_verification',
-          'password_reset',
-          'subscription_confirmation',
-        ])
-        const createdAt = epoch + i * 30_000
-        const forUser = purpose !== 'subscription_confirmation'
-        return [
-          sha256(),
-          purpose,
-          forUser ? between(1, userCount) : null,
-          forUser ? null : between(1, subscriberCount),
-          `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`,
-          createdAt,
-          createdAt + (purpose === 'password_reset' ? 3_600_000 : DAY),
-          chance(0.6) ? createdAt + 600_000 : null,
-        ]
-      },
-    },
-    {
-      table: 'email_outbox',
-      what: 'queued email (recipient, subject, ~400-byte text with a link, headers; 1 index)',
-      rows: ROWS,
-      columns: [
-        'recipient',
-        'subject',
-        'text',
-        'headers',
-        'status',
-        'attempts',
-        'next_attempt_at',
-        'last_error',
-        'created_at',
-        'sent_at',
-      ],
-      row: (i) => {
-        const p = person(i)
-        const createdAt = epoch + i * 30_000
-        const base = 'https://blog.example.com'
-        const subscription = chance(0.5)
-        const link = `${base}/${subscription ? 'confirm-subscription' : 'verify-email'}?token=${base64url(43)}`
-        const unsubscribe = `${base}/unsubscribe?token=${base64url(43)}`
-        const text = subscription
-          ? `Hello ${capitalise(p.first)},\n\nPlease confirm your subscription to the edgepress mailing list:\n${link}\n\nIf you did not ask to subscribe, ignore this email and you will hear nothing more.\nTo unsubscribe at any time: ${unsubscribe}`
-          : `Hello ${capitalise(p.first)}${capitalise(p.last)}${p.n},\n\nPlease confirm that this is your email address by opening this link:\n${link}\n\nThe link is valid for 24 hours. If you did not create an edgepress account, ignore this email.`
-        const sent = chance(0.97)
-        return [
-          `${p.first}.${p.last}.${p.n}@${pick(DOMAINS)}`,
-          subscription ? 'Confirm your subscription to edgepress' : 'Confirm your email address for edgepress',
-          text,
-          subscription ? JSON.stringify({ 'List-Unsubscribe': `<${unsubscribe}>` }) : '{}',
-          sent ? 'sent' : 'pending',
-          sent ? 1 : 0,
-          createdAt,
-          null,
-          createdAt,
-          sent ? createdAt + 2_000 : null,
-        ]
-      },
-    },
-  ]
 }
 
 // ---- measuring -------------------------------------------------------------------------------
@@ -684,172 +266,152 @@ function vacuumedSize(file: string, workDir: string): number | undefined {
 
 // ---- main ------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
-  const config = readWranglerToml()
-  const workDir = mkdtempSync(join(tmpdir(), 'edgepress-capacity-'))
+interface Sizes {
+  empty: number
+  seeded: number
+  final: number
+}
+
+/** Bytes per row of every table, and what the FTS5 index of a post weighs. */
+async function measureTables(db: D1Database): Promise<{ results: TableResult[]; ftsBytesPerPost: number }> {
+  const results: TableResult[] = []
+  let ftsBytesPerPost = Number.NaN
+  for (const load of tables({ posts: POSTS, rows: ROWS })) {
+    results.push(await measureTable(db, load))
+    if (load.table === 'posts') {
+      // The FTS5 index's own blocks (its shadow table posts_fts_data), without page overhead.
+      const fts = await db
+        .prepare('SELECT sum(length(block)) AS bytes, (SELECT count(*) FROM posts) AS posts FROM posts_fts_data')
+        .first<{ bytes: number; posts: number }>()
+      if (fts !== null && fts.posts > 0) ftsBytesPerPost = fts.bytes / fts.posts
+      log(`posts: the FTS5 index blocks hold ${ftsBytesPerPost.toFixed(0)} B per post`)
+    }
+  }
+  return { results, ftsBytesPerPost }
+}
+
+/** Posts created through the API: one at a time, then from CONNECTIONS concurrent clients. */
+async function measureWriteRates(served: ServedWorker): Promise<WriteResult[]> {
+  const { credentials } = await registerUser(served.base, served.db, 'capacity')
+  const { access_token: token } = await login(served.base, credentials)
+  return [
+    await measureWrites(served.base, 'POST /api/v1/posts, one at a time', SEQUENTIAL_WRITES, 1, token),
+    await measureWrites(
+      served.base,
+      `POST /api/v1/posts, ${CONNECTIONS} concurrent clients`,
+      CONCURRENT_WRITES,
+      CONNECTIONS,
+      token,
+    ),
+  ]
+}
+
+function printTableSizes(results: TableResult[], ftsBytesPerPost: number): void {
+  console.log('')
+  console.log(
+    `Measured ${new Date().toISOString().slice(0, 10)}; limit assumed ${LIMIT_BYTES / 1e9} GB (${grouped(LIMIT_BYTES)} bytes) per database.`,
+  )
+  console.log('')
+  console.log('| table | one row is | bytes per row | text per row | rows in one database |')
+  console.log('|---|---|--:|--:|--:|')
+  for (const r of results) {
+    console.log(
+      `| \`${r.table}\` | ${r.what} | ${grouped(r.bytesPerRow)} | ${grouped(r.payloadBytes)} | ≈ ${roughly(LIMIT_BYTES / r.bytesPerRow)} |`,
+    )
+  }
+  console.log(`\nOf a post, the FTS5 index blocks (posts_fts_data) are ≈ ${grouped(ftsBytesPerPost)} bytes.`)
+}
+
+/**
+ * A mixed workload per registered user: 10 posts, 20 newsletter subscribers, 2 live sessions,
+ * 0.2 unexpired one-time tokens, and one sent email per user and per subscriber (the outbox keeps
+ * sent mail: nothing prunes it).
+ */
+function printMixedWorkload(results: TableResult[]): void {
+  const perRow = (table: string): number => results.find((r) => r.table === table)?.bytesPerRow ?? Number.NaN
+  const mix = { users: 1, posts: 10, subscribers: 20, sessions: 2, one_time_tokens: 0.2, email_outbox: 21 }
+  const perUser = Object.entries(mix).reduce((sum, [table, n]) => sum + n * perRow(table), 0)
+  const users = LIMIT_BYTES / perUser
+  const share = (table: keyof typeof mix): string => `${(((mix[table] * perRow(table)) / perUser) * 100).toFixed(0)} %`
+  console.log('')
+  console.log(
+    `Mixed workload, per user: ${Object.entries(mix)
+      .map(([table, n]) => `${n} × ${table}`)
+      .join(', ')} = ${grouped(perUser)} bytes ` +
+      `(posts ${share('posts')}, outbox ${share('email_outbox')}, subscribers ${share('subscribers')}); ` +
+      `one database holds ≈ ${roughly(users)} users with ≈ ${roughly(users * mix.posts)} posts and ≈ ${roughly(users * mix.subscribers)} subscribers.`,
+  )
+}
+
+function printWritePaths(writes: WriteResult[], results: TableResult[]): void {
+  console.log('')
+  console.log('| write path (one local D1 primary) | posts | posts/s | p50 ms | p99 ms | D1 ms per post |')
+  console.log('|---|--:|--:|--:|--:|--:|')
+  for (const w of writes) {
+    console.log(
+      `| ${w.name} | ${grouped(w.requests)} | ${w.perSecond.toFixed(0)} | ${w.p50Ms.toFixed(1)} | ${w.p99Ms.toFixed(1)} | ${w.d1MsPerPost.toFixed(2)} |`,
+    )
+  }
+  const bulk = results.find((r) => r.table === 'posts')
+  if (bulk !== undefined) {
+    console.log(
+      `| seeding: multi-row INSERTs of ≤ 90 KB straight into D1, 10 per batch | ${grouped(bulk.rows)} | ${bulk.rowsPerSecond.toFixed(0)} | | | |`,
+    )
+  }
+  const serial = writes[0]
+  if (serial !== undefined) {
+    console.log(
+      `\nOne at a time, the Worker waited ${serial.d1MsPerPost.toFixed(2)} ms on D1 per created post (${serial.d1CallsPerPost.toFixed(1)} D1 calls, Server-Timing): ` +
+        `a database that runs its queries one at a time and spends that long per post tops out near ${grouped(1000 / serial.d1MsPerPost)} posts/s.`,
+    )
+  }
+}
+
+/** The sizes D1 reported, the file on disk after shutdown, and a VACUUMed copy if sqlite3 is installed. */
+function printDatabaseSizes(sizes: Sizes, persistDir: string, workDir: string): void {
+  const file = sqliteFile(persistDir)
+  const vacuumed = file === undefined ? undefined : vacuumedSize(file, workDir)
+  console.log('')
+  console.log(
+    `Database: ${mb(sizes.empty)} migrated, ${mb(sizes.seeded)} seeded, ${mb(sizes.final)} after the writes (D1 size_after). ` +
+      (file === undefined
+        ? ''
+        : `On disk after shutdown: ${mb(fileSize(file))} SQLite file + ${mb(fileSize(`${file}-wal`))} write-ahead log. `) +
+      (vacuumed === undefined
+        ? 'No sqlite3 shell found: no VACUUMed comparison.'
+        : `A VACUUMed copy (sqlite3 shell) is ${mb(vacuumed)}: ${((1 - vacuumed / sizes.final) * 100).toFixed(0)} % of the as-written size is free space in pages.`),
+  )
+  console.log(
+    'Local D1 is SQLite in workerd on one host, not production D1: read the rates as relative costs (docs/design.md § Capacity).',
+  )
+}
+
+async function capacity(workDir: string): Promise<void> {
   const persistDir = join(workDir, 'd1')
-  let mf: Miniflare | undefined
+  const served = await serveWorker({ workDir, persistTo: persistDir })
+  let measured: { tables: Awaited<ReturnType<typeof measureTables>>; writes: WriteResult[]; sizes: Sizes }
   try {
-    log(`applying migrations/ to a throwaway local D1 (--persist-to ${persistDir})`)
-    runWrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persistDir])
-    log('building the bundle (wrangler deploy --dry-run --minify)')
-    const scriptPath = buildBundle(join(workDir, 'dist'))
-
-    mf = new Miniflare({
-      scriptPath,
-      modules: true,
-      modulesRoot: dirname(scriptPath),
-      compatibilityDate: config.compatibilityDate,
-      compatibilityFlags: config.compatibilityFlags,
-      host: '127.0.0.1',
-      port: 0,
-      // The database wrangler just migrated: wrangler keeps local D1 under <persist-to>/v3/d1, keyed by the database id.
-      d1Databases: { DB: config.databaseId },
-      d1Persist: join(persistDir, 'v3', 'd1'),
-      kvNamespaces: ['REVOKED_TOKENS'],
-      ratelimits: Object.fromEntries(
-        config.rateLimits.map((name) => [name, { simple: { limit: RATE_LIMIT, period: 60 as const } }]),
-      ),
-      bindings: {
-        ...config.vars,
-        JWT_SECRET: randomBytes(48).toString('base64url'),
-        LOG_REQUESTS: 'false',
-        MAIL_TRANSPORT: 'console',
-      },
-      logRequests: false,
-      handleRuntimeStdio: (stdout: Readable, stderr: Readable) => {
-        stdout.resume()
-        stderr.pipe(process.stderr)
-      },
-    })
-    const base = (await mf.ready).toString().replace(/\/$/, '')
-    const db = await mf.getD1Database('DB')
-    const migrated = await db
-      .prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'posts_fts'")
-      .first<{ n: number }>()
-    if (migrated?.n !== 1)
-      throw new Error('the persisted D1 has no posts_fts: Miniflare did not open the database wrangler migrated')
-    const emptySize = await databaseSize(db)
-    log(`serving the bundle with Miniflare at ${base}; the migrated, empty database is ${mb(emptySize)}`)
-
-    // ---- bytes per row ----
-    const results: TableResult[] = []
-    let ftsBytesPerPost = Number.NaN
-    for (const load of tables()) {
-      results.push(await measureTable(db, load))
-      if (load.table === 'posts') {
-        // The FTS5 index's own blocks (its shadow table posts_fts_data), without page overhead.
-        const fts = await db
-          .prepare('SELECT sum(length(block)) AS bytes, (SELECT count(*) FROM posts) AS posts FROM posts_fts_data')
-          .first<{ bytes: number; posts: number }>()
-        if (fts !== null && fts.posts > 0) ftsBytesPerPost = fts.bytes / fts.posts
-        log(`posts: the FTS5 index blocks hold ${ftsBytesPerPost.toFixed(0)} B per post`)
-      }
-    }
-    const seededSize = await databaseSize(db)
-
-    // ---- write rate through the Worker ----
-    const credentials = { username: 'capacity', password: `capacity-${randomBytes(9).toString('base64url')}` }
-    const post = (path: string, payload: unknown): Promise<Response> =>
-      fetch(`${base}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(payload),
-      })
-    await expectJson(
-      await post('/api/v1/auth/register', { ...credentials, email: 'capacity@example.com' }),
-      'register',
-      201,
-    )
-    const { access_token: token } = await expectJson<{ access_token: string }>(
-      await post('/api/v1/auth/token', credentials),
-      'login',
-      200,
-    )
-    const writes = [
-      await measureWrites(base, 'POST /api/v1/posts, one at a time', SEQUENTIAL_WRITES, 1, token),
-      await measureWrites(
-        base,
-        `POST /api/v1/posts, ${CONNECTIONS} concurrent clients`,
-        CONCURRENT_WRITES,
-        CONNECTIONS,
-        token,
-      ),
-    ]
-    const finalSize = await databaseSize(db)
-    await mf.dispose()
-    mf = undefined
-    const file = sqliteFile(persistDir)
-    const vacuumed = file === undefined ? undefined : vacuumedSize(file, workDir)
-
-    // ---- report ----
-    const perRow = (table: string): number => results.find((r) => r.table === table)?.bytesPerRow ?? Number.NaN
-    console.log('')
-    console.log(
-      `Measured ${new Date().toISOString().slice(0, 10)}; limit assumed ${LIMIT_BYTES / 1e9} GB (${grouped(LIMIT_BYTES)} bytes) per database.`,
-    )
-    console.log('')
-    console.log('| table | one row is | bytes per row | text per row | rows in one database |')
-    console.log('|---|---|--:|--:|--:|')
-    for (const r of results) {
-      console.log(
-        `| \`${r.table}\` | ${r.what} | ${grouped(r.bytesPerRow)} | ${grouped(r.payloadBytes)} | ≈ ${roughly(LIMIT_BYTES / r.bytesPerRow)} |`,
-      )
-    }
-    console.log(`\nOf a post, the FTS5 index blocks (posts_fts_data) are ≈ ${grouped(ftsBytesPerPost)} bytes.`)
-
-    // A mixed workload per registered user: 10 posts, 20 newsletter subscribers, 2 live sessions,
-    // 0.2 unexpired one-time tokens, and one sent email per user and per subscriber (the outbox
-    // keeps sent mail: nothing prunes it).
-    const mix = { users: 1, posts: 10, subscribers: 20, sessions: 2, one_time_tokens: 0.2, email_outbox: 21 }
-    const perUser = Object.entries(mix).reduce((sum, [table, n]) => sum + n * perRow(table), 0)
-    const users = LIMIT_BYTES / perUser
-    const share = (table: keyof typeof mix): string =>
-      `${(((mix[table] * perRow(table)) / perUser) * 100).toFixed(0)} %`
-    console.log('')
-    console.log(
-      `Mixed workload, per user: ${Object.entries(mix)
-        .map(([table, n]) => `${n} × ${table}`)
-        .join(', ')} = ${grouped(perUser)} bytes ` +
-        `(posts ${share('posts')}, outbox ${share('email_outbox')}, subscribers ${share('subscribers')}); ` +
-        `one database holds ≈ ${roughly(users)} users with ≈ ${roughly(users * mix.posts)} posts and ≈ ${roughly(users * mix.subscribers)} subscribers.`,
-    )
-    console.log('')
-    console.log('| write path (one local D1 primary) | posts | posts/s | p50 ms | p99 ms | D1 ms per post |')
-    console.log('|---|--:|--:|--:|--:|--:|')
-    for (const w of writes) {
-      console.log(
-        `| ${w.name} | ${grouped(w.requests)} | ${w.perSecond.toFixed(0)} | ${w.p50Ms.toFixed(1)} | ${w.p99Ms.toFixed(1)} | ${w.d1MsPerPost.toFixed(2)} |`,
-      )
-    }
-    const bulk = results.find((r) => r.table === 'posts')
-    if (bulk !== undefined) {
-      console.log(
-        `| seeding: multi-row INSERTs of ≤ 90 KB straight into D1, 10 per batch | ${grouped(bulk.rows)} | ${bulk.rowsPerSecond.toFixed(0)} | | | |`,
-      )
-    }
-    const serial = writes[0]
-    if (serial !== undefined) {
-      console.log(
-        `\nOne at a time, the Worker waited ${serial.d1MsPerPost.toFixed(2)} ms on D1 per created post (${serial.d1CallsPerPost.toFixed(1)} D1 calls, Server-Timing): ` +
-          `a database that runs its queries one at a time and spends that long per post tops out near ${grouped(1000 / serial.d1MsPerPost)} posts/s.`,
-      )
-    }
-    console.log('')
-    console.log(
-      `Database: ${mb(emptySize)} migrated, ${mb(seededSize)} seeded, ${mb(finalSize)} after the writes (D1 size_after). ` +
-        (file === undefined
-          ? ''
-          : `On disk after shutdown: ${mb(fileSize(file))} SQLite file + ${mb(fileSize(`${file}-wal`))} write-ahead log. `) +
-        (vacuumed === undefined
-          ? 'No sqlite3 shell found: no VACUUMed comparison.'
-          : `A VACUUMed copy (sqlite3 shell) is ${mb(vacuumed)}: ${((1 - vacuumed / finalSize) * 100).toFixed(0)} % of the as-written size is free space in pages.`),
-    )
-    console.log(
-      'Local D1 is SQLite in workerd on one host, not production D1: read the rates as relative costs (docs/design.md § Capacity).',
-    )
+    const empty = await databaseSize(served.db)
+    log(`the migrated, empty database is ${mb(empty)}`)
+    const tableSizes = await measureTables(served.db)
+    const seeded = await databaseSize(served.db)
+    const writes = await measureWriteRates(served)
+    measured = { tables: tableSizes, writes, sizes: { empty, seeded, final: await databaseSize(served.db) } }
   } finally {
-    if (mf !== undefined) await mf.dispose()
+    // Shut down first: the SQLite file and its write-ahead log are measured as they are after shutdown.
+    await served.dispose()
+  }
+  printTableSizes(measured.tables.results, measured.tables.ftsBytesPerPost)
+  printMixedWorkload(measured.tables.results)
+  printWritePaths(measured.writes, measured.tables.results)
+  printDatabaseSizes(measured.sizes, persistDir, workDir)
+}
+
+async function main(): Promise<void> {
+  const workDir = mkdtempSync(join(tmpdir(), 'edgepress-capacity-'))
+  try {
+    await capacity(workDir)
+  } finally {
     rmSync(workDir, { recursive: true, force: true })
   }
 }
