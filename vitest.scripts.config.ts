@@ -1,8 +1,8 @@
 import { defineConfig } from 'vitest/config'
 
 // Tests of the Node scripts (`npm run test:scripts`): plain Node vitest, not the Workers pool. They run
-// the real scripts through tsx against a throwaway local D1 (EDGEPRESS_D1_PERSIST, scripts/d1.ts), and
-// every wrangler call takes a second or more, hence the generous timeouts.
+// the real scripts through tsx against throwaway local D1s (EDGEPRESS_D1_PERSIST, scripts/d1.ts); a
+// run takes a few seconds, several while the machine is busy, hence the generous timeouts.
 export default defineConfig({
   test: {
     include: ['scripts/**/*.test.ts'],

@@ -1,24 +1,35 @@
-// Runs SQL against the D1 database through wrangler, locally (default) or remotely.
-import { spawnSync } from 'node:child_process'
+// The D1 database the operator tools (create-admin, seed) work on: the local one by default, the
+// deployed one with --remote.
+//
+// Local: one Miniflare in this process, through wrangler's getPlatformProxy(), with wrangler.toml's
+// DB binding over wrangler's own local state (.wrangler/state, which `wrangler dev` and `wrangler
+// d1 execute --local` use too, so `npm run dev` sees the same data), migrated first
+// (scripts/d1-migrations.ts). EDGEPRESS_D1_PERSIST=<dir> points it at another store, the one
+// `wrangler d1 … --local --persist-to <dir>` would use, so tests can run a script against a
+// throwaway D1. One process for the whole script: a `wrangler d1 execute` per statement costs ~2 s.
+// Remote: `wrangler d1 execute --remote`, one process per call; migrations are `npm run deploy`'s.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-
-export const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const wrangler = join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'wrangler.cmd' : 'wrangler')
-const env = { ...process.env, WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? 'false', CI: 'true' }
+import { join, resolve } from 'node:path'
+import { applyMigrations } from './d1-migrations'
+import { root } from './project-root'
+import { runWrangler, wranglerApi, wranglerConfigPath } from './wrangler'
 
 export type Target = '--local' | '--remote'
 
-/**
- * The wrangler arguments that pick the database: `--local` may be redirected to another local
- * store with EDGEPRESS_D1_PERSIST=<dir> (`--persist-to`), so tests can run scripts against a
- * throwaway D1; unset, wrangler's default (.wrangler/state) is used.
- */
-function targetArgs(target: Target): string[] {
-  const persistTo = process.env.EDGEPRESS_D1_PERSIST
-  return target === '--local' && persistTo ? [target, '--persist-to', persistTo] : [target]
+export type Row = Record<string, unknown>
+
+export interface D1Connection {
+  /** 'local D1' or 'remote D1', for messages. */
+  where: string
+  /** Runs SQL (several statements allowed, split as wrangler splits them); returns the rows of the last one. */
+  execute: (sql: string) => Promise<Row[]>
+  close: () => Promise<void>
+}
+
+export interface OpenD1Options {
+  /** The local store (`--persist-to` layout); default EDGEPRESS_D1_PERSIST, else wrangler's .wrangler/state. */
+  persistTo?: string
 }
 
 /** A SQL string literal: single quotes doubled, so any text is safe inside '…'. */
@@ -29,22 +40,49 @@ export function literal(value: string | number | boolean | null): string {
   return `'${value.replace(/'/g, "''")}'`
 }
 
-export function applyMigrations(target: Target): void {
-  run(['d1', 'migrations', 'apply', 'DB', ...targetArgs(target)], 'inherit')
+async function openLocal(options: OpenD1Options): Promise<D1Connection> {
+  const { getPlatformProxy, unstable_splitSqlQuery: splitSqlQuery } = wranglerApi()
+  const persistTo = options.persistTo ?? process.env.EDGEPRESS_D1_PERSIST
+  const proxy = await getPlatformProxy<{ DB: D1Database }>({
+    configPath: wranglerConfigPath,
+    // getPlatformProxy wants the v3 folder inside what --persist-to names; `true` is wrangler's default.
+    persist: persistTo ? { path: join(resolve(root, persistTo), 'v3') } : true,
+    remoteBindings: false,
+  })
+  const db = proxy.env.DB
+  try {
+    for (const name of await applyMigrations(db)) console.log(`Applied migration ${name} to the local D1.`)
+  } catch (error) {
+    await proxy.dispose()
+    throw error
+  }
+  return {
+    where: 'local D1',
+    execute: async (sql) => {
+      const results = await db.batch<Row>(splitSqlQuery(sql).map((statement) => db.prepare(statement)))
+      return results[results.length - 1]?.results ?? []
+    },
+    close: () => proxy.dispose(),
+  }
 }
 
-/** Executes SQL (several statements allowed) and returns the rows of the last statement. */
-export function execute(sql: string, target: Target): Record<string, unknown>[] {
+function executeRemotely(sql: string): Row[] {
   const dir = mkdtempSync(join(tmpdir(), 'edgepress-'))
   const file = join(dir, 'statements.sql')
   try {
     writeFileSync(file, sql)
-    const output = run(['d1', 'execute', 'DB', ...targetArgs(target), '--json', '--file', file], 'pipe')
-    const results = JSON.parse(output) as { results?: Record<string, unknown>[] }[]
+    const output = runWrangler(['d1', 'execute', 'DB', '--remote', '--json', '--file', file], { stderr: 'inherit' })
+    const results = JSON.parse(output) as { results?: Row[] }[]
     return results[results.length - 1]?.results ?? []
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** The database of `target`; close it when done. */
+export async function openD1(target: Target, options: OpenD1Options = {}): Promise<D1Connection> {
+  if (target === '--local') return openLocal(options)
+  return { where: 'remote D1', execute: async (sql) => executeRemotely(sql), close: async () => {} }
 }
 
 /** PASSWORD_PEPPER from the environment, or for local work from .dev.vars. */
@@ -57,28 +95,4 @@ export function passwordPepper(target: Target): string | undefined {
   } catch {
     return undefined
   }
-}
-
-/** Runs wrangler quietly (metrics off, no colour) and returns its stdout; on failure prints its output and throws. */
-export function runWrangler(args: string[]): string {
-  const result = spawnSync(wrangler, args, {
-    cwd: root,
-    env: { ...env, NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    encoding: 'utf8',
-  })
-  if (result.status !== 0) {
-    console.error(result.stdout, result.stderr)
-    throw new Error(`wrangler ${args.join(' ')} failed (${result.error?.message ?? `exit ${result.status}`})`)
-  }
-  return result.stdout
-}
-
-function run(args: string[], stdout: 'inherit' | 'pipe'): string {
-  const result = spawnSync(wrangler, args, { cwd: root, env, stdio: ['ignore', stdout, 'inherit'], encoding: 'utf8' })
-  if (result.status !== 0) {
-    console.error(`wrangler ${args.join(' ')} failed (exit ${result.status})`)
-    process.exit(result.status ?? 1)
-  }
-  return result.stdout ?? ''
 }

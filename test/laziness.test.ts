@@ -9,7 +9,7 @@ import { BASE_URL, registerAndLogin, registerUser } from './helpers'
 
 // Work that belongs to start-up or to the first request of an isolate must not be repeated on
 // every request: key import (config and keys are memoised per env object, src/config.ts, src/middleware/token-keys.ts)
-// and OpenAPI document generation (src/routes/openapi.ts). scripts/budget.ts checks the other
+// and OpenAPI document generation (src/routes/openapi.ts). scripts/checks/budget.ts checks the other
 // side: none of it runs at start-up.
 
 type WorkerEnv = typeof env & { JWT_ALG?: string; JWT_PRIVATE_JWK?: string; JWT_PUBLIC_JWKS?: string }

@@ -4,8 +4,8 @@
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import worker from '../src/index'
-import { root } from './d1'
+import worker from '../../src/index'
+import { root } from '../project-root'
 
 const out = join(root, 'dist')
 mkdirSync(out, { recursive: true })

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { runWrangler } from './d1'
+import { runWrangler } from '../wrangler'
 
 // Raised from 200 KiB when two-factor and native sign-in landed (~8 KiB gzip between them). The
 // platform's limit is 3 MiB on the Free plan; this budget is here to make growth a decision. Most
@@ -54,7 +54,7 @@ function bundleFiles(dir: string): string[] {
 
 function checkBundleSize(): void {
   const outdir = join(workDir, 'dist')
-  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir])
+  runWrangler(['deploy', '--dry-run', '--minify', '--outdir', outdir], { onFailure: 'exit' })
   const files = bundleFiles(outdir)
   if (files.length === 0) {
     failures.push(`wrangler wrote no module to ${outdir}.`)
@@ -131,14 +131,12 @@ function describeFrame(frame: CallFrame): string {
   return frame.url === '' ? name : `${name} ${frame.url}:${frame.lineNumber + 1}`
 }
 
-function checkStartup(): void {
-  const outfile = join(workDir, 'startup.cpuprofile')
-  runWrangler(['check', 'startup', '--outfile', outfile])
-  const profile = JSON.parse(readFileSync(outfile, 'utf8')) as CpuProfile
+/** The stack of a sample, leaf first. */
+function stackResolver(profile: CpuProfile): (nodeId: number) => ProfileNode[] {
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]))
   const parents = new Map<number, number>()
   for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id)
-  const stackOf = (nodeId: number): ProfileNode[] => {
+  return (nodeId) => {
     const stack: ProfileNode[] = []
     for (let id: number | undefined = nodeId; id !== undefined; id = parents.get(id)) {
       const node = nodes.get(id)
@@ -146,56 +144,73 @@ function checkStartup(): void {
     }
     return stack
   }
+}
 
-  // Older profiles carry hitCount without samples; count each hit as one (unknown-length) sample.
-  const samples =
-    (profile.samples?.length ?? 0) > 0
-      ? sampleDurations(profile)
-      : profile.nodes.flatMap((node) =>
-          Array.from({ length: node.hitCount ?? 0 }, () => ({ nodeId: node.id, micros: 0 })),
-        )
+/** The samples with their durations; older profiles carry hitCount without samples: one (unknown-length) sample per hit. */
+function profileSamples(profile: CpuProfile): Array<{ nodeId: number; micros: number }> {
+  if ((profile.samples?.length ?? 0) > 0) return sampleDurations(profile)
+  return profile.nodes.flatMap((node) =>
+    Array.from({ length: node.hitCount ?? 0 }, () => ({ nodeId: node.id, micros: 0 })),
+  )
+}
 
-  const selfMicros = new Map<string, number>()
-  const lazyHits = new Map<string, { reason: string; micros: number; stack: string }>()
-  let busyMicros = 0
+interface StartupTally {
+  samples: number
+  busyMicros: number
+  /** Self time per function (frame description). */
+  selfMicros: Map<string, number>
+  /** Samples inside one of LAZY_FUNCTIONS, per frame. */
+  lazyHits: Map<string, { reason: string; micros: number; stack: string }>
+}
+
+function tallyStartup(profile: CpuProfile): StartupTally {
+  const stackOf = stackResolver(profile)
+  const samples = profileSamples(profile)
+  const tally: StartupTally = { samples: samples.length, busyMicros: 0, selfMicros: new Map(), lazyHits: new Map() }
   for (const { nodeId, micros } of samples) {
     const stack = stackOf(nodeId)
-    const leaf = stack[0]
-    if (leaf === undefined) continue
-    const leafName = leaf.callFrame.functionName
-    if (leafName !== '(idle)') busyMicros += micros
+    const leafName = stack[0]?.callFrame.functionName
+    if (leafName === undefined) continue
+    if (leafName !== '(idle)') tally.busyMicros += micros
     if (leafName !== '(idle)' && leafName !== '(root)') {
-      const key = describeFrame(leaf.callFrame)
-      selfMicros.set(key, (selfMicros.get(key) ?? 0) + micros)
+      const key = describeFrame(stack[0]!.callFrame)
+      tally.selfMicros.set(key, (tally.selfMicros.get(key) ?? 0) + micros)
     }
     for (const frame of stack) {
       const reason = lazyWorkIn(frame.callFrame.functionName)
       if (reason === undefined) continue
       const key = describeFrame(frame.callFrame)
-      const seen = lazyHits.get(key)
-      lazyHits.set(key, {
+      const seen = tally.lazyHits.get(key)
+      tally.lazyHits.set(key, {
         reason,
         micros: (seen?.micros ?? 0) + micros,
         stack: seen?.stack ?? stack.map((node) => node.callFrame.functionName || '(anonymous)').join(' ← '),
       })
     }
   }
+  return tally
+}
 
+function checkStartup(): void {
+  const outfile = join(workDir, 'startup.cpuprofile')
+  runWrangler(['check', 'startup', '--outfile', outfile], { onFailure: 'exit' })
+  const profile = JSON.parse(readFileSync(outfile, 'utf8')) as CpuProfile
+  const tally = tallyStartup(profile)
+  const busyMs = tally.busyMicros / 1000
   const spanMs = (profile.endTime - profile.startTime) / 1000
   console.log(
-    `start-up: ${spanMs.toFixed(1)} ms profiled, ${(busyMicros / 1000).toFixed(1)} ms of it busy in ${samples.length} samples`,
+    `start-up: ${spanMs.toFixed(1)} ms profiled, ${busyMs.toFixed(1)} ms of it busy in ${tally.samples} samples`,
   )
-  if (busyMicros / 1000 > STARTUP_BUDGET_MS) {
+  if (busyMs > STARTUP_BUDGET_MS) {
     failures.push(
-      `Start-up is ${(busyMicros / 1000).toFixed(1)} ms busy, over the ${STARTUP_BUDGET_MS} ms budget. ` +
+      `Start-up is ${busyMs.toFixed(1)} ms busy, over the ${STARTUP_BUDGET_MS} ms budget. ` +
         'Build less at module load: what only requests need belongs behind the lazy import in src/index.ts.',
     )
   }
-  const top = [...selfMicros.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5)
+  const top = [...tally.selfMicros.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5)
   if (top.length === 0) console.log('  (no samples: the profile is too short to rank functions)')
   for (const [frame, micros] of top) console.log(`  ${(micros / 1000).toFixed(1).padStart(6)} ms self  ${frame}`)
-
-  for (const [frame, hit] of lazyHits) {
+  for (const [frame, hit] of tally.lazyHits) {
     failures.push(
       `Start-up runs ${hit.reason} (${frame}, ${(hit.micros / 1000).toFixed(1)} ms sampled; stack: ${hit.stack}). ` +
         'Do it on the first request that needs it and memoise it (src/config.ts, src/middleware/token-keys.ts, src/routes/openapi.ts).',

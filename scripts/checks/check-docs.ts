@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
-import { root } from './d1'
+import { root } from '../project-root'
 
 const README_MAX_LINES = 250
 // Spelled in two parts so this file does not match itself.

@@ -1,5 +1,5 @@
-// Bench-only Worker entry for `npm run bench:geo` (scripts/bench-geo.ts). NEVER deployed: wrangler.toml's
-// `main` stays src/index.ts; bench-geo builds this file with `wrangler deploy scripts/geo-worker.ts
+// Bench-only Worker entry for `npm run bench:geo` (scripts/bench/bench-geo.ts). NEVER deployed: wrangler.toml's
+// `main` stays src/index.ts; bench-geo builds this file with `wrangler deploy scripts/bench/geo-worker.ts
 // --dry-run` and serves the bundle with Miniflare.
 //
 // It runs the real app (src/index.ts) with its bindings wrapped so that each call waits a modelled
@@ -17,12 +17,12 @@
 //   Rate limiters limit(): answered at the location.
 //
 // The model (milliseconds per region) comes from the BENCH_GEO_MODEL binding (JSON written by
-// bench-geo.ts from scripts/geo-rtt.json); the region from the request header `x-bench-region`.
+// bench-geo.ts from scripts/bench/geo-rtt.json); the region from the request header `x-bench-region`.
 // Without that header every wait is zero: the "local database" run of the single-origin baseline.
 // Each response carries `x-bench-geo`, the count of modelled calls of each kind.
 import { AsyncLocalStorage } from 'node:async_hooks'
-import worker from '../src/index'
-import type { Env } from '../src/config'
+import worker from '../../src/index'
+import type { Env } from '../../src/config'
 
 /** Modelled waits of one region, in milliseconds (round trips from the worker's location). */
 export interface GeoWaits {
