@@ -4,6 +4,8 @@ import type { Context } from 'hono'
 import type { AppEnv } from './app-env'
 import { ProblemSchema, validationFailed } from './errors'
 import type { ErrorStatus } from './lib/api-error'
+import { createMailer } from './email/mailer'
+import type { Mailer } from './email/mailer'
 import type { SessionDeps } from './sessions/deps'
 
 export type { AdminEnv, AppEnv, AppVariables, AuthedEnv } from './app-env'
@@ -16,6 +18,16 @@ export type AppRouteHandler<R extends RouteConfig, E extends AppEnv = AppEnv> = 
 /** What the login-session layer (src/sessions/) needs from a request: its D1, KV, keys and config. */
 export function sessionDeps<E extends AppEnv>(c: Context<E>): SessionDeps {
   return { db: c.var.db, kv: c.var.kv, keys: c.var.tokenKeys, config: c.var.config }
+}
+
+/** The request's Mailer: queues mail some transport may deliver from here, and delivers it after the response. */
+export function mailerOf<E extends AppEnv>(c: Context<E>): Mailer {
+  return createMailer({
+    config: c.var.config,
+    requestUrl: c.req.url,
+    executionCtx: executionContextOf(c),
+    bindings: c.env,
+  })
 }
 
 /**

@@ -674,17 +674,55 @@ describe('Security: configuration (docs/API.md point 11)', () => {
   })
 })
 
+/** Server-Timing with its measured durations left out: which bindings were called, how often, in how many waves. */
+function withoutDurations(serverTiming: string): string {
+  return serverTiming.replace(/;dur=[0-9.]+/g, '')
+}
+
+describe('Security: no enumeration through Server-Timing on the no-enumeration endpoints', () => {
+  const timingOf = (res: Response): string => withoutDurations(res.headers.get('server-timing') ?? '')
+
+  it('POST /auth/password/reset makes the same calls and waves for an address with an account and one without', async () => {
+    const user = await registerUser()
+    const known = await api('POST', '/auth/password/reset', { email: user.email })
+    const unknown = await api('POST', '/auth/password/reset', { email: `${uniqueName('ghost')}@example.com` })
+    expect([known.status, unknown.status]).toEqual([202, 202])
+    expect(timingOf(unknown)).toBe(timingOf(known))
+  })
+
+  it('POST /subscribers makes the same calls and waves for a new, a pending and an active address', async () => {
+    const fresh = `${uniqueName('fresh')}@example.com`
+    const pending = `${uniqueName('pending')}@example.com`
+    expect((await api('POST', '/subscribers', { email: pending })).status).toBe(202)
+    const active = `${uniqueName('active')}@example.com`
+    expect((await api('POST', '/subscribers', { email: active })).status).toBe(202)
+    await env.DB.prepare("UPDATE subscribers SET status = 'active' WHERE email = ?").bind(active).run()
+
+    const answers = [
+      await api('POST', '/subscribers', { email: fresh }),
+      await api('POST', '/subscribers', { email: pending }),
+      await api('POST', '/subscribers', { email: active }),
+    ]
+    expect(answers.map((res) => res.status)).toEqual([202, 202, 202])
+    expect(new Set(answers.map(timingOf)).size).toBe(1)
+  })
+})
+
 describe('Security: account enumeration on POST /auth/token', () => {
   function withoutRequestId(body: Record<string, unknown>): Record<string, unknown> {
     const { request_id: _ignored, ...rest } = body
     return rest
   }
 
-  // Server-Timing carries measured durations and X-D1-Bookmark the database's position at the time:
-  // both differ from request to request whatever the account.
-  const VARYING_HEADERS = new Set(['x-request-id', 'server-timing', 'x-d1-bookmark'])
+  // X-D1-Bookmark carries the database's position at the time, and Server-Timing's durations are
+  // measured: both differ from request to request whatever the account. Server-Timing's calls and
+  // round trips must not (they would tell how far the request got), so only its durations go.
+  const VARYING_HEADERS = new Set(['x-request-id', 'x-d1-bookmark'])
   function headersWithoutRequestId(res: Response): Array<[string, string]> {
-    return [...res.headers].filter(([name]) => !VARYING_HEADERS.has(name)).sort(([a], [b]) => a.localeCompare(b))
+    return [...res.headers]
+      .filter(([name]) => !VARYING_HEADERS.has(name))
+      .map(([name, value]): [string, string] => [name, name === 'server-timing' ? withoutDurations(value) : value])
+      .sort(([a], [b]) => a.localeCompare(b))
   }
 
   async function expectIndistinguishable(unknown: Response, wrongPassword: Response): Promise<void> {

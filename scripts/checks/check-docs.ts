@@ -4,10 +4,14 @@
 // 2. No tracked file points outside the repository to the workspace's shared folder, which a
 //    clone does not have.
 // 3. README.md stays a front page: at most README_MAX_LINES lines.
+// 4. The lists kept in the docs match what they describe (scripts/checks/doc-tables.ts): the
+//    endpoint tables of docs/API.md and the app's OpenAPI document, the configuration tables and
+//    ConfigSchema, both ways.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { root } from '../project-root'
+import { checkConfigurationGroups, checkEndpointTables, checkReadmeConfiguration } from './doc-tables'
 
 const README_MAX_LINES = 250
 // Spelled in two parts so this file does not match itself.
@@ -74,11 +78,16 @@ const files = markdownFiles()
 for (const file of files) checkLinks(file)
 checkNoOutsideReferences()
 checkReadmeLength()
+const apiReference = readFileSync(join(root, 'docs', 'API.md'), 'utf8')
+failures.push(...checkReadmeConfiguration(readFileSync(join(root, 'README.md'), 'utf8')))
+failures.push(...checkConfigurationGroups(apiReference))
+failures.push(...(await checkEndpointTables(apiReference)))
 
 if (failures.length > 0) {
   console.error(`check-docs: ${failures.length} problem(s):\n- ${failures.join('\n- ')}`)
   process.exit(1)
 }
 console.log(
-  `check-docs: ${files.length} Markdown files, every relative link resolves; nothing points outside the repository.`,
+  `check-docs: ${files.length} Markdown files, every relative link resolves; nothing points outside the repository; ` +
+    'the endpoint and configuration tables match the app.',
 )

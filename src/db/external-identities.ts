@@ -89,3 +89,18 @@ export function identityOwner(db: Db, provider: string, sub: string) {
     .from(externalIdentities)
     .where(and(eq(externalIdentities.provider, provider), eq(externalIdentities.sub, sub)))
 }
+
+/** The providers linked to a user while the account's address was unverified: a statement to batch. */
+export function identitiesAddedWhileUnverified(db: Db, userId: number) {
+  return db
+    .select({ provider: externalIdentities.provider })
+    .from(externalIdentities)
+    .where(and(eq(externalIdentities.userId, userId), eq(externalIdentities.addedWhileUnverified, true)))
+}
+
+/** The DELETE of the identities linked while the address was unverified (`userId` may be a subquery). */
+export function removeIdentitiesAddedWhileUnverified(db: Db, userId: number | SQL) {
+  return db
+    .delete(externalIdentities)
+    .where(and(eq(externalIdentities.userId, userId), eq(externalIdentities.addedWhileUnverified, true)))
+}

@@ -1,4 +1,5 @@
 import { and, eq, isNotNull, isNull, lt, or, sql } from 'drizzle-orm'
+import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { BatchStatements, Db } from './client'
 import { mfaChallenges, mfaFactors, mfaRecoveryCodes, users } from './schema'
@@ -200,4 +201,21 @@ export async function spendRecoveryCode(db: Db, userId: number, codeHash: string
       ),
   ])
   return spent.length === 1
+}
+
+/**
+ * Statements that remove the user's factor and its recovery codes, and turn two-factor sign-in
+ * off, if the factor was added while the account's address was unverified (`userId` may be a
+ * subquery); otherwise they change nothing.
+ */
+export function removeFactorAddedWhileUnverified(db: Db, userId: number | SQL): BatchStatements {
+  const unverified = sql`exists (select 1 from ${mfaFactors} where ${mfaFactors.userId} = ${userId} and ${mfaFactors.addedWhileUnverified} = 1)`
+  return [
+    db.delete(mfaRecoveryCodes).where(and(eq(mfaRecoveryCodes.userId, userId), unverified)),
+    db
+      .update(users)
+      .set({ mfaEnabled: false })
+      .where(and(eq(users.id, userId), unverified)),
+    db.delete(mfaFactors).where(and(eq(mfaFactors.userId, userId), eq(mfaFactors.addedWhileUnverified, true))),
+  ]
 }

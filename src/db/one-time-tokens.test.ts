@@ -6,7 +6,8 @@ import { sha256Base64Url } from '../lib/hmac'
 import { createDb } from './client'
 import {
   consumeOneTimeToken,
-  countTokensSentTo,
+  issueTokenForAccountEmail,
+  issueTokenForPendingSubscriber,
   findLiveToken,
   issueOneTimeToken,
   pruneOneTimeTokens,
@@ -15,7 +16,7 @@ import {
 import type { LiveToken } from './one-time-tokens'
 import { oneTimeTokens, users } from './schema'
 import type { OneTimeTokenPurpose } from './schema'
-import { savePendingSubscriber, subscriberIdByEmail } from './subscribers'
+import { pendingSubscriberStatements, subscriberIdByEmail } from './subscribers'
 import { insertUser, updateUser } from './users'
 
 const db = createDb({ DB: env.DB })
@@ -174,7 +175,10 @@ describe('consumeOneTimeToken', () => {
       T0,
     )
     await db.batch([
-      savePendingSubscriber(db, undefined, { email, name: null, unsubscribeTokenHash: uniqueName('hash') }, T0),
+      ...pendingSubscriberStatements(db, { email, name: null, unsubscribeTokenHash: uniqueName('hash') }, T0, {
+        max: 1_000,
+        since: T0,
+      }),
       insert,
     ])
 
@@ -240,18 +244,81 @@ describe('spendTokensOf', () => {
   })
 })
 
-describe('countTokensSentTo', () => {
+describe('the per-recipient limit', () => {
+  const tokensTo = async (email: string): Promise<number> => {
+    const row = await env.DB.prepare('SELECT count(*) AS n FROM one_time_tokens WHERE lower(email) = lower(?)')
+      .bind(email)
+      .first<{ n: number }>()
+    return row!.n
+  }
+
   it('counts the tokens of the purpose mailed to the address in any case since `since`', async () => {
     const address = `${uniqueName('Count')}@Example.com`
     const user = { id: (await newUser()).id, email: address }
     await issued(user, 'email_verification', at(-1))
-    await issued(user, 'email_verification', T0)
-    await issued({ ...user, email: address.toUpperCase() }, 'email_verification', at(HOUR))
-    await issued(user, 'password_reset', at(HOUR))
+    await issued({ ...user, email: address.toUpperCase() }, 'email_verification', T0)
+    await issued(user, 'password_reset', T0)
+    const limit = { max: 2, since: T0 }
 
-    expect(await countTokensSentTo(db, address.toLowerCase(), 'email_verification', T0)).toBe(2)
-    expect(await countTokensSentTo(db, address, 'password_reset', T0)).toBe(1)
-    expect(await countTokensSentTo(db, `nobody-${address}`, 'email_verification', T0)).toBe(0)
+    // One verification since T0 (the one before it does not count), the reset is another purpose.
+    const second = await issueOneTimeToken(db, 'email_verification', { userId: user.id, email: address }, at(1), limit)
+    await db.batch([second.insert])
+    const third = await issueOneTimeToken(db, 'email_verification', { userId: user.id, email: address }, at(2), limit)
+    await db.batch([third.insert])
+
+    expect(await tokensTo(address)).toBe(4)
+  })
+
+  it('holds under a burst: of 10 concurrent issues with room for 3, exactly 3 land', async () => {
+    const address = `${uniqueName('burst')}@example.com`
+    const user = { id: (await newUser()).id, email: address }
+    const limit = { max: 3, since: T0 }
+    await Promise.all(
+      Array.from({ length: 10 }, async () => {
+        const { insert } = await issueOneTimeToken(
+          db,
+          'email_verification',
+          { userId: user.id, email: address },
+          at(1),
+          limit,
+        )
+        await db.batch([insert])
+      }),
+    )
+    expect(await tokensTo(address)).toBe(3)
+  })
+
+  it('issueTokenForAccountEmail issues for the account with the address (any case), and for no other address', async () => {
+    const user = await newUser()
+    const limit = { max: 3, since: T0 }
+    const found = await issueTokenForAccountEmail(db, 'password_reset', user.email.toUpperCase(), T0, limit)
+    const unknown = await issueTokenForAccountEmail(db, 'password_reset', `nobody-${user.email}`, T0, limit)
+    await db.batch([found.insert, unknown.insert])
+
+    const owner = await consumeOneTimeToken(db, 'password_reset', found.token, at(1_000))
+    expect(owner).toMatchObject({ userId: user.id, email: user.email })
+    await expect(consumeOneTimeToken(db, 'password_reset', unknown.token, at(1_000))).rejects.toMatchObject({
+      code: 'token_invalid',
+    })
+  })
+
+  it('issueTokenForPendingSubscriber issues only for a pending subscriber', async () => {
+    const email = `${uniqueName('pending')}@example.com`
+    const limit = { max: 3, since: T0 }
+    const early = await issueTokenForPendingSubscriber(db, email, T0, limit)
+    await db.batch([early.insert])
+    await db.batch(
+      pendingSubscriberStatements(db, { email, name: null, unsubscribeTokenHash: uniqueName('h') }, T0, limit),
+    )
+    const issuedNow = await issueTokenForPendingSubscriber(db, email, T0, limit)
+    await db.batch([issuedNow.insert])
+
+    await expect(consumeOneTimeToken(db, 'subscription_confirmation', early.token, at(1_000))).rejects.toMatchObject({
+      code: 'token_invalid',
+    })
+    expect(await consumeOneTimeToken(db, 'subscription_confirmation', issuedNow.token, at(1_000))).toMatchObject({
+      email,
+    })
   })
 })
 

@@ -1,11 +1,11 @@
-import { and, count, eq, gt, gte, isNull, lt, ne, sql } from 'drizzle-orm'
+import { and, eq, gt, isNull, lt, ne, sql } from 'drizzle-orm'
 import type { AnyColumn, SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError } from '../lib/api-error'
 import { randomToken } from '../lib/encoding'
 import { sha256Base64Url } from '../lib/hmac'
 import type { BatchStatements, Db } from './client'
-import { oneTimeTokens, users } from './schema'
+import { oneTimeTokens, subscribers, users } from './schema'
 import type { OneTimeTokenPurpose } from './schema'
 
 const ONE_TIME_TOKEN_TTL_MS: Record<OneTimeTokenPurpose, number> = {
@@ -22,26 +22,99 @@ interface TokenOwner {
 }
 
 /**
- * A new random token (256 bits) and the INSERT that stores only its SHA-256; put the insert in the
- * same db.batch() as the outbox message that carries the token.
+ * The per-recipient mail limit: a token is issued only while fewer than `max` tokens of its
+ * purpose went to the address since `since`. Counted inside the INSERT, so a burst of concurrent
+ * requests cannot get past it (D1 runs statements one at a time).
+ */
+export interface RecipientLimit {
+  max: number
+  since: Date
+}
+
+/** A new token: the secret to mail, the SHA-256 stored, and the INSERT to batch. */
+export interface IssuedToken {
+  token: string
+  tokenHash: string
+  insert: BatchItem<'sqlite'>
+}
+
+function sentWithinLimit(email: SQL | AnyColumn | string, purpose: OneTimeTokenPurpose, limit: RecipientLimit): SQL {
+  return sql`(select count(*) from ${oneTimeTokens} where lower(${oneTimeTokens.email}) = lower(${email}) and ${oneTimeTokens.purpose} = ${purpose} and ${oneTimeTokens.createdAt} >= ${limit.since.getTime()}) < ${limit.max}`
+}
+
+async function newToken(): Promise<{ token: string; tokenHash: string }> {
+  const token = randomToken(32)
+  return { token, tokenHash: await sha256Base64Url(token) }
+}
+
+/**
+ * A new random token (256 bits) and the INSERT that stores only its SHA-256, within `limit` when
+ * given; put the insert in the same db.batch() as the outbox message that carries the token.
  */
 export async function issueOneTimeToken(
   db: Db,
   purpose: OneTimeTokenPurpose,
   owner: TokenOwner,
   now: Date,
-): Promise<{ token: string; insert: BatchItem<'sqlite'> }> {
-  const token = randomToken(32)
-  const insert = db.insert(oneTimeTokens).values({
-    tokenHash: await sha256Base64Url(token),
-    purpose,
-    userId: owner.userId ?? null,
-    subscriberId: owner.subscriberId ?? null,
-    email: owner.email,
-    createdAt: now,
-    expiresAt: new Date(now.getTime() + ONE_TIME_TOKEN_TTL_MS[purpose]),
-  })
-  return { token, insert }
+  limit?: RecipientLimit,
+): Promise<IssuedToken> {
+  const { token, tokenHash } = await newToken()
+  const expiresAt = new Date(now.getTime() + ONE_TIME_TOKEN_TTL_MS[purpose])
+  if (limit === undefined) {
+    const insert = db.insert(oneTimeTokens).values({
+      tokenHash,
+      purpose,
+      userId: owner.userId ?? null,
+      subscriberId: owner.subscriberId ?? null,
+      email: owner.email,
+      createdAt: now,
+      expiresAt,
+    })
+    return { token, tokenHash, insert }
+  }
+  // Every column, in the table's order (drizzle's insert … select).
+  const row = sql`select ${tokenHash}, ${purpose}, ${owner.userId ?? null}, ${owner.subscriberId ?? null}, ${owner.email}, ${now.getTime()}, ${expiresAt.getTime()}, null where ${sentWithinLimit(owner.email, purpose, limit)}`
+  return { token, tokenHash, insert: db.insert(oneTimeTokens).select(row) }
+}
+
+/**
+ * A token for the account that has `email`, if one has and the limit allows: the lookup is part
+ * of the INSERT, so the request makes the same round trips whether the address has an account or
+ * not (password reset: nothing tells the caller which).
+ */
+export async function issueTokenForAccountEmail(
+  db: Db,
+  purpose: OneTimeTokenPurpose,
+  email: string,
+  now: Date,
+  limit: RecipientLimit,
+): Promise<IssuedToken> {
+  const { token, tokenHash } = await newToken()
+  const expiresAt = now.getTime() + ONE_TIME_TOKEN_TTL_MS[purpose]
+  const row = sql`select ${tokenHash}, ${purpose}, ${users.id}, null, ${users.email}, ${now.getTime()}, ${expiresAt}, null from ${users} where lower(${users.email}) = lower(${email}) and ${sentWithinLimit(users.email, purpose, limit)}`
+  return { token, tokenHash, insert: db.insert(oneTimeTokens).select(row) }
+}
+
+/**
+ * A confirmation token for the subscriber with `email`, if it is pending (subscribing has just
+ * made it so, unless it is active) and the limit allows: one statement whatever the address.
+ */
+export async function issueTokenForPendingSubscriber(
+  db: Db,
+  email: string,
+  now: Date,
+  limit: RecipientLimit,
+): Promise<IssuedToken> {
+  const { token, tokenHash } = await newToken()
+  const purpose = 'subscription_confirmation'
+  const expiresAt = now.getTime() + ONE_TIME_TOKEN_TTL_MS[purpose]
+  const row = sql`select ${tokenHash}, ${purpose}, null, ${subscribers.id}, ${subscribers.email}, ${now.getTime()}, ${expiresAt}, null from ${subscribers} where lower(${subscribers.email}) = lower(${email}) and ${subscribers.status} = 'pending' and ${sentWithinLimit(subscribers.email, purpose, limit)}`
+  return { token, tokenHash, insert: db.insert(oneTimeTokens).select(row) }
+}
+
+/** True while fewer than `limit.max` tokens of `purpose` went to `email` since `limit.since`: for a statement's WHERE. */
+export function withinRecipientLimit(email: string, purpose: OneTimeTokenPurpose, limit: RecipientLimit): SQL {
+  return sentWithinLimit(email, purpose, limit)
 }
 
 /** What a token's effects may refer to: subqueries that yield a value only while the token is live. */
@@ -159,26 +232,6 @@ async function refuseToken(db: Db, tokenHash: string, purpose: OneTimeTokenPurpo
     throw new ApiError(400, 'token_expired', 'This link has expired. Ask for a new one.')
   }
   throw new ApiError(400, 'token_invalid', 'This link is invalid or has already been used.')
-}
-
-/** How many tokens of `purpose` were mailed to `email` (any case) since `since`. */
-export async function countTokensSentTo(
-  db: Db,
-  email: string,
-  purpose: OneTimeTokenPurpose,
-  since: Date,
-): Promise<number> {
-  const [row] = await db
-    .select({ sent: count() })
-    .from(oneTimeTokens)
-    .where(
-      and(
-        sql`lower(${oneTimeTokens.email}) = lower(${email})`,
-        eq(oneTimeTokens.purpose, purpose),
-        gte(oneTimeTokens.createdAt, since),
-      ),
-    )
-  return row?.sent ?? 0
 }
 
 /** Deletes tokens that expired before `cutoff` (the cron). */

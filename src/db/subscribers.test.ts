@@ -9,7 +9,7 @@ import {
   deleteSubscriber,
   findSubscriberByEmail,
   listSubscribers,
-  savePendingSubscriber,
+  pendingSubscriberStatements,
   subscriberIdByEmail,
   subscribersAfter,
   unsubscribeByTokenHash,
@@ -22,10 +22,12 @@ import {
 const db = createDb({ DB: env.DB })
 const T0 = new Date('2026-03-01T10:00:00.000Z')
 const at = (ms: number): Date => new Date(T0.getTime() + ms)
+/** A per-recipient limit no test reaches. */
+const NO_LIMIT = { max: 1_000, since: T0 }
 
 async function subscribed(name: string | null = 'Ada', email = `${uniqueName('sub')}@example.com`) {
   const input = { email, name, unsubscribeTokenHash: uniqueName('hash') }
-  await db.batch([savePendingSubscriber(db, undefined, input, T0)])
+  await db.batch(pendingSubscriberStatements(db, input, T0, NO_LIMIT))
   return (await findSubscriberByEmail(db, email))!
 }
 
@@ -36,36 +38,55 @@ async function withStatus(status: SubscriberStatus): Promise<SubscriberRow> {
   return status === 'active' ? active : (await updateSubscriber(db, active, { status: 'unsubscribed' }, at(2_000)))!
 }
 
-describe('savePendingSubscriber', () => {
-  it('inserts a new address as pending; a concurrent insert of it in another case changes nothing', async () => {
+describe('pendingSubscriberStatements', () => {
+  it('inserts a new address as pending; the same address in another case changes nothing but the token hash', async () => {
     const email = `${uniqueName('Race')}@example.com`
     const first = await subscribed('First', email)
-    await db.batch([
-      savePendingSubscriber(
-        db,
-        undefined,
-        { email: email.toUpperCase(), name: 'Second', unsubscribeTokenHash: 'x' },
-        at(1),
-      ),
-    ])
+    const again = { email: email.toUpperCase(), name: 'Second', unsubscribeTokenHash: uniqueName('hash') }
+    await db.batch(pendingSubscriberStatements(db, again, at(1), NO_LIMIT))
 
     expect(first).toMatchObject({ email, name: 'First', status: 'pending', confirmedAt: null, createdAt: T0 })
-    expect(await findSubscriberByEmail(db, email.toUpperCase())).toEqual(first)
+    expect(await findSubscriberByEmail(db, email.toUpperCase())).toEqual({
+      ...first,
+      unsubscribeTokenHash: again.unsubscribeTokenHash,
+      updatedAt: at(1),
+    })
   })
 
-  it('makes an existing address pending again: new token hash, no confirmation, the name kept', async () => {
-    const active = await withStatus('active')
-    const input = { email: active.email, name: 'Stranger', unsubscribeTokenHash: uniqueName('hash') }
+  it('makes an unsubscribed address pending again: new token hash, no confirmation, the name kept', async () => {
+    const gone = await withStatus('unsubscribed')
+    const input = { email: gone.email, name: 'Stranger', unsubscribeTokenHash: uniqueName('hash') }
 
-    await db.batch([savePendingSubscriber(db, active, input, at(5_000))])
+    await db.batch(pendingSubscriberStatements(db, input, at(5_000), NO_LIMIT))
 
-    expect(await findSubscriberByEmail(db, active.email)).toEqual({
-      ...active,
+    expect(await findSubscriberByEmail(db, gone.email)).toEqual({
+      ...gone,
       status: 'pending',
       confirmedAt: null,
       unsubscribeTokenHash: input.unsubscribeTokenHash,
       updatedAt: at(5_000),
     })
+  })
+
+  it('leaves an active address as it is', async () => {
+    const active = await withStatus('active')
+    const input = { email: active.email, name: 'Stranger', unsubscribeTokenHash: uniqueName('hash') }
+
+    await db.batch(pendingSubscriberStatements(db, input, at(5_000), NO_LIMIT))
+
+    expect(await findSubscriberByEmail(db, active.email)).toEqual(active)
+  })
+
+  it('changes nothing, new or known, once the address had its confirmations this window', async () => {
+    const fresh = `${uniqueName('limited')}@example.com`
+    const limit = { max: 0, since: T0 }
+    await db.batch(pendingSubscriberStatements(db, { email: fresh, name: null, unsubscribeTokenHash: 'h' }, T0, limit))
+    expect(await findSubscriberByEmail(db, fresh)).toBeUndefined()
+
+    const gone = await withStatus('unsubscribed')
+    const input = { email: gone.email, name: null, unsubscribeTokenHash: uniqueName('hash') }
+    await db.batch(pendingSubscriberStatements(db, input, at(5_000), limit))
+    expect(await findSubscriberByEmail(db, gone.email)).toEqual(gone)
   })
 })
 

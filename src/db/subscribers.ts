@@ -1,10 +1,11 @@
-import { and, asc, eq, gt, sql } from 'drizzle-orm'
+import { and, asc, eq, gt, ne, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
-import type { Db } from './client'
+import type { BatchStatements, Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
-import type { LiveToken } from './one-time-tokens'
+import { withinRecipientLimit } from './one-time-tokens'
+import type { LiveToken, RecipientLimit } from './one-time-tokens'
 import { subscribers } from './schema'
 import type { SubscriberRow, SubscriberStatus } from './schema'
 
@@ -27,27 +28,30 @@ export function subscriberIdByEmail(email: string): SQL {
 }
 
 /**
- * The statement that makes an address pending again: the INSERT of a new subscriber (a no-op if
- * a concurrent request inserted it first), or the UPDATE of an existing one. Anyone may post any
- * address, so an existing row keeps its name (`input.name` is only for a new row); its unsubscribe
- * token hash is refreshed, so the links of the email about to be sent work under the current key.
+ * Statements that make an address pending, for one batch, whatever its state (so the request
+ * makes the same round trips for every address): a new address is inserted, a pending or
+ * unsubscribed one made pending again; an active one stays as it is. Nothing changes once the
+ * address was sent `limit.max` confirmations in the window. Anyone may post any address, so an
+ * existing row keeps its name (`input.name` is only for a new row); its unsubscribe token hash is
+ * refreshed, so the links of the email about to be sent work under the current key.
  */
-export function savePendingSubscriber(
+export function pendingSubscriberStatements(
   db: Db,
-  existing: SubscriberRow | undefined,
   input: { email: string; name: string | null; unsubscribeTokenHash: string },
   now: Date,
-): BatchItem<'sqlite'> {
-  if (existing === undefined) {
-    return db
-      .insert(subscribers)
-      .values({ ...input, status: 'pending', createdAt: now, updatedAt: now })
-      .onConflictDoNothing()
-  }
-  return db
-    .update(subscribers)
-    .set({ status: 'pending', unsubscribeTokenHash: input.unsubscribeTokenHash, confirmedAt: null, updatedAt: now })
-    .where(eq(subscribers.id, existing.id))
+  limit: RecipientLimit,
+): BatchStatements {
+  const withinLimit = withinRecipientLimit(input.email, 'subscription_confirmation', limit)
+  const known = sql`exists (select 1 from ${subscribers} where ${emailIs(input.email)})`
+  // Every column, in the table's order (drizzle's insert … select).
+  const newRow = sql`select null, ${input.email}, ${input.name}, 'pending', ${now.getTime()}, ${now.getTime()}, null, null, ${input.unsubscribeTokenHash} where not ${known} and ${withinLimit}`
+  return [
+    db.insert(subscribers).select(newRow).onConflictDoNothing(),
+    db
+      .update(subscribers)
+      .set({ status: 'pending', unsubscribeTokenHash: input.unsubscribeTokenHash, confirmedAt: null, updatedAt: now })
+      .where(and(emailIs(input.email), ne(subscribers.status, 'active'), withinLimit)),
+  ]
 }
 
 /** Activates the subscriber a live confirmation token belongs to. */

@@ -1,4 +1,4 @@
-import { and, count, eq, gte, inArray, isNull, or, sql } from 'drizzle-orm'
+import { and, eq, inArray, isNull, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError, userGone } from '../lib/api-error'
@@ -8,7 +8,7 @@ import type { Db } from './client'
 import { providersOf } from './external-identities'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
-import { oneTimeTokens, users } from './schema'
+import { users } from './schema'
 import type { UserRow } from './schema'
 import type { LiveToken } from './one-time-tokens'
 
@@ -105,35 +105,17 @@ async function keyUsernames(db: Db, rows: { id: number; username: string }[]): P
 }
 
 /**
- * What a profile change needs, in one round trip: the user's row and how many verification emails
- * went to `mailTo` since `since` (the per-recipient mail limit; `own`: the user's current address).
- * Rows written before username keys existed are keyed first when any remain (rare), so the unique
- * key index sees every name a new one could shadow.
+ * What a profile change needs, in one round trip: the user's row and linked providers. Rows
+ * written before username keys existed are keyed first when any remain (rare), so the unique key
+ * index sees every name a new one could shadow.
  */
 export async function loadUserForChange(
   db: Db,
   userId: number,
-  mailTo: string | 'own',
-  since: Date,
-): Promise<{ user: UserRow | undefined; providers: string[]; verificationsSent: number }> {
-  const address = mailTo === 'own' ? sql`(select ${users.email} from ${users} where ${users.id} = ${userId})` : mailTo
-  const [found, linked, sent, unkeyed] = await db.batch([
-    db.select().from(users).where(eq(users.id, userId)),
-    providersOf(db, userId),
-    db
-      .select({ sent: count() })
-      .from(oneTimeTokens)
-      .where(
-        and(
-          sql`lower(${oneTimeTokens.email}) = lower(${address})`,
-          eq(oneTimeTokens.purpose, 'email_verification'),
-          gte(oneTimeTokens.createdAt, since),
-        ),
-      ),
-    unkeyedUsers(db),
-  ])
+): Promise<{ user: UserRow | undefined; providers: string[] }> {
+  const [found, linked, unkeyed] = await db.batch([userRow(db, userId), providersOf(db, userId), unkeyedUsers(db)])
   if (unkeyed.length > 0) await backfillUsernameKeys(db)
-  return { user: found[0], providers: linked.map((row) => row.provider), verificationsSent: sent[0]?.sent ?? 0 }
+  return { user: found[0], providers: linked.map((row) => row.provider) }
 }
 
 /** The authenticated user's row and linked sign-in providers, in one round trip (refused as loadAuthenticatedUser). */

@@ -1,13 +1,11 @@
 import type { SQL } from 'drizzle-orm'
-import type { OneTimeTokenPurpose } from '../db/schema'
-import type { Config } from '../config'
-import { createDb } from '../db/client'
 import type { BatchStatements, Db } from '../db/client'
-import { countTokensSentTo, issueOneTimeToken } from '../db/one-time-tokens'
+import { issueOneTimeToken, issueTokenForAccountEmail } from '../db/one-time-tokens'
+import type { RecipientLimit } from '../db/one-time-tokens'
+import type { Mailer } from './mailer'
 import { LINK_PATHS, emailVerificationMessage, linkTo, passwordResetMessage } from './messages'
-import { deliverInBackground } from './outbox'
-import { queueEmail } from './queue'
-import { transportFor } from './transports'
+
+// The emails that carry a one-time token for an account: the verification link and the reset link.
 
 interface Recipient {
   /** The user id, or a subquery yielding it when the user is inserted in the same batch. */
@@ -22,53 +20,55 @@ const ACCOUNT_EMAILS = {
 } as const
 
 // At most this many emails of one kind to one address per window, whoever asks: verification
-// resends, email changes, reset requests and subscriptions cannot be turned into a mail bomb. Requests over the
-// limit get the same answer; only the email is not sent.
+// resends, email changes, reset requests and subscriptions cannot be turned into a mail bomb.
+// Requests over the limit get the same answer; only the email is not sent. The count is part of
+// the INSERT of the token (src/db/one-time-tokens.ts), so a concurrent burst cannot pass it.
 const RECIPIENT_LIMIT = { emails: 3, windowMs: 3_600_000 }
 
-/** Where the window of RECIPIENT_LIMIT starts: emails sent since then count. */
-export function mailWindowStart(now: Date): Date {
-  return new Date(now.getTime() - RECIPIENT_LIMIT.windowMs)
-}
-
-/** True while an address that was sent `sent` emails of one kind in the window may get another. */
-export function withinMailLimit(sent: number): boolean {
-  return sent < RECIPIENT_LIMIT.emails
-}
-
-/** True while `email` may be sent another `purpose` email (see RECIPIENT_LIMIT). */
-export async function mayMail(db: Db, purpose: OneTimeTokenPurpose, email: string, now: Date): Promise<boolean> {
-  return withinMailLimit(await countTokensSentTo(db, email, purpose, mailWindowStart(now)))
+/** The per-recipient limit as it stands at `now`. */
+export function recipientLimit(now: Date): RecipientLimit {
+  return { max: RECIPIENT_LIMIT.emails, since: new Date(now.getTime() - RECIPIENT_LIMIT.windowMs) }
 }
 
 /**
  * Statements that issue a one-time token for a user (email verification 24 h, password reset 1 h)
- * and queue the email carrying its link: run them in one db.batch() with the change behind them.
+ * within the per-recipient limit and queue the email carrying its link (only if the token was
+ * issued): run them in one db.batch() with the change behind them.
  */
 export async function accountEmailStatements(
   purpose: keyof typeof ACCOUNT_EMAILS,
   db: Db,
-  config: Config,
+  mailer: Mailer,
   recipient: Recipient,
   now: Date,
 ): Promise<BatchStatements> {
-  const { token, insert } = await issueOneTimeToken(db, purpose, recipient, now)
+  mailer.assertCanSend()
+  const { token, tokenHash, insert } = await issueOneTimeToken(db, purpose, recipient, now, recipientLimit(now))
   const { path, message } = ACCOUNT_EMAILS[purpose]
-  const link = linkTo(config.publicBaseUrl, path, token)
-  return [insert, queueEmail(db, config, message(recipient.email, recipient.username, link), now)]
+  const link = linkTo(mailer.config.publicBaseUrl, path, token)
+  const email = message(recipient.email, recipient.username, link)
+  return [insert, mailer.queue(db, email, now, { onlyWithToken: tokenHash })]
 }
 
+// Stands for the username in a message whose recipient the database looks up (control characters
+// are in no template and in no username).
+const USERNAME = '\u0001username\u0001'
+
 /**
- * After a batch that queued email has committed: deliver it once the response is on its way.
- * Delivery uses its own connection to D1 (the binding, not the request's session), so it is
- * neither part of the request's round trips nor bound to where its session started. Without an
- * execution context (the app called from a script) the cron delivers it instead.
+ * The password-reset email for whichever account has `email`, if any (within the limit): two
+ * statements, the same whether the address has an account or not, so neither the answer nor its
+ * round trips tell (docs/design.md § No enumeration).
  */
-export function deliverSoon(
-  executionCtx: Pick<ExecutionContext, 'waitUntil'> | undefined,
-  bindings: { DB: D1Database },
-  config: Config,
-): void {
-  const transport = transportFor(config)
-  if (transport !== undefined) deliverInBackground(executionCtx, createDb(bindings), transport, config.mail.from)
+export async function passwordResetStatements(
+  db: Db,
+  mailer: Mailer,
+  email: string,
+  now: Date,
+): Promise<BatchStatements> {
+  mailer.assertCanSend()
+  const limit = recipientLimit(now)
+  const { token, tokenHash, insert } = await issueTokenForAccountEmail(db, 'password_reset', email, now, limit)
+  const link = linkTo(mailer.config.publicBaseUrl, LINK_PATHS.passwordReset, token)
+  const { subject, text } = passwordResetMessage(email, USERNAME, link)
+  return [insert, mailer.queueForToken(db, { subject, text, fill: { [USERNAME]: 'username' } }, tokenHash, now)]
 }

@@ -9,7 +9,7 @@ import worker from '../index'
 import { createDb } from '../db/client'
 import type { EmailMessage } from './messages'
 import { getConfig } from '../config'
-import { queueEmail } from './queue'
+import { createMailer } from './mailer'
 import { MAX_DELIVERY_ATTEMPTS, deliverDueEmails, retryDelayMs } from './outbox'
 import { consoleTransport, httpTransport, transportFor } from './transports'
 import type { MailTransport, OutgoingEmail } from './transports'
@@ -55,9 +55,14 @@ function messageTo(to = `${uniqueName('mail')}@example.com`): EmailMessage {
   }
 }
 
+/** A Mailer as the cron would have it: the test configuration, no request. */
+function mailer() {
+  return createMailer({ config: getConfig(env), requestUrl: undefined, executionCtx: undefined, bindings: env })
+}
+
 /** Queues one message at `now` the way the handlers do (inside db.batch) and returns its row. */
 async function queue(now: Date, message: EmailMessage = messageTo()): Promise<OutboxRow> {
-  await db.batch([queueEmail(db, getConfig(env), message, now)])
+  await db.batch([mailer().queue(db, message, now)])
   return rowTo(message.to)
 }
 
@@ -83,7 +88,7 @@ afterEach(() => {
   vi.restoreAllMocks()
 })
 
-describe('queueEmail', () => {
+describe('Mailer.queue', () => {
   it('lands in the outbox as pending with attempts 0, due at once', async ({ expect }) => {
     const message = messageTo()
     const row = await queue(T0, message)
@@ -119,7 +124,7 @@ describe('queueEmail', () => {
     // The second insert of the same primary key fails, so the whole batch must leave no trace.
     await expect(
       db.batch([
-        queueEmail(db, getConfig(env), message, T0),
+        mailer().queue(db, message, T0),
         db.insert(oneTimeTokens).values(tokenRow),
         db.insert(oneTimeTokens).values(tokenRow),
       ]),

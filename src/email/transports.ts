@@ -67,9 +67,10 @@ export function httpTransport(endpoint: string, apiKey: string): MailTransport {
 /**
  * The transport MAIL_TRANSPORT names: `console` (the default) or `http`/`resend`; undefined when
  * the console transport is refused (see assertMailConfigured), so nothing is delivered.
+ * `requestUrl`: the request that queues or delivers the mail; the cron has none.
  */
-export function transportFor(config: Config): MailTransport | undefined {
-  if (consoleRefused(config)) return undefined
+export function transportFor(config: Config, requestUrl?: string): MailTransport | undefined {
+  if (!consoleAllowed(config, requestUrl)) return undefined
   // getConfig() already refused an http transport without MAIL_API_KEY.
   return config.mail.transport === 'console'
     ? consoleTransport
@@ -79,25 +80,35 @@ export function transportFor(config: Config): MailTransport | undefined {
 /**
  * Refuses to queue an email nobody may deliver: 500 naming MAIL_TRANSPORT, before any write. The
  * console transport writes every message, reset and verification links included, to the log:
- * right for local runs and test hosts (an http:// PUBLIC_BASE_URL, any host), never for a deployed
- * worker, whose PUBLIC_BASE_URL is https://. Such a worker refuses to mail rather than log tokens.
+ * right for a worker run on this machine or a test host, never for a deployed one. So it is used
+ * only when both PUBLIC_BASE_URL and the request are local (a loopback or reserved test host; for
+ * PUBLIC_BASE_URL also any http:// one): a deployment left on the default
+ * http://localhost:8787 still answers its real hostname, and refuses to log tokens.
  */
-export function assertMailConfigured(config: Config): void {
-  if (!consoleRefused(config)) return
+export function assertMailConfigured(config: Config, requestUrl?: string): void {
+  if (consoleAllowed(config, requestUrl)) return
   throw new ApiError(
     500,
     'internal_error',
-    'Server misconfigured: email is not set up. PUBLIC_BASE_URL is https://, where the console transport ' +
-      '(which prints every link, tokens included, to the log) is refused: set MAIL_TRANSPORT=http with MAIL_API_KEY and MAIL_FROM.',
+    'Server misconfigured: email is not set up. MAIL_TRANSPORT is console, which prints every link (tokens ' +
+      'included) to the log and is only for a worker on this machine or a test host: set MAIL_TRANSPORT=http with ' +
+      'MAIL_API_KEY and MAIL_FROM, and PUBLIC_BASE_URL to the address of the app.',
   )
 }
 
-const LOOPBACK = /^https:\/\/(localhost|127\.0\.0\.1|\[::1\])(:|\/|$)/
+// RFC 6761 reserved names: nothing under them is a deployment.
+const RESERVED_TLDS = new Set(['localhost', 'test', 'example', 'invalid'])
 
-function consoleRefused(config: Config): boolean {
-  return (
-    config.mail.transport === 'console' &&
-    config.publicBaseUrl.startsWith('https://') &&
-    !LOOPBACK.test(config.publicBaseUrl)
-  )
+/** A loopback address or a name under a reserved test domain. */
+function isLocalHost(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[|\]$/g, '')
+  if (host === '::1' || /^127(\.\d{1,3}){3}$/.test(host)) return true
+  return RESERVED_TLDS.has(host.split('.').at(-1) ?? '')
+}
+
+function consoleAllowed(config: Config, requestUrl: string | undefined): boolean {
+  if (config.mail.transport !== 'console') return true
+  const base = new URL(config.publicBaseUrl)
+  const baseIsLocal = base.protocol === 'http:' || isLocalHost(base.hostname)
+  return baseIsLocal && (requestUrl === undefined || isLocalHost(new URL(requestUrl).hostname))
 }

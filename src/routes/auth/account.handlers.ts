@@ -1,31 +1,28 @@
+import type { Db } from '../../db/client'
 import { consumeOneTimeToken, findLiveToken, spendTokensOf } from '../../db/one-time-tokens'
 import type { UserRow } from '../../db/schema'
+import { identitiesAddedWhileUnverified, removeIdentitiesAddedWhileUnverified } from '../../db/external-identities'
+import { factorRow, removeFactorAddedWhileUnverified } from '../../db/mfa'
 import {
   backfillUsernameKeys,
-  findUserByLogin,
   insertUser,
   loadAuthenticatedUser,
-  loadUserForChange,
   markEmailVerified,
   resetPassword,
   setPassword,
   toConflict,
   userIdByEmail,
+  userRow,
 } from '../../db/users'
-import {
-  accountEmailStatements,
-  deliverSoon,
-  mailWindowStart,
-  mayMail,
-  withinMailLimit,
-} from '../../email/account-emails'
-import { assertMailConfigured } from '../../email/transports'
+import { accountEmailStatements, passwordResetStatements } from '../../email/account-emails'
+import type { QueuedEmail } from '../../email/mailer'
+import { securityEventMessage } from '../../email/messages'
 import { PRIVATE_NO_STORE } from '../../http/conditional-get'
 import { deviceOf } from '../../http/device'
-import { ApiError, userGone } from '../../lib/api-error'
+import { ApiError } from '../../lib/api-error'
 import { hashPassword, verifyPassword } from '../../lib/passwords'
 import { limitByAccount } from '../../middleware/rate-limit'
-import { API_PREFIX, createRouter, executionContextOf, sessionDeps } from '../../router'
+import { API_PREFIX, createRouter, mailerOf, sessionDeps } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
 import { newLoginSession } from '../../sessions/start'
@@ -43,14 +40,15 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   await backfillUsernameKeys(db)
   // The account, its verification token and the email carrying it land together or not at all.
   const recipient = { userId: userIdByEmail(email), username, email }
+  const mailer = mailerOf(c)
   const [inserted] = await db
     .batch([
       insertUser(db, { username, email, passwordHash }, now),
-      ...(await accountEmailStatements('email_verification', db, config, recipient, now)),
+      ...(await accountEmailStatements('email_verification', db, mailer, recipient, now)),
     ])
     .catch(toConflict)
   const user = (inserted as UserRow[])[0]!
-  deliverSoon(executionContextOf(c), c.env, config)
+  mailer.deliverSoon()
   c.header('Location', `${API_PREFIX}/users/${user.id}`)
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(user, []), 201)
@@ -86,17 +84,13 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
 export const passwordReset: AppRouteHandler<typeof routes.passwordReset> = async (c) => {
   const { email } = c.req.valid('json')
   await limitByAccount(c, 'password-reset', email)
-  const { db, config } = c.var
-  // Before the lookup: without a mail transport every address gets the same 500, so the answer
-  // still says nothing about which addresses have an account.
-  assertMailConfigured(config)
-  const user = await findUserByLogin(db, email)
-  const now = new Date()
-  if (user !== undefined && (await mayMail(db, 'password_reset', user.email, now))) {
-    const recipient = { userId: user.id, username: user.username, email: user.email }
-    await db.batch(await accountEmailStatements('password_reset', db, config, recipient, now))
-    deliverSoon(executionContextOf(c), c.env, config)
-  }
+  const { db } = c.var
+  const mailer = mailerOf(c)
+  // One batch, whoever owns the address: the token and its email are issued in SQL for the account
+  // that has it, if any, within the per-recipient limit. The answer, its round trips and (without
+  // a mail transport) its 500 are the same for every address.
+  await db.batch(await passwordResetStatements(db, mailer, email, new Date()))
+  mailer.deliverSoon()
   return c.json({ status: 'accepted' as const }, 202)
 }
 
@@ -106,19 +100,27 @@ export const passwordResetConfirm: AppRouteHandler<typeof routes.passwordResetCo
   const now = new Date()
   // The link first: a bad or spent one costs a lookup, not a 100 000-iteration hash.
   const owner = await findLiveToken(db, 'password_reset', token, now)
+  const userId = owner.userId!
   const passwordHash = await hashPassword(newPassword, config.passwordPepper)
-  // One batch stores the hash, ends every session, spends every reset link of the user and
-  // finally this one; its statements name the user through the link, so a link spent meanwhile
-  // changes nothing. A failure before it spends nothing: the link can be retried.
-  await endSessions(sessionDeps(c), owner.userId!, { all: true }, 'password reset', now, {
+  const mailer = mailerOf(c)
+  const squatted = await squattedMethods(db, userId)
+  // One batch stores the hash, ends every session, removes the ways in added while the address
+  // was unverified (the mailbox's owner is taking the account back), spends every reset link of
+  // the user and finally this one; its statements name the user through the link, so a link spent
+  // meanwhile changes nothing. A failure before it spends nothing: the link can be retried.
+  await endSessions(sessionDeps(c), userId, { all: true }, 'password reset', now, {
     commit: (revokeRows) =>
       consumeOneTimeToken(db, 'password_reset', token, now, (live) => [
         resetPassword(db, live, passwordHash, now),
         ...revokeRows(live.userId),
+        removeIdentitiesAddedWhileUnverified(db, live.userId),
+        ...removeFactorAddedWhileUnverified(db, live.userId),
         spendTokensOf(db, live.userId, 'password_reset', now, live.tokenHash),
+        ...(squatted === undefined ? [] : [mailer.queue(db, squatted, now, { onlyWithToken: live.tokenHash })]),
       ]),
     afterCommit: 'log',
   })
+  if (squatted !== undefined) mailer.deliverSoon()
   return c.body(null, 204)
 }
 
@@ -131,17 +133,37 @@ export const emailVerify: AppRouteHandler<typeof routes.emailVerify> = async (c)
 }
 
 export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> = async (c) => {
-  const { db, config, auth } = c.var
+  const { db, auth } = c.var
   const now = new Date()
-  // The user and the verification emails their address got this hour, in one round trip.
-  const { user, verificationsSent } = await loadUserForChange(db, auth.userId, 'own', mailWindowStart(now))
-  if (user === undefined) throw userGone()
-  if (!user.emailVerified && withinMailLimit(verificationsSent)) {
+  const user = await loadAuthenticatedUser(db, auth.userId)
+  if (!user.emailVerified) {
+    const mailer = mailerOf(c)
     const recipient = { userId: user.id, username: user.username, email: user.email }
-    await db.batch(await accountEmailStatements('email_verification', db, config, recipient, now))
-    deliverSoon(executionContextOf(c), c.env, config)
+    // Within the per-recipient limit, counted by the token's INSERT: over it, nothing is sent.
+    await db.batch(await accountEmailStatements('email_verification', db, mailer, recipient, now))
+    mailer.deliverSoon()
   }
   return c.json({ status: 'accepted' as const }, 202)
+}
+
+/**
+ * The sign-in methods of an account that were added while its address was unverified, which a
+ * password reset removes (docs/design.md § Account squatting), as the email that tells the owner;
+ * undefined when there are none.
+ */
+async function squattedMethods(db: Db, userId: number): Promise<QueuedEmail | undefined> {
+  const [users, identities, factors] = await db.batch([
+    userRow(db, userId),
+    identitiesAddedWhileUnverified(db, userId),
+    factorRow(db, userId),
+  ])
+  const user = users[0]
+  const methods = [
+    ...identities.map((row) => `sign-in with ${row.provider}`),
+    ...(factors[0]?.addedWhileUnverified === true ? ['the two-factor authenticator and its recovery codes'] : []),
+  ]
+  if (user === undefined || methods.length === 0) return undefined
+  return securityEventMessage(user.email, user.username, 'sign_in_methods_removed', methods.join(', '))
 }
 
 export const accountRouter = createRouter()

@@ -315,6 +315,9 @@ describe('POST /api/v1/auth/password/reset', () => {
     expect(links[0]).toMatch(new RegExp(`^${PUBLIC_BASE_URL}/reset-password\\?token=[A-Za-z0-9_-]{20,}$`))
     const [message] = (await outboxMessagesTo(user.email)).filter((m) => m.text.includes('/reset-password?token='))
     expect(message!.recipient).toBe(user.email)
+    // The greeting is filled in from the account's row, which the request never read.
+    expect(message!.text).toMatch(new RegExp(`^Hello ${user.username},\n`))
+    expect(message!.text).not.toContain('\u0001')
   })
 
   it('answers an unknown email with the identical 202 body and queues nothing', async ({ expect }) => {

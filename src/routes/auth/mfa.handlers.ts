@@ -1,4 +1,3 @@
-import type { Config } from '../../config'
 import type { Db } from '../../db/client'
 import {
   challengeAttemptReservation,
@@ -14,11 +13,9 @@ import {
 } from '../../db/mfa'
 import type { MfaFactorRow, UserRow } from '../../db/schema'
 import { loadAuthenticatedUser, userRow } from '../../db/users'
-import { deliverSoon } from '../../email/account-emails'
 import { securityEventMessage } from '../../email/messages'
 import type { SecurityEvent } from '../../email/messages'
-import { queueEmail } from '../../email/queue'
-import { assertMailConfigured } from '../../email/transports'
+import type { Mailer } from '../../email/mailer'
 import { NO_STORE } from '../../http/conditional-get'
 import { assertCookieModeOrigin, wantsCookies } from '../../http/cookie-mode'
 import { ApiError, userGone } from '../../lib/api-error'
@@ -28,7 +25,7 @@ import { seal } from '../../lib/secret-box'
 import { newTotpSecret, otpauthUri } from '../../lib/totp'
 import { verifyToken } from '../../lib/tokens'
 import { limitByUser } from '../../middleware/rate-limit'
-import { createRouter, executionContextOf, sessionDeps } from '../../router'
+import { createRouter, mailerOf, sessionDeps } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
 import { assertAccountPassword } from '../account-password'
@@ -52,7 +49,8 @@ export const enroll: AppRouteHandler<typeof routes.enroll, AuthedEnv> = async (c
 
 export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
-  assertMailConfigured(config)
+  const mailer = mailerOf(c)
+  mailer.assertCanSend()
   const { user, factor } = await findUserWithFactor(db, auth.userId)
   if (user === undefined) throw userGone()
   if (factor === undefined || factor.confirmedAt !== null) {
@@ -71,17 +69,18 @@ export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async 
         setMfaEnabled(db, user.id, true, now),
         recordFactorProvenance(db, user.id, !user.emailVerified),
         ...replaceRecoveryCodes(db, user.id, hashes, now),
-        securityEmail(db, config, user, 'mfa_enabled', now),
+        securityEmail(db, mailer, user, 'mfa_enabled', now),
       ]),
   })
-  deliverSoon(executionContextOf(c), c.env, config)
+  mailer.deliverSoon()
   c.header('Cache-Control', NO_STORE)
   return c.json({ recovery_codes: codes }, 200)
 }
 
 export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
-  assertMailConfigured(config)
+  const mailer = mailerOf(c)
+  mailer.assertCanSend()
   const input = c.req.valid('json')
   const { user, factor } = await confirmedUserFactor(db, auth.userId)
   await assertAccountPassword(user, input.password, config)
@@ -95,16 +94,17 @@ export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async 
         ...revokeRows(user.id),
         setMfaEnabled(db, user.id, false, now),
         ...removeFactor(db, user.id),
-        securityEmail(db, config, user, 'mfa_disabled', now),
+        securityEmail(db, mailer, user, 'mfa_disabled', now),
       ]),
   })
-  deliverSoon(executionContextOf(c), c.env, config)
+  mailer.deliverSoon()
   return c.body(null, 204)
 }
 
 export const regenerateRecoveryCodes: AppRouteHandler<typeof routes.regenerateRecoveryCodes, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
-  assertMailConfigured(config)
+  const mailer = mailerOf(c)
+  mailer.assertCanSend()
   const { user, factor } = await confirmedUserFactor(db, auth.userId)
   const now = new Date()
   await proveSecondFactor(db, config, factor, { code: c.req.valid('json').code }, now)
@@ -112,9 +112,9 @@ export const regenerateRecoveryCodes: AppRouteHandler<typeof routes.regenerateRe
   const hashes = await Promise.all(codes.map(hashRecoveryCode))
   await db.batch([
     ...replaceRecoveryCodes(db, user.id, hashes, now),
-    securityEmail(db, config, user, 'recovery_codes_regenerated', now),
+    securityEmail(db, mailer, user, 'recovery_codes_regenerated', now),
   ])
-  deliverSoon(executionContextOf(c), c.env, config)
+  mailer.deliverSoon()
   c.header('Cache-Control', NO_STORE)
   return c.json({ recovery_codes: codes }, 200)
 }
@@ -130,7 +130,8 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   await limitByUser(c, 'mfa-verify', userId)
   const proof = proofOf(input)
   // Before a recovery code is spent: it must not be used up by a sign-in whose notice cannot go out.
-  if ('recoveryCode' in proof) assertMailConfigured(config)
+  const mailer = mailerOf(c)
+  if ('recoveryCode' in proof) mailer.assertCanSend()
   // One round trip: the account, its factor, and the attempt counted against both the account (so
   // a burst meets the lock) and this MFA token (a few codes, one sign-in), before any code is looked at.
   const challenge = { jti: claims.jti, userId, expiresAt: new Date(claims.exp * 1000) }
@@ -147,9 +148,9 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
     throw new ApiError(401, 'token_invalid', 'This MFA token has been used up. Log in again.')
   await proveSecondFactor(db, config, factor, proof, now, { reserved: true })
   const alongside = [spendChallenge(db, claims.jti, now)]
-  if ('recoveryCode' in proof) alongside.push(securityEmail(db, config, user, 'recovery_code_used', now))
+  if ('recoveryCode' in proof) alongside.push(securityEmail(db, mailer, user, 'recovery_code_used', now))
   const answer = await signIn(c, user.id, now, { alongside })
-  if ('recoveryCode' in proof) deliverSoon(executionContextOf(c), c.env, config)
+  if ('recoveryCode' in proof) mailer.deliverSoon()
   return c.json(answer, 200)
 }
 
@@ -176,8 +177,8 @@ function proofOf(input: { code?: string | undefined; recovery_code?: string | un
   return input.code !== undefined ? { code: input.code } : { recoveryCode: input.recovery_code ?? '' }
 }
 
-function securityEmail(db: Db, config: Config, user: UserRow, event: SecurityEvent, now: Date) {
-  return queueEmail(db, config, securityEventMessage(user.email, user.username, event), now)
+function securityEmail(db: Db, mailer: Mailer, user: UserRow, event: SecurityEvent, now: Date) {
+  return mailer.queue(db, securityEventMessage(user.email, user.username, event), now)
 }
 
 function alreadyOn(): ApiError {

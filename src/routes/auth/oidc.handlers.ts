@@ -10,15 +10,12 @@ import {
 } from '../../db/external-identities'
 import type { UserRow } from '../../db/schema'
 import { findUserByLogin, insertUser, signUpChecks, toConflict, userIdByEmail, userRow } from '../../db/users'
-import { deliverSoon } from '../../email/account-emails'
 import { securityEventMessage } from '../../email/messages'
-import { queueEmail } from '../../email/queue'
-import { assertMailConfigured } from '../../email/transports'
 import { assertCookieModeOrigin, wantsCookies } from '../../http/cookie-mode'
 import { ApiError, notFound, userGone } from '../../lib/api-error'
 import type { ProviderIdentity } from '../../lib/oidc'
 import { usernameFromEmail } from '../../lib/usernames'
-import { createRouter, executionContextOf } from '../../router'
+import { createRouter, mailerOf } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
 import * as routes from './oidc.routes'
 import { assertFirstUse, verifyProviderToken } from './provider-identity'
@@ -46,7 +43,8 @@ export const providerSignIn: AppRouteHandler<typeof routes.signIn> = async (c) =
 
 export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
-  assertMailConfigured(config)
+  const mailer = mailerOf(c)
+  mailer.assertCanSend()
   const { id_token: idToken, nonce } = c.req.valid('json')
   const now = new Date()
   const token = { provider: c.req.valid('param').provider, idToken, nonce }
@@ -72,18 +70,19 @@ export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) =>
   const [inserted] = await db
     .batch([
       linkIdentity(db, identity, { userId, addedWhileUnverified: !user.emailVerified }, now),
-      queueEmail(db, config, notice, now),
+      mailer.queue(db, notice, now),
     ])
     .catch(toConflictOrGone)
   // The conditional insert lost to a concurrent link of this provider.
   if (inserted.length === 0) throw anotherAtProvider(identity.provider)
-  deliverSoon(executionContextOf(c), c.env, config)
+  mailer.deliverSoon()
   return c.body(null, 204)
 }
 
 export const unlink: AppRouteHandler<typeof routes.unlink, AuthedEnv> = async (c) => {
-  const { db, config, auth } = c.var
-  assertMailConfigured(config)
+  const { db, auth } = c.var
+  const mailer = mailerOf(c)
+  mailer.assertCanSend()
   const { provider } = c.req.valid('param')
   const { userId } = auth
   // The delete checks the last-way rule itself; the rows read alongside say why nothing went.
@@ -96,8 +95,8 @@ export const unlink: AppRouteHandler<typeof routes.unlink, AuthedEnv> = async (c
   if (user === undefined) throw userGone()
   if (removed.length > 0) {
     const notice = securityEventMessage(user.email, user.username, 'provider_unlinked', provider)
-    await db.batch([queueEmail(db, config, notice, new Date())])
-    deliverSoon(executionContextOf(c), c.env, config)
+    await db.batch([mailer.queue(db, notice, new Date())])
+    mailer.deliverSoon()
     return c.body(null, 204)
   }
   if (!linked.some((row) => row.provider === provider)) throw notFound('linked provider')

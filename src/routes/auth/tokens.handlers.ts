@@ -1,10 +1,7 @@
 import type { Context } from 'hono'
 import { identityOwner } from '../../db/external-identities'
 import { findUserByLogin, loadAuthenticatedUser } from '../../db/users'
-import { deliverSoon } from '../../email/account-emails'
 import { securityEventMessage } from '../../email/messages'
-import { queueEmail } from '../../email/queue'
-import { assertMailConfigured } from '../../email/transports'
 import { validationFailed } from '../../errors'
 import {
   assertCookieModeOrigin,
@@ -19,7 +16,7 @@ import { decoyHash, hashPassword, needsRehash, verifyPassword } from '../../lib/
 import { idTokenInvalid } from '../../lib/oidc'
 import { verifyToken } from '../../lib/tokens'
 import { limitByAccount, limitByUser } from '../../middleware/rate-limit'
-import { createRouter, executionContextOf, sessionDeps } from '../../router'
+import { createRouter, mailerOf, sessionDeps } from '../../router'
 import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
 import { assertSessionNotRevoked } from '../../sessions/revocation-keys'
@@ -141,13 +138,12 @@ export const reauthenticate: AppRouteHandler<typeof routes.reauthenticate, Authe
   } else if (input.code !== undefined) {
     const factor = await confirmedFactorOf(db, user.id)
     const proof = TOTP_CODE.test(input.code) ? { code: input.code } : { recoveryCode: input.code }
-    if ('recoveryCode' in proof) assertMailConfigured(config)
+    const mailer = mailerOf(c)
+    if ('recoveryCode' in proof) mailer.assertCanSend()
     await proveSecondFactor(db, config, factor, proof, now)
     if ('recoveryCode' in proof) {
-      await db.batch([
-        queueEmail(db, config, securityEventMessage(user.email, user.username, 'recovery_code_used'), now),
-      ])
-      deliverSoon(executionContextOf(c), c.env, config)
+      await db.batch([mailer.queue(db, securityEventMessage(user.email, user.username, 'recovery_code_used'), now)])
+      mailer.deliverSoon()
     }
   } else {
     const token = { provider: input.provider ?? '', idToken: input.id_token ?? '', nonce: input.nonce }

@@ -1,22 +1,18 @@
 import type { SubscriberRow } from '../../db/schema'
 import type { Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
-import { consumeOneTimeToken, issueOneTimeToken } from '../../db/one-time-tokens'
+import { consumeOneTimeToken, issueTokenForPendingSubscriber } from '../../db/one-time-tokens'
 import {
   activateSubscriber,
   deleteSubscriber,
   findSubscriber,
-  findSubscriberByEmail,
   listSubscribers,
-  savePendingSubscriber,
-  subscriberIdByEmail,
+  pendingSubscriberStatements,
   subscribersAfter,
   unsubscribeByTokenHash,
   updateSubscriber,
 } from '../../db/subscribers'
-import { deliverSoon, mayMail } from '../../email/account-emails'
-import { queueEmail } from '../../email/queue'
-import { assertMailConfigured } from '../../email/transports'
+import { recipientLimit } from '../../email/account-emails'
 import { LINK_PATHS, linkTo, subscriptionConfirmationMessage } from '../../email/messages'
 import { PRIVATE_NO_STORE } from '../../http/conditional-get'
 import { ApiError, notFound } from '../../lib/api-error'
@@ -25,43 +21,46 @@ import { derivedHmacKey, sha256Base64Url } from '../../lib/hmac'
 import { parseId } from '../../lib/ids'
 import { isWellFormedUnsubscribeToken, unsubscribeTokenFor } from '../../lib/unsubscribe-tokens'
 import { limitByAccount } from '../../middleware/rate-limit'
-import { createRouter, executionContextOf } from '../../router'
+import { createRouter, mailerOf } from '../../router'
 import type { AdminEnv, AppRouteHandler } from '../../router'
 import { readPageRequest, toPage } from '../pagination'
 import * as routes from './subscribers.routes'
 
 const EXPORT_CHUNK_ROWS = 500
 
+// Stands for the subscriber's greeting (" " and the stored name, or nothing) in the confirmation
+// email, which the database fills from the row (control characters are in no template or name).
+const GREETING_NAME = '\u0001name\u0001'
+
 export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => {
   const { email, name } = c.req.valid('json')
   await limitByAccount(c, 'subscribe', email)
   const { db, config } = c.var
-  assertMailConfigured(config)
-  const existing = await findSubscriberByEmail(db, email)
+  const mailer = mailerOf(c)
+  mailer.assertCanSend()
   const now = new Date()
-  // An active address stays active and gets no email, and an address mailed 3 times this hour
-  // gets no more (no mail bombing); the answer is the same either way.
-  if (existing?.status !== 'active' && (await mayMail(db, 'subscription_confirmation', email, now))) {
-    const unsubscribeToken = await unsubscribeTokenFor(email, await derivedHmacKey(config.tokens.secret, 'unsubscribe'))
-    const saveSubscriber = savePendingSubscriber(
-      db,
-      existing,
-      { email, name: name ?? null, unsubscribeTokenHash: await sha256Base64Url(unsubscribeToken) },
-      now,
-    )
-    const subscriberId = existing?.id ?? subscriberIdByEmail(email)
-    const { token, insert } = await issueOneTimeToken(db, 'subscription_confirmation', { subscriberId, email }, now)
-    // The greeting is the name the row will hold: a stranger re-posting the address can neither
-    // rename its subscriber nor put new text into the mail sent to it.
-    const message = subscriptionConfirmationMessage(
-      email,
-      existing === undefined ? (name ?? null) : existing.name,
-      linkTo(config.publicBaseUrl, LINK_PATHS.subscriptionConfirmation, token),
-      linkTo(config.publicBaseUrl, LINK_PATHS.unsubscribe, unsubscribeToken),
-    )
-    await db.batch([saveSubscriber, insert, queueEmail(db, config, message, now)])
-    deliverSoon(executionContextOf(c), c.env, config)
-  }
+  const limit = recipientLimit(now)
+  const unsubscribeToken = await unsubscribeTokenFor(email, await derivedHmacKey(config.tokens.secret, 'unsubscribe'))
+  const subscriber = { email, name: name ?? null, unsubscribeTokenHash: await sha256Base64Url(unsubscribeToken) }
+  const { token, tokenHash, insert } = await issueTokenForPendingSubscriber(db, email, now, limit)
+  // The greeting is the name the row holds: a stranger re-posting the address can neither rename
+  // its subscriber nor put new text into the mail sent to it.
+  const { subject, text, headers } = subscriptionConfirmationMessage(
+    email,
+    GREETING_NAME,
+    linkTo(config.publicBaseUrl, LINK_PATHS.subscriptionConfirmation, token),
+    linkTo(config.publicBaseUrl, LINK_PATHS.unsubscribe, unsubscribeToken),
+  )
+  const message = { subject, text, headers, fill: { [` ${GREETING_NAME}`]: 'subscriberGreeting' as const } }
+  // One batch, whatever the address's state: an active one stays active and gets no email, and an
+  // address mailed 3 times this hour gets no more (no mail bombing). The answer, and its round
+  // trips, are the same either way.
+  await db.batch([
+    ...pendingSubscriberStatements(db, subscriber, now, limit),
+    insert,
+    mailer.queueForToken(db, message, tokenHash, now),
+  ])
+  mailer.deliverSoon()
   return c.json({ status: 'pending' as const }, 202)
 }
 

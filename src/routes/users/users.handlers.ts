@@ -1,4 +1,3 @@
-import type { Config } from '../../config'
 import type { BatchStatements, Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
@@ -14,14 +13,14 @@ import {
   updateUser,
 } from '../../db/users'
 import type { UserChanges } from '../../db/users'
-import { accountEmailStatements, deliverSoon, mailWindowStart, withinMailLimit } from '../../email/account-emails'
+import { accountEmailStatements } from '../../email/account-emails'
+import type { Mailer } from '../../email/mailer'
 import { securityEventMessage } from '../../email/messages'
-import { queueEmail } from '../../email/queue'
 import { PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
 import { notFound, userGone } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
 import { assertRecentSignIn } from '../../middleware/authenticate'
-import { createRouter, executionContextOf, sessionDeps } from '../../router'
+import { createRouter, mailerOf, sessionDeps } from '../../router'
 import type { AdminEnv, AppRouteHandler, AuthedEnv } from '../../router'
 import type { SessionDeps } from '../../sessions/deps'
 import { endSessions } from '../../sessions/end'
@@ -53,12 +52,13 @@ export const getMe: AppRouteHandler<typeof routes.getMe, AuthedEnv> = async (c) 
 
 export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = async (c) => {
   const changes = c.req.valid('json')
-  const { user, providers, verificationsSent } = await loadForChange(c.var.db, c.var.auth.userId, changes.email)
+  const { user, providers } = await loadForChange(c.var.db, c.var.auth.userId)
   if (user === undefined) throw userGone()
   // A new address is a lasting way in (reset links go there): it needs a recent sign-in.
   if (isNewEmail(user, changes.email)) assertRecentSignIn(c.var.auth, c.var.config, new Date())
-  const updated = await applyUserChanges(c.var.db, c.var.config, user, changes, {}, verificationsSent)
-  if (updated.email !== user.email) deliverSoon(executionContextOf(c), c.env, c.var.config)
+  const mailer = mailerOf(c)
+  const updated = await applyUserChanges(c.var.db, mailer, user, changes, {})
+  if (updated.email !== user.email) mailer.deliverSoon()
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(updated, providers), 200)
 }
@@ -73,21 +73,11 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
 
 export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> = async (c) => {
   const { is_admin: isAdmin, email_verified: emailVerified, ...profile } = c.req.valid('json')
-  const {
-    user: target,
-    providers,
-    verificationsSent,
-  } = await loadForChange(c.var.db, parseId(c.req.valid('param').id), profile.email)
+  const { user: target, providers } = await loadForChange(c.var.db, parseId(c.req.valid('param').id))
   if (target === undefined) throw notFound('user')
-  const updated = await applyUserChanges(
-    c.var.db,
-    c.var.config,
-    target,
-    profile,
-    { isAdmin, emailVerified },
-    verificationsSent,
-  )
-  if (updated.email !== target.email && !updated.emailVerified) deliverSoon(executionContextOf(c), c.env, c.var.config)
+  const mailer = mailerOf(c)
+  const updated = await applyUserChanges(c.var.db, mailer, target, profile, { isAdmin, emailVerified })
+  if (updated.email !== target.email) mailer.deliverSoon()
   return c.json(toPrivateUser(updated, providers), 200)
 }
 
@@ -112,11 +102,10 @@ function isNewEmail(user: UserRow, email: string | undefined): boolean {
  */
 async function applyUserChanges(
   db: Db,
-  config: Config,
+  mailer: Mailer,
   user: UserRow,
   changes: { username?: string | undefined; email?: string | undefined },
   flags: { isAdmin?: boolean | undefined; emailVerified?: boolean | undefined },
-  verificationsSent: number,
 ): Promise<UserRow> {
   const now = new Date()
   const emailChanged = isNewEmail(user, changes.email)
@@ -132,25 +121,20 @@ async function applyUserChanges(
     const email = changes.email!
     // The old address hears of it: if the change was not its owner's, they know where it went.
     const notice = securityEventMessage(user.email, user.username, 'email_changed', email)
-    statements.push(spendTokensOf(db, user.id, 'password_reset', now), queueEmail(db, config, notice, now))
-    if (emailVerified !== true && withinMailLimit(verificationsSent)) {
-      const username = changes.username ?? user.username
-      statements.push(
-        ...(await accountEmailStatements('email_verification', db, config, { userId: user.id, username, email }, now)),
-      )
+    statements.push(spendTokensOf(db, user.id, 'password_reset', now), mailer.queue(db, notice, now))
+    if (emailVerified !== true) {
+      const recipient = { userId: user.id, username: changes.username ?? user.username, email }
+      statements.push(...(await accountEmailStatements('email_verification', db, mailer, recipient, now)))
     }
   }
   const [updated] = await db.batch(statements).catch(toConflict)
   return (updated as UserRow[])[0]!
 }
 
-/**
- * The row a change applies to and the verification emails its new address got this hour, in one
- * round trip (undefined user: no such id).
- */
-function loadForChange(db: Db, id: number | null, newEmail: string | undefined) {
-  if (id === null) return Promise.resolve({ user: undefined, providers: [], verificationsSent: 0 })
-  return loadUserForChange(db, id, newEmail ?? 'own', mailWindowStart(new Date()))
+/** The row a change applies to and its providers, in one round trip (undefined user: no such id). */
+function loadForChange(db: Db, id: number | null) {
+  if (id === null) return Promise.resolve({ user: undefined, providers: [] })
+  return loadUserForChange(db, id)
 }
 
 /**
