@@ -183,6 +183,34 @@ export async function isRefreshableSessionOf(
   return row !== undefined
 }
 
+/**
+ * True if `sid` is a session of the user that may still have a live access token: not revoked,
+ * and neither its refresh token nor its start older than the windows given. A session past
+ * SESSION_MAX_AGE can no longer refresh, but the access token of its last refresh lives on for
+ * a while: it can still be ended.
+ */
+export async function isEndableSessionOf(
+  db: Db,
+  userId: number,
+  sid: string,
+  window: { refreshExpiredAfter: Date; startedAfter: Date },
+): Promise<boolean> {
+  const [row] = await db
+    .select({ sid: sessions.sid })
+    .from(sessions)
+    .where(
+      and(
+        eq(sessions.sid, sid),
+        eq(sessions.userId, userId),
+        isNull(sessions.revokedAt),
+        gt(sessions.refreshExpiresAt, window.refreshExpiredAfter),
+        gt(sessions.createdAt, window.startedAfter),
+      ),
+    )
+    .limit(1)
+  return row !== undefined
+}
+
 /** Which of a user's sessions a revocation names. */
 export type SessionSelection = { only: readonly string[] } | { allBut: string } | 'all'
 

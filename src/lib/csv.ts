@@ -3,14 +3,15 @@
 const FORMULA_TRIGGER = /^[=+\-@\t\r\n\0]/
 
 /**
- * One RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled. Text that a
- * spreadsheet would take for a formula is first prefixed with `'` (OWASP's advice), which makes
- * the cell text; numbers are written as they are.
+ * One RFC 4180 field, always quoted (quotes doubled): a spreadsheet set to a locale that separates
+ * cells with `;` would otherwise split an unquoted field at each `;`. Text that a spreadsheet would
+ * take for a formula is first prefixed with `'` (OWASP's advice), which makes the cell text;
+ * numbers are quoted as they are written; null is an empty field.
  */
 export function csvField(value: string | number | null): string {
-  if (value === null) return ''
+  if (value === null) return '""'
   const text = typeof value === 'number' ? String(value) : FORMULA_TRIGGER.test(value) ? `'${value}` : value
-  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text
+  return `"${text.replaceAll('"', '""')}"`
 }
 
 /** One CSV record, CRLF-terminated as RFC 4180 asks. */

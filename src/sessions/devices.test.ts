@@ -17,7 +17,7 @@ import { startLoginSession } from './start'
 const db = createDb({ DB: env.DB })
 const config = getConfig(env)
 const deps: SessionDeps = { db, kv: env.REVOKED_TOKENS, keys: await loadTokenKeys(config.tokens), config }
-const { refreshTtlSeconds, sessionMaxAgeSeconds } = deps.keys
+const { accessTtlSeconds, leewaySeconds, refreshTtlSeconds, sessionMaxAgeSeconds } = deps.keys
 const HOUR = 3_600_000
 const DAY_S = 86_400
 
@@ -168,13 +168,25 @@ describe('signOutDevice', () => {
     expect(await keyOf(unknown)).toBeNull()
   })
 
-  it('answers false for a session that already ended (revoked, expired or too old)', async () => {
+  it('ends a session past SESSION_MAX_AGE whose last access token may still live', async () => {
+    const now = new Date()
+    const { userId, caller } = await signedIn(now)
+    const pastMaxAge = await longLivedSession(userId, ago(now, sessionMaxAgeSeconds * 1000 + 1_000), now)
+
+    expect(await signOutDevice(deps, caller, pastMaxAge, now)).toBe(true)
+    expect((await findSession(db, pastMaxAge))?.revokedAt).toEqual(now)
+    expect(await keyOf(pastMaxAge)).toBe('signed out from another session')
+  })
+
+  it('answers false for a session that already ended (revoked, or no token of it can work any more)', async () => {
     const now = new Date()
     const { userId, caller } = await signedIn(now)
     const revoked = await login(userId, ago(now, HOUR))
     await signOutDevice(deps, caller, revoked.sessionId, ago(now, 1_000))
-    const expired = await login(userId, ago(now, refreshTtlSeconds * 1000))
-    const tooOld = await longLivedSession(userId, ago(now, sessionMaxAgeSeconds * 1000), now)
+    // An access token lives at most this long after the refresh (or the login) that minted it.
+    const lastAccessMs = (accessTtlSeconds + leewaySeconds) * 1000
+    const expired = await login(userId, ago(now, refreshTtlSeconds * 1000 + lastAccessMs + 1_000))
+    const tooOld = await longLivedSession(userId, ago(now, sessionMaxAgeSeconds * 1000 + lastAccessMs + 1_000), now)
 
     expect(await signOutDevice(deps, caller, revoked.sessionId, now)).toBe(false)
     expect(await signOutDevice(deps, caller, expired.sessionId, now)).toBe(false)

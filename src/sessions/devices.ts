@@ -1,7 +1,7 @@
-import { isRefreshableSessionOf, listRefreshableSessions } from '../db/sessions'
+import { isEndableSessionOf, listRefreshableSessions } from '../db/sessions'
 import type { DeviceSession, Refreshable } from '../db/sessions'
 import type { SessionDeps } from './deps'
-import { sessionStartLimit } from './deps'
+import { secondsBefore, sessionStartLimit } from './deps'
 import { endSessions } from './end'
 
 // Sessions as the device list shows them: the ones that can still refresh.
@@ -28,12 +28,19 @@ export interface Caller {
 }
 
 /**
- * Ends one live session of the caller, as logout does; false when `sid` is not one (another
- * user's, unknown or already ended), so that every such id gets the same answer. Checked first and
+ * Ends one session of the caller, as logout does, while any token of it may still work; false
+ * when `sid` is not one (another user's, unknown or already ended), so that every such id gets
+ * the same answer. Checked first and
  * by owner: the KV key is written whatever D1 says, so a foreign id must never reach it.
  */
 export async function signOutDevice(deps: SessionDeps, caller: Caller, sid: string, now: Date): Promise<boolean> {
-  if (!(await isRefreshableSessionOf(deps.db, caller.userId, sid, refreshableAt(deps, now)))) return false
+  // Live or not quite over: its last access token may outlive its refresh token and SESSION_MAX_AGE.
+  const lastAccess = deps.keys.accessTtlSeconds + deps.keys.leewaySeconds
+  const window = {
+    refreshExpiredAfter: secondsBefore(now, lastAccess),
+    startedAfter: secondsBefore(now, deps.keys.sessionMaxAgeSeconds + lastAccess),
+  }
+  if (!(await isEndableSessionOf(deps.db, caller.userId, sid, window))) return false
   const own = sid === caller.sessionId
   await endSessions(
     deps,
