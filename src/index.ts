@@ -4,7 +4,7 @@ import type { Env } from './config'
 // The Worker's entry. The app (every route, its zod schemas, the OpenAPI registry) is built on
 // the first request of an isolate, not while the isolate starts: a worker deployed to every
 // location starts cold in each of them, and start-up is paid before any request can be served
-// (scripts/budget.ts holds it to a budget). The imports below are separate modules that esbuild
+// (scripts/checks/budget.ts holds it to a budget). The imports below are separate modules that esbuild
 // evaluates only when they are first imported; the cron's is loaded when it first runs.
 
 type App = ReturnType<typeof createApp>

@@ -450,6 +450,22 @@ describe('the round-trip ledger', () => {
     )
   })
 
+  it('reauthentication: the user, the password, the session renewed', async () => {
+    const { user, tokens } = await registerAndLogin()
+    await expectBudget(
+      'POST /auth/reauthenticate',
+      await api('POST', '/auth/reauthenticate', { password: user.password }, tokens.access_token),
+      200,
+      SIGNED_IN_WRITE,
+    )
+    await expectBudget(
+      'POST /auth/reauthenticate (wrong password)',
+      await api('POST', '/auth/reauthenticate', { password: 'not the password' }, tokens.access_token),
+      401,
+      SIGNED_IN_WRITE,
+    )
+  })
+
   it('ending every session (logout-all, password change, account deletion)', async () => {
     const signIn = async (user: RegisteredUser) => (await login(user)).access_token
     const { user, tokens } = await registerAndLogin()
@@ -530,6 +546,13 @@ describe('the round-trip ledger: two-factor sign-in', () => {
       401,
       MFA_SECOND_STEP,
     )
+    await expectBudget(
+      'POST /auth/reauthenticate (code)',
+      await api('POST', '/auth/reauthenticate', { code: codeAt(secret, 1) }, token),
+      200,
+      MFA_MANAGEMENT,
+    )
+    vi.setSystemTime(Date.now() + 30_000)
     await expectBudget(
       'POST /auth/mfa/recovery-codes',
       await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret, 1) }, token),

@@ -191,19 +191,33 @@ function tallyStartup(profile: CpuProfile): StartupTally {
   return tally
 }
 
-function checkStartup(): void {
-  const outfile = join(workDir, 'startup.cpuprofile')
+// A busy machine (other jobs, the test suite's workerd) inflates a single profile's CPU figure, so
+// a profile over budget is taken again, up to STARTUP_PROFILES times, and the least busy one
+// judged: work that start-up really does shows in every profile, a neighbour's load does not.
+const STARTUP_PROFILES = 3
+
+function profileStartup(attempt: number): { tally: StartupTally; spanMs: number } {
+  const outfile = join(workDir, `startup-${attempt}.cpuprofile`)
   runWrangler(['check', 'startup', '--outfile', outfile], { onFailure: 'exit' })
   const profile = JSON.parse(readFileSync(outfile, 'utf8')) as CpuProfile
-  const tally = tallyStartup(profile)
+  return { tally: tallyStartup(profile), spanMs: (profile.endTime - profile.startTime) / 1000 }
+}
+
+function checkStartup(): void {
+  let best = profileStartup(1)
+  for (let attempt = 2; attempt <= STARTUP_PROFILES && best.tally.busyMicros / 1000 > STARTUP_BUDGET_MS; attempt++) {
+    console.log(`start-up: ${(best.tally.busyMicros / 1000).toFixed(1)} ms busy, over budget; profiling again`)
+    const next = profileStartup(attempt)
+    if (next.tally.busyMicros < best.tally.busyMicros) best = next
+  }
+  const { tally, spanMs } = best
   const busyMs = tally.busyMicros / 1000
-  const spanMs = (profile.endTime - profile.startTime) / 1000
   console.log(
     `start-up: ${spanMs.toFixed(1)} ms profiled, ${busyMs.toFixed(1)} ms of it busy in ${tally.samples} samples`,
   )
   if (busyMs > STARTUP_BUDGET_MS) {
     failures.push(
-      `Start-up is ${busyMs.toFixed(1)} ms busy, over the ${STARTUP_BUDGET_MS} ms budget. ` +
+      `Start-up is ${busyMs.toFixed(1)} ms busy (the least of ${STARTUP_PROFILES} profiles), over the ${STARTUP_BUDGET_MS} ms budget. ` +
         'Build less at module load: what only requests need belongs behind the lazy import in src/index.ts.',
     )
   }

@@ -11,7 +11,7 @@ import {
   setMfaEnabled,
   spendChallenge,
 } from '../../db/mfa'
-import type { MfaFactorRow, UserRow } from '../../db/schema'
+import type { UserRow } from '../../db/schema'
 import { loadAuthenticatedUser, userRow } from '../../db/users'
 import { securityEventMessage } from '../../email/messages'
 import type { SecurityEvent } from '../../email/messages'
@@ -30,7 +30,7 @@ import type { AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
 import { assertAccountPassword } from '../account-password'
 import * as routes from './mfa.routes'
-import { proveSecondFactor, refuseLocked, sealingKey } from './second-factor'
+import { confirmedUserFactor, proveSecondFactor, refuseLocked, sealingKey } from './second-factor'
 import type { SecondFactorProof } from './second-factor'
 import { signIn } from './sign-in'
 
@@ -161,16 +161,6 @@ function mfaTokenRefused(): ApiError {
 /** The MFA token predates the last time every session of the user ended (logout-all, a new password). */
 function endedSince(user: UserRow, issuedAtSeconds: number): boolean {
   return user.allSessionsEndedAt !== null && issuedAtSeconds * 1000 < user.allSessionsEndedAt.getTime()
-}
-
-/** The user and their factor, which must be on (409 otherwise), in one round trip. */
-async function confirmedUserFactor(db: Db, userId: number): Promise<{ user: UserRow; factor: MfaFactorRow }> {
-  const { user, factor } = await findUserWithFactor(db, userId)
-  if (user === undefined) throw userGone()
-  if (factor === undefined || factor.confirmedAt === null) {
-    throw new ApiError(409, 'conflict', 'Two-factor sign-in is not on.')
-  }
-  return { user, factor }
 }
 
 function proofOf(input: { code?: string | undefined; recovery_code?: string | undefined }): SecondFactorProof {

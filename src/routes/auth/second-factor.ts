@@ -1,8 +1,15 @@
 import type { Config } from '../../config'
 import type { Db } from '../../db/client'
-import { acceptStep, findFactor, lockedForSeconds, reserveCodeAttempt, spendRecoveryCode } from '../../db/mfa'
-import type { MfaFactorRow } from '../../db/schema'
-import { ApiError } from '../../lib/api-error'
+import {
+  acceptStep,
+  findFactor,
+  findUserWithFactor,
+  lockedForSeconds,
+  reserveCodeAttempt,
+  spendRecoveryCode,
+} from '../../db/mfa'
+import type { MfaFactorRow, UserRow } from '../../db/schema'
+import { ApiError, userGone } from '../../lib/api-error'
 import { hashRecoveryCode, normalizeRecoveryCode } from '../../lib/recovery-codes'
 import { open, secretBoxKey } from '../../lib/secret-box'
 import { matchingStep } from '../../lib/totp'
@@ -58,13 +65,14 @@ export async function refuseLocked(db: Db, userId: number, now: Date): Promise<n
   })
 }
 
-/** The user's factor, which must be on: 409 otherwise. */
-export async function confirmedFactorOf(db: Db, userId: number): Promise<MfaFactorRow> {
-  const factor = await findFactor(db, userId)
+/** The user and their factor, which must be on (409 otherwise), in one round trip. */
+export async function confirmedUserFactor(db: Db, userId: number): Promise<{ user: UserRow; factor: MfaFactorRow }> {
+  const { user, factor } = await findUserWithFactor(db, userId)
+  if (user === undefined) throw userGone()
   if (factor === undefined || factor.confirmedAt === null) {
     throw new ApiError(409, 'conflict', 'Two-factor sign-in is not on.')
   }
-  return factor
+  return { user, factor }
 }
 
 /** The key TOTP secrets are sealed under; 500 naming MFA_ENCRYPTION_KEY when it is not set. */

@@ -22,7 +22,7 @@ import { endSessions } from '../../sessions/end'
 import { assertSessionNotRevoked } from '../../sessions/revocation-keys'
 import { isCurrentRefreshToken, reauthenticatedPair, rotateRefreshToken } from '../../sessions/rotate'
 import { assertFirstUse, verifyProviderToken } from './provider-identity'
-import { confirmedFactorOf, proveSecondFactor } from './second-factor'
+import { confirmedUserFactor, proveSecondFactor } from './second-factor'
 import { mfaRequired, signIn, signedInAnswer } from './sign-in'
 import * as routes from './tokens.routes'
 
@@ -130,13 +130,8 @@ export const reauthenticate: AppRouteHandler<typeof routes.reauthenticate, Authe
   const input = c.req.valid('json')
   const now = new Date()
   await limitByUser(c, 'reauthenticate', auth.userId)
-  const user = await loadAuthenticatedUser(db, auth.userId)
-  if (input.password !== undefined) {
-    if (!(await verifyPassword(input.password, user.passwordHash, config.passwordPepper))) {
-      throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
-    }
-  } else if (input.code !== undefined) {
-    const factor = await confirmedFactorOf(db, user.id)
+  if (input.code !== undefined) {
+    const { user, factor } = await confirmedUserFactor(db, auth.userId)
     const proof = TOTP_CODE.test(input.code) ? { code: input.code } : { recoveryCode: input.code }
     const mailer = mailerOf(c)
     if ('recoveryCode' in proof) mailer.assertCanSend()
@@ -145,7 +140,13 @@ export const reauthenticate: AppRouteHandler<typeof routes.reauthenticate, Authe
       await db.batch([mailer.queue(db, securityEventMessage(user.email, user.username, 'recovery_code_used'), now)])
       mailer.deliverSoon()
     }
+  } else if (input.password !== undefined) {
+    const user = await loadAuthenticatedUser(db, auth.userId)
+    if (!(await verifyPassword(input.password, user.passwordHash, config.passwordPepper))) {
+      throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
+    }
   } else {
+    const user = await loadAuthenticatedUser(db, auth.userId)
     const token = { provider: input.provider ?? '', idToken: input.id_token ?? '', nonce: input.nonce }
     const { identity, spend } = await verifyProviderToken(db, config, token, now)
     const [spent, owner] = await db.batch([spend, identityOwner(db, identity.provider, identity.sub)])

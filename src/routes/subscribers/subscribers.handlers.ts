@@ -100,7 +100,7 @@ export const exportCsv: AppRouteHandler<typeof routes.exportCsv, AdminEnv> = (c)
     async pull(controller) {
       if (!headerSent) {
         headerSent = true
-        controller.enqueue(encoder.encode(csvRecord(['id', 'email', 'name', 'status', 'created_at', 'confirmed_at'])))
+        controller.enqueue(encoder.encode(EXPORT_HEADER_ROW))
         return
       }
       const rows = await subscribersAfter(db, lastId, EXPORT_CHUNK_ROWS)
@@ -150,6 +150,10 @@ function findSubscriberParam(db: Db, rawId: string): Promise<SubscriberRow> {
   if (id === null) throw notFound('subscriber')
   return findSubscriberOr404(db, id)
 }
+
+// The names hold no separator, so they go bare: the first line reads the same to a CSV parser and
+// to a client that splits it on commas. Every value after it is quoted (csvRecord).
+const EXPORT_HEADER_ROW = 'id,email,name,status,created_at,confirmed_at\r\n'
 
 export const subscribersRouter = createRouter()
   .openapi(routes.subscribe, subscribe)

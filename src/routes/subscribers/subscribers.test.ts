@@ -961,6 +961,16 @@ describe('GET /api/v1/subscribers/export', () => {
     ])
   })
 
+  it('writes the header row bare and quotes every value after it, a `;` included', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('semi')
+    await insertSubscriber(email, 'Doe; Jane')
+    const text = await (await api('GET', '/subscribers/export', undefined, token)).text()
+    expect(text.startsWith('id,email,name,status,created_at,confirmed_at\r\n')).toBe(true)
+    const line = text.split('\r\n').find((record) => record.includes(email))
+    expect(line).toMatch(new RegExp(`^"\\d+","${email.replaceAll('.', '\\.')}","Doe; Jane","pending","[^"]+",""$`))
+  })
+
   it('writes an empty field for a missing name and confirmed_at', async ({ expect }) => {
     const token = await adminToken()
     const email = uniqueEmail()
