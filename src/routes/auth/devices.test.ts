@@ -359,3 +359,56 @@ describe('what a session stores of a device', () => {
     for (const secret of [marker, 'Mozilla', ip]) expect(listed).not.toContain(secret)
   })
 })
+
+// ---------------------------------------------------------------------------------------------
+// Regression: a session past SESSION_MAX_AGE can no longer refresh (so it is not listed), but the
+// access token of its last refresh lives on for up to ACCESS_TOKEN_TTL: it can still be ended.
+
+const SESSION_MAX_AGE_MS = 30 * 86_400_000
+
+/** Moves a session's start back so that it is `pastMaxAgeMs` past SESSION_MAX_AGE. */
+async function ageSession(sid: string, pastMaxAgeMs: number): Promise<void> {
+  await env.DB.prepare('UPDATE sessions SET created_at = ? WHERE sid = ?')
+    .bind(Date.now() - SESSION_MAX_AGE_MS - pastMaxAgeMs, sid)
+    .run()
+}
+
+describe('DELETE /api/v1/auth/sessions/{id} for a session past SESSION_MAX_AGE', () => {
+  it('is not listed and cannot refresh, yet its live access token is ended by another device (204)', async ({
+    expect,
+  }) => {
+    const user = await registerUser()
+    const laptop = await loginFrom(user, FIREFOX_MAC)
+    const phone = await loginFrom(user, CHROME_ANDROID)
+    const phoneSid = sidOf(phone.access_token)
+    await ageSession(phoneSid, 60_000)
+
+    // Its access token still works; the device list leaves it out, for it cannot refresh.
+    expect((await me(phone.access_token)).status).toBe(200)
+    expect((await listSessions(laptop.access_token)).map((session) => session.id)).toEqual([sidOf(laptop.access_token)])
+    await expectProblem(await refreshFrom(phone.refresh_token), 401, 'token_expired')
+
+    const res = await endSession(phoneSid, laptop.access_token)
+    expect(res.status).toBe(204)
+    await expectProblem(await me(phone.access_token), 401, 'token_revoked')
+    expect(await env.REVOKED_TOKENS.get(revokedSessionKey(phoneSid))).not.toBeNull()
+    const row = await env.DB.prepare('SELECT revoked_at FROM sessions WHERE sid = ?')
+      .bind(phoneSid)
+      .first<{ revoked_at: number | null }>()
+    expect(row!.revoked_at).not.toBeNull()
+    // Ended once: a second DELETE is the 404 of an ended session.
+    await expectProblem(await endSession(phoneSid, laptop.access_token), 404, 'not_found')
+    // The laptop is untouched.
+    expect((await me(laptop.access_token)).status).toBe(200)
+    expect((await refreshFrom(laptop.refresh_token)).status).toBe(200)
+  })
+
+  it('the aged session can end itself with its own access token', async ({ expect }) => {
+    const { tokens } = await registerAndLogin()
+    const sid = sidOf(tokens.access_token)
+    await ageSession(sid, 60_000)
+    expect((await me(tokens.access_token)).status).toBe(200)
+    expect((await endSession(sid, tokens.access_token)).status).toBe(204)
+    await expectProblem(await me(tokens.access_token), 401, 'token_revoked')
+  })
+})

@@ -12,6 +12,7 @@ import {
   registerUser,
 } from '../../../test/helpers'
 import type { RegisteredUser, TokenPair } from '../../../test/helpers'
+import { TEST_PROVIDERS, signIdToken } from '../../../test/oidc-provider'
 
 // Two-factor sign-in with TOTP: enrolment, the two-step login (JSON, form, Basic, cookie mode),
 // drift, replay, the wrong-code limit, recovery codes, turning it off, and MFA tokens that are
@@ -400,5 +401,199 @@ describe('turning it off and new recovery codes', () => {
     expect(target.id).not.toBe(user.id)
     const view = await api('GET', `/users/${user.id}`)
     expect(Object.keys((await view.json()) as object).sort()).toEqual(['created_at', 'id', 'username'])
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Regression tests for the second-factor hardening: turning the factor on ends the other sessions,
+// turning it off takes a recovery code, and no recovery code is spent by a worker that cannot mail.
+
+/** A worker deployed without an email provider: console transport, an https:// non-test address. */
+const noMail = { ...env, MAIL_TRANSPORT: undefined, PUBLIC_BASE_URL: 'https://edgepress.example.com' }
+
+async function refreshWith(pair: TokenPair): Promise<Response> {
+  return api('POST', '/auth/token/refresh', { refresh_token: pair.refresh_token })
+}
+
+async function revokedAt(pair: TokenPair): Promise<number | null> {
+  const row = await env.DB.prepare('SELECT revoked_at FROM sessions WHERE sid = ?')
+    .bind(decodeJwt(pair.access_token).payload.sid)
+    .first<{ revoked_at: number | null }>()
+  return row!.revoked_at
+}
+
+async function unusedRecoveryCodes(userId: number): Promise<number> {
+  const row = await env.DB.prepare('SELECT count(*) AS n FROM mfa_recovery_codes WHERE user_id = ? AND used_at IS NULL')
+    .bind(userId)
+    .first<{ n: number }>()
+  return row!.n
+}
+
+function turnOff(body: Record<string, string>, accessToken: string): Promise<Response> {
+  return api('DELETE', '/auth/mfa/totp', body, accessToken)
+}
+
+describe('turning it on ends every other session', () => {
+  it("revokes the access and refresh tokens of the user's other sessions and keeps the caller's", async () => {
+    const { user, tokens } = await registerAndLogin()
+    const others = [await login(user), await login(user)]
+    const started = await api('POST', '/auth/mfa/totp', undefined, tokens.access_token)
+    const { secret } = (await started.json()) as { secret: string }
+    // An unconfirmed enrolment ends nothing.
+    for (const other of others) expect((await api('GET', '/users/me', undefined, other.access_token)).status).toBe(200)
+
+    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret) }, tokens.access_token)
+    expect(confirmed.status).toBe(200)
+    for (const other of others) {
+      await expectProblem(await api('GET', '/users/me', undefined, other.access_token), 401, 'token_revoked')
+      await expectProblem(await refreshWith(other), 401, 'token_revoked')
+      expect(await revokedAt(other)).not.toBeNull()
+    }
+    // The caller goes on: its access token, and its refresh token.
+    expect((await me(tokens.access_token)).mfa_enabled).toBe(true)
+    expect(await revokedAt(tokens)).toBeNull()
+    expect((await refreshWith(tokens)).status).toBe(200)
+  })
+
+  it("leaves another user's sessions alone", async () => {
+    const { tokens: bystander } = await registerAndLogin()
+    await enrolled()
+    expect((await api('GET', '/users/me', undefined, bystander.access_token)).status).toBe(200)
+    expect((await refreshWith(bystander)).status).toBe(200)
+  })
+})
+
+describe('turning it off with a recovery code', () => {
+  it('needs the password and one recovery code; ends the other sessions and removes every code', async () => {
+    const { user, tokens, secret, recoveryCodes } = await enrolled()
+    const other = (await (
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })
+    ).json()) as TokenPair
+    const code = recoveryCodes[0]!
+
+    // A wrong password is refused before the code is looked at: the code is still unspent.
+    await expectProblem(
+      await turnOff({ password: 'wrong password', recovery_code: code }, tokens.access_token),
+      401,
+      'invalid_credentials',
+    )
+    expect(await unusedRecoveryCodes(user.id)).toBe(10)
+    const missing = await expectProblem(
+      await turnOff({ recovery_code: code }, tokens.access_token),
+      400,
+      'validation_failed',
+    )
+    expect(missing.errors?.map((error) => error.path)).toEqual(['password'])
+    await expectProblem(
+      await turnOff({ password: user.password, recovery_code: 'zzzz-zzzz-zzzz-zzzz' }, tokens.access_token),
+      401,
+      'invalid_credentials',
+    )
+    await expectProblem(
+      await turnOff({ password: user.password, recovery_code: code, code: codeAt(secret) }, tokens.access_token),
+      400,
+      'validation_failed',
+    )
+    expect((await me(tokens.access_token)).mfa_enabled).toBe(true)
+
+    // Any case and dashes as the user types them.
+    expect(
+      (await turnOff({ password: user.password, recovery_code: code.toUpperCase() }, tokens.access_token)).status,
+    ).toBe(204)
+    expect((await me(tokens.access_token)).mfa_enabled).toBe(false)
+    await expectProblem(await api('GET', '/users/me', undefined, other.access_token), 401, 'token_revoked')
+    await expectProblem(await refreshWith(other), 401, 'token_revoked')
+    expect((await refreshWith(tokens)).status).toBe(200)
+    const remaining = await env.DB.prepare('SELECT count(*) AS n FROM mfa_recovery_codes WHERE user_id = ?')
+      .bind(user.id)
+      .first<{ n: number }>()
+    expect(remaining!.n).toBe(0)
+    expect((await outboxMessagesTo(user.email)).some((m) => /Two-factor sign-in is off/.test(m.subject))).toBe(true)
+    expect((await login(user)).access_token).toBeTruthy()
+  })
+
+  it('refuses a recovery code already used to sign in; an unused one works', async () => {
+    const { user, tokens, recoveryCodes } = await enrolled()
+    const [spent, unused] = [recoveryCodes[0]!, recoveryCodes[1]!]
+    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), recovery_code: spent })).status).toBe(200)
+
+    await expectProblem(
+      await turnOff({ password: user.password, recovery_code: spent }, tokens.access_token),
+      401,
+      'invalid_credentials',
+    )
+    expect((await me(tokens.access_token)).mfa_enabled).toBe(true)
+    expect((await turnOff({ password: user.password, recovery_code: unused }, tokens.access_token)).status).toBe(204)
+    expect((await me(tokens.access_token)).mfa_enabled).toBe(false)
+  })
+
+  it('an account without a password (created by a provider) gives the recovery code alone', async () => {
+    const google = await signIdToken({
+      kid: 'google-1',
+      iss: 'https://accounts.google.com',
+      aud: TEST_PROVIDERS.google.audiences[0],
+      sub: String(100_000_000 + Math.floor(Math.random() * 1e9)),
+      email: `${crypto.randomUUID().slice(0, 12)}@gmail.com`,
+      email_verified: true,
+      nonce: 'n',
+    })
+    const signedIn = await api('POST', '/auth/oidc/google', { id_token: google, nonce: 'n' })
+    expect(signedIn.status).toBe(200)
+    const pair = (await signedIn.json()) as TokenPair
+    const started = await api('POST', '/auth/mfa/totp', undefined, pair.access_token)
+    const { secret } = (await started.json()) as { secret: string }
+    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret) }, pair.access_token)
+    const { recovery_codes: codes } = (await confirmed.json()) as { recovery_codes: string[] }
+
+    expect((await turnOff({ recovery_code: codes[0]! }, pair.access_token)).status).toBe(204)
+    expect((await me(pair.access_token)).mfa_enabled).toBe(false)
+  })
+})
+
+describe('a worker that cannot send mail spends no recovery code', () => {
+  it('/auth/mfa/verify answers 500 naming MAIL_TRANSPORT before the code is spent; the code then works', async () => {
+    const { user, recoveryCodes } = await enrolled()
+    const code = recoveryCodes[0]!
+    const token = await mfaTokenFor(user)
+    const mailsBefore = (await outboxMessagesTo(user.email)).length
+
+    const refused = await apiWithEnv(noMail, 'POST', '/auth/mfa/verify', { mfa_token: token, recovery_code: code })
+    const problem = await expectProblem(refused, 500, 'internal_error')
+    expect(problem.detail).toContain('MAIL_TRANSPORT')
+    expect(await unusedRecoveryCodes(user.id)).toBe(10)
+    expect(await outboxMessagesTo(user.email)).toHaveLength(mailsBefore)
+
+    // Once mail works, the same code (and even the same MFA token) signs in.
+    const verified = await verifyMfa({ mfa_token: token, recovery_code: code })
+    expect(verified.status).toBe(200)
+    expect(await unusedRecoveryCodes(user.id)).toBe(9)
+    expect((await outboxMessagesTo(user.email)).some((m) => /recovery code was used/.test(m.subject))).toBe(true)
+  })
+
+  it('so do turning the factor off and the step-up with a recovery code', async () => {
+    const { user, tokens, recoveryCodes } = await enrolled()
+    const code = recoveryCodes[0]!
+    const off = await apiWithEnv(
+      noMail,
+      'DELETE',
+      '/auth/mfa/totp',
+      { password: user.password, recovery_code: code },
+      tokens.access_token,
+    )
+    expect((await expectProblem(off, 500, 'internal_error')).detail).toContain('MAIL_TRANSPORT')
+    const stepUp = await apiWithEnv(noMail, 'POST', '/auth/reauthenticate', { code }, tokens.access_token)
+    expect((await expectProblem(stepUp, 500, 'internal_error')).detail).toContain('MAIL_TRANSPORT')
+    expect(await unusedRecoveryCodes(user.id)).toBe(10)
+    expect((await me(tokens.access_token)).mfa_enabled).toBe(true)
+
+    expect((await api('POST', '/auth/reauthenticate', { code }, tokens.access_token)).status).toBe(200)
+    await expectProblem(
+      await turnOff({ password: user.password, recovery_code: code }, tokens.access_token),
+      401,
+      'invalid_credentials',
+    )
+    expect(
+      (await turnOff({ password: user.password, recovery_code: recoveryCodes[1]! }, tokens.access_token)).status,
+    ).toBe(204)
   })
 })

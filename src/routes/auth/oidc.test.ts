@@ -484,3 +484,195 @@ function unsigned(jwt: string): string {
 }
 
 void PROVIDER_ORIGIN
+
+// ---------------------------------------------------------------------------------------------
+// Regression tests for the OIDC hardening: an ID token is accepted once, Google's email_verified
+// counts only for Gmail and Workspace (hd), and concurrent links of one provider cannot both land.
+
+type ProviderToken = { id_token: string; nonce: string; sub: string; email: string }
+
+const link = (provider: string, token: ProviderToken, accessToken: string) =>
+  api('POST', `/auth/oidc/${provider}/link`, { id_token: token.id_token, nonce: token.nonce }, accessToken)
+
+const reauthenticate = (provider: string, token: ProviderToken, accessToken: string) =>
+  api('POST', '/auth/reauthenticate', { provider, id_token: token.id_token, nonce: token.nonce }, accessToken)
+
+async function identitiesOf(userId: number): Promise<{ provider: string; sub: string }[]> {
+  const { results } = await env.DB.prepare(
+    'SELECT provider, sub FROM external_identities WHERE user_id = ? ORDER BY provider, sub',
+  )
+    .bind(userId)
+    .all<{ provider: string; sub: string }>()
+  return results
+}
+
+/** A registered user whose address is verified (as after the emailed link). */
+async function verifiedUser(email: string) {
+  const user = await registerUser({ email })
+  await env.DB.prepare('UPDATE users SET email_verified = 1 WHERE id = ?').bind(user.id).run()
+  return user
+}
+
+describe('an ID token is accepted once', () => {
+  it('a second sign-in with the same token is refused with the generic 401; a new token of the identity signs in', async () => {
+    const token = await googleToken()
+    const first = await signIn('google', token)
+    expect(first.status).toBe(200)
+    const account = await me(((await first.json()) as TokenPair).access_token)
+    await expectInvalid(await signIn('google', token))
+    await expectInvalid(await signIn('google', token, '?mode=cookie', { origin: 'https://app.example.com' }))
+
+    const fresh = await signIn('google', await googleToken({ sub: token.sub, email: token.email }))
+    expect(fresh.status).toBe(200)
+    expect((await me(((await fresh.json()) as TokenPair).access_token)).id).toBe(account.id)
+  })
+
+  it('the same holds for an Apple token (sign-in of an existing account)', async () => {
+    const created = await appleToken()
+    expect((await signIn('apple', created)).status).toBe(200)
+    const again = await appleToken({ sub: created.sub, email: created.email })
+    expect((await signIn('apple', again)).status).toBe(200)
+    await expectInvalid(await signIn('apple', again))
+  })
+
+  it('a link spends it: the same token again is 401, not the 204 of an identity already linked', async () => {
+    const { user, tokens } = await registerAndLogin()
+    const google = await googleToken()
+    expect((await link('google', google, tokens.access_token)).status).toBe(204)
+    await expectInvalid(await link('google', google, tokens.access_token))
+    // A new token of the same identity: already linked to this account, 204.
+    expect(
+      (await link('google', await googleToken({ sub: google.sub, email: google.email }), tokens.access_token)).status,
+    ).toBe(204)
+    expect(await identitiesOf(user.id)).toEqual([{ provider: 'google', sub: google.sub }])
+  })
+
+  it('a step-up spends it: POST /auth/reauthenticate with the same token twice is 401 the second time', async () => {
+    const { tokens } = await registerAndLogin()
+    const google = await googleToken()
+    expect((await link('google', google, tokens.access_token)).status).toBe(204)
+    const stepUp = await googleToken({ sub: google.sub, email: google.email })
+    const first = await reauthenticate('google', stepUp, tokens.access_token)
+    expect(first.status).toBe(200)
+    const pair = (await first.json()) as TokenPair
+    await expectInvalid(await reauthenticate('google', stepUp, pair.access_token))
+    // The token the link spent is refused as well.
+    await expectInvalid(await reauthenticate('google', google, pair.access_token))
+  })
+
+  it('a token spent by a sign-in is refused by a link and a step-up, whoever sends it', async () => {
+    const token = await googleToken()
+    const signedIn = await signIn('google', token)
+    expect(signedIn.status).toBe(200)
+    const owner = (await signedIn.json()) as TokenPair
+    await expectInvalid(await reauthenticate('google', token, owner.access_token))
+    const { user: other, tokens } = await registerAndLogin()
+    await expectInvalid(await link('google', token, tokens.access_token))
+    expect(await identitiesOf(other.id)).toEqual([])
+  })
+
+  it('of concurrent sign-ins with one token exactly one gets a session; the rest get the generic 401', async () => {
+    const token = await googleToken()
+    const answers = await Promise.all(Array.from({ length: 5 }, () => signIn('google', token)))
+    expect(answers.map((res) => res.status).sort()).toEqual([200, 401, 401, 401, 401])
+    for (const res of answers.filter((answer) => answer.status === 401)) await expectInvalid(res)
+    const { results } = await env.DB.prepare('SELECT count(*) AS n FROM users WHERE email = ?')
+      .bind(token.email)
+      .all<{ n: number }>()
+    expect(results[0]!.n).toBe(1)
+  })
+
+  it('is remembered by its hash until its own exp', async () => {
+    const exp = Math.floor(Date.now() / 1000) + 420
+    const token = await googleToken({ exp })
+    expect((await signIn('google', token)).status).toBe(200)
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(token.id_token)))
+    const hash = btoa(String.fromCharCode(...digest))
+      .replace(/\+/g, '-')
+      .replace(/\//g, '_')
+      .replace(/=+$/, '')
+    const row = await env.DB.prepare('SELECT token_hash, expires_at FROM spent_id_tokens WHERE token_hash = ?')
+      .bind(hash)
+      .first<{ token_hash: string; expires_at: number }>()
+    expect(row).toEqual({ token_hash: hash, expires_at: exp * 1000 })
+    // The token itself is not stored.
+    const { results } = await env.DB.prepare('SELECT count(*) AS n FROM spent_id_tokens WHERE token_hash = ?')
+      .bind(token.id_token)
+      .all<{ n: number }>()
+    expect(results[0]!.n).toBe(0)
+  })
+})
+
+describe("Google's email_verified counts only for Gmail addresses and tokens with an hd claim", () => {
+  it('does not auto-link someone@example.com without hd (409 account_exists); with hd it links', async () => {
+    const user = await verifiedUser(`${uniqueName('someone')}@example.com`)
+    const plain = await signIn('google', await googleToken({ email: user.email, email_verified: true }))
+    const problem = await expectProblem(plain, 409, 'account_exists')
+    expect(problem.detail).toContain('google')
+    expect(await identitiesOf(user.id)).toEqual([])
+    await expectProblem(
+      await signIn('google', await googleToken({ email: user.email, claims: { hd: '' } })),
+      409,
+      'account_exists',
+    )
+    expect(await identitiesOf(user.id)).toEqual([])
+
+    const workspace = await googleToken({ email: user.email, claims: { hd: 'example.com' } })
+    const linked = await signIn('google', workspace)
+    expect(linked.status).toBe(200)
+    expect((await me(((await linked.json()) as TokenPair).access_token)).id).toBe(user.id)
+    expect(await identitiesOf(user.id)).toEqual([{ provider: 'google', sub: workspace.sub }])
+  })
+
+  it('auto-links a Gmail address, whatever its case, without hd', async () => {
+    const local = uniqueName('gm')
+    const user = await verifiedUser(`${local}@gmail.com`)
+    const token = await googleToken({ email: `${local}@GMail.COM` })
+    const res = await signIn('google', token)
+    expect(res.status).toBe(200)
+    expect((await me(((await res.json()) as TokenPair).access_token)).id).toBe(user.id)
+  })
+
+  it('a new account from a non-Gmail Google token without hd has an unverified address; with hd, verified', async () => {
+    const plain = await googleToken({ email: `${uniqueName('new')}@example.com` })
+    const first = await signIn('google', plain)
+    expect(first.status).toBe(200)
+    expect(await me(((await first.json()) as TokenPair).access_token)).toMatchObject({
+      email: plain.email,
+      email_verified: false,
+    })
+    const added = await env.DB.prepare(
+      'SELECT added_while_unverified FROM external_identities WHERE provider = ? AND sub = ?',
+    )
+      .bind('google', plain.sub)
+      .first<{ added_while_unverified: number }>()
+    expect(added!.added_while_unverified).toBe(1)
+
+    const workspace = await googleToken({ email: `${uniqueName('new')}@example.com`, claims: { hd: 'example.com' } })
+    const second = await signIn('google', workspace)
+    expect(second.status).toBe(200)
+    expect(await me(((await second.json()) as TokenPair).access_token)).toMatchObject({ email_verified: true })
+  })
+
+  it("takes another provider's word for any domain (Apple)", async () => {
+    const user = await verifiedUser(`${uniqueName('apple')}@example.com`)
+    const res = await signIn('apple', await appleToken({ email: user.email }))
+    expect(res.status).toBe(200)
+    expect((await me(((await res.json()) as TokenPair).access_token)).id).toBe(user.id)
+  })
+})
+
+describe('concurrent links of one provider to one user', () => {
+  it('of different Google identities: exactly one 204, the rest 409, one row', async () => {
+    for (let round = 0; round < 3; round += 1) {
+      const { user, tokens } = await registerAndLogin()
+      const candidates = await Promise.all(Array.from({ length: 4 }, () => googleToken()))
+      const answers = await Promise.all(candidates.map((candidate) => link('google', candidate, tokens.access_token)))
+      expect(answers.map((res) => res.status).sort()).toEqual([204, 409, 409, 409])
+      for (const res of answers.filter((answer) => answer.status === 409)) await expectProblem(res, 409, 'conflict')
+      const winner = candidates[answers.findIndex((res) => res.status === 204)]!
+      expect(await identitiesOf(user.id)).toEqual([{ provider: 'google', sub: winner.sub }])
+      expect((await me(tokens.access_token)).providers).toEqual(['google'])
+    }
+  })
+})

@@ -1100,3 +1100,123 @@ describe('POST /api/v1/subscribers cannot be used to mail-bomb an address', () =
     expect(await outboxMessagesTo(email)).toHaveLength(3)
   })
 })
+
+// ---------------------------------------------------------------------------------------------
+// Regression: the CSV export quotes every field, so a spreadsheet in a locale that separates cells
+// with `;` cannot split a field (and start a new cell, perhaps a formula) at a `;` inside it.
+
+interface QuotedField {
+  value: string
+  quoted: boolean
+}
+
+/** A strict RFC 4180 parser that also says, field by field, whether the field was quoted. */
+function parseCsvFields(text: string): QuotedField[][] {
+  const records: QuotedField[][] = []
+  let record: QuotedField[] = []
+  let i = 0
+  while (i < text.length) {
+    let value = ''
+    let quoted = false
+    if (text[i] === '"') {
+      quoted = true
+      i += 1
+      for (;;) {
+        if (i >= text.length) throw new Error('unterminated quoted field')
+        if (text[i] === '"' && text[i + 1] === '"') {
+          value += '"'
+          i += 2
+        } else if (text[i] === '"') {
+          i += 1
+          break
+        } else {
+          value += text[i]
+          i += 1
+        }
+      }
+    } else {
+      while (i < text.length && text[i] !== ',' && text[i] !== '\r') {
+        if (text[i] === '"' || text[i] === '\n') throw new Error(`unquoted ${JSON.stringify(text[i])} at ${i}`)
+        value += text[i]
+        i += 1
+      }
+    }
+    record.push({ value, quoted })
+    if (text[i] === ',') {
+      i += 1
+    } else if (text[i] === '\r' && text[i + 1] === '\n') {
+      records.push(record)
+      record = []
+      i += 2
+    } else {
+      throw new Error(`unexpected ${JSON.stringify(text[i] ?? 'end of text')} after a field at ${i}`)
+    }
+  }
+  if (record.length > 0) throw new Error('the last record is not CRLF-terminated')
+  return records
+}
+
+describe('GET /api/v1/subscribers/export quotes every field', () => {
+  it('a name with ";" and "," comes back whole, and every field of every record is quoted', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('semicolon')
+    const name = 'Doe; John, Jr.;=1+1'
+    await subscribeActive(email, name)
+    const pendingEmail = uniqueEmail('semicolon')
+    await subscribeOk(pendingEmail, 'a;b')
+    const active = await findSubscriber(token, email)
+    const pending = await findSubscriber(token, pendingEmail)
+
+    const res = await api('GET', '/subscribers/export', undefined, token)
+    expect(res.status).toBe(200)
+    const text = await res.text()
+    // Byte for byte: the header, a row with every field set and a row with empty fields.
+    expect(text.startsWith('"id","email","name","status","created_at","confirmed_at"\r\n')).toBe(true)
+    expect(text).toContain(
+      `\r\n"${active.id}","${email}","Doe; John, Jr.;=1+1","active","${active.created_at}","${active.confirmed_at}"\r\n`,
+    )
+    expect(text).toContain(`\r\n"${pending.id}","${pendingEmail}","a;b","pending","${pending.created_at}",""\r\n`)
+
+    const records = parseCsvFields(text)
+    expect(records[0]!.map((field) => field.value)).toEqual(CSV_HEADER)
+    for (const record of records) {
+      expect(record).toHaveLength(CSV_HEADER.length)
+      expect(record.filter((field) => !field.quoted)).toEqual([])
+    }
+    const byEmail = new Map(records.map((record) => [record[1]!.value, record.map((field) => field.value)]))
+    expect(byEmail.get(email)).toEqual([
+      String(active.id),
+      email,
+      name,
+      'active',
+      active.created_at,
+      active.confirmed_at,
+    ])
+    expect(byEmail.get(pendingEmail)).toEqual([
+      String(pending.id),
+      pendingEmail,
+      'a;b',
+      'pending',
+      pending.created_at,
+      '',
+    ])
+  })
+
+  it('a ";"-separated reading of the row splits no field: every ";" is inside quotes', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('locale')
+    await subscribeOk(email, 'x;=HYPERLINK("http://evil.example","y")')
+    const { id } = await findSubscriber(token, email)
+    const text = await (await api('GET', '/subscribers/export', undefined, token)).text()
+    const line = text.split('\r\n').find((candidate) => candidate.startsWith(`"${id}",`))!
+    // Outside quotes a row has only the five commas between its six fields, and no ";".
+    let inQuotes = false
+    const outside: string[] = []
+    for (const char of line) {
+      if (char === '"') inQuotes = !inQuotes
+      else if (!inQuotes) outside.push(char)
+    }
+    expect(outside.join('')).toBe(',,,,,')
+    expect(line).toContain('"x;=HYPERLINK(""http://evil.example"",""y"")"')
+  })
+})
