@@ -329,18 +329,11 @@ describe('a password reset by the mailbox owner takes a squatted account back', 
 })
 
 describe('squatting through an email change', () => {
-  // BUG (gap in the rule): a method's provenance is the address it was added under, not the address
-  // a reset proves. Someone verifies their OWN address, links their Google identity (recorded as
-  // added while verified), then changes the account's email to the victim's address (PATCH
-  // /users/me: the new address is unverified, only a verification link goes there, the
-  // email_changed notice goes to the squatter's own old address). When the victim resets the
-  // password from their mailbox, removeIdentitiesAddedWhileUnverified finds nothing to remove, no
-  // removal email is sent, and the squatter's Google sign-in still answers 200 with a token for
-  // the account: the first assertion below fails with "expected '<id>' not to be '<id>'" (the
-  // victim's outbox holds only the verification link and the reset link). A factor added the same
-  // way survives too, and then the victim cannot even sign in. Expected: methods added before the current address was verified
-  // count as unverified for it (an email change could mark every existing method so).
-  it.fails('a method added under the squatter’s own verified address does not survive the new address owner’s reset', async () => {
+  // A method's provenance is the address it was added under. Someone verifies their OWN address,
+  // links their Google identity (added while verified), then changes the account's email to the
+  // victim's address: the email change counts every existing method as added while unverified,
+  // so the victim's reset from their mailbox removes it.
+  it('a method added under the squatter’s own verified address does not survive the new address owner’s reset', async () => {
     const ownAddress = `${uniqueName('squatter')}@example.com`
     const squatter = await registerWith(ownAddress)
     await verifyEmailByLink(ownAddress)

@@ -287,8 +287,9 @@ describe('single-batch writes under a D1 outage: 503, nothing written, the retry
 
 // ---------------------------------------------------------------------------------------------
 // Multi-step writes that spend something (a TOTP step, a recovery code, an ID token, a session
-// row) before the step that fails: the 503 promises that a retry works, and these show where it
-// does not. Each is `it.fails`: it documents a gap found by this suite; see the comment on each.
+// row) before the step that fails: the 503 promises that a retry works. What is spent lands in
+// the batch of what it allows (src/db/guards.ts, src/db/spent-id-tokens.ts), so a failed batch
+// leaves it usable.
 
 const STEP_MS = 30_000
 
@@ -310,16 +311,10 @@ async function startEnrolment(accessToken: string): Promise<string> {
 }
 
 describe('second-factor and provider writes with an outage half-way', () => {
-  // GAP (it.fails): the first code's UPDATE (acceptStep with `pending`) sets mfa_factors.confirmed_at
-  // on its own, before the batch that turns the factor on, stores the recovery codes and ends the
-  // other sessions. When that batch fails (an outage, or a KV failure while the other sessions'
-  // keys are written first), the factor is left confirmed while users.mfa_enabled stays 0 and no
-  // recovery code exists: the retry answers 409 "There is no enrolment to confirm", and so does a
-  // new enrolment (POST /auth/mfa/totp: "already on"), although the account signs in without a
-  // second factor. The only way out is DELETE /auth/mfa/totp. Observed: after the 503,
-  // mfa_factors.confirmed_at is set, users.mfa_enabled is 0, the retry with the next step's code is
-  // 409 conflict, POST /auth/mfa/totp is 409; the same with KV failing instead of D1.
-  it.fails('TOTP confirm: D1 fails at the commit (503); the retry with the next code turns the factor on', async () => {
+  // The first code is accepted on its own (its step is spent), but the factor is turned on only by
+  // the batch that also stores the recovery codes and ends the other sessions: when that batch
+  // fails the enrolment stays pending, and the next code confirms it.
+  it('TOTP confirm: D1 fails at the commit (503); the retry with the next code turns the factor on', async () => {
     stopClockMidStep()
     const { mine } = await twoSessions()
     const secret = await startEnrolment(mine.access_token)
@@ -332,13 +327,7 @@ describe('second-factor and provider writes with an outage half-way', () => {
     expect(((await me.json()) as { mfa_enabled: boolean }).mfa_enabled).toBe(true)
   })
 
-  // GAP (it.fails): POST /auth/mfa/verify spends the recovery code (spendRecoveryCode, its own
-  // batch) before the batch that starts the session. When that batch fails, the answer is 503 with
-  // Retry-After, but the code is used up: the retry, with the same MFA token and code, is 401
-  // invalid_credentials. The route checks the mail configuration first precisely so that a worker
-  // that cannot finish the sign-in does not use up a recovery code; an outage does just that.
-  // Observed: 503, then 401 "The recovery code is incorrect or was already used."
-  it.fails('recovery-code sign-in: D1 fails when the session starts (503); the retry with the same code signs in', async () => {
+  it('recovery-code sign-in: D1 fails when the session starts (503); the retry with the same code signs in', async () => {
     stopClockMidStep()
     const { user, tokens } = await registerAndLogin()
     const secret = await startEnrolment(tokens.access_token)
@@ -354,13 +343,7 @@ describe('second-factor and provider writes with an outage half-way', () => {
     expect(retried.status, await retried.clone().text()).toBe(200)
   })
 
-  // GAP (it.fails): POST /auth/oidc/{provider}/link spends the ID token in its first batch (with the
-  // lookups) and links in a second one. When the second fails, the answer is 503 with Retry-After
-  // and nothing is linked, but the token is spent: the retry is 401 token_invalid, and the app
-  // must run the provider's sign-in again for a new token. The same holds for POST
-  // /auth/oidc/{provider} when the session or account INSERT fails after the spend. Observed: 503,
-  // no identity row, then 401 token_invalid (sign-in: 503 at the session INSERT, then 401).
-  it.fails('provider link: D1 fails at the link INSERT (503); the retry with the same ID token links', async () => {
+  it('provider link: D1 fails at the link INSERT (503); the retry with the same ID token links', async () => {
     const { user, tokens } = await registerAndLogin()
     const nonce = crypto.randomUUID()
     const sub = String(100_000_000 + Math.floor(Math.random() * 1e9))
@@ -381,14 +364,10 @@ describe('second-factor and provider writes with an outage half-way', () => {
     expect(retried.status, await retried.clone().text()).toBe(204)
   })
 
-  // GAP (it.fails): DELETE /auth/sessions/{id} writes the session's row and its KV key at once
-  // (src/sessions/end.ts endNamedSessions). When the KV write fails the answer is 503, yet the row
-  // is revoked; the retry then finds no endable session (isEndableSessionOf wants revoked_at null)
-  // and answers 404, and the device's access token keeps working until it expires
-  // (ACCESS_TOKEN_TTL), which the user who asked to sign that device out cannot learn or fix.
-  // Observed: 503, then 404 not_found, and GET /users/me with the device's access token is 200.
-  // (POST /auth/logout, which names its own session and checks no row, completes on a retry.)
-  it.fails('DELETE /auth/sessions/{id}: KV fails (503); the retry ends the device, whose access token stops', async () => {
+  // DELETE /auth/sessions/{id} writes the session's row and its KV key at once. When the KV write
+  // fails the row is revoked all the same; the retry finds the recently revoked row without its
+  // key and finishes the job (src/sessions/devices.ts signOutDevice).
+  it('DELETE /auth/sessions/{id}: KV fails (503); the retry ends the device, whose access token stops', async () => {
     const { mine, other } = await twoSessions()
     faults = { kvWrites: true }
     await expectOutage(await call('DELETE', `/auth/sessions/${sidOf(other)}`, undefined, mine.access_token), 'KV')

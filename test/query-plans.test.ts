@@ -405,7 +405,7 @@ describe('query plans: sessions and one-time tokens', () => {
       await expectStatus(call('DELETE', `/auth/sessions/${otherId}`, undefined, tokens.access_token), 404)
     }, [
       /^select .* from "sessions" where \("sessions"\."user_id" = \?/,
-      /^select "sid" from "sessions" where \("sessions"\."sid" = \?/,
+      /^select "revoked_at" from "sessions" where \("sessions"\."sid" = \?/,
     ])
   })
 

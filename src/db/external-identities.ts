@@ -1,3 +1,4 @@
+import type { BatchItem } from 'drizzle-orm/batch'
 import { and, eq, exists, ne, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { Db } from './client'
@@ -96,6 +97,15 @@ export function identitiesAddedWhileUnverified(db: Db, userId: number) {
     .select({ provider: externalIdentities.provider })
     .from(externalIdentities)
     .where(and(eq(externalIdentities.userId, userId), eq(externalIdentities.addedWhileUnverified, true)))
+}
+
+/**
+ * The statement that counts every identity of the user as added while unverified: after a change
+ * to a new, unverified address, none of them was added by whoever holds that mailbox, so its
+ * owner's password reset removes them (docs/design.md § Account squatting).
+ */
+export function markIdentitiesUnproven(db: Db, userId: number): BatchItem<'sqlite'> {
+  return db.update(externalIdentities).set({ addedWhileUnverified: true }).where(eq(externalIdentities.userId, userId))
 }
 
 /** The DELETE of the identities linked while the address was unverified (`userId` may be a subquery). */

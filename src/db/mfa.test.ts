@@ -6,6 +6,7 @@ import { createDb } from './client'
 import {
   MFA_FAILURE_LIMIT,
   acceptStep,
+  confirmFactor,
   findFactor,
   findUserWithFactor,
   lockedForSeconds,
@@ -37,7 +38,10 @@ async function newUser(): Promise<number> {
 async function withFactor(state: 'pending' | 'confirmed'): Promise<number> {
   const userId = await newUser()
   await savePendingFactor(db, userId, 'sealed-secret', T0)
-  if (state === 'confirmed') expect(await acceptStep(db, userId, 100, T0, true)).toBe(true)
+  if (state === 'confirmed') {
+    expect(await acceptStep(db, userId, 100, true)).toBe(true)
+    await db.batch([confirmFactor(db, userId, T0)])
+  }
   return userId
 }
 
@@ -83,33 +87,38 @@ describe('savePendingFactor', () => {
 })
 
 describe('acceptStep', () => {
-  it('with `pending`, confirms an unconfirmed factor by its first code, once', async () => {
+  it('with `pending`, takes the first code of an unconfirmed factor, which confirmFactor then turns on', async () => {
     const userId = await withFactor('pending')
-    expect(await acceptStep(db, userId, 100, at(1_000), true)).toBe(true)
-    expect(await findFactor(db, userId)).toMatchObject({ confirmedAt: at(1_000), lastStep: 100 })
-    expect(await acceptStep(db, userId, 101, at(2_000), true)).toBe(false)
+    expect(await acceptStep(db, userId, 100, true)).toBe(true)
+    expect(await findFactor(db, userId)).toMatchObject({ confirmedAt: null, lastStep: 100 })
+    // The code is spent even while the enrolment is still pending (a failed confirm batch): the next one works.
+    expect(await acceptStep(db, userId, 100, true)).toBe(false)
+    expect(await acceptStep(db, userId, 101, true)).toBe(true)
+    await db.batch([confirmFactor(db, userId, at(1_000))])
+    expect(await findFactor(db, userId)).toMatchObject({ confirmedAt: at(1_000), lastStep: 101 })
+    expect(await acceptStep(db, userId, 102, true)).toBe(false)
   })
 
   it('matches the factor’s state: a pending factor takes no sign-in code, nor a user without a factor', async () => {
     const pendingUser = await withFactor('pending')
-    expect(await acceptStep(db, pendingUser, 100, T0, false)).toBe(false)
-    expect(await acceptStep(db, await newUser(), 100, T0, false)).toBe(false)
+    expect(await acceptStep(db, pendingUser, 100, false)).toBe(false)
+    expect(await acceptStep(db, await newUser(), 100, false)).toBe(false)
   })
 
   it('accepts each step once and only steps after the last accepted one', async () => {
     const userId = await withFactor('confirmed')
-    expect(await acceptStep(db, userId, 100, at(1_000), false)).toBe(false)
-    expect(await acceptStep(db, userId, 99, at(1_000), false)).toBe(false)
-    expect(await acceptStep(db, userId, 101, at(1_000), false)).toBe(true)
-    expect(await acceptStep(db, userId, 101, at(2_000), false)).toBe(false)
-    expect(await acceptStep(db, userId, 103, at(2_000), false)).toBe(true)
-    expect(await acceptStep(db, userId, 102, at(3_000), false)).toBe(false)
+    expect(await acceptStep(db, userId, 100, false)).toBe(false)
+    expect(await acceptStep(db, userId, 99, false)).toBe(false)
+    expect(await acceptStep(db, userId, 101, false)).toBe(true)
+    expect(await acceptStep(db, userId, 101, false)).toBe(false)
+    expect(await acceptStep(db, userId, 103, false)).toBe(true)
+    expect(await acceptStep(db, userId, 102, false)).toBe(false)
     expect((await findFactor(db, userId))?.lastStep).toBe(103)
   })
 
   it('of two concurrent uses of one code, exactly one succeeds', async () => {
     const userId = await withFactor('confirmed')
-    const results = await Promise.all([1, 2].map(() => acceptStep(db, userId, 200, T0, false)))
+    const results = await Promise.all([1, 2].map(() => acceptStep(db, userId, 200, false)))
     expect(results.sort()).toEqual([false, true])
   })
 
@@ -117,7 +126,7 @@ describe('acceptStep', () => {
     const userId = await withFactor('confirmed')
     await reserveCodeAttempt(db, userId, T0)
     await reserveCodeAttempt(db, userId, T0)
-    await acceptStep(db, userId, 101, at(1_000), false)
+    await acceptStep(db, userId, 101, false)
     expect(await findFactor(db, userId)).toMatchObject({ failedAttempts: 0, failedWindowStart: null })
   })
 })

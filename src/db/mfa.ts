@@ -1,6 +1,7 @@
 import { and, eq, isNotNull, isNull, lt, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
+import { guardThat, isGuardFailure } from './guards'
 import type { BatchStatements, Db } from './client'
 import { mfaChallenges, mfaFactors, mfaRecoveryCodes, users } from './schema'
 import type { MfaFactorRow, UserRow } from './schema'
@@ -46,16 +47,16 @@ export async function savePendingFactor(db: Db, userId: number, secretSealed: st
 
 /**
  * Accepts time step `step` for the user's factor, once: of two uses of one code (or of any code of
- * an earlier step) exactly one succeeds. `pending`: the enrolment's first code.
+ * an earlier step) exactly one succeeds. `pending`: the enrolment's first code (the factor is turned
+ * on by confirmFactor, in the batch that completes the enrolment).
  */
-export async function acceptStep(db: Db, userId: number, step: number, now: Date, pending: boolean): Promise<boolean> {
+export async function acceptStep(db: Db, userId: number, step: number, pending: boolean): Promise<boolean> {
   const accepted = await db
     .update(mfaFactors)
     .set({
       lastStep: step,
       failedAttempts: 0,
       failedWindowStart: null,
-      ...(pending ? { confirmedAt: now } : {}),
     })
     .where(
       and(
@@ -66,6 +67,18 @@ export async function acceptStep(db: Db, userId: number, step: number, now: Date
     )
     .returning({ userId: mfaFactors.userId })
   return accepted.length === 1
+}
+
+/**
+ * The statement that turns a pending factor on, for the batch that also ends the other sessions
+ * and stores the recovery codes: if that batch fails, the enrolment stays pending and the next
+ * code confirms it.
+ */
+export function confirmFactor(db: Db, userId: number, now: Date): BatchItem<'sqlite'> {
+  return db
+    .update(mfaFactors)
+    .set({ confirmedAt: now })
+    .where(and(eq(mfaFactors.userId, userId), isNull(mfaFactors.confirmedAt)))
 }
 
 /** Seconds until the factor takes codes again, or 0 while fewer than the limit of wrong codes were tried. */
@@ -173,12 +186,29 @@ export function removeFactor(db: Db, userId: number): BatchStatements {
   ]
 }
 
+/** Whether the user has this recovery code, unused (checked before its spend is batched). */
+export async function hasUnusedRecoveryCode(db: Db, userId: number, codeHash: string): Promise<boolean> {
+  const [row] = await db
+    .select({ codeHash: mfaRecoveryCodes.codeHash })
+    .from(mfaRecoveryCodes)
+    .where(
+      and(
+        eq(mfaRecoveryCodes.codeHash, codeHash),
+        eq(mfaRecoveryCodes.userId, userId),
+        isNull(mfaRecoveryCodes.usedAt),
+      ),
+    )
+  return row !== undefined
+}
+
 /**
- * Spends a recovery code of the user, and clears the wrong-code count when it did (as a correct
- * TOTP code does); false when it is unknown or already used.
+ * The statements that spend a recovery code of the user and clear the wrong-code count (as a
+ * correct TOTP code does), for the batch of what the code allows (a session, a fresh sign-in
+ * time, the factor's removal): the guard fails that batch unless this very batch spent the code,
+ * so of two concurrent uses one lands, and a batch that fails leaves the code unspent.
  */
-export async function spendRecoveryCode(db: Db, userId: number, codeHash: string, now: Date): Promise<boolean> {
-  const [spent] = await db.batch([
+export function recoveryCodeSpend(db: Db, userId: number, codeHash: string, now: Date): BatchStatements {
+  return [
     db
       .update(mfaRecoveryCodes)
       .set({ usedAt: now })
@@ -188,19 +218,22 @@ export async function spendRecoveryCode(db: Db, userId: number, codeHash: string
           eq(mfaRecoveryCodes.userId, userId),
           isNull(mfaRecoveryCodes.usedAt),
         ),
-      )
-      .returning({ codeHash: mfaRecoveryCodes.codeHash }),
-    db
-      .update(mfaFactors)
-      .set({ failedAttempts: 0, failedWindowStart: null })
-      .where(
-        and(
-          eq(mfaFactors.userId, userId),
-          sql`exists (select 1 from ${mfaRecoveryCodes} where ${mfaRecoveryCodes.codeHash} = ${codeHash} and ${mfaRecoveryCodes.usedAt} = ${now.getTime()})`,
-        ),
       ),
-  ])
-  return spent.length === 1
+    // changes(): the rows the UPDATE just before it modified, in this batch's transaction.
+    guardThat(db, sql`changes() = 1`),
+    db.update(mfaFactors).set({ failedAttempts: 0, failedWindowStart: null }).where(eq(mfaFactors.userId, userId)),
+  ]
+}
+
+/** Spends a recovery code of the user on its own; false when it is unknown or already used. */
+export async function spendRecoveryCode(db: Db, userId: number, codeHash: string, now: Date): Promise<boolean> {
+  try {
+    await db.batch(recoveryCodeSpend(db, userId, codeHash, now))
+    return true
+  } catch (err) {
+    if (isGuardFailure(err)) return false
+    throw err
+  }
 }
 
 /**

@@ -244,6 +244,15 @@ export const spentIdTokens = sqliteTable(
   (table) => [index('spent_id_tokens_expires_at_idx').on(table.expiresAt)],
 )
 
+/**
+ * Never holds a row. A statement inserting NULL into it fails, and with it the whole D1 batch it
+ * runs in (src/db/guards.ts): how a batch says "land only if this still holds" for a condition no
+ * constraint of its own tables expresses (a recovery code spent by this very batch).
+ */
+export const batchGuards = sqliteTable('batch_guards', {
+  guard: text().notNull(),
+})
+
 const OUTBOX_STATUSES = ['pending', 'sending', 'sent', 'failed'] as const
 
 /** Every email is written here in the same D1 batch as the change that causes it, then delivered. */

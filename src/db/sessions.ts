@@ -91,15 +91,16 @@ export async function rotateSessionToken(db: Db, rotation: Rotation, now: Date):
 
 /**
  * The re-authentication of a live session: its refresh token rotates as on a refresh (the one it
- * replaces stays valid for the reuse grace window) and `authenticated_at` becomes `now`. False
- * when the session is not live (revoked, or older than `startedAfter`).
+ * replaces stays valid for the reuse grace window) and `authenticated_at` becomes `now`: the
+ * statement, which returns no row when the session is not live (revoked, or older than
+ * `startedAfter`).
  */
-export async function reauthenticateSession(
+export function reauthenticateSession(
   db: Db,
   session: { sid: string; userId: number; next: RefreshTokenRecord; startedAfter: Date },
   now: Date,
-): Promise<boolean> {
-  const updated = await db
+) {
+  return db
     .update(sessions)
     .set({
       currentJti: session.next.jti,
@@ -118,7 +119,6 @@ export async function reauthenticateSession(
       ),
     )
     .returning({ sid: sessions.sid })
-  return updated.length === 1
 }
 
 export async function findSession(db: Db, sid: string): Promise<SessionRow | undefined> {
@@ -184,31 +184,33 @@ export async function isRefreshableSessionOf(
 }
 
 /**
- * True if `sid` is a session of the user that may still have a live access token: not revoked,
- * and neither its refresh token nor its start older than the windows given. A session past
- * SESSION_MAX_AGE can no longer refresh, but the access token of its last refresh lives on for
- * a while: it can still be ended.
+ * Whether `sid` is a session of the user that may still have a live access token: `live` when
+ * not revoked and neither its refresh token nor its start is older than the windows given (a
+ * session past SESSION_MAX_AGE can no longer refresh, but the access token of its last refresh
+ * lives on for a while: it can still be ended); `revoked` when it was revoked after
+ * `revokedAfter` (its access tokens may still be live, so its KV key matters); else false.
  */
-export async function isEndableSessionOf(
+export async function endableSessionOf(
   db: Db,
   userId: number,
   sid: string,
-  window: { refreshExpiredAfter: Date; startedAfter: Date },
-): Promise<boolean> {
+  window: { refreshExpiredAfter: Date; startedAfter: Date; revokedAfter: Date },
+): Promise<'live' | 'revoked' | false> {
   const [row] = await db
-    .select({ sid: sessions.sid })
+    .select({ revokedAt: sessions.revokedAt })
     .from(sessions)
     .where(
       and(
         eq(sessions.sid, sid),
         eq(sessions.userId, userId),
-        isNull(sessions.revokedAt),
+        or(isNull(sessions.revokedAt), gt(sessions.revokedAt, window.revokedAfter)),
         gt(sessions.refreshExpiresAt, window.refreshExpiredAfter),
         gt(sessions.createdAt, window.startedAfter),
       ),
     )
     .limit(1)
-  return row !== undefined
+  if (row === undefined) return false
+  return row.revokedAt === null ? 'live' : 'revoked'
 }
 
 /** Which of a user's sessions a revocation names. */

@@ -1,8 +1,9 @@
-import { isEndableSessionOf, listRefreshableSessions } from '../db/sessions'
+import { endableSessionOf, listRefreshableSessions } from '../db/sessions'
 import type { DeviceSession, Refreshable } from '../db/sessions'
 import type { SessionDeps } from './deps'
 import { secondsBefore, sessionStartLimit } from './deps'
 import { endSessions } from './end'
+import { isSessionRevoked } from './revocation-keys'
 
 // Sessions as the device list shows them: the ones that can still refresh.
 
@@ -39,8 +40,16 @@ export async function signOutDevice(deps: SessionDeps, caller: Caller, sid: stri
   const window = {
     refreshExpiredAfter: secondsBefore(now, lastAccess),
     startedAfter: secondsBefore(now, deps.keys.sessionMaxAgeSeconds + lastAccess),
+    revokedAfter: secondsBefore(now, lastAccess),
   }
-  if (!(await isEndableSessionOf(deps.db, caller.userId, sid, window))) return false
+  const state = await endableSessionOf(deps.db, caller.userId, sid, window)
+  if (state === false) return false
+  // Revoked in D1 while its access tokens may live: ended already, unless an earlier attempt
+  // failed before its KV key was written (the row and the key are written at once). Then this
+  // retry finishes it.
+  if (state === 'revoked' && (await isSessionRevoked(deps.kv, sid, deps.config.tokens.revocationCacheTtlSeconds))) {
+    return false
+  }
   const own = sid === caller.sessionId
   await endSessions(
     deps,

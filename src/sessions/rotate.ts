@@ -1,3 +1,4 @@
+import type { BatchItem } from 'drizzle-orm/batch'
 import { findSession, reauthenticateSession, rotateSessionToken } from '../db/sessions'
 import type { Sighting } from '../db/sessions'
 import type { SessionRow } from '../db/schema'
@@ -143,6 +144,7 @@ export async function reauthenticatedPair(
   deps: Pick<SessionDeps, 'db' | 'keys'>,
   caller: { userId: number; sessionId: string },
   now: Date,
+  options: { alongside?: BatchItem<'sqlite'>[] } = {},
 ): Promise<TokenPair> {
   const subject = { userId: String(caller.userId), sid: caller.sessionId, authTime: toSeconds(now) }
   const access = newClaims('access', subject, deps.keys, now)
@@ -154,7 +156,9 @@ export async function reauthenticatedPair(
     next,
     startedAfter: sessionStartLimit(deps.keys, now),
   }
-  if (!(await reauthenticateSession(deps.db, session, now))) {
+  // What the proof spent (a recovery code, an ID token) lands with the new sign-in time.
+  const results = await deps.db.batch([reauthenticateSession(deps.db, session, now), ...(options.alongside ?? [])])
+  if (results[0].length !== 1) {
     throw new ApiError(401, 'token_revoked', 'The session has ended. Log in again.')
   }
   return toTokenPair(access, refresh, deps.keys)

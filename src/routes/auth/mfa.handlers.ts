@@ -2,6 +2,7 @@ import type { Db } from '../../db/client'
 import {
   challengeAttemptReservation,
   codeAttemptReservation,
+  confirmFactor,
   factorRow,
   findUserWithFactor,
   recordFactorProvenance,
@@ -30,7 +31,13 @@ import type { AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
 import { assertAccountPassword } from '../account-password'
 import * as routes from './mfa.routes'
-import { confirmedUserFactor, proveSecondFactor, refuseLocked, sealingKey } from './second-factor'
+import {
+  confirmedUserFactor,
+  proveSecondFactor,
+  refuseLocked,
+  sealingKey,
+  withRecoveryCodeSpent,
+} from './second-factor'
 import type { SecondFactorProof } from './second-factor'
 import { signIn } from './sign-in'
 
@@ -57,7 +64,7 @@ export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async 
     throw new ApiError(409, 'conflict', 'There is no enrolment to confirm: POST /api/v1/auth/mfa/totp first.')
   }
   const now = new Date()
-  await proveSecondFactor(db, config, factor, { code: c.req.valid('json').code }, now, { pending: true })
+  const proven = await proveSecondFactor(db, config, factor, { code: c.req.valid('json').code }, now, { pending: true })
   const codes = newRecoveryCodes()
   const hashes = await Promise.all(codes.map(hashRecoveryCode))
   // A new way in: every other session ends, as when the factor goes (whoever had the password
@@ -66,6 +73,8 @@ export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async 
     commit: (revokeRows) =>
       db.batch([
         ...revokeRows(user.id),
+        ...proven,
+        confirmFactor(db, user.id, now),
         setMfaEnabled(db, user.id, true, now),
         recordFactorProvenance(db, user.id, !user.emailVerified),
         ...replaceRecoveryCodes(db, user.id, hashes, now),
@@ -85,18 +94,22 @@ export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async 
   const { user, factor } = await confirmedUserFactor(db, auth.userId)
   await assertAccountPassword(user, input.password, config)
   const now = new Date()
-  await proveSecondFactor(db, config, factor, proofOf(input), now)
+  const proven = await proveSecondFactor(db, config, factor, proofOf(input), now)
   // Whoever may have had the second factor's help is signed out; the caller stays. Their access
-  // tokens are revoked first; the factor goes in the same batch as the rows.
-  await endSessions(sessionDeps(c), user.id, { allBut: auth.sessionId }, 'two-factor sign-in turned off', now, {
-    commit: (revokeRows) =>
-      db.batch([
-        ...revokeRows(user.id),
-        setMfaEnabled(db, user.id, false, now),
-        ...removeFactor(db, user.id),
-        securityEmail(db, mailer, user, 'mfa_disabled', now),
-      ]),
-  })
+  // tokens are revoked first; the factor goes in the same batch as the rows (and the recovery
+  // code's spend: a failed batch leaves the code usable for the retry).
+  await withRecoveryCodeSpent(() =>
+    endSessions(sessionDeps(c), user.id, { allBut: auth.sessionId }, 'two-factor sign-in turned off', now, {
+      commit: (revokeRows) =>
+        db.batch([
+          ...revokeRows(user.id),
+          ...proven,
+          setMfaEnabled(db, user.id, false, now),
+          ...removeFactor(db, user.id),
+          securityEmail(db, mailer, user, 'mfa_disabled', now),
+        ]),
+    }),
+  )
   mailer.deliverSoon()
   return c.body(null, 204)
 }
@@ -107,12 +120,13 @@ export const regenerateRecoveryCodes: AppRouteHandler<typeof routes.regenerateRe
   mailer.assertCanSend()
   const { user, factor } = await confirmedUserFactor(db, auth.userId)
   const now = new Date()
-  await proveSecondFactor(db, config, factor, { code: c.req.valid('json').code }, now)
+  const proven = await proveSecondFactor(db, config, factor, { code: c.req.valid('json').code }, now)
   const codes = newRecoveryCodes()
   const hashes = await Promise.all(codes.map(hashRecoveryCode))
   await db.batch([
-    ...replaceRecoveryCodes(db, user.id, hashes, now),
     securityEmail(db, mailer, user, 'recovery_codes_regenerated', now),
+    ...proven,
+    ...replaceRecoveryCodes(db, user.id, hashes, now),
   ])
   mailer.deliverSoon()
   c.header('Cache-Control', NO_STORE)
@@ -146,10 +160,11 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   if (accountAttempt.length === 0) await refuseLocked(db, userId, now)
   if (tokenAttempt.length === 0)
     throw new ApiError(401, 'token_invalid', 'This MFA token has been used up. Log in again.')
-  await proveSecondFactor(db, config, factor, proof, now, { reserved: true })
-  const alongside = [spendChallenge(db, claims.jti, now)]
+  const proven = await proveSecondFactor(db, config, factor, proof, now, { reserved: true })
+  // The session starts in one batch with the MFA token's and the recovery code's spends.
+  const alongside = [...proven, spendChallenge(db, claims.jti, now)]
   if ('recoveryCode' in proof) alongside.push(securityEmail(db, mailer, user, 'recovery_code_used', now))
-  const answer = await signIn(c, user.id, now, { alongside })
+  const answer = await withRecoveryCodeSpent(() => signIn(c, user.id, now, { alongside }))
   if ('recoveryCode' in proof) mailer.deliverSoon()
   return c.json(answer, 200)
 }

@@ -18,7 +18,7 @@ import { usernameFromEmail } from '../../lib/usernames'
 import { createRouter, mailerOf } from '../../router'
 import type { AppRouteHandler, AuthedEnv } from '../../router'
 import * as routes from './oidc.routes'
-import { assertFirstUse, verifyProviderToken } from './provider-identity'
+import { assertFirstUse, verifyProviderToken, withIdTokenSpent } from './provider-identity'
 import { mfaRequired, signIn } from './sign-in'
 
 /** Attempts at a free username before giving up (each loses only to a concurrent sign-up). */
@@ -30,15 +30,19 @@ export const providerSignIn: AppRouteHandler<typeof routes.signIn> = async (c) =
   const { id_token: idToken, nonce } = c.req.valid('json')
   const now = new Date()
   const token = { provider: c.req.valid('param').provider, idToken, nonce }
-  const { identity, spend } = await verifyProviderToken(db, config, token, now)
-  // The token is spent in the same round trip as the lookup: a replay finds it spent.
-  const [spent, found] = await db.batch([spend, userOfIdentity(db, identity.provider, identity.sub)])
-  assertFirstUse(spent)
+  const { identity, spent, spend } = await verifyProviderToken(db, config, token, now)
+  // A replay is refused in the round trip of the lookup; the token is spent in the batch that
+  // starts the session (or alone, before an MFA token), so a failure leaves it usable for a retry.
+  const [used, found] = await db.batch([spent, userOfIdentity(db, identity.provider, identity.sub)])
+  assertFirstUse(used)
   const user = found[0]?.user ?? (await createAccount(db, identity, now))
   // With a second factor this step ends as the password step does: an MFA token, no session.
-  if (user.mfaEnabled) throw await mfaRequired(user.id, tokenKeys, now)
+  if (user.mfaEnabled) {
+    await withIdTokenSpent(() => db.batch([spend]))
+    throw await mfaRequired(user.id, tokenKeys, now)
+  }
   // The same answer as POST /auth/token, whether the account was found, linked or just created.
-  return c.json(await signIn(c, user.id, now), 200)
+  return c.json(await withIdTokenSpent(() => signIn(c, user.id, now, { alongside: [spend] })), 200)
 }
 
 export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) => {
@@ -48,31 +52,35 @@ export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) =>
   const { id_token: idToken, nonce } = c.req.valid('json')
   const now = new Date()
   const token = { provider: c.req.valid('param').provider, idToken, nonce }
-  const { identity, spend } = await verifyProviderToken(db, config, token, now)
+  const { identity, spent, spend } = await verifyProviderToken(db, config, token, now)
   const { userId } = auth
-  const [spent, owner, linked, account] = await db.batch([
-    spend,
+  const [used, owner, linked, account] = await db.batch([
+    spent,
     identityOwner(db, identity.provider, identity.sub),
     providersOf(db, userId),
     userRow(db, userId),
   ])
-  assertFirstUse(spent)
+  assertFirstUse(used)
   const user = account[0]
   if (user === undefined) throw userGone()
   const ownerId = owner[0]?.userId
-  if (ownerId === userId) return c.body(null, 204)
+  if (ownerId === userId) {
+    await withIdTokenSpent(() => db.batch([spend]))
+    return c.body(null, 204)
+  }
   if (ownerId !== undefined)
     throw new ApiError(409, 'conflict', `This ${identity.provider} account is linked to another account.`)
   if (linked.some((row) => row.provider === identity.provider)) throw anotherAtProvider(identity.provider)
   // Linked while the address is unverified, it goes again when the mailbox's owner resets the
   // password (docs/design.md § Account squatting). The owner hears of every new way in.
   const notice = securityEventMessage(user.email, user.username, 'provider_linked', identity.provider)
-  const [inserted] = await db
-    .batch([
+  const [inserted] = await withIdTokenSpent(() =>
+    db.batch([
       linkIdentity(db, identity, { userId, addedWhileUnverified: !user.emailVerified }, now),
+      spend,
       mailer.queue(db, notice, now),
-    ])
-    .catch(toConflictOrGone)
+    ]),
+  ).catch(toConflictOrGone)
   // The conditional insert lost to a concurrent link of this provider.
   if (inserted.length === 0) throw anotherAtProvider(identity.provider)
   mailer.deliverSoon()
@@ -149,11 +157,12 @@ async function createAccount(db: Db, identity: ProviderIdentity, now: Date): Pro
       return (inserted as UserRow[])[0]!
     } catch (error) {
       if (!(error instanceof ApiError)) throw error
-      if (error.code === 'email_taken') throw accountExists(identity.provider)
-      if (error.code === 'username_taken') continue
-      // The identity was linked meanwhile (the same sign-in, sent twice at once): sign in to it.
+      // The identity was linked meanwhile (the same sign-in, sent twice at once): sign in to it
+      // (with one ID token, only one of them then lands its session).
       const raced = await findUserByIdentity(db, identity.provider, identity.sub)
       if (raced !== undefined) return raced
+      if (error.code === 'email_taken') throw accountExists(identity.provider)
+      if (error.code === 'username_taken') continue
       throw error
     }
   }

@@ -1,12 +1,15 @@
 import type { Config } from '../../config'
 import type { Db } from '../../db/client'
+import type { BatchItem } from 'drizzle-orm/batch'
+import { isGuardFailure } from '../../db/guards'
 import {
   acceptStep,
   findFactor,
   findUserWithFactor,
+  hasUnusedRecoveryCode,
   lockedForSeconds,
+  recoveryCodeSpend,
   reserveCodeAttempt,
-  spendRecoveryCode,
 } from '../../db/mfa'
 import type { MfaFactorRow, UserRow } from '../../db/schema'
 import { ApiError, userGone } from '../../lib/api-error'
@@ -21,11 +24,14 @@ import { matchingStep } from '../../lib/totp'
 export type SecondFactorProof = { code: string } | { recoveryCode: string }
 
 /**
- * Accepts the proof for the factor, once. The attempt is counted before the code is looked at
+ * Checks the proof for the factor. The attempt is counted before the code is looked at
  * (reserveCodeAttempt), so a burst of parallel guesses gets no more than MFA_FAILURE_LIMIT
  * answers a window, and a locked factor refuses even the right code: 429 with Retry-After. A wrong
- * or replayed code is 401 `invalid_credentials`; a right one clears the count. `pending`: the
- * enrolment's first code, which confirms the factor.
+ * or replayed code is 401 `invalid_credentials`. A TOTP code is accepted here, once (its step is
+ * spent and the wrong-code count cleared). A recovery code is only checked: the statements that
+ * spend it are answered, for the caller's batch of what the code allows, so that an outage of
+ * that batch leaves the code usable and of two concurrent uses one lands (recoveryCodeRefused()
+ * for the other). `pending`: the enrolment's first code (TOTP only).
  */
 export async function proveSecondFactor(
   db: Db,
@@ -34,7 +40,7 @@ export async function proveSecondFactor(
   proof: SecondFactorProof,
   now: Date,
   { pending = false, reserved = false }: { pending?: boolean; reserved?: boolean } = {},
-): Promise<void> {
+): Promise<BatchItem<'sqlite'>[]> {
   // `reserved`: the caller has counted the attempt itself (in a batch with its other reads).
   if (!reserved && !(await reserveCodeAttempt(db, factor.userId, now))) await refuseLocked(db, factor.userId, now)
   if ('code' in proof) {
@@ -47,13 +53,34 @@ export async function proveSecondFactor(
       )
     }
     const step = matchingStep(secret, proof.code, now)
-    if (step !== null && (await acceptStep(db, factor.userId, step, now, pending))) return
+    if (step !== null && (await acceptStep(db, factor.userId, step, pending))) return []
     // A code already used in its step (a replay) is refused like a wrong one.
     throw new ApiError(401, 'invalid_credentials', 'The code is incorrect or was already used.')
   }
   const code = pending ? null : normalizeRecoveryCode(proof.recoveryCode)
-  if (code !== null && (await spendRecoveryCode(db, factor.userId, await hashRecoveryCode(code), now))) return
-  throw new ApiError(401, 'invalid_credentials', 'The recovery code is incorrect or was already used.')
+  const hash = code === null ? null : await hashRecoveryCode(code)
+  if (hash !== null && (await hasUnusedRecoveryCode(db, factor.userId, hash))) {
+    return recoveryCodeSpend(db, factor.userId, hash, now)
+  }
+  throw recoveryCodeRefused()
+}
+
+export function recoveryCodeRefused(): ApiError {
+  return new ApiError(401, 'invalid_credentials', 'The recovery code is incorrect or was already used.')
+}
+
+/**
+ * Runs `work`, whose batch carries the statements proveSecondFactor() answered: when their guard
+ * fails, a concurrent request spent the recovery code first, and this one is refused as if the
+ * code had been used already.
+ */
+export async function withRecoveryCodeSpent<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (err) {
+    if (isGuardFailure(err)) throw recoveryCodeRefused()
+    throw err
+  }
 }
 
 /** 429 for a factor whose attempts are used up, with Retry-After: when its window ends. */

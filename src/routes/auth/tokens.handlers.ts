@@ -21,8 +21,8 @@ import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
 import { endSessions } from '../../sessions/end'
 import { assertSessionNotRevoked } from '../../sessions/revocation-keys'
 import { isCurrentRefreshToken, reauthenticatedPair, rotateRefreshToken } from '../../sessions/rotate'
-import { assertFirstUse, verifyProviderToken } from './provider-identity'
-import { confirmedUserFactor, proveSecondFactor } from './second-factor'
+import { assertFirstUse, verifyProviderToken, withIdTokenSpent } from './provider-identity'
+import { confirmedUserFactor, proveSecondFactor, withRecoveryCodeSpent } from './second-factor'
 import { mfaRequired, signIn, signedInAnswer } from './sign-in'
 import * as routes from './tokens.routes'
 
@@ -135,26 +135,33 @@ export const reauthenticate: AppRouteHandler<typeof routes.reauthenticate, Authe
     const proof = TOTP_CODE.test(input.code) ? { code: input.code } : { recoveryCode: input.code }
     const mailer = mailerOf(c)
     if ('recoveryCode' in proof) mailer.assertCanSend()
-    await proveSecondFactor(db, config, factor, proof, now)
-    if ('recoveryCode' in proof) {
-      await db.batch([mailer.queue(db, securityEventMessage(user.email, user.username, 'recovery_code_used'), now)])
-      mailer.deliverSoon()
-    }
-  } else if (input.password !== undefined) {
+    const proven = await proveSecondFactor(db, config, factor, proof, now)
+    const notice =
+      'recoveryCode' in proof
+        ? [mailer.queue(db, securityEventMessage(user.email, user.username, 'recovery_code_used'), now)]
+        : []
+    // The new sign-in time, the recovery code's spend and its notice land together.
+    const pair = await withRecoveryCodeSpent(() =>
+      reauthenticatedPair(sessionDeps(c), auth, now, { alongside: [...proven, ...notice] }),
+    )
+    if ('recoveryCode' in proof) mailer.deliverSoon()
+    return c.json(await signedInAnswer(c, { pair, sessionId: auth.sessionId }, auth.viaCookie), 200)
+  }
+  if (input.password !== undefined) {
     const user = await loadAuthenticatedUser(db, auth.userId)
     if (!(await verifyPassword(input.password, user.passwordHash, config.passwordPepper))) {
       throw new ApiError(401, 'invalid_credentials', 'The password is incorrect.')
     }
-  } else {
-    const user = await loadAuthenticatedUser(db, auth.userId)
-    const token = { provider: input.provider ?? '', idToken: input.id_token ?? '', nonce: input.nonce }
-    const { identity, spend } = await verifyProviderToken(db, config, token, now)
-    const [spent, owner] = await db.batch([spend, identityOwner(db, identity.provider, identity.sub)])
-    assertFirstUse(spent)
-    // Only an identity linked to this very account vouches for it.
-    if (owner[0]?.userId !== user.id) throw idTokenInvalid()
+    const pair = await reauthenticatedPair(sessionDeps(c), auth, now)
+    return c.json(await signedInAnswer(c, { pair, sessionId: auth.sessionId }, auth.viaCookie), 200)
   }
-  const pair = await reauthenticatedPair(sessionDeps(c), auth, now)
+  const token = { provider: input.provider ?? '', idToken: input.id_token ?? '', nonce: input.nonce }
+  const { identity, spent, spend } = await verifyProviderToken(db, config, token, now)
+  const [used, owner] = await db.batch([spent, identityOwner(db, identity.provider, identity.sub)])
+  assertFirstUse(used)
+  // Only an identity linked to this very account vouches for it.
+  if (owner[0]?.userId !== auth.userId) throw idTokenInvalid()
+  const pair = await withIdTokenSpent(() => reauthenticatedPair(sessionDeps(c), auth, now, { alongside: [spend] }))
   return c.json(await signedInAnswer(c, { pair, sessionId: auth.sessionId }, auth.viaCookie), 200)
 }
 

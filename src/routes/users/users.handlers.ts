@@ -1,6 +1,8 @@
 import type { BatchStatements, Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
+import { markIdentitiesUnproven } from '../../db/external-identities'
+import { recordFactorProvenance } from '../../db/mfa'
 import { spendTokensOf } from '../../db/one-time-tokens'
 import {
   deleteUserRow,
@@ -125,6 +127,9 @@ async function applyUserChanges(
     if (emailVerified !== true) {
       const recipient = { userId: user.id, username: changes.username ?? user.username, email }
       statements.push(...(await accountEmailStatements('email_verification', db, mailer, recipient, now)))
+      // Whoever holds the new mailbox added none of the account's ways in: a password reset from
+      // there removes them, as it removes what a squatter adds before verifying.
+      statements.push(markIdentitiesUnproven(db, user.id), recordFactorProvenance(db, user.id, true))
     }
   }
   const [updated] = await db.batch(statements).catch(toConflict)
