@@ -23,6 +23,9 @@ export default defineConfig(async () => ({
         // The worker's whole outbound network in the tests: the fake OpenID Connect provider
         // (test/oidc-provider.ts) serves JWKS at a loopback address; anything else answers 502.
         outboundService: (request: unknown) => handleProviderRequest(request as Request),
+        // A second, empty database for test/upgrade.test.ts, which fills it at an older schema
+        // version and then applies the newer migrations (the app's DB is migrated by test/setup.ts).
+        d1Databases: { UPGRADE_DB: 'upgrade-db' },
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations('./migrations'),
           JWT_SECRET: TEST_JWT_SECRET,

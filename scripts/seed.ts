@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util'
 import { createHmac } from 'node:crypto'
 import { hashPassword } from '../src/lib/passwords'
+import { slugify } from '../src/lib/slugs'
 import { usernameKey } from '../src/lib/usernames'
 import { literal, openD1, passwordPepper } from './d1'
 import type { Target } from './d1'
@@ -37,9 +38,12 @@ async function userStatements(): Promise<string[]> {
     )
     for (const title of person.posts) {
       now += 1
+      // Published from now; a slug some post already has leaves '' for the fallback trigger (post-<id>).
+      const slug = literal(slugify(title))
       statements.push(
-        `INSERT INTO posts (author_id, title, body, created_at, updated_at)
-         SELECT id, ${literal(title)}, ${literal(`${title}. A sample post by ${person.username}, seeded by npm run seed.`)}, ${now}, ${now}
+        `INSERT INTO posts (author_id, title, body, slug, published_at, created_at, updated_at)
+         SELECT id, ${literal(title)}, ${literal(`${title}. A sample post by ${person.username}, seeded by npm run seed.`)},
+                CASE WHEN EXISTS (SELECT 1 FROM posts WHERE slug = ${slug}) THEN '' ELSE ${slug} END, ${now}, ${now}, ${now}
          FROM users WHERE username_key = ${key}
          AND NOT EXISTS (SELECT 1 FROM posts p WHERE p.author_id = users.id AND p.title = ${literal(title)});`,
       )

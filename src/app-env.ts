@@ -1,8 +1,9 @@
 import type { RequestIdVariables } from 'hono/request-id'
 import type { Env } from './config'
-import type { AdminVariables, AuthVariables } from './middleware/authenticate'
+import type { AdminVariables, AuthVariables, OptionalAuthVariables } from './middleware/authenticate'
 import type { BindingVariables } from './middleware/bindings'
 import type { ConfigVariables } from './middleware/config'
+import type { EdgeCacheVariables } from './middleware/edge-cache'
 import type { ObserveVariables } from './middleware/observe'
 import type { TokenKeysVariables } from './middleware/token-keys'
 
@@ -14,7 +15,8 @@ export type AppVariables = RequestIdVariables &
   ObserveVariables &
   ConfigVariables &
   TokenKeysVariables &
-  BindingVariables
+  BindingVariables &
+  EdgeCacheVariables
 
 export interface AppEnv {
   Bindings: Env
@@ -24,6 +26,11 @@ export interface AppEnv {
 /** Handlers of routes with requireUser(). */
 export interface AuthedEnv extends AppEnv {
   Variables: AppVariables & AuthVariables
+}
+
+/** Handlers of routes with optionalUser(): `auth` is undefined for an anonymous request. */
+export interface OptionalAuthEnv extends AppEnv {
+  Variables: AppVariables & OptionalAuthVariables
 }
 
 /** Handlers of routes with requireAdmin(). */

@@ -16,6 +16,7 @@ import type { AppEnv } from './router'
 import { authRouter } from './routes/auth/auth.index'
 import { metaRouter } from './routes/meta'
 import { serveOpenApiDocument } from './routes/openapi'
+import { feedRouter } from './routes/feed/feed.handlers'
 import { postsRouter } from './routes/posts/posts.handlers'
 import { subscribersRouter } from './routes/subscribers/subscribers.handlers'
 import { usersRouter } from './routes/users/users.handlers'
@@ -48,6 +49,7 @@ export function createApp() {
     .route(`${API_PREFIX}/auth`, authRouter)
     .route(`${API_PREFIX}/users`, usersRouter)
     .route(API_PREFIX, postsRouter)
+    .route(API_PREFIX, feedRouter)
     .route(`${API_PREFIX}/subscribers`, subscribersRouter)
 
   serveOpenApiDocument(app)

@@ -64,6 +64,26 @@ function seconds(defaultSeconds: number, { min = 1, max = TEN_YEARS }: { min?: n
   return variable(z.coerce.number().int().min(min).max(max), { kind: 'var', default: String(defaultSeconds) })
 }
 
+/**
+ * A URL with `{slug}` or `{id}` (or both) to fill in, and optionally `{PUBLIC_BASE_URL}`: an
+ * absolute http(s) URL once filled.
+ */
+const PostUrlTemplateSchema = z.string().refine(
+  (template) => {
+    if (!template.includes('{slug}') && !template.includes('{id}')) return false
+    const filled = template
+      .replaceAll('{PUBLIC_BASE_URL}', 'https://example.com')
+      .replaceAll('{slug}', 'a')
+      .replaceAll('{id}', '1')
+    try {
+      return /^https?:$/.test(new URL(filled).protocol)
+    } catch {
+      return false
+    }
+  },
+  { message: 'POST_URL_TEMPLATE must be an http(s) URL containing {slug} or {id}.' },
+)
+
 /** Text of at least 32 bytes: a secret key. */
 function longSecret(name: string) {
   return z.string().refine((secret) => textEncoder.encode(secret).length >= 32, {
@@ -133,6 +153,10 @@ const ConfigSchema = z
       { kind: 'var' },
     ),
     PUBLIC_BASE_URL: variable(z.url(), { kind: 'var', default: 'http://localhost:8787' }),
+    // The blog's name, as feed readers show it.
+    FEED_TITLE: variable(z.string().trim().min(1).max(200), { kind: 'var', default: 'edgepress' }),
+    // Where the blog's front end shows a post: posts answer it as `url`, the feed and newsletters link it.
+    POST_URL_TEMPLATE: variable(PostUrlTemplateSchema, { kind: 'var', default: '{PUBLIC_BASE_URL}/posts/{slug}' }),
     CORS_ORIGINS: optional(z.string(), { kind: 'var' }),
     COOKIE_SAMESITE: variable(z.enum(['Strict', 'Lax', 'None']), { kind: 'var', default: 'Strict' }),
     MAIL_TRANSPORT: variable(z.enum(['console', 'http', 'resend']), { kind: 'var', default: 'console' }),
@@ -207,6 +231,9 @@ function toConfig(env: ParsedEnv) {
     mfaEncryptionKey: env.MFA_ENCRYPTION_KEY,
     /** The base of every link in an email, without a trailing slash. */
     publicBaseUrl: env.PUBLIC_BASE_URL.replace(/\/+$/, ''),
+    feedTitle: env.FEED_TITLE,
+    /** POST_URL_TEMPLATE with PUBLIC_BASE_URL filled in: `{slug}` and `{id}` remain (postUrl()). */
+    postUrlTemplate: env.POST_URL_TEMPLATE.replaceAll('{PUBLIC_BASE_URL}', env.PUBLIC_BASE_URL.replace(/\/+$/, '')),
     corsOrigins: (env.CORS_ORIGINS ?? '')
       .split(',')
       .map((origin) => origin.trim())

@@ -8,7 +8,7 @@ import { createMailer } from './email/mailer'
 import type { Mailer } from './email/mailer'
 import type { SessionDeps } from './sessions/deps'
 
-export type { AdminEnv, AppEnv, AppVariables, AuthedEnv } from './app-env'
+export type { AdminEnv, AppEnv, AppVariables, AuthedEnv, OptionalAuthEnv } from './app-env'
 
 /** Where the API lives; only /openapi.json, /docs and /.well-known/ sit outside it. */
 export const API_PREFIX = '/api/v1'
@@ -84,7 +84,7 @@ const PROBLEM_DESCRIPTIONS: Record<ErrorStatus, string> = {
   403: 'Authenticated but not allowed (`forbidden`), or the sign-in is too old for this change (`reauthentication_required`)',
   404: 'Not found (`not_found`)',
   405: 'Method not allowed (`method_not_allowed`); see Allow',
-  409: 'Conflict (`username_taken`, `email_taken`, `conflict`)',
+  409: 'Conflict (`username_taken`, `email_taken`, `slug_taken`, `conflict`)',
   413: 'Body over 64 KiB (`payload_too_large`)',
   415: 'Unsupported Content-Type (`unsupported_media_type`)',
   429: 'Rate limited (`rate_limited`); see Retry-After',

@@ -8,6 +8,8 @@ declare global {
     }
     interface Env extends Required<Pick<WorkerEnv, 'DB' | 'REVOKED_TOKENS' | 'JWT_SECRET'>> {
       TEST_MIGRATIONS: D1Migration[]
+      /** An empty database for test/upgrade.test.ts: migrated step by step, never by test/setup.ts. */
+      UPGRADE_DB: D1Database
       /** Limiters of a few requests for src/middleware/rate-limit.test.ts (vitest.config.ts). */
       SMALL_CREDENTIALS_BY_IP: RateLimit
       SMALL_CREDENTIALS_BY_ACCOUNT: RateLimit

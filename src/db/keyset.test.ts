@@ -28,7 +28,15 @@ const authorId = author[0]!.id
 const rows = await db
   .insert(posts)
   .values(
-    [0, 0, 1, 2, 2].map((ms, i) => ({ authorId, title: `p${i}`, body: 'b', createdAt: at(ms), updatedAt: at(ms) })),
+    [0, 0, 1, 2, 2].map((ms, i) => ({
+      authorId,
+      title: `p${i}`,
+      body: 'b',
+      slug: uniqueName('keyset'),
+      publishedAt: at(ms),
+      createdAt: at(ms),
+      updatedAt: at(ms),
+    })),
   )
   .returning()
 const ids = rows.map((row) => row.id)

@@ -1,6 +1,7 @@
-import { and, eq, sql } from 'drizzle-orm'
+import { and, eq, gt, inArray, isNull, lte, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
-import { userGone } from '../lib/api-error'
+import { ApiError, userGone } from '../lib/api-error'
+import { firstFreeSlug, slugCandidates, slugify } from '../lib/slugs'
 import type { Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
@@ -10,6 +11,8 @@ const postColumns = {
   id: posts.id,
   title: posts.title,
   body: posts.body,
+  slug: posts.slug,
+  publishedAt: posts.publishedAt,
   authorId: posts.authorId,
   authorUsername: users.username,
   createdAt: posts.createdAt,
@@ -21,75 +24,166 @@ export type PostWithAuthor = {
   id: number
   title: string
   body: string
+  slug: string
+  /** null: a draft; in the future: scheduled (src/routes/posts/publication.ts). */
+  publishedAt: Date | null
   authorId: number
   authorUsername: string
   createdAt: Date
   updatedAt: Date
 }
 
-function postQuery(db: Db, id: number) {
-  return db.select(postColumns).from(posts).innerJoin(users, eq(users.id, posts.authorId)).where(eq(posts.id, id))
+/** How a post is looked up: its id, or its slug. */
+export type PostKey = { id: number } | { slug: string }
+
+function postQuery(db: Db, key: PostKey) {
+  return db
+    .select(postColumns)
+    .from(posts)
+    .innerJoin(users, eq(users.id, posts.authorId))
+    .where('id' in key ? eq(posts.id, key.id) : eq(posts.slug, key.slug))
 }
 
-export async function findPost(db: Db, id: number): Promise<PostWithAuthor | undefined> {
-  const [row] = await postQuery(db, id)
+export async function findPost(db: Db, key: PostKey): Promise<PostWithAuthor | undefined> {
+  const [row] = await postQuery(db, key)
   return row
 }
 
 /**
- * A post and whether `callerId` is an administrator, in one round trip: what deciding who may
- * change the post needs.
+ * A post and whether `callerId` is an administrator, in one round trip: what deciding who may see
+ * or change the post needs.
  */
 export async function findPostForCaller(
   db: Db,
-  id: number,
+  key: PostKey,
   callerId: number,
 ): Promise<{ post: PostWithAuthor | undefined; callerIsAdmin: boolean }> {
   const [found, caller] = await db.batch([
-    postQuery(db, id),
+    postQuery(db, key),
     db.select({ isAdmin: users.isAdmin }).from(users).where(eq(users.id, callerId)),
   ])
   return { post: found[0], callerIsAdmin: caller[0]?.isAdmin === true }
 }
 
+export type PostOrdering = 'published_at' | '-published_at' | 'created_at' | '-created_at'
+
+/**
+ * Which posts a list shows. `published`: the public blog, whoever asks. `draft` and `scheduled`:
+ * the viewer's own posts in that state, or everyone's when the viewer is an administrator.
+ */
+export type PostListScope = { status: 'published' } | { status: 'draft' | 'scheduled'; viewerId: number }
+
 export interface PostFilters {
+  scope: PostListScope
   authorId?: number | undefined
   search?: string | undefined
-  ordering: 'created_at' | '-created_at'
+  /** Ignored for drafts, which are listed by their last change, newest first. */
+  ordering: PostOrdering
+}
+
+/** A window of a list and, for the public lists, when the next scheduled post goes out. */
+export interface PostListWindow {
+  /** `limit + 1` rows in walk order (src/db/keyset.ts). */
+  rows: PostWithAuthor[]
+  /**
+   * The earliest publication still to come among all posts, or null. A cached public list is
+   * stale from then on (src/middleware/edge-cache.ts); for the viewer's own lists it is null.
+   */
+  nextPublicationAt: Date | null
+}
+
+/** The keyset a list walks, and the edge of a row in it (what its cursor carries). */
+export function postKeyset(filters: Pick<PostFilters, 'scope' | 'ordering'>): {
+  keyset: Keyset
+  edgeOf: (row: PostWithAuthor) => { key: number; id: number }
+} {
+  if (filters.scope.status === 'draft') {
+    return {
+      keyset: { sortColumn: posts.updatedAt, idColumn: posts.id, order: 'desc' },
+      edgeOf: (row) => ({ key: row.updatedAt.getTime(), id: row.id }),
+    }
+  }
+  const order = filters.ordering.startsWith('-') ? 'desc' : 'asc'
+  if (filters.ordering.endsWith('created_at')) {
+    return {
+      keyset: { sortColumn: posts.createdAt, idColumn: posts.id, order },
+      edgeOf: (row) => ({ key: row.createdAt.getTime(), id: row.id }),
+    }
+  }
+  return {
+    keyset: { sortColumn: posts.publishedAt, idColumn: posts.id, order },
+    // Only drafts lack published_at, and drafts are never listed by it.
+    edgeOf: (row) => ({ key: row.publishedAt?.getTime() ?? 0, id: row.id }),
+  }
 }
 
 /**
- * One keyset window of posts (`limit + 1` rows in walk order); cost is independent of depth
- * (no OFFSET, no COUNT).
+ * One keyset window of posts; its cost is independent of depth (no OFFSET, no COUNT). A public
+ * list also learns, in the same round trip, when the next scheduled post goes out.
  */
-export async function listPosts(db: Db, filters: PostFilters, window: KeysetWindow): Promise<PostWithAuthor[]> {
-  return (await postsQuery(db, filters, window)) ?? []
+export async function listPosts(
+  db: Db,
+  filters: PostFilters,
+  window: KeysetWindow,
+  now: Date,
+): Promise<PostListWindow> {
+  const query = postsQuery(db, filters, window, now)
+  if (filters.scope.status !== 'published') {
+    return { rows: query === null ? [] : await query, nextPublicationAt: null }
+  }
+  if (query === null) return { rows: [], nextPublicationAt: await nextPublicationAt(db, now) }
+  const [rows, next] = await db.batch([query, nextPublicationQuery(db, now)])
+  return { rows, nextPublicationAt: dateOrNull(next[0]?.at) }
 }
 
 /**
- * One keyset window of a user's posts, newest first, and whether the user exists, in one round
- * trip; `undefined` when there is no such user.
+ * One keyset window of a user's published posts, newest publication first, whether the user
+ * exists, and when the next scheduled post goes out, in one round trip; `undefined` when there is
+ * no such user.
  */
 export async function listPostsOfUser(
   db: Db,
   userId: number,
   window: KeysetWindow,
-): Promise<PostWithAuthor[] | undefined> {
-  const [user, rows] = await db.batch([
+  now: Date,
+): Promise<PostListWindow | undefined> {
+  const filters: PostFilters = { scope: { status: 'published' }, authorId: userId, ordering: '-published_at' }
+  const [user, rows, next] = await db.batch([
     db.select({ id: users.id }).from(users).where(eq(users.id, userId)),
-    postsQuery(db, { authorId: userId, ordering: '-created_at' }, window)!,
+    postsQuery(db, filters, window, now)!,
+    nextPublicationQuery(db, now),
   ])
-  return user.length === 0 ? undefined : rows
+  return user.length === 0 ? undefined : { rows, nextPublicationAt: dateOrNull(next[0]?.at) }
+}
+
+function nextPublicationQuery(db: Db, now: Date) {
+  return db
+    .select({ at: sql<number | null>`min(${posts.publishedAt})` })
+    .from(posts)
+    .where(gt(posts.publishedAt, now))
+}
+
+async function nextPublicationAt(db: Db, now: Date): Promise<Date | null> {
+  const [row] = await nextPublicationQuery(db, now)
+  return dateOrNull(row?.at)
+}
+
+function dateOrNull(ms: number | null | undefined): Date | null {
+  return ms === null || ms === undefined ? null : new Date(ms)
+}
+
+/** The condition of a list's scope: published by now, or the viewer's (any for an admin) drafts or scheduled posts. */
+function scopeCondition(scope: PostListScope, now: Date): SQL | undefined {
+  if (scope.status === 'published') return lte(posts.publishedAt, now)
+  const state = scope.status === 'draft' ? isNull(posts.publishedAt) : gt(posts.publishedAt, now)
+  const viewerIsAdmin = sql`exists (select 1 from ${users} where ${users.id} = ${scope.viewerId} and ${users.isAdmin} = 1)`
+  return and(state, or(eq(posts.authorId, scope.viewerId), viewerIsAdmin))
 }
 
 /** The query of one window, or null when the search has no word to look for (an empty page). */
-function postsQuery(db: Db, filters: PostFilters, window: KeysetWindow) {
-  const keyset: Keyset = {
-    sortColumn: posts.createdAt,
-    idColumn: posts.id,
-    order: filters.ordering === 'created_at' ? 'asc' : 'desc',
-  }
-  const conditions: (SQL | undefined)[] = [keysetCondition(keyset, window)]
+function postsQuery(db: Db, filters: PostFilters, window: KeysetWindow, now: Date) {
+  const { keyset } = postKeyset(filters)
+  const conditions: (SQL | undefined)[] = [scopeCondition(filters.scope, now), keysetCondition(keyset, window)]
   if (filters.authorId !== undefined) conditions.push(eq(posts.authorId, filters.authorId))
   if (filters.search !== undefined) {
     const match = toFtsQuery(filters.search)
@@ -105,51 +199,111 @@ function postsQuery(db: Db, filters: PostFilters, window: KeysetWindow) {
     .limit(keysetLimit(window))
 }
 
+/** What a new post is made of; without a slug, one is derived from the title. */
+export interface NewPost {
+  title: string
+  body: string
+  slug?: string | undefined
+  publishedAt: Date | null
+}
+
+// Candidate slugs looked up at once: `base`, `base-2` … `base-20` (one indexed IN query).
+const SLUG_CANDIDATES_PER_LOOKUP = 20
+// Two posts created at once with the same title may both pick the same free slug; the one that
+// loses the unique index looks again.
+const SLUG_ATTEMPTS = 3
+
 /**
- * Inserts a post by the user `authorId` and reads their username, in one round trip (one batch).
- * A user that no longer exists fails the insert (foreign key): 401, as for any token whose
- * subject is gone.
+ * Inserts a post by the user `authorId` and reads their username in one batch; a derived slug
+ * is looked up first (a read that goes out with the revocation check). A chosen slug that is
+ * taken: 409 `slug_taken`. A user that no longer exists fails the insert (foreign key): 401, as
+ * for any token whose subject is gone.
  */
-export async function insertPost(
-  db: Db,
-  authorId: number,
-  content: { title: string; body: string },
-  now: Date,
-): Promise<PostWithAuthor> {
-  const [inserted, author] = await db
-    .batch([
-      db
-        .insert(posts)
-        .values({ authorId, ...content, createdAt: now, updatedAt: now })
-        .returning(),
-      db.select({ username: users.username }).from(users).where(eq(users.id, authorId)),
-    ])
-    .catch((err: unknown) => {
+export async function insertPost(db: Db, authorId: number, post: NewPost, now: Date): Promise<PostWithAuthor> {
+  for (let attempt = 1; ; attempt++) {
+    const slug = post.slug ?? (await freeSlugFor(db, slugify(post.title)))
+    try {
+      const [inserted, author] = await db.batch([
+        db
+          .insert(posts)
+          .values({ authorId, ...post, slug, createdAt: now, updatedAt: now })
+          .returning(),
+        db.select({ username: users.username }).from(users).where(eq(users.id, authorId)),
+      ])
+      return { ...inserted[0]!, authorUsername: author[0]!.username }
+    } catch (err) {
       if (isForeignKeyViolation(err)) throw userGone()
-      throw err
-    })
-  return { ...inserted[0]!, authorUsername: author[0]!.username }
+      if (!isSlugTaken(err)) throw err
+      if (post.slug !== undefined) throw slugTaken()
+      if (attempt >= SLUG_ATTEMPTS) throw err
+    }
+  }
+}
+
+/** The first of `base`, `base-2`, `base-3` … that no post has. */
+async function freeSlugFor(db: Db, base: string): Promise<string> {
+  for (let first = 1; ; first += SLUG_CANDIDATES_PER_LOOKUP) {
+    const candidates = slugCandidates(base, first, SLUG_CANDIDATES_PER_LOOKUP)
+    const rows = await db.select({ slug: posts.slug }).from(posts).where(inArray(posts.slug, candidates))
+    const taken = new Set(rows.map((row) => row.slug))
+    if (taken.size < candidates.length) return firstFreeSlug(base, new Set([...taken, ...takenBefore(base, first)]))
+  }
+}
+
+/** The candidates before `first`, all taken when the lookup got that far. */
+function takenBefore(base: string, first: number): string[] {
+  return first === 1 ? [] : slugCandidates(base, 1, first - 1)
+}
+
+function errorMessages(err: unknown): string[] {
+  const messages: string[] = []
+  for (let cause: unknown = err, depth = 0; cause instanceof Error && depth < 8; cause = cause.cause, depth++) {
+    messages.push(cause.message)
+  }
+  return messages
 }
 
 function isForeignKeyViolation(err: unknown): boolean {
-  for (let cause: unknown = err; cause instanceof Error; cause = cause.cause) {
-    if (/FOREIGN KEY constraint failed/.test(cause.message)) return true
-  }
-  return false
+  return errorMessages(err).some((message) => /FOREIGN KEY constraint failed/.test(message))
 }
 
-/** Saves new content; undefined when the post was deleted meanwhile. */
+function isSlugTaken(err: unknown): boolean {
+  return errorMessages(err).some((message) => /UNIQUE constraint failed: posts\.slug/.test(message))
+}
+
+export const slugTaken = (): ApiError => new ApiError(409, 'slug_taken', 'Another post already has this slug.')
+
+/** What a write changes; undefined fields stay as they are. */
+export interface PostChanges {
+  title?: string | undefined
+  body?: string | undefined
+  slug?: string | undefined
+  /** undefined: unchanged; null: back to draft. */
+  publishedAt?: Date | null | undefined
+}
+
+/** Saves the changes; undefined when the post was deleted meanwhile. A chosen slug that is taken: 409 `slug_taken`. */
 export async function updatePost(
   db: Db,
   post: PostWithAuthor,
-  changes: { title?: string | undefined; body?: string | undefined },
+  changes: PostChanges,
   now: Date,
 ): Promise<PostWithAuthor | undefined> {
   const [saved] = await db
     .update(posts)
-    .set({ title: changes.title ?? post.title, body: changes.body ?? post.body, updatedAt: now })
+    .set({
+      title: changes.title ?? post.title,
+      body: changes.body ?? post.body,
+      slug: changes.slug ?? post.slug,
+      publishedAt: changes.publishedAt === undefined ? post.publishedAt : changes.publishedAt,
+      updatedAt: now,
+    })
     .where(eq(posts.id, post.id))
     .returning()
+    .catch((err: unknown) => {
+      if (isSlugTaken(err)) throw slugTaken()
+      throw err
+    })
   return saved === undefined ? undefined : { ...saved, authorUsername: post.authorUsername }
 }
 

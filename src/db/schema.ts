@@ -172,13 +172,29 @@ export const posts = sqliteTable(
       .references(() => users.id, { onDelete: 'cascade' }),
     title: text().notNull(),
     body: text().notNull(),
+    /** The stable part of the post's URL (src/lib/slugs.ts); unique. */
+    slug: text().notNull(),
+    /**
+     * When the post is (or was, or will be) public: null for a draft, in the future while it is
+     * scheduled. The status is derived from it at each read (src/routes/posts/visibility.ts), so a
+     * scheduled post is published to the millisecond without any job running.
+     */
+    publishedAt: timestamp(),
     createdAt: timestamp().notNull(),
     updatedAt: timestamp().notNull(),
   },
   (table) => [
-    // Keyset pagination: (created_at, id) for the global list, author first for /users/{id}/posts.
+    // Keyset pagination: (created_at, id) and (published_at, id) for the global list, author first
+    // for /users/{id}/posts and an author's scheduled posts; drafts by last change.
     index('posts_created_at_id_idx').on(table.createdAt, table.id),
     index('posts_author_created_at_id_idx').on(table.authorId, table.createdAt, table.id),
+    index('posts_published_at_id_idx').on(table.publishedAt, table.id),
+    index('posts_author_published_at_id_idx').on(table.authorId, table.publishedAt, table.id),
+    index('posts_drafts_updated_at_id_idx').on(table.updatedAt, table.id).where(sql`published_at is null`),
+    index('posts_author_drafts_updated_at_id_idx')
+      .on(table.authorId, table.updatedAt, table.id)
+      .where(sql`published_at is null`),
+    uniqueIndex('posts_slug_unique').on(table.slug),
   ],
 )
 

@@ -24,12 +24,18 @@ export function matchesIfNoneMatch(header: string | undefined, etag: string): bo
 }
 
 /**
- * Sets a strong ETag for `value` (as c.json will serialise it) and public revalidation headers;
- * true when the client already holds this exact representation and should get 304.
+ * Sets a strong ETag for `value` (as c.json will serialise it) and the Cache-Control (public
+ * revalidation unless told); true when the client already holds this exact representation and
+ * should get 304.
  */
-export async function isNotModified(c: Context, value: unknown): Promise<boolean> {
-  const etag = await strongEtag(JSON.stringify(value))
+export function isNotModified(c: Context, value: unknown, cacheControl = PUBLIC_REVALIDATE): Promise<boolean> {
+  return isBodyNotModified(c, JSON.stringify(value), cacheControl)
+}
+
+/** isNotModified() for a body already serialised (the Atom feed). */
+export async function isBodyNotModified(c: Context, body: string, cacheControl = PUBLIC_REVALIDATE): Promise<boolean> {
+  const etag = await strongEtag(body)
   c.header('ETag', etag)
-  c.header('Cache-Control', PUBLIC_REVALIDATE)
+  c.header('Cache-Control', cacheControl)
   return matchesIfNoneMatch(c.req.header('if-none-match'), etag)
 }

@@ -14,6 +14,7 @@ export const ERROR_CODES = [
   'conflict',
   'username_taken',
   'email_taken',
+  'slug_taken',
   'account_exists',
   'rate_limited',
   'payload_too_large',

@@ -309,7 +309,7 @@ describe('the write gate', () => {
         const kvWrite = c.var.kv.put(key, 'written')
         const d1Write = c.var.db
           .insert(posts)
-          .values({ authorId: user.id, title, body: 'held back', createdAt: now, updatedAt: now })
+          .values({ authorId: user.id, title, body: 'held back', slug: title, createdAt: now, updatedAt: now })
           .run()
         const [row] = await c.var.db.select({ id: users.id }).from(users).where(eq(users.id, user.id))
         log.push(`read user ${row?.id}`)
@@ -348,7 +348,7 @@ describe('the write gate', () => {
           c.var.kv.put(key, 'written'),
           c.var.db
             .insert(posts)
-            .values({ authorId: user.id, title, body: 'never written', createdAt: now, updatedAt: now })
+            .values({ authorId: user.id, title, body: 'never written', slug: title, createdAt: now, updatedAt: now })
             .run(),
         ])
         outcomes = settled.map((result) => result.status)

@@ -3,7 +3,7 @@ import { createMiddleware } from 'hono/factory'
 import type { Config, Env } from '../config'
 import type { UserRow } from '../db/schema'
 import { loadAuthenticatedUser } from '../db/users'
-import { assertCsrfToken, readAccessCookie } from '../http/cookie-mode'
+import { assertCsrfToken, carriesCredentials, readAccessCookie } from '../http/cookie-mode'
 import { isSafeMethod } from '../http/request'
 import { ApiError, forbidden, notAuthenticated, userGone } from '../lib/api-error'
 import { parseId } from '../lib/ids'
@@ -53,6 +53,32 @@ type AuthenticatingEnv<V> = {
  */
 export function requireUser() {
   return createMiddleware<AuthenticatingEnv<AuthVariables>>(async function requireUser(c, next) {
+    const { auth, admission } = await authenticate(c)
+    c.set('auth', auth)
+    await next()
+    await admission.settled()
+  })
+}
+
+/** What optionalUser() leaves: the caller's Auth, or undefined for an anonymous request. */
+export interface OptionalAuthVariables {
+  auth: Auth | undefined
+}
+
+/**
+ * For public routes whose answer depends on who asks (an author sees their own drafts): a request
+ * with credentials is authenticated exactly as by requireUser() (a bad, expired or revoked token
+ * is a 401, so a client learns to refresh rather than silently seeing less), one without stays
+ * anonymous and costs nothing.
+ */
+export function optionalUser() {
+  return createMiddleware<AuthenticatingEnv<OptionalAuthVariables>>(async function optionalUser(c, next) {
+    // Any edgepress cookie counts: a browser whose access cookie expired gets the 401 that makes
+    // it refresh, not an anonymous answer.
+    if (!carriesCredentials(c)) {
+      c.set('auth', undefined)
+      return next()
+    }
     const { auth, admission } = await authenticate(c)
     c.set('auth', auth)
     await next()

@@ -8,14 +8,20 @@ import type { BindingTimings } from '../lib/timed-bindings'
 import type { ObserveVariables } from './observe'
 import { policyOf } from './route-policy'
 
-// Anonymous GETs of routes that declare `edgeCached` (posts, profiles, and their lists) are served
-// from the Workers Cache API of the location. Every cache key embeds a "generation"; a successful
-// write to a route that declares `purgesEdgeCache` replaces the generation, so everything cached
-// before it is unreachable at once and a reader at the same location never sees data older than
-// a write. Other locations keep their copies for at most EDGE_TTL_SECONDS. Responses to requests
-// with credentials are never cached.
+// Anonymous GETs of routes that declare `edgeCached` (posts, profiles, their lists, the feed) are
+// served from the Workers Cache API of the location. Every cache key embeds a "generation"; a
+// successful write to a route that declares `purgesEdgeCache` replaces the generation, so
+// everything cached before it is unreachable at once and a reader at the same location never sees
+// data older than a write. Other locations keep their copies for at most EDGE_TTL_SECONDS.
+// Responses to requests with credentials are never cached.
+//
+// A handler may say its answer is good only until some moment (`edgeCacheUntil`: a list whose
+// next scheduled post goes out in 5 s). Each stored copy carries its expiry, to the millisecond,
+// in EXPIRES_HEADER, and a hit past it is a miss: the Cache API's own expiry counts whole seconds
+// from when it stored the copy, which could show a scheduled post late.
 
 const EDGE_TTL_SECONDS = 60
+const EXPIRES_HEADER = 'X-Edge-Cache-Expires'
 
 export interface EdgeCacheVariables {
   /**
@@ -24,6 +30,11 @@ export interface EdgeCacheVariables {
    * src/middleware/bindings.ts), not at a replica that may not have that write yet.
    */
   cacheFillBookmark?: string
+  /**
+   * Set by a handler whose answer changes by itself at a known time (the next scheduled
+   * publication): the cached copy expires then, if that is sooner than EDGE_TTL_SECONDS.
+   */
+  edgeCacheUntil?: Date
 }
 const CACHE_ORIGIN = 'https://edge-cache.edgepress.internal'
 const GENERATION_KEY = `${CACHE_ORIGIN}/generation`
@@ -45,7 +56,7 @@ export function edgeCache() {
       // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
       const key = new Request(`${CACHE_ORIGIN}/${generation.id}/${url.host}${url.pathname}${url.search}`)
       const hit = await cache.match(key)
-      if (hit !== undefined) {
+      if (hit !== undefined && !isExpired(hit, Date.now())) {
         c.res = fromCache(
           hit,
           { requestId: c.var.requestId, ifNoneMatch: c.req.header('if-none-match') },
@@ -56,10 +67,19 @@ export function edgeCache() {
       if (generation.bookmark !== null) c.set('cacheFillBookmark', generation.bookmark)
       await next()
       if (c.res.status !== 200 || c.res.headers.has('set-cookie')) return
-      const stored = new Response(c.res.clone().body, c.res)
-      stored.headers.set('Cache-Control', `public, s-maxage=${EDGE_TTL_SECONDS}`)
-      await cache.put(key, stored)
       c.res.headers.set('X-Edge-Cache', 'MISS')
+      const now = Date.now()
+      const expiresAt = Math.min(
+        now + EDGE_TTL_SECONDS * 1000,
+        c.var.edgeCacheUntil?.getTime() ?? Number.POSITIVE_INFINITY,
+      )
+      const ttlSeconds = Math.ceil((expiresAt - now) / 1000)
+      if (ttlSeconds <= 0) return
+      const stored = new Response(c.res.clone().body, c.res)
+      stored.headers.delete('X-Edge-Cache')
+      stored.headers.set('Cache-Control', `public, s-maxage=${ttlSeconds}`)
+      stored.headers.set(EXPIRES_HEADER, String(expiresAt))
+      await cache.put(key, stored)
     },
   )
 }
@@ -75,12 +95,19 @@ function timedCache(timings: BindingTimings) {
 
 type TimedCache = ReturnType<typeof timedCache>
 
+/** A stored copy past the expiry it was stored with. */
+function isExpired(hit: Response, now: number): boolean {
+  const expiresAt = Number(hit.headers.get(EXPIRES_HEADER))
+  return !Number.isFinite(expiresAt) || expiresAt <= now
+}
+
 function fromCache(
   hit: Response,
   request: { requestId: string; ifNoneMatch: string | undefined },
   bookmark: string | null,
 ): Response {
   const headers = new Headers(hit.headers)
+  headers.delete(EXPIRES_HEADER)
   headers.set('Cache-Control', PUBLIC_REVALIDATE)
   headers.set('X-Edge-Cache', 'HIT')
   // The cached copy's bookmark and id belong to the request that filled it; the generation's
