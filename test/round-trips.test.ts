@@ -69,7 +69,7 @@ async function expectBudget(label: string, res: Response, status: number, budget
 const ANONYMOUS_HIT: Budget = { kv: 0, d1: 0, start: ['none'], depth: 0 }
 const ANONYMOUS_MISS: Budget = { kv: 0, d1: upTo(1), start: ['any', 'bookmark'], depth: upTo(1) }
 const SIGNED_IN_READ: Budget = { kv: 1, d1: upTo(1), start: ['any', 'bookmark'], depth: 1 }
-/** A public route read with credentials: they are not checked (nothing private is shown), so no KV. */
+/** A public route read with credentials: profiles do not check them (no KV); posts do, overlapping the read. */
 const PUBLIC_READ_SIGNED_IN: Budget = { kv: upTo(1), d1: upTo(1), start: ['any', 'bookmark'], depth: 1 }
 const ADMIN_READ: Budget = { kv: 1, d1: upTo(2), start: ['primary'], depth: upTo(2) }
 const SIGNED_IN_WRITE: Budget = { kv: 1, d1: upTo(2), start: ['primary'], depth: upTo(2) }
@@ -138,6 +138,16 @@ describe('the round-trip ledger', () => {
       ANONYMOUS_MISS,
     )
     await expectBudget('GET /posts/{id} (no such post)', await api('GET', '/posts/987654321'), 404, ANONYMOUS_MISS)
+    const { slug } = (await (await api('GET', `/posts/${postId}`)).json()) as { slug: string }
+    await expectBudget('GET /posts/by-slug/{slug}', await api('GET', `/posts/by-slug/${slug}`), 200, ANONYMOUS_MISS)
+    await expectBudget(
+      'GET /posts/by-slug/{slug} (cache hit)',
+      await api('GET', `/posts/by-slug/${slug}`),
+      200,
+      ANONYMOUS_HIT,
+    )
+    await expectBudget('GET /feed', await api('GET', '/feed'), 200, ANONYMOUS_MISS)
+    await expectBudget('GET /feed (cache hit)', await api('GET', '/feed'), 200, ANONYMOUS_HIT)
     await expectBudget('GET /posts (forged cursor)', await api('GET', '/posts?cursor=forged.mac'), 400, {
       ...ANONYMOUS_MISS,
       d1: 0,
@@ -170,6 +180,12 @@ describe('the round-trip ledger', () => {
       await api('GET', `/posts/${postId}`, undefined, token),
       200,
       PUBLIC_READ_SIGNED_IN,
+    )
+    await expectBudget(
+      'GET /posts?status=draft (signed in)',
+      await api('GET', '/posts?status=draft&limit=5', undefined, token),
+      200,
+      SIGNED_IN_READ,
     )
     await expectBudget(
       'GET /users/{id} (signed in)',

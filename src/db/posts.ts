@@ -1,7 +1,7 @@
 import { and, eq, gt, inArray, isNull, lte, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import { ApiError, userGone } from '../lib/api-error'
-import { firstFreeSlug, slugCandidates, slugify } from '../lib/slugs'
+import { firstFreeSlug, slugCandidate, slugCandidates, slugify } from '../lib/slugs'
 import type { Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
@@ -209,9 +209,11 @@ export interface NewPost {
 
 // Candidate slugs looked up at once: `base`, `base-2` … `base-20` (one indexed IN query).
 const SLUG_CANDIDATES_PER_LOOKUP = 20
-// Two posts created at once with the same title may both pick the same free slug; the one that
-// loses the unique index looks again.
-const SLUG_ATTEMPTS = 3
+// Posts created at once with the same title may pick the same free slug; the one that loses the
+// unique index looks again, and after SLUG_LOOKUPS lost races (a burst of them) takes a random
+// suffix instead, which no burst shares.
+const SLUG_LOOKUPS = 2
+const SLUG_ATTEMPTS = 6
 
 /**
  * Inserts a post by the user `authorId` and reads their username in one batch; a derived slug
@@ -221,7 +223,8 @@ const SLUG_ATTEMPTS = 3
  */
 export async function insertPost(db: Db, authorId: number, post: NewPost, now: Date): Promise<PostWithAuthor> {
   for (let attempt = 1; ; attempt++) {
-    const slug = post.slug ?? (await freeSlugFor(db, slugify(post.title)))
+    const slug =
+      post.slug ?? (attempt <= SLUG_LOOKUPS ? await freeSlugFor(db, slugify(post.title)) : randomSlug(post.title))
     try {
       const [inserted, author] = await db.batch([
         db
@@ -238,6 +241,12 @@ export async function insertPost(db: Db, authorId: number, post: NewPost, now: D
       if (attempt >= SLUG_ATTEMPTS) throw err
     }
   }
+}
+
+/** `base-<random number>`, for a title many posts are being created with at once. */
+function randomSlug(title: string): string {
+  const n = 1000 + (crypto.getRandomValues(new Uint32Array(1))[0]! % 9_000_000)
+  return slugCandidate(slugify(title), n)
 }
 
 /** The first of `base`, `base-2`, `base-3` … that no post has. */

@@ -24,6 +24,6 @@ export const feed = createRoute({
       headers: ETAG_HEADER,
     },
     304: { description: 'Not modified', headers: ETAG_HEADER },
-    ...problems(503),
+    ...problems(405, 503),
   },
 })

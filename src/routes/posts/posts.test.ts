@@ -14,12 +14,16 @@ import {
 import type { RegisteredUser } from '../../../test/helpers'
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
-const POST_KEYS = ['author', 'body', 'created_at', 'id', 'title', 'updated_at']
+const POST_KEYS = ['author', 'body', 'created_at', 'id', 'published_at', 'slug', 'status', 'title', 'updated_at', 'url']
 
 interface PostView {
   id: number
   title: string
   body: string
+  slug: string
+  url: string
+  status: 'draft' | 'scheduled' | 'published'
+  published_at: string | null
   author: { id: number; username: string }
   created_at: string
   updated_at: string
@@ -116,6 +120,10 @@ describe('POST /api/v1/posts', () => {
     expect(Object.keys(post.author).sort()).toEqual(['id', 'username'])
     expect(post.created_at).toMatch(ISO_UTC)
     expect(post.updated_at).toBe(post.created_at)
+    // Published at once, as before drafts existed; its URL on the blog from POST_URL_TEMPLATE.
+    expect(post).toMatchObject({ status: 'published', published_at: post.created_at })
+    expect(post.slug).toMatch(/^hello-title-[0-9]+-[0-9a-f]+$/)
+    expect(post.url).toBe(`http://localhost:8787/posts/${post.slug}`)
     expect(res.headers.get('location')).toBe(`/api/v1/posts/${post.id}`)
 
     const fetched = await api('GET', res.headers.get('location')!)
