@@ -198,7 +198,9 @@ export const posts = sqliteTable(
   ],
 )
 
-export const SUBSCRIBER_STATUSES = ['pending', 'active', 'unsubscribed'] as const
+// `bounced` (a hard bounce) and `complained` (marked as spam) come from the provider's webhooks:
+// never mailed again until the address subscribes, and confirms, anew.
+export const SUBSCRIBER_STATUSES = ['pending', 'active', 'unsubscribed', 'bounced', 'complained'] as const
 export type SubscriberStatus = (typeof SUBSCRIBER_STATUSES)[number]
 
 export const subscribers = sqliteTable(
@@ -220,6 +222,8 @@ export const subscribers = sqliteTable(
     uniqueIndex('subscribers_unsubscribe_token_hash_unique').on(table.unsubscribeTokenHash),
     index('subscribers_created_at_id_idx').on(table.createdAt, table.id),
     index('subscribers_status_created_at_id_idx').on(table.status, table.createdAt, table.id),
+    // A newsletter's snapshot walks the active subscribers by id.
+    index('subscribers_status_id_idx').on(table.status, table.id),
   ],
 )
 
@@ -291,6 +295,83 @@ export const emailOutbox = sqliteTable(
   (table) => [index('email_outbox_status_next_attempt_idx').on(table.status, table.nextAttemptAt)],
 )
 
+export const NEWSLETTER_STATUSES = ['scheduled', 'sending', 'sent', 'cancelled', 'failed'] as const
+export type NewsletterStatus = (typeof NEWSLETTER_STATUSES)[number]
+
+/** A post mailed to the list: at most one per post (docs/design.md § Newsletters). */
+export const newsletters = sqliteTable(
+  'newsletters',
+  {
+    id: integer().primaryKey({ autoIncrement: true }),
+    postId: integer()
+      .notNull()
+      .references(() => posts.id, { onDelete: 'cascade' }),
+    status: text({ enum: NEWSLETTER_STATUSES }).notNull(),
+    /** Set when the snapshot of active subscribers is complete; null before. */
+    recipients: integer(),
+    sent: integer().notNull().default(0),
+    failed: integer().notNull().default(0),
+    skipped: integer().notNull().default(0),
+    /** The administrator who asked for it. */
+    createdBy: integer().references(() => users.id, { onDelete: 'set null' }),
+    /** The origin of the API that recipients' one-click unsubscribe links point at. */
+    apiOrigin: text().notNull(),
+    /** What every recipient gets, fixed when the send starts (an edit mid-send changes nothing). */
+    subject: text(),
+    text: text(),
+    postUrl: text(),
+    /** The subscriber id the snapshot has reached (it walks the list in chunks). */
+    snapshotAfterId: integer().notNull().default(0),
+    createdAt: timestamp().notNull(),
+    scheduledFor: timestamp(),
+    startedAt: timestamp(),
+    completedAt: timestamp(),
+  },
+  (table) => [
+    uniqueIndex('newsletters_post_id_unique').on(table.postId),
+    index('newsletters_status_scheduled_for_idx').on(table.status, table.scheduledFor),
+  ],
+)
+
+export const DELIVERY_STATUSES = ['queued', 'sending', 'sent', 'failed', 'skipped'] as const
+export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number]
+
+/**
+ * The ledger: one row per (newsletter, recipient), from queued through sending (handed to the
+ * provider under the batch's idempotency key) to exactly one of sent, failed or skipped.
+ */
+export const newsletterDeliveries = sqliteTable(
+  'newsletter_deliveries',
+  {
+    newsletterId: integer()
+      .notNull()
+      .references(() => newsletters.id, { onDelete: 'cascade' }),
+    subscriberId: integer().notNull(),
+    /** The address at the snapshot. */
+    email: text().notNull(),
+    /** Recipients travel in batches of up to 100, one queue message and one provider call each. */
+    batchNo: integer().notNull(),
+    status: text({ enum: DELIVERY_STATUSES }).notNull(),
+    error: text(),
+    updatedAt: timestamp().notNull(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.newsletterId, table.subscriberId] }),
+    index('newsletter_deliveries_batch_idx').on(table.newsletterId, table.batchNo, table.status),
+  ],
+)
+
+/** Provider webhooks already applied, by their `webhook-id`: a redelivery is applied once. */
+export const emailEvents = sqliteTable(
+  'email_events',
+  {
+    webhookId: text().primaryKey(),
+    type: text().notNull(),
+    receivedAt: timestamp().notNull(),
+  },
+  (table) => [index('email_events_received_at_idx').on(table.receivedAt)],
+)
+
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
 export type MfaFactorRow = typeof mfaFactors.$inferSelect
@@ -298,3 +379,5 @@ export type MfaChallengeRow = typeof mfaChallenges.$inferSelect
 export type ExternalIdentityRow = typeof externalIdentities.$inferSelect
 export type SubscriberRow = typeof subscribers.$inferSelect
 export type OutboxRow = typeof emailOutbox.$inferSelect
+export type NewsletterRow = typeof newsletters.$inferSelect
+export type DeliveryRow = typeof newsletterDeliveries.$inferSelect
