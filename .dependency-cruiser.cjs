@@ -1,6 +1,6 @@
 // The layering rules of src/ (CONTRIBUTING.md § Layers), checked by `npm run lint:deps` in
 // `npm test`. Lower layers never reach up:
-//   lib/ < db/ < email/ < sessions/ < http/ < middleware/ < routes/
+//   lib/ < db/ < email/ < sessions/, newsletters/ < http/ < middleware/ < routes/
 // with app-env.ts, config.ts, router.ts, errors.ts, app.ts, index.ts and scheduled.ts on top
 // (config.ts may be read by every layer from db/ up, never by lib/). Tests beside their module may
 // import anything.
@@ -56,6 +56,18 @@ module.exports = {
       'sessions/ is the login-session protocol over D1, KV and tokens: it takes a SessionDeps object, never a Context.',
       '^src/sessions/',
       [HONO, '^src/(http|middleware|routes)/', TOP],
+    ),
+    layer(
+      'newsletters-below-http',
+      'newsletters/ is the send pipeline (queue consumer, NewsletterSender, batches): it takes a Db, a queue and a config, never a Context.',
+      '^src/newsletters/',
+      [HONO, '^src/(http|middleware|routes)/', TOP],
+    ),
+    layer(
+      'data-and-mail-not-to-newsletters',
+      'The pipeline sits above data access, email and sessions, which never reach up into it.',
+      '^src/(lib|db|email|sessions)/',
+      ['^src/newsletters/'],
     ),
     layer(
       'http-helpers-below-middleware',

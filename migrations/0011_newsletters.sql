@@ -44,4 +44,5 @@ CREATE TABLE `newsletters` (
 --> statement-breakpoint
 CREATE UNIQUE INDEX `newsletters_post_id_unique` ON `newsletters` (`post_id`);--> statement-breakpoint
 CREATE INDEX `newsletters_status_scheduled_for_idx` ON `newsletters` (`status`,`scheduled_for`);--> statement-breakpoint
+CREATE INDEX `newsletters_created_by_idx` ON `newsletters` (`created_by`);--> statement-breakpoint
 CREATE INDEX `subscribers_status_id_idx` ON `subscribers` (`status`,`id`);

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { ApiError } from './lib/api-error'
 import type { OidcProvider } from './lib/oidc'
 import type { TokenSettings } from './lib/token-keys'
+import type { MailQueueMessage } from './lib/mail-queue-messages'
 
 export type { OidcProvider } from './lib/oidc'
 export type { JwtAlgorithm, TokenSettings } from './lib/token-keys'
@@ -163,6 +164,8 @@ const ConfigSchema = z
     MAIL_FROM: variable(z.string(), { kind: 'var', default: 'edgepress <no-reply@edgepress.local>' }),
     MAIL_API_KEY: optional(z.string(), { kind: 'secret' }),
     MAIL_API_URL: variable(z.url(), { kind: 'var', default: 'https://api.resend.com/emails' }),
+    // Newsletters go out in batches of up to 100 messages per request.
+    MAIL_API_BATCH_URL: variable(z.url(), { kind: 'var', default: 'https://api.resend.com/emails/batch' }),
     LOG_REQUESTS: variable(z.enum(['true', 'false']), { kind: 'var', default: 'true' }),
   })
   .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
@@ -187,6 +190,8 @@ export const BINDING_KINDS = {
   CREDENTIALS_BY_IP: 'rate-limit binding',
   CREDENTIALS_BY_ACCOUNT: 'rate-limit binding',
   WRITES_BY_USER: 'rate-limit binding',
+  MAIL_QUEUE: 'queue producer binding',
+  NEWSLETTER_SENDER: 'Durable Object binding',
 } as const satisfies Record<keyof Bindings, string>
 
 export interface Bindings {
@@ -197,6 +202,14 @@ export interface Bindings {
   CREDENTIALS_BY_IP?: RateLimit
   CREDENTIALS_BY_ACCOUNT?: RateLimit
   WRITES_BY_USER?: RateLimit
+  /** The mail queue (wrangler.toml [[queues.producers]]): outbox drains and newsletter batches. */
+  MAIL_QUEUE?: Queue<MailQueueMessage>
+  /**
+   * One NewsletterSender per newsletter: serializes its batches with a cancel. Untyped here (naming
+   * the class would import it, and it imports this file); senderOf in src/newsletters/sender.ts
+   * gives the typed stub.
+   */
+  NEWSLETTER_SENDER?: DurableObjectNamespace
 }
 
 /** What the worker is given: its bindings and, as text, each variable of ConfigSchema. */
@@ -253,6 +266,7 @@ function toConfig(env: ParsedEnv) {
       from: env.MAIL_FROM,
       apiKey: env.MAIL_API_KEY,
       apiUrl: env.MAIL_API_URL,
+      batchUrl: env.MAIL_API_BATCH_URL,
     },
   }
 }

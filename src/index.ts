@@ -1,5 +1,9 @@
 import type { createApp } from './app'
 import type { Env } from './config'
+import type { MailQueueMessage } from './lib/mail-queue-messages'
+
+// The Durable Object class must be exported by the entry module; it imports its work lazily.
+export { NewsletterSender } from './newsletters/sender'
 
 // The Worker's entry. The app (every route, its zod schemas, the OpenAPI registry) is built on
 // the first request of an isolate, not while the isolate starts: a worker deployed to every
@@ -28,4 +32,9 @@ export default {
     )
     ctx.waitUntil(run)
   },
-} satisfies ExportedHandler<Env>
+  // The mail queue and its dead-letter queue: outbox drains and newsletter batches.
+  async queue(batch, env) {
+    const { handleMailQueue } = await import('./newsletters/consumer')
+    await handleMailQueue(batch, env)
+  },
+} satisfies ExportedHandler<Env, MailQueueMessage>

@@ -444,6 +444,7 @@ describe('the outbox never loses a message when delivery fails', () => {
   const sent: string[] = []
   const recording: MailTransport = {
     name: 'recording',
+    sendBatch: async () => ({ outcome: 'accepted' }),
     async send(email) {
       sent.push(email.to)
     },
@@ -456,6 +457,7 @@ describe('the outbox never loses a message when delivery fails', () => {
     const id = await queue(recipient)
     const throwing: MailTransport = {
       name: 'throwing',
+      sendBatch: async () => ({ outcome: 'retry', retryAfterSeconds: undefined, error: 'SMTP 451' }),
       async send() {
         throw new Error('SMTP 451 temporary failure')
       },

@@ -163,7 +163,7 @@ async function expectIndexedPlans(
   expect(bad, JSON.stringify(bad, null, 2)).toEqual([])
 }
 
-const noEmail: MailTransport = { name: 'none', send: async () => {} }
+const noEmail: MailTransport = { name: 'none', send: async () => {}, sendBatch: async () => ({ outcome: 'accepted' }) }
 
 let author: { user: { id: number; username: string; email: string }; tokens: TokenPair }
 let other: { user: { id: number }; tokens: TokenPair }

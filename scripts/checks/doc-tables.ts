@@ -6,7 +6,8 @@
 // - the configuration groups of docs/API.md (`| group | names |`): every variable and binding once.
 import { BINDING_KINDS, configVariables } from '../../src/config'
 import type { VariableMeta } from '../../src/config'
-import worker from '../../src/index'
+// The app, not the Worker entry: src/index.ts also exports a Durable Object class (cloudflare:workers).
+import { createApp } from '../../src/app'
 
 /** The rows of every Markdown table whose header cells start with `header`, as trimmed cells. */
 export function tableRows(markdown: string, header: string[]): string[][] {
@@ -63,7 +64,7 @@ export async function servedOperations(): Promise<string[]> {
     DB: { withSession: () => ({ getBookmark: () => null }) },
     REVOKED_TOKENS: {},
   } as never
-  const response = await worker.fetch(new Request('https://edgepress.example/openapi.json'), env, {} as never)
+  const response = await createApp().fetch(new Request('https://edgepress.example/openapi.json'), env, {} as never)
   if (response.status !== 200) throw new Error(`GET /openapi.json answered ${response.status}`)
   const document = (await response.json()) as { paths: Record<string, Record<string, unknown>> }
   return Object.entries(document.paths).flatMap(([path, item]) =>

@@ -4,7 +4,8 @@
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import worker from '../../src/index'
+// The app, not the Worker entry: src/index.ts also exports a Durable Object class (cloudflare:workers).
+import { createApp } from '../../src/app'
 import { root } from '../project-root'
 
 const out = join(root, 'dist')
@@ -17,7 +18,7 @@ const env = {
   DB: { withSession: () => ({ getBookmark: () => null }) },
   REVOKED_TOKENS: {},
 } as never
-const response = await worker.fetch(new Request('https://edgepress.example/openapi.json'), env, {} as never)
+const response = await createApp().fetch(new Request('https://edgepress.example/openapi.json'), env, {} as never)
 if (response.status !== 200) throw new Error(`GET /openapi.json answered ${response.status}`)
 const documentPath = join(out, 'openapi.json')
 writeFileSync(documentPath, JSON.stringify(await response.json(), null, 2))

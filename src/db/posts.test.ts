@@ -78,9 +78,21 @@ describe('findPostForCaller', () => {
     await db.batch([updateUser(db, admin.id, { isAdmin: true }, T0)])
     const post = await insertPost(db, author.id, { title: 't', body: 'b', publishedAt: T0 }, T0)
 
-    expect(await findPostForCaller(db, { id: post.id }, author.id)).toEqual({ post, callerIsAdmin: false })
-    expect(await findPostForCaller(db, { id: post.id }, admin.id)).toEqual({ post, callerIsAdmin: true })
-    expect(await findPostForCaller(db, { id: post.id }, MISSING_USER_ID)).toEqual({ post, callerIsAdmin: false })
+    expect(await findPostForCaller(db, { id: post.id }, author.id)).toEqual({
+      post,
+      callerIsAdmin: false,
+      newsletter: undefined,
+    })
+    expect(await findPostForCaller(db, { id: post.id }, admin.id)).toEqual({
+      post,
+      callerIsAdmin: true,
+      newsletter: undefined,
+    })
+    expect(await findPostForCaller(db, { id: post.id }, MISSING_USER_ID)).toEqual({
+      post,
+      callerIsAdmin: false,
+      newsletter: undefined,
+    })
   })
 })
 

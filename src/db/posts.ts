@@ -5,7 +5,7 @@ import { firstFreeSlug, slugCandidate, slugCandidates, slugify } from '../lib/sl
 import type { Db } from './client'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
-import { posts, users } from './schema'
+import { newsletters, posts, users } from './schema'
 
 const postColumns = {
   id: posts.id,
@@ -37,11 +37,11 @@ export type PostWithAuthor = {
 export type PostKey = { id: number } | { slug: string }
 
 function postQuery(db: Db, key: PostKey) {
-  return db
-    .select(postColumns)
-    .from(posts)
-    .innerJoin(users, eq(users.id, posts.authorId))
-    .where('id' in key ? eq(posts.id, key.id) : eq(posts.slug, key.slug))
+  return db.select(postColumns).from(posts).innerJoin(users, eq(users.id, posts.authorId)).where(postKeyCondition(key))
+}
+
+function postKeyCondition(key: PostKey): SQL {
+  return 'id' in key ? eq(posts.id, key.id) : eq(posts.slug, key.slug)
 }
 
 export async function findPost(db: Db, key: PostKey): Promise<PostWithAuthor | undefined> {
@@ -49,20 +49,31 @@ export async function findPost(db: Db, key: PostKey): Promise<PostWithAuthor | u
   return row
 }
 
+/** The newsletter of a post, as far as changing or deleting the post must know it. */
+export interface PostNewsletter {
+  id: number
+  status: string
+}
+
 /**
- * A post and whether `callerId` is an administrator, in one round trip: what deciding who may see
- * or change the post needs.
+ * A post, whether `callerId` is an administrator, and the post's newsletter, in one round trip:
+ * what deciding who may see or change the post (and what its newsletter must do then) needs.
  */
 export async function findPostForCaller(
   db: Db,
   key: PostKey,
   callerId: number,
-): Promise<{ post: PostWithAuthor | undefined; callerIsAdmin: boolean }> {
-  const [found, caller] = await db.batch([
+): Promise<{ post: PostWithAuthor | undefined; callerIsAdmin: boolean; newsletter: PostNewsletter | undefined }> {
+  const [found, caller, newsletter] = await db.batch([
     postQuery(db, key),
     db.select({ isAdmin: users.isAdmin }).from(users).where(eq(users.id, callerId)),
+    db
+      .select({ id: newsletters.id, status: newsletters.status })
+      .from(newsletters)
+      .innerJoin(posts, eq(posts.id, newsletters.postId))
+      .where(postKeyCondition(key)),
   ])
-  return { post: found[0], callerIsAdmin: caller[0]?.isAdmin === true }
+  return { post: found[0], callerIsAdmin: caller[0]?.isAdmin === true, newsletter: newsletter[0] }
 }
 
 export type PostOrdering = 'published_at' | '-published_at' | 'created_at' | '-created_at'

@@ -330,6 +330,8 @@ export const newsletters = sqliteTable(
   (table) => [
     uniqueIndex('newsletters_post_id_unique').on(table.postId),
     index('newsletters_status_scheduled_for_idx').on(table.status, table.scheduledFor),
+    // Deleting a user sets created_by to null; without this the delete scans every newsletter.
+    index('newsletters_created_by_idx').on(table.createdBy),
   ],
 )
 

@@ -4,6 +4,7 @@ import { createDb } from '../db/client'
 import type { Db } from '../db/client'
 import { insertOutboxMessage, insertOutboxMessageForToken } from '../db/outbox'
 import type { QueuedEmail, TokenMessage } from '../db/outbox'
+import type { MailQueueMessage } from '../lib/mail-queue-messages'
 
 export type { QueuedEmail } from '../db/outbox'
 import { deliverInBackground } from './outbox'
@@ -19,8 +20,11 @@ export interface MailerOptions {
   requestUrl: string | undefined
   /** For the delivery after the response; without one (a script) the cron delivers. */
   executionCtx: Pick<ExecutionContext, 'waitUntil'> | undefined
-  /** Delivery uses its own connection to D1, not the request's session. */
-  bindings: { DB: D1Database }
+  /**
+   * Delivery uses its own connection to D1, not the request's session; MAIL_QUEUE, when bound,
+   * takes the delivery off the request (the consumer drains the outbox).
+   */
+  bindings: { DB: D1Database; MAIL_QUEUE?: Queue<MailQueueMessage> | undefined }
 }
 
 export interface Mailer {
@@ -34,8 +38,12 @@ export interface Mailer {
   queue(db: Db, message: QueuedEmail, now: Date, options?: { onlyWithToken?: string }): BatchItem<'sqlite'>
   /** The statement that queues a message to the owner of a token issued in the same batch (see insertOutboxMessageForToken). */
   queueForToken(db: Db, message: TokenMessage, tokenHash: string, now: Date): BatchItem<'sqlite'>
-  /** After the batch that queued mail has committed: deliver it once the response is sent. */
-  deliverSoon(): void
+  /**
+   * After the batch that queued mail has committed: hands the delivery on before the response,
+   * to the mail queue (which no burst of requests can drop), else to the request's waitUntil.
+   * The cron retries whatever fails either way.
+   */
+  deliverSoon(): Promise<void>
 }
 
 export function createMailer(options: MailerOptions): Mailer {
@@ -52,11 +60,26 @@ export function createMailer(options: MailerOptions): Mailer {
       assertCanSend()
       return insertOutboxMessageForToken(db, message, tokenHash, now)
     },
-    deliverSoon() {
+    async deliverSoon() {
       const transport = transportFor(config, requestUrl)
-      if (transport !== undefined) {
-        deliverInBackground(options.executionCtx, createDb(options.bindings), transport, config.mail.from)
+      if (transport === undefined) return
+      const queue = options.bindings.MAIL_QUEUE
+      if (queue !== undefined) {
+        try {
+          await queue.send({ kind: 'outbox' })
+          return
+        } catch (err) {
+          // The row is committed: delivering from here instead is as good, the cron is the net.
+          console.error(
+            JSON.stringify({
+              level: 'error',
+              message: 'mail queue unavailable',
+              error: err instanceof Error ? err.name : 'unknown',
+            }),
+          )
+        }
       }
+      deliverInBackground(options.executionCtx, createDb(options.bindings), transport, config.mail.from)
     },
   }
 }

@@ -16,7 +16,9 @@ import type { MailTransport, OutgoingEmail } from './transports'
 
 const db = createDb(env)
 const FROM = 'edgepress <no-reply@edgepress.test>'
-const T0 = new Date('2026-06-01T12:00:00.000Z')
+// Far in the future: the suite's requests hand the outbox to the mail queue, whose drains run on
+// the real clock and so never see these rows as due; only this file's drains, at T0, do.
+const T0 = new Date('2099-06-01T12:00:00.000Z')
 const MINUTE = 60_000
 const HOUR = 60 * MINUTE
 const DAY = 24 * HOUR
@@ -33,11 +35,24 @@ interface FakeTransport extends MailTransport {
   failure: string | null
 }
 
+/** The outbox sends one message at a time; a batch reaching these fakes is a bug. */
+const NO_BATCHES: Pick<MailTransport, 'sendBatch'> = {
+  async sendBatch() {
+    throw new Error('the outbox never sends batches')
+  },
+}
+
+/** The HTTP transport with its single-message endpoint at `url`. */
+function httpOnly(url: string, apiKey: string): MailTransport {
+  return httpTransport({ single: url, batch: `${url}/batch` }, apiKey)
+}
+
 function fakeTransport(failure: string | null = null): FakeTransport {
   const transport: FakeTransport = {
     name: 'fake',
     calls: [],
     failure,
+    ...NO_BATCHES,
     async send(email) {
       transport.calls.push(email)
       if (transport.failure !== null) throw new Error(transport.failure)
@@ -164,6 +179,7 @@ describe('deliverDueEmails', () => {
     const seen: OutboxRow[] = []
     const transport: MailTransport = {
       name: 'peeking',
+      ...NO_BATCHES,
       async send() {
         seen.push(await reload(row))
       },
@@ -185,6 +201,7 @@ describe('deliverDueEmails', () => {
     let rivalReport: unknown
     const transport: MailTransport = {
       name: 'peeking',
+      ...NO_BATCHES,
       async send() {
         seen.push({ leaseEnds: (await reload(row)).nextAttemptAt.getTime(), clock: Date.now() })
         // Meanwhile a request-time drain runs on the real clock.
@@ -207,6 +224,7 @@ describe('deliverDueEmails', () => {
     const rival = fakeTransport()
     const transport: MailTransport = {
       name: 'slow',
+      ...NO_BATCHES,
       async send(email) {
         const row = email.to === first.recipient ? first : second
         leases.set(row.id, (await reload(row)).nextAttemptAt.getTime())
@@ -391,7 +409,7 @@ describe('deliverDueEmails', () => {
       async () => new Response('{"message":"rate limited"}', { status: 429 }),
     )
     const row = await queue(T0)
-    expect(await deliverDueEmails(db, httpTransport('https://mail.example/send', apiKey), FROM, T0)).toEqual({
+    expect(await deliverDueEmails(db, httpOnly('https://mail.example/send', apiKey), FROM, T0)).toEqual({
       sent: 0,
       retried: 1,
       failed: 0,
@@ -491,7 +509,7 @@ describe('httpTransport', () => {
     const fetchSpy = vi
       .spyOn(globalThis, 'fetch')
       .mockImplementation(async () => new Response('{"id":"1"}', { status: 200 }))
-    await httpTransport('https://mail.example/emails', 'key-123').send(email)
+    await httpOnly('https://mail.example/emails', 'key-123').send(email, { idempotencyKey: 'edgepress-outbox-1' })
 
     expect(fetchSpy).toHaveBeenCalledTimes(1)
     const [input, init] = fetchSpy.mock.calls[0]!
@@ -514,8 +532,8 @@ describe('httpTransport', () => {
     async (status, { expect }) => {
       const apiKey = 'key-that-must-stay-secret'
       vi.spyOn(globalThis, 'fetch').mockImplementation(async () => new Response('{"message":"nope"}', { status }))
-      const error = await httpTransport('https://mail.example/emails', apiKey)
-        .send(email)
+      const error = await httpOnly('https://mail.example/emails', apiKey)
+        .send(email, { idempotencyKey: 'edgepress-outbox-1' })
         .then(
           () => null,
           (err: unknown) => err,
@@ -530,9 +548,9 @@ describe('httpTransport', () => {
     vi.spyOn(globalThis, 'fetch').mockImplementation(async () => {
       throw new TypeError('Network connection lost.')
     })
-    await expect(httpTransport('https://mail.example/emails', 'k').send(email)).rejects.toThrow(
-      'Network connection lost.',
-    )
+    await expect(
+      httpOnly('https://mail.example/emails', 'k').send(email, { idempotencyKey: 'edgepress-outbox-1' }),
+    ).rejects.toThrow('Network connection lost.')
   })
 })
 
@@ -567,7 +585,7 @@ describe('transportFor', () => {
       text: 'Open http://localhost:8787/reset-password?token=tok_123',
       headers: { 'List-Unsubscribe': '<http://localhost:8787/unsubscribe?token=u1>' },
     }
-    await consoleTransport.send(email)
+    await consoleTransport.send(email, { idempotencyKey: 'edgepress-outbox-1' })
     const printed = log.mock.calls.map((args) => args.join(' ')).join('\n')
     expect(printed).toContain('To: reader@example.com')
     expect(printed).toContain('Subject: Reset your password')

@@ -59,13 +59,17 @@ async function deliverOne(
   now: Date,
 ): Promise<keyof DeliveryReport> {
   try {
-    await transport.send({
-      from,
-      to: message.recipient,
-      subject: message.subject,
-      text: message.text,
-      headers: JSON.parse(message.headers) as Record<string, string>,
-    })
+    await transport.send(
+      {
+        from,
+        to: message.recipient,
+        subject: message.subject,
+        text: message.text,
+        headers: JSON.parse(message.headers) as Record<string, string>,
+      },
+      // Stable per row: a provider that accepted an attempt whose answer was lost sends nothing again.
+      { idempotencyKey: `edgepress-outbox-${message.id}` },
+    )
   } catch (err) {
     const gaveUp = message.attempts >= MAX_DELIVERY_ATTEMPTS
     await markAttemptFailed(db, message, {

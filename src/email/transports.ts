@@ -9,10 +9,45 @@ export interface OutgoingEmail {
   headers: Record<string, string>
 }
 
-/** Delivers one email or throws; the outbox records the error and retries later. */
+/**
+ * How a provider answered a batch: accepted (2xx); to retry later (429, 5xx, a network error or
+ * a timeout), after `retryAfterSeconds` when it said; or refused for good (another 4xx), with its
+ * words, the API key cut out.
+ */
+export type BatchDelivery =
+  | { outcome: 'accepted' }
+  | { outcome: 'retry'; retryAfterSeconds: number | undefined; error: string }
+  | { outcome: 'rejected'; error: string }
+
 export interface MailTransport {
   readonly name: string
-  send(email: OutgoingEmail): Promise<void>
+  /**
+   * Delivers one email or throws; the outbox records the error and retries later. The
+   * idempotency key is the same on every retry of one outbox row.
+   */
+  send(email: OutgoingEmail, options: { idempotencyKey: string }): Promise<void>
+  /**
+   * Hands up to 100 emails to the provider in one request. The key is the same on every retry of
+   * the batch (the same recipients in the same order), so a provider that saw it already sends
+   * nothing again.
+   */
+  sendBatch(emails: OutgoingEmail[], options: { idempotencyKey: string }): Promise<BatchDelivery>
+}
+
+function printEmail(email: OutgoingEmail): void {
+  const headerLines = Object.entries(email.headers).map(([name, value]) => `${name}: ${value}`)
+  console.log(
+    [
+      '--- email ---',
+      `From: ${email.from}`,
+      `To: ${email.to}`,
+      `Subject: ${email.subject}`,
+      ...headerLines,
+      '',
+      email.text,
+      '--- end ---',
+    ].join('\n'),
+  )
 }
 
 /**
@@ -22,19 +57,11 @@ export interface MailTransport {
 export const consoleTransport: MailTransport = {
   name: 'console',
   async send(email) {
-    const headerLines = Object.entries(email.headers).map(([name, value]) => `${name}: ${value}`)
-    console.log(
-      [
-        '--- email ---',
-        `From: ${email.from}`,
-        `To: ${email.to}`,
-        `Subject: ${email.subject}`,
-        ...headerLines,
-        '',
-        email.text,
-        '--- end ---',
-      ].join('\n'),
-    )
+    printEmail(email)
+  },
+  async sendBatch(emails) {
+    for (const email of emails) printEmail(email)
+    return { outcome: 'accepted' }
   },
 }
 
@@ -42,26 +69,62 @@ const SEND_TIMEOUT_MS = 20_000
 
 /**
  * An HTTP email API in the shape Resend (and several others) accept: POST JSON
- * `{from, to, subject, text, headers}` with a bearer API key.
+ * `{from, to, subject, text, headers}` (or an array of them to the batch endpoint) with a bearer
+ * API key and an `Idempotency-Key`.
  */
-export function httpTransport(endpoint: string, apiKey: string): MailTransport {
+export function httpTransport(endpoints: { single: string; batch: string }, apiKey: string): MailTransport {
+  const post = (endpoint: string, body: unknown, idempotencyKey: string) =>
+    fetch(endpoint, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        'content-type': 'application/json',
+        'idempotency-key': idempotencyKey,
+      },
+      body: JSON.stringify(body),
+      // Well inside the outbox's 60 s send lease, so a slow provider cannot lead to a second send.
+      signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
+    })
+  // The provider's words help the operator; the key is cut out in case it is echoed back.
+  const excerpt = async (response: Response) =>
+    (await response.text().catch(() => '')).slice(0, 200).replaceAll(apiKey, '[redacted]')
   return {
     name: 'http',
-    async send(email) {
-      const response = await fetch(endpoint, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ ...email, to: [email.to] }),
-        // Well inside the outbox's 60 s send lease, so a slow provider cannot lead to a second send.
-        signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
-      })
-      if (!response.ok) {
-        // The provider's words help the operator; the key is cut out in case it is echoed back.
-        const excerpt = (await response.text().catch(() => '')).slice(0, 200).replaceAll(apiKey, '[redacted]')
-        throw new Error(`HTTP ${response.status} from the mail provider: ${excerpt}`)
+    async send(email, { idempotencyKey }) {
+      const response = await post(endpoints.single, { ...email, to: [email.to] }, idempotencyKey)
+      if (!response.ok) throw new Error(`HTTP ${response.status} from the mail provider: ${await excerpt(response)}`)
+    },
+    async sendBatch(emails, { idempotencyKey }) {
+      let response: Response
+      try {
+        response = await post(
+          endpoints.batch,
+          emails.map((email) => ({ ...email, to: [email.to] })),
+          idempotencyKey,
+        )
+      } catch (err) {
+        const reason = err instanceof Error ? err.name : 'unknown'
+        return { outcome: 'retry', retryAfterSeconds: undefined, error: `network error (${reason})` }
       }
+      if (response.ok) {
+        await response.body?.cancel()
+        return { outcome: 'accepted' }
+      }
+      const error = `HTTP ${response.status} from the mail provider: ${await excerpt(response)}`
+      if (response.status === 429 || response.status >= 500) {
+        return { outcome: 'retry', retryAfterSeconds: retryAfterSeconds(response.headers.get('retry-after')), error }
+      }
+      return { outcome: 'rejected', error }
     },
   }
+}
+
+/** Retry-After as seconds (RFC 9110: a number of seconds or an HTTP date), capped at an hour. */
+export function retryAfterSeconds(header: string | null, now = Date.now()): number | undefined {
+  if (header === null) return undefined
+  const seconds = /^\d+$/.test(header.trim()) ? Number(header.trim()) : (Date.parse(header) - now) / 1000
+  if (!Number.isFinite(seconds)) return undefined
+  return Math.min(3600, Math.max(0, Math.ceil(seconds)))
 }
 
 /**
@@ -74,7 +137,7 @@ export function transportFor(config: Config, requestUrl?: string): MailTransport
   // getConfig() already refused an http transport without MAIL_API_KEY.
   return config.mail.transport === 'console'
     ? consoleTransport
-    : httpTransport(config.mail.apiUrl, config.mail.apiKey ?? '')
+    : httpTransport({ single: config.mail.apiUrl, batch: config.mail.batchUrl }, config.mail.apiKey ?? '')
 }
 
 /**

@@ -15,6 +15,8 @@ export const ERROR_CODES = [
   'username_taken',
   'email_taken',
   'slug_taken',
+  'newsletter_exists',
+  'post_not_published',
   'account_exists',
   'rate_limited',
   'payload_too_large',

@@ -48,7 +48,7 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
     ])
     .catch(toConflict)
   const user = (inserted as UserRow[])[0]!
-  mailer.deliverSoon()
+  await mailer.deliverSoon()
   c.header('Location', `${API_PREFIX}/users/${user.id}`)
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(user, []), 201)
@@ -90,7 +90,7 @@ export const passwordReset: AppRouteHandler<typeof routes.passwordReset> = async
   // that has it, if any, within the per-recipient limit. The answer, its round trips and (without
   // a mail transport) its 500 are the same for every address.
   await db.batch(await passwordResetStatements(db, mailer, email, new Date()))
-  mailer.deliverSoon()
+  await mailer.deliverSoon()
   return c.json({ status: 'accepted' as const }, 202)
 }
 
@@ -120,7 +120,7 @@ export const passwordResetConfirm: AppRouteHandler<typeof routes.passwordResetCo
       ]),
     afterCommit: 'log',
   })
-  if (squatted !== undefined) mailer.deliverSoon()
+  if (squatted !== undefined) await mailer.deliverSoon()
   return c.body(null, 204)
 }
 
@@ -141,7 +141,7 @@ export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> 
     const recipient = { userId: user.id, username: user.username, email: user.email }
     // Within the per-recipient limit, counted by the token's INSERT: over it, nothing is sent.
     await db.batch(await accountEmailStatements('email_verification', db, mailer, recipient, now))
-    mailer.deliverSoon()
+    await mailer.deliverSoon()
   }
   return c.json({ status: 'accepted' as const }, 202)
 }

@@ -81,7 +81,7 @@ export const confirm: AppRouteHandler<typeof routes.confirm, AuthedEnv> = async 
         securityEmail(db, mailer, user, 'mfa_enabled', now),
       ]),
   })
-  mailer.deliverSoon()
+  await mailer.deliverSoon()
   c.header('Cache-Control', NO_STORE)
   return c.json({ recovery_codes: codes }, 200)
 }
@@ -110,7 +110,7 @@ export const disable: AppRouteHandler<typeof routes.disable, AuthedEnv> = async 
         ]),
     }),
   )
-  mailer.deliverSoon()
+  await mailer.deliverSoon()
   return c.body(null, 204)
 }
 
@@ -128,7 +128,7 @@ export const regenerateRecoveryCodes: AppRouteHandler<typeof routes.regenerateRe
     ...proven,
     ...replaceRecoveryCodes(db, user.id, hashes, now),
   ])
-  mailer.deliverSoon()
+  await mailer.deliverSoon()
   c.header('Cache-Control', NO_STORE)
   return c.json({ recovery_codes: codes }, 200)
 }
@@ -165,7 +165,7 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const alongside = [...proven, spendChallenge(db, claims.jti, now)]
   if ('recoveryCode' in proof) alongside.push(securityEmail(db, mailer, user, 'recovery_code_used', now))
   const answer = await withRecoveryCodeSpent(() => signIn(c, user.id, now, { alongside }))
-  if ('recoveryCode' in proof) mailer.deliverSoon()
+  if ('recoveryCode' in proof) await mailer.deliverSoon()
   return c.json(answer, 200)
 }
 

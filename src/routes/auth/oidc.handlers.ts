@@ -83,7 +83,7 @@ export const link: AppRouteHandler<typeof routes.link, AuthedEnv> = async (c) =>
   ).catch(toConflictOrGone)
   // The conditional insert lost to a concurrent link of this provider.
   if (inserted.length === 0) throw anotherAtProvider(identity.provider)
-  mailer.deliverSoon()
+  await mailer.deliverSoon()
   return c.body(null, 204)
 }
 
@@ -104,7 +104,7 @@ export const unlink: AppRouteHandler<typeof routes.unlink, AuthedEnv> = async (c
   if (removed.length > 0) {
     const notice = securityEventMessage(user.email, user.username, 'provider_unlinked', provider)
     await db.batch([mailer.queue(db, notice, new Date())])
-    mailer.deliverSoon()
+    await mailer.deliverSoon()
     return c.body(null, 204)
   }
   if (!linked.some((row) => row.provider === provider)) throw notFound('linked provider')

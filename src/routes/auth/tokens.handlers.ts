@@ -144,7 +144,7 @@ export const reauthenticate: AppRouteHandler<typeof routes.reauthenticate, Authe
     const pair = await withRecoveryCodeSpent(() =>
       reauthenticatedPair(sessionDeps(c), auth, now, { alongside: [...proven, ...notice] }),
     )
-    if ('recoveryCode' in proof) mailer.deliverSoon()
+    if ('recoveryCode' in proof) await mailer.deliverSoon()
     return c.json(await signedInAnswer(c, { pair, sessionId: auth.sessionId }, auth.viaCookie), 200)
   }
   if (input.password !== undefined) {

@@ -10,7 +10,14 @@ import {
   postKeyset,
   updatePost,
 } from '../../db/posts'
-import type { PostChanges, PostKey, PostListScope, PostListWindow, PostWithAuthor } from '../../db/posts'
+import type {
+  PostChanges,
+  PostKey,
+  PostListScope,
+  PostListWindow,
+  PostNewsletter,
+  PostWithAuthor,
+} from '../../db/posts'
 import { NO_STORE, PRIVATE_NO_STORE, PUBLIC_REVALIDATE, isNotModified } from '../../http/conditional-get'
 import { forbidden, notAuthenticated, notFound } from '../../lib/api-error'
 import { parseId } from '../../lib/ids'
@@ -19,9 +26,10 @@ import type { Auth } from '../../middleware/authenticate'
 import { API_PREFIX, createRouter } from '../../router'
 import type { AppEnv, AppRouteHandler, AuthedEnv, OptionalAuthEnv } from '../../router'
 import { readPageRequest, toPage } from '../pagination'
+import { cancelUnfinishedSend, followPublication } from '../../newsletters/control'
 import * as routes from './posts.routes'
-import { postStatus, publishedAtAfter } from './publication'
-import type { PublicationInput } from './publication'
+import { postStatus, publishedAtAfter } from '../../lib/publication'
+import type { PublicationInput } from '../../lib/publication'
 
 export const list: AppRouteHandler<typeof routes.list, OptionalAuthEnv> = async (c) => {
   const { author, q, ordering = '-published_at', status = 'published', ...pagination } = c.req.valid('query')
@@ -68,17 +76,19 @@ export const getBySlug: AppRouteHandler<typeof routes.getBySlug, OptionalAuthEnv
 }
 
 export const replace: AppRouteHandler<typeof routes.replace, AuthedEnv> = async (c) => {
-  const post = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
-  return c.json(await savePost(c, post, c.req.valid('json')), 200)
+  const editable = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
+  return c.json(await savePost(c, editable, c.req.valid('json')), 200)
 }
 
 export const update: AppRouteHandler<typeof routes.update, AuthedEnv> = async (c) => {
-  const post = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
-  return c.json(await savePost(c, post, c.req.valid('json')), 200)
+  const editable = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
+  return c.json(await savePost(c, editable, c.req.valid('json')), 200)
 }
 
 export const remove: AppRouteHandler<typeof routes.remove, AuthedEnv> = async (c) => {
-  const post = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
+  const { post, newsletter } = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
+  // Its newsletter goes with it (ON DELETE CASCADE), cancelled first so nothing more leaves.
+  if (newsletter !== undefined) await cancelUnfinishedSend(c.env, newsletter)
   await deletePost(c.var.db, post.id)
   return c.body(null, 204)
 }
@@ -141,12 +151,19 @@ async function findVisiblePost(
  * The post, if the caller is its author or an admin. 404 before 403 so ids are not probed, and
  * 404 for a post the caller may not even see (another author's draft).
  */
-async function findEditablePost(db: Db, rawId: string, auth: Auth): Promise<PostWithAuthor> {
+/** A post the caller may change, with its newsletter (which follows the post's life cycle). */
+async function findEditablePost(
+  db: Db,
+  rawId: string,
+  auth: Auth,
+): Promise<{ post: PostWithAuthor; newsletter: PostNewsletter | undefined }> {
   const id = parseId(rawId)
-  const { post, callerIsAdmin } =
-    id === null ? { post: undefined, callerIsAdmin: false } : await findPostForCaller(db, { id }, auth.userId)
+  const { post, callerIsAdmin, newsletter } =
+    id === null
+      ? { post: undefined, callerIsAdmin: false, newsletter: undefined }
+      : await findPostForCaller(db, { id }, auth.userId)
   if (post === undefined) throw notFound('post')
-  if (post.authorId === auth.userId || callerIsAdmin) return post
+  if (post.authorId === auth.userId || callerIsAdmin) return { post, newsletter }
   if (postStatus(post.publishedAt, new Date()) !== 'published') throw notFound('post')
   throw forbidden('Only the author or an admin may change this post.')
 }
@@ -159,7 +176,11 @@ interface PostWrite {
   published_at?: string | undefined
 }
 
-async function savePost(c: Context<AuthedEnv>, post: PostWithAuthor, write: PostWrite) {
+async function savePost(
+  c: Context<AuthedEnv>,
+  { post, newsletter }: { post: PostWithAuthor; newsletter: PostNewsletter | undefined },
+  write: PostWrite,
+) {
   const now = new Date()
   const changes: PostChanges = {
     title: write.title,
@@ -169,6 +190,10 @@ async function savePost(c: Context<AuthedEnv>, post: PostWithAuthor, write: Post
   }
   const saved = await updatePost(c.var.db, post, changes, now)
   if (saved === undefined) throw notFound('post')
+  // A newsletter follows its post: back to draft cancels it, a new time moves it.
+  if (newsletter !== undefined && saved.publishedAt?.getTime() !== post.publishedAt?.getTime()) {
+    await followPublication({ db: c.var.db, env: c.env }, { post: saved, newsletter, now })
+  }
   return routes.toPostView(saved, { config: c.var.config, now })
 }
 

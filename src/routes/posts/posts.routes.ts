@@ -6,7 +6,7 @@ import { optionalUser, requireUser } from '../../middleware/authenticate'
 import { routePolicy } from '../../middleware/route-policy'
 import { ETAG_HEADER, Timestamp, idParams, json, jsonBody, problems } from '../../router'
 import { PaginationQuery, pageSchema } from '../pagination'
-import { POST_STATUSES, postStatus } from './publication'
+import { POST_STATUSES, postStatus, postUrl } from '../../lib/publication'
 
 // The posts router is mounted at the API root: it also owns GET /users/{id}/posts, a user's posts.
 
@@ -35,11 +35,6 @@ const PostSchema = z
   .openapi('Post')
 
 export type Post = z.infer<typeof PostSchema>
-
-/** Where the blog's front end shows a post: POST_URL_TEMPLATE with its slug and id. */
-export function postUrl(config: Pick<Config, 'postUrlTemplate'>, post: { id: number; slug: string }): string {
-  return config.postUrlTemplate.replaceAll('{slug}', post.slug).replaceAll('{id}', String(post.id))
-}
 
 export function toPostView(row: PostWithAuthor, context: { config: Pick<Config, 'postUrlTemplate'>; now: Date }): Post {
   return {

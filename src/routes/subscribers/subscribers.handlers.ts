@@ -60,7 +60,7 @@ export const subscribe: AppRouteHandler<typeof routes.subscribe> = async (c) => 
     insert,
     mailer.queueForToken(db, message, tokenHash, now),
   ])
-  mailer.deliverSoon()
+  await mailer.deliverSoon()
   return c.json({ status: 'pending' as const }, 202)
 }
 

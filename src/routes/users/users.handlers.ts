@@ -60,7 +60,7 @@ export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = asyn
   if (isNewEmail(user, changes.email)) assertRecentSignIn(c.var.auth, c.var.config, new Date())
   const mailer = mailerOf(c)
   const updated = await applyUserChanges(c.var.db, mailer, user, changes, {})
-  if (updated.email !== user.email) mailer.deliverSoon()
+  if (updated.email !== user.email) await mailer.deliverSoon()
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(updated, providers), 200)
 }
@@ -79,7 +79,7 @@ export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> =
   if (target === undefined) throw notFound('user')
   const mailer = mailerOf(c)
   const updated = await applyUserChanges(c.var.db, mailer, target, profile, { isAdmin, emailVerified })
-  if (updated.email !== target.email) mailer.deliverSoon()
+  if (updated.email !== target.email) await mailer.deliverSoon()
   return c.json(toPrivateUser(updated, providers), 200)
 }
 

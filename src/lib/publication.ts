@@ -1,4 +1,4 @@
-import { ApiError } from '../../lib/api-error'
+import { ApiError } from './api-error'
 
 // A post's life cycle lives in one column, published_at: null is a draft, a time in the future is
 // scheduled, a time in the past is published. The status is derived at every read from the
@@ -57,4 +57,9 @@ function publishedAtInvalid(message: string): ApiError {
   return new ApiError(400, 'validation_failed', 'Invalid or missing: published_at.', {
     errors: [{ path: 'published_at', message }],
   })
+}
+
+/** Where the blog's front end shows a post: POST_URL_TEMPLATE with its slug and id. */
+export function postUrl(settings: { postUrlTemplate: string }, post: { id: number; slug: string }): string {
+  return settings.postUrlTemplate.replaceAll('{slug}', post.slug).replaceAll('{id}', String(post.id))
 }

@@ -1,0 +1,56 @@
+import type { OutgoingEmail } from '../email/transports'
+
+// What a reader receives: the post as text, a link to it on the blog, and the ways out. Pure:
+// the unsubscribe tokens are made by the caller (src/lib/unsubscribe-tokens.ts).
+
+export interface NewsletterContent {
+  subject: string
+  body: string
+  postUrl: string
+  /** The blog's name (FEED_TITLE), for the footer and List-Id. */
+  listName: string
+  /** PUBLIC_BASE_URL: the app, which opens unsubscribe links for people. */
+  publicBaseUrl: string
+  /** The API's origin, which takes the RFC 8058 one-click POST. */
+  apiOrigin: string
+  from: string
+}
+
+/** RFC 2919 List-Id: the list's name and a label under the blog's host. */
+export function listId(content: Pick<NewsletterContent, 'listName' | 'publicBaseUrl'>): string {
+  const name = content.listName.replace(/[<>"\r\n]/g, '').trim()
+  return `${name} <newsletter.${new URL(content.publicBaseUrl).hostname}>`
+}
+
+/**
+ * The email for one recipient. `List-Unsubscribe` is the API's one-click URL (RFC 8058: a mail
+ * client POSTs `List-Unsubscribe=One-Click` to it, no page, no sign-in), `List-Unsubscribe-Post`
+ * says so, and the text's own link opens the app for people.
+ */
+export function newsletterEmail(content: NewsletterContent, to: string, unsubscribeToken: string): OutgoingEmail {
+  const token = encodeURIComponent(unsubscribeToken)
+  const oneClick = `${content.apiOrigin}/api/v1/subscribers/unsubscribe?token=${token}`
+  const forPeople = `${content.publicBaseUrl}/unsubscribe?token=${token}`
+  return {
+    from: content.from,
+    to,
+    // A title holds no line break a header could carry; the provider gets one line whatever it was.
+    subject: content.subject.replace(/[\r\n]+/g, ' '),
+    text: [
+      content.subject,
+      '',
+      content.body,
+      '',
+      `Read it on the blog: ${content.postUrl}`,
+      '',
+      '--',
+      `You receive this because you subscribed to ${content.listName}.`,
+      `Unsubscribe: ${forPeople}`,
+    ].join('\n'),
+    headers: {
+      'List-Unsubscribe': `<${oneClick}>`,
+      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+      'List-Id': listId(content),
+    },
+  }
+}

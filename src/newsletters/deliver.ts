@@ -1,0 +1,73 @@
+import type { Config } from '../config'
+import type { Db } from '../db/client'
+import { claimBatch, recordBatch } from '../db/newsletters'
+import type { BatchRecipient } from '../db/newsletters'
+import type { MailTransport } from '../email/transports'
+import { sha256Base64Url } from '../lib/hmac'
+import { unsubscribeTokenFor } from '../lib/unsubscribe-tokens'
+import { newsletterEmail } from './content'
+import type { NewsletterBatch } from '../lib/mail-queue-messages'
+
+// One batch of a newsletter, from the ledger to the provider and back (docs/design.md §
+// Newsletters). Runs inside the newsletter's NewsletterSender, which keeps one attempt per batch
+// at a time and lets a cancel wait for what is in flight.
+
+export interface DeliveryDeps {
+  db: Db
+  config: Pick<Config, 'publicBaseUrl' | 'feedTitle' | 'mail'>
+  transport: MailTransport
+  unsubscribeKey: CryptoKey
+}
+
+/** Done (nothing left to do for this batch), or try again after some seconds. */
+export type BatchResult = { done: true } | { done: false; retryAfterSeconds: number | undefined; error: string }
+
+/**
+ * The key the provider deduplicates a batch by: the newsletter, the batch and its recipients in
+ * order. A retry hands over the same recipients (the ledger keeps them `sending`), so the same
+ * key; no other batch can have it.
+ */
+export async function batchIdempotencyKey(
+  newsletterId: number,
+  batchNo: number,
+  recipients: readonly BatchRecipient[],
+): Promise<string> {
+  const digest = await sha256Base64Url(recipients.map((recipient) => recipient.subscriberId).join(','))
+  return `edgepress-newsletter-${newsletterId}-${batchNo}-${digest.slice(0, 22)}`
+}
+
+export async function deliverBatch(deps: DeliveryDeps, batch: NewsletterBatch, now: Date): Promise<BatchResult> {
+  const { db, config } = deps
+  const claimed = await claimBatch(db, batch.newsletterId, batch.batchNo, now)
+  // Gone with its post, cancelled, failed or finished: nothing more leaves for it.
+  if (claimed === undefined || claimed.newsletter.status !== 'sending') return { done: true }
+  const { newsletter, recipients } = claimed
+  const settled = { batchNo: batch.batchNo, subscriberIds: recipients.map((recipient) => recipient.subscriberId) }
+  if (recipients.length === 0) {
+    await recordBatch(db, newsletter.id, settled, { status: 'sent' }, now)
+    return { done: true }
+  }
+  const content = {
+    subject: newsletter.subject ?? '',
+    body: newsletter.text ?? '',
+    postUrl: newsletter.postUrl ?? config.publicBaseUrl,
+    listName: config.feedTitle,
+    publicBaseUrl: config.publicBaseUrl,
+    apiOrigin: newsletter.apiOrigin,
+    from: config.mail.from,
+  }
+  const emails = await Promise.all(
+    recipients.map(async (recipient) =>
+      newsletterEmail(content, recipient.email, await unsubscribeTokenFor(recipient.email, deps.unsubscribeKey)),
+    ),
+  )
+  const idempotencyKey = await batchIdempotencyKey(newsletter.id, batch.batchNo, recipients)
+  const delivery = await deps.transport.sendBatch(emails, { idempotencyKey })
+  if (delivery.outcome === 'retry') {
+    return { done: false, retryAfterSeconds: delivery.retryAfterSeconds, error: delivery.error }
+  }
+  const outcome =
+    delivery.outcome === 'accepted' ? { status: 'sent' as const } : { status: 'failed' as const, error: delivery.error }
+  await recordBatch(db, newsletter.id, settled, outcome, now)
+  return { done: true }
+}

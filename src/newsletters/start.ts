@@ -1,0 +1,58 @@
+import type { Config } from '../config'
+import type { Db } from '../db/client'
+import { advanceSnapshot, findNewsletter, startNewsletter, takeSnapshotChunk } from '../db/newsletters'
+import { NEWSLETTER_BATCH_SIZE } from '../lib/mail-queue-messages'
+import type { MailQueueMessage } from '../lib/mail-queue-messages'
+
+// Starting a newsletter and taking its snapshot of active subscribers, chunk by chunk, each
+// chunk's batches handed to the queue. Every step is idempotent: a message delivered twice finds
+// the ledger rows and the cursor where the first left them.
+
+export interface StartDeps {
+  db: Db
+  config: Pick<Config, 'postUrlTemplate'>
+  queue: Queue<MailQueueMessage>
+}
+
+/** The longest delay a queue message may carry (Cloudflare Queues: 12 hours). */
+export const MAX_QUEUE_DELAY_SECONDS = 12 * 3600
+
+/**
+ * Hands the start of a newsletter to the queue, delayed until `at` when that is within the
+ * queue's limit; a later one is started by the cron (src/scheduled.ts), which looks ahead.
+ */
+export async function queueStart(queue: Queue<MailQueueMessage>, newsletterId: number, at: Date | null, now: Date) {
+  const delaySeconds = at === null ? 0 : Math.ceil((at.getTime() - now.getTime()) / 1000)
+  if (delaySeconds > MAX_QUEUE_DELAY_SECONDS) return
+  await queue.send({ kind: 'newsletter-start', newsletterId }, { delaySeconds: Math.max(0, delaySeconds) })
+}
+
+/** Starts a due send and takes the first chunk of its snapshot; early, it waits for its time again. */
+export async function startSend(deps: StartDeps, newsletterId: number, now: Date): Promise<void> {
+  const started = await startNewsletter(deps.db, newsletterId, deps.config.postUrlTemplate, now)
+  if (started === undefined) {
+    const newsletter = await findNewsletter(deps.db, newsletterId)
+    // A delayed message may come a little early, or the post was re-scheduled: wait again.
+    if (newsletter?.status === 'scheduled' && newsletter.scheduledFor !== null) {
+      await queueStart(deps.queue, newsletterId, newsletter.scheduledFor, now)
+    }
+    // Started by an earlier delivery of this message: its snapshot message carries on.
+    return
+  }
+  await continueSnapshot(deps, newsletterId, now)
+}
+
+/** Takes the next chunk of the snapshot, queues its batches, then the next chunk's message. */
+export async function continueSnapshot(deps: StartDeps, newsletterId: number, now: Date): Promise<void> {
+  const newsletter = await findNewsletter(deps.db, newsletterId)
+  if (newsletter?.status !== 'sending' || newsletter.startedAt === null || newsletter.recipients !== null) return
+  const chunk = await takeSnapshotChunk(deps.db, newsletter, NEWSLETTER_BATCH_SIZE, now)
+  // sendBatch takes up to 100 messages: a chunk of 10 000 recipients is 100 batches.
+  for (let i = 0; i < chunk.batches.length; i += 100) {
+    await deps.queue.sendBatch(
+      chunk.batches.slice(i, i + 100).map((batch) => ({ body: { kind: 'newsletter-batch', newsletterId, ...batch } })),
+    )
+  }
+  const advanced = await advanceSnapshot(deps.db, newsletter, chunk, now)
+  if (advanced && chunk.nextAfterId !== null) await deps.queue.send({ kind: 'newsletter-snapshot', newsletterId })
+}
