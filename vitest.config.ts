@@ -1,5 +1,6 @@
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers'
 import { configDefaults, defineConfig } from 'vitest/config'
+import { handleMailProviderRequest, isMailProviderRequest } from './test/mail-provider'
 import { TEST_PROVIDERS, handleProviderRequest } from './test/oidc-provider'
 
 export const TEST_JWT_SECRET = 'test-only-secret-with-at-least-32-bytes!!'
@@ -22,7 +23,10 @@ export default defineConfig(async () => ({
         },
         // The worker's whole outbound network in the tests: the fake OpenID Connect provider
         // (test/oidc-provider.ts) serves JWKS at a loopback address; anything else answers 502.
-        outboundService: (request: unknown) => handleProviderRequest(request as Request),
+        outboundService: (request: unknown) =>
+          isMailProviderRequest(request as Request)
+            ? handleMailProviderRequest(request as Request)
+            : handleProviderRequest(request as Request),
         // A second, empty database for test/upgrade.test.ts, which fills it at an older schema
         // version and then applies the newer migrations (the app's DB is migrated by test/setup.ts).
         d1Databases: { UPGRADE_DB: 'upgrade-db' },
@@ -51,6 +55,8 @@ export default defineConfig(async () => ({
     maxWorkers: 2,
     // Timeouts guard against hangs, not slowness: on a small, busy CI runner the 5 s default is too tight.
     testTimeout: 60_000,
+    // The first file in a vitest worker pays the app's first build in its beforeAll.
+    hookTimeout: 60_000,
     // The console mail transport prints every email; show console output only for failing tests.
     silent: 'passed-only' as const,
   },

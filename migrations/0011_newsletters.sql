@@ -1,5 +1,6 @@
 -- Newsletters (a post mailed to the list), their per-recipient ledger, and the provider webhooks
--- already applied. Additive: new tables and one new index on subscribers; no row is touched.
+-- already applied. Additive: new tables, one new index on subscribers, and the posts publication index
+-- rebuilt to cover published and scheduled posts only (a drafts list then uses the drafts index); no row is touched.
 CREATE TABLE `email_events` (
 	`webhook_id` text PRIMARY KEY NOT NULL,
 	`type` text NOT NULL,
@@ -19,7 +20,7 @@ CREATE TABLE `newsletter_deliveries` (
 	FOREIGN KEY (`newsletter_id`) REFERENCES `newsletters`(`id`) ON UPDATE no action ON DELETE cascade
 );
 --> statement-breakpoint
-CREATE INDEX `newsletter_deliveries_batch_idx` ON `newsletter_deliveries` (`newsletter_id`,`batch_no`,`status`);--> statement-breakpoint
+CREATE INDEX `newsletter_deliveries_batch_idx` ON `newsletter_deliveries` (`newsletter_id`,`batch_no`,`subscriber_id`);--> statement-breakpoint
 CREATE TABLE `newsletters` (
 	`id` integer PRIMARY KEY AUTOINCREMENT NOT NULL,
 	`post_id` integer NOT NULL,
@@ -45,4 +46,6 @@ CREATE TABLE `newsletters` (
 CREATE UNIQUE INDEX `newsletters_post_id_unique` ON `newsletters` (`post_id`);--> statement-breakpoint
 CREATE INDEX `newsletters_status_scheduled_for_idx` ON `newsletters` (`status`,`scheduled_for`);--> statement-breakpoint
 CREATE INDEX `newsletters_created_by_idx` ON `newsletters` (`created_by`);--> statement-breakpoint
+DROP INDEX `posts_published_at_id_idx`;--> statement-breakpoint
+CREATE INDEX `posts_published_at_id_idx` ON `posts` (`published_at`,`id`) WHERE published_at is not null;--> statement-breakpoint
 CREATE INDEX `subscribers_status_id_idx` ON `subscribers` (`status`,`id`);

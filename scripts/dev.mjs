@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm run dev`: create .dev.vars with a random JWT_SECRET and MFA_ENCRYPTION_KEY when missing,
-// apply the local D1 migrations, then start `wrangler dev`.
+// apply the local D1 migrations, then start `wrangler dev --test-scheduled`.
 // Extra arguments go to wrangler dev
 // (e.g. `npm run dev -- --port 8788 --var JWT_ISSUER:https://auth.example`).
 import { spawn, spawnSync } from 'node:child_process'
@@ -18,7 +18,12 @@ ensureDevSecret()
 run(['node', join(root, 'scripts', 'docs-assets.mjs')], 'copying the /docs assets')
 run([wrangler, 'd1', 'migrations', 'apply', 'DB', '--local'], 'applying local D1 migrations')
 
-const dev = spawn(wrangler, ['dev', ...process.argv.slice(2)], { cwd: root, env, stdio: 'inherit' })
+// --test-scheduled serves GET /__scheduled, which runs the cron (delivery retries, pruning, due
+// newsletters) on demand: `curl http://localhost:8787/__scheduled`. Wrangler's own hint,
+// /cdn-cgi/handler/scheduled, does not reach a worker that serves static assets.
+const extra = process.argv.slice(2)
+const flags = extra.includes('--test-scheduled') ? extra : ['--test-scheduled', ...extra]
+const dev = spawn(wrangler, ['dev', ...flags], { cwd: root, env, stdio: 'inherit' })
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => dev.kill(signal))
 dev.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)))
 

@@ -17,6 +17,7 @@ import { authRouter } from './routes/auth/auth.index'
 import { metaRouter } from './routes/meta'
 import { serveOpenApiDocument } from './routes/openapi'
 import { feedRouter } from './routes/feed/feed.handlers'
+import { emailEventsRouter } from './routes/email-events/email-events.handlers'
 import { newslettersRouter } from './routes/newsletters/newsletters.handlers'
 import { postsRouter } from './routes/posts/posts.handlers'
 import { subscribersRouter } from './routes/subscribers/subscribers.handlers'
@@ -53,6 +54,7 @@ export function createApp() {
     .route(API_PREFIX, feedRouter)
     .route(API_PREFIX, newslettersRouter)
     .route(`${API_PREFIX}/subscribers`, subscribersRouter)
+    .route(`${API_PREFIX}/email`, emailEventsRouter)
 
   serveOpenApiDocument(app)
 

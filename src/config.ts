@@ -3,6 +3,7 @@ import { ApiError } from './lib/api-error'
 import type { OidcProvider } from './lib/oidc'
 import type { TokenSettings } from './lib/token-keys'
 import type { MailQueueMessage } from './lib/mail-queue-messages'
+import { webhookSecretBytes } from './lib/webhook-signatures'
 
 export type { OidcProvider } from './lib/oidc'
 export type { JwtAlgorithm, TokenSettings } from './lib/token-keys'
@@ -166,6 +167,13 @@ const ConfigSchema = z
     MAIL_API_URL: variable(z.url(), { kind: 'var', default: 'https://api.resend.com/emails' }),
     // Newsletters go out in batches of up to 100 messages per request.
     MAIL_API_BATCH_URL: variable(z.url(), { kind: 'var', default: 'https://api.resend.com/emails/batch' }),
+    // Signs the provider's webhooks (POST /api/v1/email/events); unset, that route is 404.
+    MAIL_WEBHOOK_SECRET: optional(
+      z.string().refine((secret) => webhookSecretBytes(secret) !== null, {
+        message: 'MAIL_WEBHOOK_SECRET must be whsec_ followed by the base64 secret the provider shows.',
+      }),
+      { kind: 'secret' },
+    ),
     LOG_REQUESTS: variable(z.enum(['true', 'false']), { kind: 'var', default: 'true' }),
   })
   .refine((env) => env.JWT_ALG === 'HS256' || env.JWT_PRIVATE_JWK !== undefined, {
@@ -267,6 +275,8 @@ function toConfig(env: ParsedEnv) {
       apiKey: env.MAIL_API_KEY,
       apiUrl: env.MAIL_API_URL,
       batchUrl: env.MAIL_API_BATCH_URL,
+      /** The `whsec_` secret of provider webhooks (bounces, complaints); unset: none are taken. */
+      webhookSecret: env.MAIL_WEBHOOK_SECRET,
     },
   }
 }

@@ -1,7 +1,7 @@
 import { hc } from 'hono/client'
 import { describe, expect, it } from 'vitest'
 import type { AppType } from './index'
-import { BASE_URL, fetchWorker, uniqueName } from '../test/helpers'
+import { BASE_URL, fetchWorker, registerAdmin, uniqueName } from '../test/helpers'
 
 // The README's typed-client example, run for real: every path, body and response below is
 // type-checked against the app's own route definitions (`npm test` runs tsc on this file).
@@ -68,5 +68,27 @@ describe('typed client (hono/client)', () => {
     expect(loggedOut.status).toBe(204)
     const after = await client.api.v1.users.me.$get({}, auth)
     expect(after.status).toBe(401)
+  })
+
+  it('reaches the newsletter routes: a dry run of a post, then no send to read yet', async () => {
+    const { tokens } = await registerAdmin()
+    const auth = { headers: { authorization: `Bearer ${tokens.access_token}` } }
+    const created = await client.api.v1.posts.$post({ json: { title: 'Typed issue', body: 'to the list' } }, auth)
+    expect(created.status).toBe(201)
+    if (created.status !== 201) return
+    const post = await created.json()
+
+    const dryRun = await client.api.v1.posts[':id'].newsletter.$post(
+      { param: { id: String(post.id) }, query: { dry_run: 'true' } },
+      auth,
+    )
+    expect(dryRun.status).toBe(200)
+    if (dryRun.status !== 200) return
+    const view = await dryRun.json()
+    expect(view.status).toBe('dry_run')
+    expect(typeof view.recipients).toBe('number')
+
+    const none = await client.api.v1.posts[':id'].newsletter.$get({ param: { id: String(post.id) } }, auth)
+    expect(none.status).toBe(404)
   })
 })

@@ -6,6 +6,7 @@ import { pruneOneTimeTokens } from './db/one-time-tokens'
 import { pruneSessions } from './db/sessions'
 import { pruneSpentIdTokens } from './db/spent-id-tokens'
 import { backfillUsernameKeys } from './db/users'
+import { pruneEmailEvents } from './db/email-events'
 import { dueNewsletters, stalledSends } from './db/newsletters'
 import { deliverDueEmails } from './email/outbox'
 import { transportFor } from './email/transports'
@@ -15,8 +16,8 @@ import { queueStart } from './newsletters/start'
 const RETENTION_MS = 7 * 24 * 3_600_000
 
 /**
- * The cron: deliver and retry queued email, then prune expired one-time tokens, sessions, MFA
- * token records and spent ID tokens, and
+ * The cron: deliver and retry queued email, hand due newsletters to the queue, then prune expired
+ * one-time tokens, sessions, MFA token records, spent ID tokens and applied webhook ids, and
  * key the usernames of rows written before username keys existed (docs/design.md § Usernames). It
  * reads the configuration through getConfig, as withConfig does for requests (one memo).
  */
@@ -35,6 +36,8 @@ export async function runScheduledMaintenance(env: Env, now: Date): Promise<void
     pruneSessions(db, cutoff),
     pruneChallenges(db, cutoff),
     pruneSpentIdTokens(db, cutoff),
+    // Providers retry a webhook for about a day; a week of ids catches every replay.
+    pruneEmailEvents(db, cutoff),
   ])
   await backfillUsernameKeys(db, 10)
   console.log(JSON.stringify({ level: 'info', message: 'scheduled maintenance', ...report }))

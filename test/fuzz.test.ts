@@ -196,6 +196,20 @@ const ROUTES: RouteSpec[] = [
     body: () => ({ name: 'Bob', status: 'active' }),
   },
   { method: 'DELETE', path: '/api/v1/subscribers/{id}', idOf: (f) => f.subscriberId },
+  // A dry run: a real send would mail every active subscriber of the shared test database.
+  { method: 'POST', path: '/api/v1/posts/{id}/newsletter?dry_run=true', idOf: (f) => f.postId, body: () => ({}) },
+  { method: 'GET', path: '/api/v1/posts/{id}/newsletter', idOf: (f) => f.postId },
+  { method: 'DELETE', path: '/api/v1/posts/{id}/newsletter', idOf: (f) => f.postId },
+  {
+    method: 'POST',
+    path: '/api/v1/subscribers/unsubscribe?token=AAAAAAAAAAAAAAAAAAAAAA',
+    body: () => ({ 'List-Unsubscribe': 'One-Click' }),
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/email/events',
+    body: () => ({ type: 'email.bounced', created_at: '2026-12-01T00:00:00Z', data: { to: ['fuzz@example.com'] } }),
+  },
   // Outside the contract: unknown routes (404) and wrong methods (405) must answer problems too.
   { method: 'PUT', path: '/api/v1/health' },
   { method: 'DELETE', path: '/api/v1/auth/token', body: () => ({}) },

@@ -5,6 +5,22 @@ import { deliverDueEmails } from '../src/email/outbox'
 import type { MailTransport } from '../src/email/transports'
 import worker from '../src/index'
 import { createDb } from '../src/db/client'
+import {
+  advanceSnapshot,
+  cancelNewsletter,
+  claimBatch,
+  countActiveSubscribers,
+  dueNewsletters,
+  failDeadLetteredBatch,
+  findNewsletter,
+  findNewsletterOfPost,
+  insertNewsletter,
+  recordBatch,
+  rescheduleNewsletter,
+  stalledSends,
+  startNewsletter,
+  takeSnapshotChunk,
+} from '../src/db/newsletters'
 import { runScheduledMaintenance } from '../src/scheduled'
 import { BASE_URL, apiWithEnv, registerAdmin, registerAndLogin, tokenFromEmail, uniqueName } from './helpers'
 import type { TokenPair } from './helpers'
@@ -137,12 +153,13 @@ async function explainAll(statements: Recorded[], keysetList: (sql: string) => b
 }
 
 /**
- * Keyset lists are the selects ordered by (created_at, id). A full-text search is exempt: its
- * candidates come from the FTS index in rowid order, so they are always sorted (only the matches).
+ * Keyset lists are the selects ordered by (created_at, id), and the posts' (published_at, id) and,
+ * for drafts, (updated_at, id). A full-text search is exempt: its candidates come from the FTS
+ * index in rowid order, so they are always sorted (only the matches).
  */
 const isSelectWithOrderBy = (sql: string): boolean =>
   /^select\b/i.test(sql) &&
-  /\border by "\w+"\."created_at" (asc|desc), "\w+"\."id"/i.test(sql) &&
+  /\border by "\w+"\."(created_at|published_at|updated_at)" (asc|desc), "\w+"\."id"/i.test(sql) &&
   !/posts_fts match/.test(sql)
 
 /** Captures `action`, checks that it issued a statement matching each pattern, and fails on any bad plan. */
@@ -192,7 +209,7 @@ beforeAll(async () => {
     subscriberEmail = `${uniqueName('sub')}@example.com`
     await expectStatus(call('POST', '/subscribers', { email: subscriberEmail }), 202)
   }
-})
+}, 60_000)
 
 /** The `next` link of a list page, as a path under /api/v1. */
 async function nextPath(path: string, token: string): Promise<string> {
@@ -451,11 +468,15 @@ describe('query plans: subscribers', () => {
     const token = admin.access_token
     const second = await nextPath('/subscribers?limit=1', token)
     const secondPending = await nextPath('/subscribers?status=pending&limit=1', token)
+    // One of this file's own subscribers: other files delete theirs, so no id is a given.
+    const own = await env.DB.prepare('SELECT id FROM subscribers WHERE email = ?')
+      .bind(subscriberEmail)
+      .first<{ id: number }>()
     await expectIndexedPlans(async () => {
       for (const path of ['/subscribers?limit=1', second, '/subscribers?status=pending&limit=1', secondPending]) {
         await expectStatus(call('GET', path, undefined, token), 200)
       }
-      await expectStatus(call('GET', `/subscribers/1`, undefined, token), 200)
+      await expectStatus(call('GET', `/subscribers/${own!.id}`, undefined, token), 200)
     }, [/"subscribers"\."status" = \?/, /order by "subscribers"\."created_at" desc/, /\) < \(\?, \?\)/])
   })
 
@@ -563,6 +584,290 @@ describe('query plans: native sign-in (OIDC)', () => {
       /^insert into "external_identities"/,
       /^delete from "external_identities"/,
       /"users"\."username_key" in/,
+    ])
+  })
+})
+
+const DAY = 86_400_000
+
+describe('query plans: posts life cycle', () => {
+  let writer: { user: { id: number }; tokens: TokenPair }
+  const slugs: string[] = []
+
+  beforeAll(async () => {
+    writer = await registerAndLogin()
+    const token = writer.tokens.access_token
+    // Scheduled weeks ahead: well before the far-future post src/db/posts.test.ts schedules, so
+    // its "next publication" stays its own.
+    for (let i = 0; i < 3; i += 1) {
+      const at = new Date(Date.now() + (20 + i) * DAY).toISOString()
+      for (const body of [
+        { title: `plan draft ${i}`, body: 'b', status: 'draft' },
+        { title: `plan scheduled ${i}`, body: 'b', status: 'scheduled', published_at: at },
+        { title: `plan published ${i}`, body: 'b', slug: `plan-${uniqueName('slug').replaceAll('_', '-')}` },
+      ]) {
+        const res = await call('POST', '/posts', body, token)
+        expect(res.status).toBe(201)
+        slugs.push(((await res.json()) as { slug: string }).slug)
+      }
+    }
+  }, 60_000)
+
+  it('lists published posts by publication time, both ways, first page and cursor page, with the next publication', async () => {
+    const token = other.tokens.access_token
+    const newest = await nextPath('/posts?limit=2', token)
+    const oldest = await nextPath('/posts?limit=2&ordering=published_at', token)
+    await expectIndexedPlans(async () => {
+      for (const path of ['/posts?limit=2', newest, '/posts?limit=2&ordering=published_at', oldest]) {
+        await expectStatus(call('GET', path, undefined, token), 200)
+      }
+    }, [
+      /"posts"\."published_at" <= \?.*order by "posts"\."published_at" desc, "posts"\."id" desc/,
+      /"posts"\."published_at" <= \?.*order by "posts"\."published_at" asc, "posts"\."id" asc/,
+      /\("posts"\."published_at", "posts"\."id"\) < \(\?, \?\)/,
+      /\("posts"\."published_at", "posts"\."id"\) > \(\?, \?\)/,
+      /^select min\("published_at"\) from "posts" where "posts"\."published_at" > \?/,
+    ])
+  })
+
+  it("lists an author's published posts by publication time, both ways (author filter and /users/{id}/posts)", async () => {
+    const token = other.tokens.access_token
+    const id = author.user.id
+    const ascending = await nextPath(`/posts?author=${id}&ordering=published_at&limit=2`, token)
+    const ofUser = await nextPath(`/users/${id}/posts?limit=2`, token)
+    await expectIndexedPlans(async () => {
+      for (const path of [
+        `/posts?author=${id}&ordering=published_at&limit=2`,
+        ascending,
+        `/users/${id}/posts?limit=2`,
+        ofUser,
+      ]) {
+        await expectStatus(call('GET', path, undefined, token), 200)
+      }
+    }, [
+      /"posts"\."author_id" = \?.*order by "posts"\."published_at" asc, "posts"\."id" asc/,
+      /"posts"\."author_id" = \?.*order by "posts"\."published_at" desc, "posts"\."id" desc/,
+    ])
+  })
+
+  it("lists an author's drafts by last change (author filter) through posts_author_drafts_updated_at_id_idx", async () => {
+    const token = writer.tokens.access_token
+    const path = `/posts?status=draft&author=${writer.user.id}&limit=2`
+    const second = await nextPath(path, token)
+    await expectIndexedPlans(async () => {
+      for (const page of [path, second]) await expectStatus(call('GET', page, undefined, token), 200)
+      await expectStatus(call('GET', path, undefined, admin.access_token), 200)
+    }, [
+      /"posts"\."published_at" is null.*"posts"\."author_id" = \?\) order by "posts"\."updated_at" desc, "posts"\."id" desc/,
+      /\("posts"\."updated_at", "posts"\."id"\) < \(\?, \?\)/,
+    ])
+  })
+
+  // `published_at is null` once took the full publication index plus a sort of every author's
+  // drafts; since migration 0011 that index covers published rows only, and drafts walk theirs.
+  it('lists drafts by last change (own, and an admin’s view of everyone’s) in index order, first page and cursor page', async () => {
+    const token = writer.tokens.access_token
+    const own = await nextPath('/posts?status=draft&limit=2', token)
+    await expectIndexedPlans(async () => {
+      for (const path of ['/posts?status=draft&limit=2', own]) {
+        await expectStatus(call('GET', path, undefined, token), 200)
+      }
+      await expectStatus(call('GET', '/posts?status=draft&limit=2', undefined, admin.access_token), 200)
+    }, [
+      /"posts"\."published_at" is null and \("posts"\."author_id" = \? or exists .*\)\)\) order by "posts"\."updated_at" desc, "posts"\."id" desc/,
+      /\("posts"\."updated_at", "posts"\."id"\) < \(\?, \?\)/,
+    ])
+  })
+
+  it('lists scheduled posts by publication time, both ways, first page and cursor page', async () => {
+    const token = writer.tokens.access_token
+    const soonest = await nextPath('/posts?status=scheduled&ordering=published_at&limit=2', token)
+    const latest = await nextPath('/posts?status=scheduled&limit=2', token)
+    await expectIndexedPlans(async () => {
+      for (const path of [
+        '/posts?status=scheduled&ordering=published_at&limit=2',
+        soonest,
+        '/posts?status=scheduled&limit=2',
+        latest,
+        `/posts?status=scheduled&author=${writer.user.id}&limit=2`,
+      ]) {
+        await expectStatus(call('GET', path, undefined, token), 200)
+      }
+    }, [
+      /"posts"\."published_at" > \?.*order by "posts"\."published_at" asc, "posts"\."id" asc/,
+      /"posts"\."published_at" > \?.*order by "posts"\."published_at" desc, "posts"\."id" desc/,
+    ])
+  })
+
+  it('reads a post by slug (anonymous, and with the caller and the newsletter) through posts_slug_unique', async () => {
+    const [, , published, , , another] = slugs as [string, string, string, string, string, string]
+    await expectIndexedPlans(async () => {
+      await expectStatus(call('GET', `/posts/by-slug/${published}`), 200)
+      await expectStatus(call('GET', `/posts/by-slug/${another}`, undefined, writer.tokens.access_token), 200)
+      await expectStatus(call('GET', '/posts/by-slug/no-such-post-here', undefined, other.tokens.access_token), 404)
+    }, [
+      /^select .* from "posts" inner join "users" .* where "posts"\."slug" = \?/,
+      /from "newsletters" inner join "posts" .* where "posts"\."slug" = \?/,
+    ])
+  })
+
+  it('allocates a slug from the title (the candidates in one IN lookup) and changes it by id', async () => {
+    const token = writer.tokens.access_token
+    const title = `plan slug ${uniqueName('taken')}`
+    await expectIndexedPlans(async () => {
+      const first = await call('POST', '/posts', { title, body: 'b' }, token)
+      expect(first.status).toBe(201)
+      const second = await call('POST', '/posts', { title, body: 'b' }, token)
+      expect(second.status).toBe(201)
+      const { id, slug } = (await second.json()) as { id: number; slug: string }
+      expect(slug).toMatch(/-2$/)
+      await expectStatus(call('PATCH', `/posts/${id}`, { slug: `${slug}-renamed` }, token), 200)
+    }, [
+      /^select "slug" from "posts" where "posts"\."slug" in \(\?/,
+      /^insert into "posts"/,
+      /^update "posts" set .*"slug" = \?/,
+    ])
+  })
+})
+
+describe('query plans: newsletters', () => {
+  /** Temp B-trees are fine here only for the ledger rows of one batch (at most 100): nothing else sorts. */
+  const batchSorts = (sql: string): boolean => !/"newsletter_deliveries"\."batch_no" = \?/.test(sql)
+
+  /**
+   * A published post of the author's with two active subscribers of the test's own after
+   * `afterId`; the post's deletion (its newsletter and ledger go with it) is `cleanUp`.
+   */
+  async function postWithSubscribers(): Promise<{ postId: number; afterId: number; cleanUp: () => Promise<void> }> {
+    const token = author.tokens.access_token
+    const res = await call('POST', '/posts', { title: `plan newsletter ${uniqueName('nl')}`, body: 'b' }, token)
+    expect(res.status).toBe(201)
+    const { id: postId } = (await res.json()) as { id: number }
+    const row = await env.DB.prepare('SELECT coalesce(max(id), 0) AS id FROM subscribers').first<{ id: number }>()
+    for (let i = 0; i < 2; i += 1) {
+      const at = Date.now()
+      await env.DB.prepare(
+        `INSERT INTO subscribers (email, status, created_at, updated_at, confirmed_at, unsubscribe_token_hash)
+         VALUES (?, 'active', ?, ?, ?, ?)`,
+      )
+        .bind(`${uniqueName('nl')}@example.com`, at, at, at, crypto.randomUUID())
+        .run()
+    }
+    const cleanUp = () => expectStatus(call('DELETE', `/posts/${postId}`, undefined, token), 204)
+    return { postId, afterId: row!.id, cleanUp }
+  }
+
+  /**
+   * Creates a send for the post, scheduled (and then started) far ahead, so no cron of another
+   * test finds it due or stalled; reschedules it, takes its snapshot (twice: a redelivered message
+   * inserts nothing again) in batches of one, and closes the snapshot. The cron's queries run too.
+   */
+  async function startedSend(db: ReturnType<typeof createDb>, postId: number, afterId: number, now: Date) {
+    const far = new Date(now.getTime() + 365 * DAY)
+    const created = await insertNewsletter(
+      db,
+      { postId, scheduledFor: far, createdBy: author.user.id, apiOrigin: BASE_URL },
+      now,
+    )
+    expect(await findNewsletterOfPost(db, postId)).toMatchObject({ id: created.id })
+    await rescheduleNewsletter(db, postId, new Date(far.getTime() + 1000))
+    await dueNewsletters(db, now)
+    const started = await startNewsletter(
+      db,
+      created.id,
+      'https://blog.example.com/{slug}',
+      new Date(far.getTime() + 1000),
+    )
+    expect(started).toMatchObject({ status: 'sending' })
+    const cursor = { id: created.id, snapshotAfterId: afterId }
+    const chunk = await takeSnapshotChunk(db, cursor, 1, now)
+    expect(chunk.batches.length).toBeGreaterThanOrEqual(2)
+    await takeSnapshotChunk(db, cursor, 1, now)
+    await advanceSnapshot(db, cursor, chunk, now)
+    await stalledSends(db, now)
+    const [first, second] = chunk.batches as [(typeof chunk.batches)[0], (typeof chunk.batches)[0]]
+    return { id: created.id, first, second }
+  }
+
+  it('creates, starts, snapshots, claims, records, fails and cancels a send, and the cron finds due and stalled ones, through indexes', async () => {
+    const rdb = createDb({ DB: recordingDb })
+    const { postId, afterId, cleanUp } = await postWithSubscribers()
+    const now = new Date()
+    try {
+      await expectIndexedPlans(
+        async () => {
+          const send = await startedSend(rdb, postId, afterId, now)
+          const claimed = await claimBatch(rdb, send.id, send.first.batchNo, now)
+          expect(claimed?.recipients.length).toBe(1)
+          await recordBatch(rdb, send.id, send.first, { status: 'sent' }, now)
+          await claimBatch(rdb, send.id, send.second.batchNo, now)
+          await failDeadLetteredBatch(rdb, send.id, send.second.batchNo, 'dead-lettered', now)
+          expect(await findNewsletter(rdb, send.id)).toMatchObject({ status: 'failed', sent: 1 })
+          await cancelNewsletter(rdb, send.id, now)
+          await countActiveSubscribers(rdb)
+        },
+        [
+          /^insert into "newsletters"/,
+          /from "newsletters" where "newsletters"\."post_id" = \?/,
+          /from "newsletters" where "newsletters"\."id" = \?/,
+          /^update "newsletters" set "scheduled_for" = \? where \("newsletters"\."post_id" = \?/,
+          /^update "newsletters" set "status" = \?, "subject" = \(select "posts"\."title" from "posts" where "posts"\."id" = "newsletters"\."post_id"\)/,
+          /from "subscribers" where \("subscribers"\."status" = \? and "subscribers"\."id" > \?\) order by "subscribers"\."id"/,
+          /^insert into "newsletter_deliveries" .*select/,
+          /^select max\("batch_no"\) from "newsletter_deliveries" where "newsletter_deliveries"\."newsletter_id" = \?/,
+          /^update "newsletters" set "recipients" = \(select count\(\*\) from "newsletter_deliveries"/,
+          /^update "newsletter_deliveries" set "status" = \?, "updated_at" = \?/,
+          /^update "newsletters" set "skipped" = /,
+          /^update "newsletter_deliveries" set "status" = \?, "error" = \?, "updated_at" = \?/,
+          /^update "newsletters" set "sent" = /,
+          /^update "newsletters" set "failed" = /,
+          /^update "newsletters" set "status" = \?, "completed_at" = \?/,
+          /from "newsletters" where \("newsletters"\."status" = \? and "newsletters"\."scheduled_for" <= \?\)/,
+          /from "newsletters" where \("newsletters"\."status" = \? and \("newsletters"\."started_at" is null/,
+          /^select count\(\*\) from "subscribers" where "subscribers"\."status" = \?/,
+        ],
+        batchSorts,
+      )
+    } finally {
+      await cleanUp()
+    }
+  })
+
+  // The batch index is (newsletter_id, batch_no, subscriber_id): a claim seeks its 100 rows in
+  // order. Through the primary key it would read every ledger row of the send (N²/100 in all).
+  it('reads and writes one batch of the ledger by seeking (newsletter_id, batch_no), never the whole send', async () => {
+    const { postId, afterId, cleanUp } = await postWithSubscribers()
+    const now = new Date()
+    try {
+      const send = await startedSend(createDb(env), postId, afterId, now)
+      const rdb = createDb({ DB: recordingDb })
+      const statements = await capture(async () => {
+        await claimBatch(rdb, send.id, send.first.batchNo, now)
+        await recordBatch(rdb, send.id, send.first, { status: 'sent' }, now)
+        await claimBatch(rdb, send.id, send.second.batchNo, now)
+        await failDeadLetteredBatch(rdb, send.id, send.second.batchNo, 'dead-lettered', now)
+      })
+      const onOneBatch = statements.filter((s) => /"newsletter_deliveries"\."batch_no" = \?/.test(s.sql))
+      expect(onOneBatch.length).toBeGreaterThanOrEqual(4)
+      const report = await explainAll(onOneBatch, () => false)
+      const walks = report.filter(
+        (entry) =>
+          !entry.plan.some((detail) =>
+            /^SEARCH newsletter_deliveries USING .*\(newsletter_id=\? AND batch_no=\?/.test(detail),
+          ),
+      )
+      expect(walks, JSON.stringify(walks, null, 2)).toEqual([])
+    } finally {
+      await cleanUp()
+    }
+  })
+
+  it('counts the active subscribers (a dry run) on subscribers_status_id_idx', async () => {
+    const statements = await capture(() => countActiveSubscribers(createDb({ DB: recordingDb })))
+    expect(statements).toHaveLength(1)
+    const plan = (await planOf(statements[0]!)).map((row) => row.detail)
+    expect(plan).toEqual([
+      expect.stringMatching(/^SEARCH subscribers USING COVERING INDEX subscribers_status_id_idx \(status=\?\)$/),
     ])
   })
 })

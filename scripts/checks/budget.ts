@@ -13,10 +13,11 @@ import { gzipSync } from 'node:zlib'
 import { runWrangler } from '../wrangler'
 
 // Raised from 200 KiB when two-factor and native sign-in landed (~8 KiB gzip between them), and
-// from 210 KiB when posts got a life cycle, slugs and the Atom feed (~3 KiB). The
+// from 210 KiB when posts got a life cycle, slugs and the Atom feed (~3 KiB), and from 220 KiB
+// when newsletters landed (queue consumer, Durable Object, webhooks: ~6 KiB). The
 // platform's limit is 3 MiB on the Free plan; this budget is here to make growth a decision. Most
 // of the weight is zod 4 (its locale tables come with the `z` namespace).
-const GZIP_BUDGET_BYTES = 220 * 1024
+const GZIP_BUDGET_BYTES = 230 * 1024
 
 // CPU the isolate spends evaluating the bundle before it can serve (busy samples of the start-up
 // profile; the profiler's overhead included, so the real figure is lower). A worker deployed to

@@ -130,33 +130,34 @@ export async function takeSnapshotChunk(
       .where(eq(newsletterDeliveries.newsletterId, newsletter.id)),
   ])
   const lastId = ids.at(-1)?.id
-  if (lastId === undefined) return { batches: [], nextAfterId: null }
   if (taken.length === 0) {
+    if (lastId === undefined) return { batches: [], nextAfterId: null }
     const firstBatch = (last[0]?.batchNo ?? -1) + 1
-    // Every column in the table's order (drizzle's insert … select); numbered in id order.
+    // Every column in the table's order (drizzle's insert … select); numbered in id order. D1
+    // binds a JavaScript number as REAL: the batch number is cast, or `/` would not truncate.
     await db
       .insert(newsletterDeliveries)
       .select(
-        sql`select ${newsletter.id}, ${subscribers.id}, ${subscribers.email}, ${firstBatch} + (row_number() over (order by ${subscribers.id}) - 1) / ${batchSize}, 'queued', null, ${now.getTime()} from ${subscribers} where ${subscribers.status} = 'active' and ${subscribers.id} > ${afterId} and ${subscribers.id} <= ${lastId} order by ${subscribers.id}`,
+        sql`select ${newsletter.id}, ${subscribers.id}, ${subscribers.email}, cast(${firstBatch} + (row_number() over (order by ${subscribers.id}) - 1) / ${batchSize} as integer), 'queued', null, ${now.getTime()} from ${subscribers} where ${subscribers.status} = 'active' and ${subscribers.id} > ${afterId} and ${subscribers.id} <= ${lastId} order by ${subscribers.id}`,
       )
       .onConflictDoNothing()
   }
+  // Every ledger row past the cursor is this chunk's (the cursor moves only once a chunk is on the
+  // queue), so a redelivery hands on all of them again, also those of subscribers who have left
+  // the list since (their batch skips them): a batch left off would never finish the send.
   const rows = await db
     .select({ batchNo: newsletterDeliveries.batchNo, subscriberId: newsletterDeliveries.subscriberId })
     .from(newsletterDeliveries)
-    .where(
-      and(
-        eq(newsletterDeliveries.newsletterId, newsletter.id),
-        gt(newsletterDeliveries.subscriberId, afterId),
-        lte(newsletterDeliveries.subscriberId, lastId),
-      ),
-    )
+    .where(and(eq(newsletterDeliveries.newsletterId, newsletter.id), gt(newsletterDeliveries.subscriberId, afterId)))
     .orderBy(asc(newsletterDeliveries.subscriberId))
   const byBatch = new Map<number, number[]>()
   for (const row of rows) byBatch.set(row.batchNo, [...(byBatch.get(row.batchNo) ?? []), row.subscriberId])
+  const end = rows.at(-1)?.subscriberId ?? lastId ?? afterId
+  // The last chunk: fewer active subscribers past the cursor than a chunk, all of them within it.
+  const isLastChunk = ids.length < SNAPSHOT_CHUNK && (lastId === undefined || lastId <= end)
   return {
     batches: [...byBatch].map(([batchNo, subscriberIds]) => ({ batchNo, subscriberIds })),
-    nextAfterId: ids.length < SNAPSHOT_CHUNK ? null : lastId,
+    nextAfterId: isLastChunk ? null : end,
   }
 }
 
@@ -185,7 +186,15 @@ export async function advanceSnapshot(
       .set({
         recipients: sql`(select count(*) from ${newsletterDeliveries} where ${newsletterDeliveries.newsletterId} = ${newsletter.id})`,
       })
-      .where(and(eq(newsletters.id, newsletter.id), sql`${newsletters.recipients} is null`)),
+      // Only from the cursor this chunk was taken at: a late duplicate of an earlier chunk's
+      // message, which may see fewer subscribers now, never closes the snapshot early.
+      .where(
+        and(
+          eq(newsletters.id, newsletter.id),
+          sql`${newsletters.recipients} is null`,
+          eq(newsletters.snapshotAfterId, newsletter.snapshotAfterId),
+        ),
+      ),
     completion(db, newsletter.id, now),
   ])
   return true
@@ -220,19 +229,16 @@ export async function claimBatch(
   now: Date,
 ): Promise<ClaimedBatch | undefined> {
   const inBatch = and(eq(newsletterDeliveries.newsletterId, newsletterId), eq(newsletterDeliveries.batchNo, batchNo))
-  const active = sql`(select ${subscribers.id} from ${subscribers} where ${subscribers.status} = 'active')`
+  // Correlated, so each recipient is one primary-key lookup: an uncorrelated `not in (select …)`
+  // would read every active subscriber once per batch (N²/100 rows for a send to N).
+  const stillActive = sql`exists (select 1 from ${subscribers} where ${subscribers.id} = ${newsletterDeliveries.subscriberId} and ${subscribers.status} = 'active')`
   const [found, , , , claimed] = await db.batch([
     db.select().from(newsletters).where(eq(newsletters.id, newsletterId)),
     db
       .update(newsletterDeliveries)
       .set({ status: 'skipped', updatedAt: now })
       .where(
-        and(
-          inBatch,
-          eq(newsletterDeliveries.status, 'queued'),
-          sql`${newsletterDeliveries.subscriberId} not in ${active}`,
-          sendingNow(newsletterId),
-        ),
+        and(inBatch, eq(newsletterDeliveries.status, 'queued'), sql`not ${stillActive}`, sendingNow(newsletterId)),
       ),
     // changes(): the rows the statement just before changed, in this batch's transaction.
     db
@@ -279,8 +285,10 @@ export async function recordBatch(
           and(
             eq(newsletterDeliveries.newsletterId, newsletterId),
             eq(newsletterDeliveries.batchNo, batch.batchNo),
+            // Exactly the recipients claimBatch handed over: only it sets `sending`, and the
+            // newsletter's NewsletterSender runs one attempt per batch at a time. (No id list: a
+            // statement takes at most 100 bound parameters.)
             eq(newsletterDeliveries.status, 'sending'),
-            inArray(newsletterDeliveries.subscriberId, batch.subscriberIds),
           ),
         ),
       db

@@ -188,7 +188,9 @@ export const posts = sqliteTable(
     // for /users/{id}/posts and an author's scheduled posts; drafts by last change.
     index('posts_created_at_id_idx').on(table.createdAt, table.id),
     index('posts_author_created_at_id_idx').on(table.authorId, table.createdAt, table.id),
-    index('posts_published_at_id_idx').on(table.publishedAt, table.id),
+    // Published and scheduled posts only: a drafts list is then planned on the drafts index below,
+    // not on this one and a sort. (The author index stays whole: it serves the users FK.)
+    index('posts_published_at_id_idx').on(table.publishedAt, table.id).where(sql`published_at is not null`),
     index('posts_author_published_at_id_idx').on(table.authorId, table.publishedAt, table.id),
     index('posts_drafts_updated_at_id_idx').on(table.updatedAt, table.id).where(sql`published_at is null`),
     index('posts_author_drafts_updated_at_id_idx')
@@ -359,7 +361,9 @@ export const newsletterDeliveries = sqliteTable(
   },
   (table) => [
     primaryKey({ columns: [table.newsletterId, table.subscriberId] }),
-    index('newsletter_deliveries_batch_idx').on(table.newsletterId, table.batchNo, table.status),
+    // A batch's recipients in id order, without a sort. Not on status: a recipient's row changes
+    // status twice (sending, then its outcome), and an index on it would be written each time.
+    index('newsletter_deliveries_batch_idx').on(table.newsletterId, table.batchNo, table.subscriberId),
   ],
 )
 

@@ -1,4 +1,5 @@
 import { env } from 'cloudflare:workers'
+import { sql } from 'drizzle-orm'
 import { describe, expect, it } from 'vitest'
 import { uniqueName } from '../../test/helpers'
 import { createDb } from './client'
@@ -9,6 +10,7 @@ import {
   deleteSubscriber,
   findSubscriberByEmail,
   listSubscribers,
+  markUndeliverable,
   pendingSubscriberStatements,
   subscriberIdByEmail,
   subscribersAfter,
@@ -35,8 +37,12 @@ async function withStatus(status: SubscriberStatus): Promise<SubscriberRow> {
   const row = await subscribed()
   if (status === 'pending') return row
   const active = (await updateSubscriber(db, row, { status: 'active' }, at(1_000)))!
-  return status === 'active' ? active : (await updateSubscriber(db, active, { status: 'unsubscribed' }, at(2_000)))!
+  return status === 'active' ? active : (await updateSubscriber(db, active, { status }, at(2_000)))!
 }
+
+/** The condition of an event not applied yet, and of one applied before. */
+const UNAPPLIED = sql`1`
+const APPLIED = sql`0`
 
 describe('pendingSubscriberStatements', () => {
   it('inserts a new address as pending; the same address in another case changes nothing but the token hash', async () => {
@@ -113,7 +119,36 @@ describe('activateSubscriber', () => {
   })
 })
 
+describe('activateSubscriber after a bounce or a complaint', () => {
+  it.each(['bounced', 'complained'] as const)('leaves a %s subscriber as it is, spending the token', async (status) => {
+    const row = await withStatus('pending')
+    const { token, insert } = await issueOneTimeToken(
+      db,
+      'subscription_confirmation',
+      { subscriberId: subscriberIdByEmail(row.email), email: row.email },
+      T0,
+    )
+    await db.batch([insert])
+    const marked = (await updateSubscriber(db, row, { status }, at(1_000)))!
+
+    await consumeOneTimeToken(db, 'subscription_confirmation', token, at(9_000), (live) => [
+      activateSubscriber(db, live, at(9_000)),
+    ])
+
+    expect(await findSubscriberByEmail(db, row.email)).toEqual(marked)
+    await expect(consumeOneTimeToken(db, 'subscription_confirmation', token, at(9_500))).rejects.toMatchObject({
+      code: 'token_invalid',
+    })
+  })
+})
+
 describe('unsubscribeByTokenHash', () => {
+  it.each(['bounced', 'complained'] as const)('finds a %s subscriber and leaves it as it is', async (status) => {
+    const row = await withStatus(status)
+    expect(await unsubscribeByTokenHash(db, row.unsubscribeTokenHash, at(5_000))).toBe(true)
+    expect(await findSubscriberByEmail(db, row.email)).toEqual({ ...row, updatedAt: at(5_000) })
+  })
+
   it('unsubscribes the holder of the hash, keeping the first unsubscription time; false for an unknown hash', async () => {
     const row = await withStatus('active')
 
@@ -126,6 +161,48 @@ describe('unsubscribeByTokenHash', () => {
       unsubscribedAt: at(5_000),
       updatedAt: at(6_000),
     })
+  })
+})
+
+describe('markUndeliverable', () => {
+  it.each([
+    ['pending', 'bounced', 'bounced'],
+    ['active', 'bounced', 'bounced'],
+    ['unsubscribed', 'bounced', 'bounced'],
+    ['bounced', 'bounced', 'bounced'],
+    ['complained', 'bounced', 'complained'],
+    ['pending', 'complained', 'complained'],
+    ['active', 'complained', 'complained'],
+    ['unsubscribed', 'complained', 'complained'],
+    ['bounced', 'complained', 'complained'],
+    ['complained', 'complained', 'complained'],
+  ] as const)('%s + %s → %s, the rest of the row kept', async (from, event, to) => {
+    const row = await withStatus(from)
+    await db.batch([markUndeliverable(db, [row.email], event, at(9_000), UNAPPLIED)])
+    const changed = from !== to
+    expect(await findSubscriberByEmail(db, row.email)).toEqual({
+      ...row,
+      status: to,
+      updatedAt: changed ? at(9_000) : row.updatedAt,
+    })
+  })
+
+  it('matches every address given, in any case (SQLite lower(), as the unique index), and nobody else', async () => {
+    const first = await withStatus('active')
+    const second = await withStatus('active')
+    const bystander = await withStatus('active')
+    await db.batch([
+      markUndeliverable(db, [first.email.toUpperCase(), second.email, 'nobody@example.com'], 'bounced', T0, UNAPPLIED),
+    ])
+    expect((await findSubscriberByEmail(db, first.email))?.status).toBe('bounced')
+    expect((await findSubscriberByEmail(db, second.email))?.status).toBe('bounced')
+    expect((await findSubscriberByEmail(db, bystander.email))?.status).toBe('active')
+  })
+
+  it('changes nothing when its condition is false (the event was applied before)', async () => {
+    const row = await withStatus('active')
+    await db.batch([markUndeliverable(db, [row.email], 'complained', at(9_000), APPLIED)])
+    expect(await findSubscriberByEmail(db, row.email)).toEqual(row)
   })
 })
 

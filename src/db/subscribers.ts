@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, ne, sql } from 'drizzle-orm'
+import { and, asc, eq, gt, inArray, ne, notInArray, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { BatchStatements, Db } from './client'
@@ -54,26 +54,62 @@ export function pendingSubscriberStatements(
   ]
 }
 
-/** Activates the subscriber a live confirmation token belongs to. */
+/**
+ * Activates the subscriber a live confirmation token belongs to, unless the address bounced or
+ * complained since the link was mailed: that takes a new subscription (and a new link).
+ */
 export function activateSubscriber(db: Db, live: LiveToken, now: Date): BatchItem<'sqlite'> {
   return db
     .update(subscribers)
     .set({ status: 'active', confirmedAt: now, unsubscribedAt: null, updatedAt: now })
-    .where(eq(subscribers.id, live.subscriberId))
+    .where(and(eq(subscribers.id, live.subscriberId), notInArray(subscribers.status, UNDELIVERABLE)))
 }
 
-/** Unsubscribes the holder of the token; false when no subscriber has it. Repeating it is harmless. */
+/**
+ * Unsubscribes the holder of the token; false when no subscriber has it. Repeating it is harmless.
+ * A bounced or complained subscriber keeps that status: it is mailed no more either way, and the
+ * status says why.
+ */
 export async function unsubscribeByTokenHash(db: Db, tokenHash: string, now: Date): Promise<boolean> {
+  const keeps = inArray(subscribers.status, UNDELIVERABLE)
   const [row] = await db
     .update(subscribers)
     .set({
-      status: 'unsubscribed',
-      unsubscribedAt: sql`coalesce(${subscribers.unsubscribedAt}, ${now.getTime()})`,
+      status: sql`case when ${keeps} then ${subscribers.status} else 'unsubscribed' end`,
+      unsubscribedAt: sql`case when ${keeps} then ${subscribers.unsubscribedAt} else coalesce(${subscribers.unsubscribedAt}, ${now.getTime()}) end`,
       updatedAt: now,
     })
     .where(eq(subscribers.unsubscribeTokenHash, tokenHash))
     .returning({ id: subscribers.id })
   return row !== undefined
+}
+
+/** The statuses the provider's events set: the address is never mailed again until it subscribes anew. */
+export type UndeliverableStatus = 'bounced' | 'complained'
+
+const UNDELIVERABLE: UndeliverableStatus[] = ['bounced', 'complained']
+
+/**
+ * The statement that marks the subscribers with these addresses (any case) bounced or complained,
+ * when `condition` holds (the provider's event not applied yet). A complaint is never turned back
+ * into a bounce.
+ */
+export function markUndeliverable(
+  db: Db,
+  addresses: readonly [string, ...string[]],
+  status: UndeliverableStatus,
+  now: Date,
+  condition: SQL,
+): BatchItem<'sqlite'> {
+  const unchanged: SubscriberStatus[] = status === 'bounced' ? UNDELIVERABLE : ['complained']
+  const lowered = sql.join(
+    addresses.map((address) => sql`lower(${address})`),
+    sql`, `,
+  )
+  return db
+    .update(subscribers)
+    .set({ status, updatedAt: now })
+    .where(and(sql`lower(${subscribers.email}) in (${lowered})`, notInArray(subscribers.status, unchanged), condition))
 }
 
 export interface SubscriberFilters {

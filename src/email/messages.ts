@@ -67,8 +67,8 @@ export function subscriptionConfirmationMessage(
       'If you did not ask to subscribe, ignore this email and you will hear nothing more.',
       `To unsubscribe at any time: ${unsubscribeLink}`,
     ].join('\n'),
-    // RFC 2369: mail clients show an "unsubscribe" action. No RFC 8058 List-Unsubscribe-Post: the
-    // link opens the client app, which POSTs the token as JSON; it does not accept a one-click POST.
+    // RFC 2369: mail clients show an "unsubscribe" action, which opens the client app. Only
+    // newsletters offer RFC 8058 one-click (src/newsletters/content.ts): they are bulk mail.
     headers: { 'List-Unsubscribe': `<${unsubscribeLink}>` },
   }
 }

@@ -8,6 +8,7 @@ export const ERROR_CODES = [
   'token_expired',
   'token_revoked',
   'token_reused',
+  'signature_invalid',
   'forbidden',
   'reauthentication_required',
   'not_found',

@@ -21,6 +21,7 @@ const echo = async (c: Context) =>
   c.json({ contentType: c.req.header('content-type') ?? null, text: await c.req.text() } satisfies Received)
 app.post('/json', echo)
 app.post('/form', routePolicy({ formBody: true }), echo)
+app.post('/multipart', routePolicy({ formBody: true, multipartBody: true }), echo)
 app.get('/read', (c) => c.text('read'))
 app.onError(onError)
 
@@ -100,6 +101,26 @@ describe('form bodies', () => {
   it('refuses a form body where the route does not declare it: 415, naming JSON only', async () => {
     const problem = await expectProblem(await post('/json', FORM_MEDIA_TYPE, 'a=1'), 415, 'unsupported_media_type')
     expect(problem.detail).toBe('Send the body as application/json.')
+  })
+})
+
+describe('multipart bodies', () => {
+  it('turns the text fields of a multipart body into JSON where the route declares multipartBody', async () => {
+    const form = new FormData()
+    form.set('List-Unsubscribe', 'One-Click')
+    form.set('file', new Blob(['bytes']), 'a.txt')
+    const got = await received(await post('/multipart', undefined, form))
+    expect(got.contentType).toBe('application/json')
+    expect(JSON.parse(got.text)).toEqual({ 'List-Unsubscribe': 'One-Click' })
+  })
+
+  it('answers a malformed multipart body 400 validation_failed, never 500', async () => {
+    const problem = await expectProblem(
+      await post('/multipart', 'multipart/form-data; boundary=xyz', '--xyz\r\nContent-Disposition: form-da'),
+      400,
+      'validation_failed',
+    )
+    expect(problem.errors).toEqual([{ path: '', message: 'is not valid multipart/form-data' }])
   })
 })
 

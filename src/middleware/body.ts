@@ -5,6 +5,7 @@ import { policyOf } from './route-policy'
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/
 export const FORM_MEDIA_TYPE = 'application/x-www-form-urlencoded'
+export const MULTIPART_MEDIA_TYPE = 'multipart/form-data'
 
 /**
  * Content negotiation for request bodies. JSON is accepted everywhere; a form body is accepted
@@ -19,7 +20,8 @@ export function negotiateBody() {
     // Unknown routes and wrong methods answer 404/405 whatever the body is.
     if (!matchedRoutes(c).some((route) => route.method !== 'ALL')) return next()
     const mediaType = contentType.split(';')[0]!.trim().toLowerCase()
-    const acceptsForm = policyOf(c).formBody === true
+    const policy = policyOf(c)
+    const acceptsForm = policy.formBody === true
     if (JSON_MEDIA_TYPE.test(mediaType)) {
       // An empty JSON body is an empty object: optional bodies (logout) pass, required fields are
       // named as missing (400 validation_failed) instead of "malformed JSON".
@@ -33,6 +35,10 @@ export function negotiateBody() {
       c.req.raw = withBody(c.req.raw, JSON.stringify(fields), 'application/json')
       return next()
     }
+    if (mediaType === MULTIPART_MEDIA_TYPE && policy.multipartBody === true) {
+      c.req.raw = withBody(c.req.raw, JSON.stringify(await multipartFields(c.req.raw)), 'application/json')
+      return next()
+    }
     throw new ApiError(
       415,
       'unsupported_media_type',
@@ -41,6 +47,21 @@ export function negotiateBody() {
         : 'Send the body as application/json.',
     )
   })
+}
+
+/** The text fields of a multipart/form-data body (files are left out); malformed → 400. */
+async function multipartFields(request: Request): Promise<Record<string, string>> {
+  let form: FormData
+  try {
+    form = await request.formData()
+  } catch {
+    throw new ApiError(400, 'validation_failed', 'The request body is not valid multipart/form-data.', {
+      errors: [{ path: '', message: 'is not valid multipart/form-data' }],
+    })
+  }
+  const fields: Record<string, string> = {}
+  for (const [name, value] of form) if (typeof value === 'string') fields[name] = value
+  return fields
 }
 
 /** The request with another body: its content type set, its Content-Length dropped (the runtime counts the new one). */

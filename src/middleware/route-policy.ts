@@ -18,6 +18,8 @@ export interface RoutePolicy {
   purgesEdgeCache?: boolean
   /** The body may also be application/x-www-form-urlencoded (src/middleware/body.ts). */
   formBody?: boolean
+  /** The body may also be multipart/form-data, its text fields only (RFC 8058 one-click unsubscribe). */
+  multipartBody?: boolean
   /** The D1 session starts at the primary even for a read (src/middleware/bindings.ts). */
   d1Primary?: boolean
   /** The response is the HTML docs page: it gets the page's CSP, not the API's. */

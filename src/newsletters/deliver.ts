@@ -2,6 +2,7 @@ import type { Config } from '../config'
 import type { Db } from '../db/client'
 import { claimBatch, recordBatch } from '../db/newsletters'
 import type { BatchRecipient } from '../db/newsletters'
+import type { NewsletterRow } from '../db/schema'
 import type { MailTransport } from '../email/transports'
 import { sha256Base64Url } from '../lib/hmac'
 import { unsubscribeTokenFor } from '../lib/unsubscribe-tokens'
@@ -25,15 +26,18 @@ export type BatchResult = { done: true } | { done: false; retryAfterSeconds: num
 /**
  * The key the provider deduplicates a batch by: the newsletter, the batch and its recipients in
  * order. A retry hands over the same recipients (the ledger keeps them `sending`), so the same
- * key; no other batch can have it.
+ * key; no other batch can have it. The newsletter's creation time is in it too: ids start again
+ * at 1 in another database (a staging copy, a local one reset) that may use the same provider
+ * account, which remembers keys for a day and would silently drop that send's batches.
  */
 export async function batchIdempotencyKey(
-  newsletterId: number,
+  newsletter: Pick<NewsletterRow, 'id' | 'createdAt'>,
   batchNo: number,
   recipients: readonly BatchRecipient[],
 ): Promise<string> {
-  const digest = await sha256Base64Url(recipients.map((recipient) => recipient.subscriberId).join(','))
-  return `edgepress-newsletter-${newsletterId}-${batchNo}-${digest.slice(0, 22)}`
+  const ids = recipients.map((recipient) => recipient.subscriberId).join(',')
+  const digest = await sha256Base64Url(`${newsletter.createdAt.getTime()}:${ids}`)
+  return `edgepress-newsletter-${newsletter.id}-${batchNo}-${digest.slice(0, 22)}`
 }
 
 export async function deliverBatch(deps: DeliveryDeps, batch: NewsletterBatch, now: Date): Promise<BatchResult> {
@@ -61,7 +65,7 @@ export async function deliverBatch(deps: DeliveryDeps, batch: NewsletterBatch, n
       newsletterEmail(content, recipient.email, await unsubscribeTokenFor(recipient.email, deps.unsubscribeKey)),
     ),
   )
-  const idempotencyKey = await batchIdempotencyKey(newsletter.id, batch.batchNo, recipients)
+  const idempotencyKey = await batchIdempotencyKey(newsletter, batch.batchNo, recipients)
   const delivery = await deps.transport.sendBatch(emails, { idempotencyKey })
   if (delivery.outcome === 'retry') {
     return { done: false, retryAfterSeconds: delivery.retryAfterSeconds, error: delivery.error }

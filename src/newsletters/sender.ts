@@ -14,11 +14,13 @@ import type { NewsletterBatch } from '../lib/mail-queue-messages'
 
 export class NewsletterSender extends DurableObject<Env> {
   readonly #inFlight = new Map<number, Promise<BatchResult>>()
-  #cancelling = false
+  /** The cancel under way: a batch arriving meanwhile waits for it, then finds the send cancelled. */
+  #cancelling: Promise<boolean> | undefined
   #deps: Promise<DeliveryDeps> | undefined
 
   async deliver(batch: NewsletterBatch): Promise<BatchResult> {
-    if (this.#cancelling) return { done: true }
+    // Not acknowledged unseen: if the cancel fails, the send goes on and this batch with it.
+    if (this.#cancelling !== undefined) await this.#cancelling.catch(() => undefined)
     const running = this.#inFlight.get(batch.batchNo)
     if (running !== undefined) return running
     const attempt = this.#attempt(batch)
@@ -32,17 +34,25 @@ export class NewsletterSender extends DurableObject<Env> {
 
   /** Cancels the newsletter in D1, then waits for the attempts in flight: true if it was cancelled now. */
   async cancel(newsletterId: number): Promise<boolean> {
-    this.#cancelling = true
+    const cancelling = this.#cancel(newsletterId)
+    this.#cancelling = cancelling
     try {
-      const { cancelNewsletter } = await import('../db/newsletters')
-      const { db } = await this.#depsOnce()
-      const cancelled = await cancelNewsletter(db, newsletterId, new Date())
-      await Promise.allSettled(this.#inFlight.values())
-      return cancelled !== undefined
+      return await cancelling
     } finally {
       // D1 says cancelled from here on; an attempt that starts later finds it so.
-      this.#cancelling = false
+      if (this.#cancelling === cancelling) this.#cancelling = undefined
     }
+  }
+
+  async #cancel(newsletterId: number): Promise<boolean> {
+    const [{ cancelNewsletter }, { createDb }] = await Promise.all([
+      import('../db/newsletters'),
+      import('../db/client'),
+    ])
+    // Only D1: a cancel needs no transport (one refused by the configuration must not block it).
+    const cancelled = await cancelNewsletter(createDb(this.env), newsletterId, new Date())
+    await Promise.allSettled(this.#inFlight.values())
+    return cancelled !== undefined
   }
 
   async #attempt(batch: NewsletterBatch): Promise<BatchResult> {

@@ -35,9 +35,11 @@ export async function startSend(deps: StartDeps, newsletterId: number, now: Date
     // A delayed message may come a little early, or the post was re-scheduled: wait again.
     if (newsletter?.status === 'scheduled' && newsletter.scheduledFor !== null) {
       await queueStart(deps.queue, newsletterId, newsletter.scheduledFor, now)
+      return
     }
-    // Started by an earlier delivery of this message: its snapshot message carries on.
-    return
+    // Started by an earlier delivery of this message, which may have failed before its first
+    // chunk was handed on (then no snapshot message exists): carry on from the cursor.
+    if (newsletter?.status !== 'sending' || newsletter.startedAt === null || newsletter.recipients !== null) return
   }
   await continueSnapshot(deps, newsletterId, now)
 }

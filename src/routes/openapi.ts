@@ -1,7 +1,7 @@
 import type { OpenAPIHono } from '@hono/zod-openapi'
 import { version } from '../../package.json'
 import { notFound } from '../lib/api-error'
-import { FORM_MEDIA_TYPE } from '../middleware/body'
+import { FORM_MEDIA_TYPE, MULTIPART_MEDIA_TYPE } from '../middleware/body'
 import { declaredPolicy, routePolicy } from '../middleware/route-policy'
 import { API_PREFIX, problems } from '../router'
 import type { AppEnv } from '../router'
@@ -18,7 +18,8 @@ const INFO = {
     '',
     '* Errors are RFC 9457 `application/problem+json` with a stable `code` (see the `Problem` schema).',
     '* Lists are cursor-paginated: `{results, next, previous}`, `limit` 1–100 (default 20).',
-    '* Auth endpoints also accept `application/x-www-form-urlencoded` bodies; others answer 415 to them.',
+    '* Auth endpoints and the unsubscribe endpoint also accept `application/x-www-form-urlencoded` bodies (the',
+    '  unsubscribe one `multipart/form-data` too, for RFC 8058 one-click); others answer 415 to them.',
     '* Every response carries `X-Request-Id`.',
   ].join('\n'),
 }
@@ -73,7 +74,7 @@ export function serveOpenApiDocument(app: OpenAPIHono<AppEnv>): void {
 
   let document: Document | undefined
   app.get('/openapi.json', (c) => {
-    document ??= completeDocument(app.getOpenAPI31Document({ openapi: '3.1.0', info: INFO }), formBodyOperations(app))
+    document ??= completeDocument(app.getOpenAPI31Document({ openapi: '3.1.0', info: INFO }), bodyOperations(app))
     c.header('Cache-Control', 'public, max-age=300')
     return c.json({ ...document, servers: [{ url: new URL(c.req.url).origin }] })
   })
@@ -87,12 +88,17 @@ const OUTAGE_RESPONSE = {
   content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
 }
 
-/** `post /api/v1/auth/token` for every route that declares `formBody`, with OpenAPI's `{id}` paths. */
-function formBodyOperations(app: OpenAPIHono<AppEnv>): Set<string> {
-  const operations = new Set<string>()
+/** The media types other than JSON a route's policy accepts, by operation (`post /api/v1/auth/token`). */
+type AlternativeBodies = ReadonlyMap<string, string[]>
+
+/** For every route that declares `formBody` (and `multipartBody`), with OpenAPI's `{id}` paths. */
+function bodyOperations(app: OpenAPIHono<AppEnv>): AlternativeBodies {
+  const operations = new Map<string, string[]>()
   for (const route of app.routes) {
-    if (declaredPolicy(route.handler)?.formBody !== true) continue
-    operations.add(`${route.method.toLowerCase()} ${route.path.replace(/:(\w+)/g, '{$1}')}`)
+    const policy = declaredPolicy(route.handler)
+    if (policy?.formBody !== true) continue
+    const mediaTypes = policy.multipartBody === true ? [FORM_MEDIA_TYPE, MULTIPART_MEDIA_TYPE] : [FORM_MEDIA_TYPE]
+    operations.set(`${route.method.toLowerCase()} ${route.path.replace(/:(\w+)/g, '{$1}')}`, mediaTypes)
   }
   return operations
 }
@@ -102,7 +108,7 @@ function formBodyOperations(app: OpenAPIHono<AppEnv>): Set<string> {
  * that declare `formBody`, an explicit empty `security` on public operations, and a stable
  * operationId for code generators.
  */
-function completeDocument(document: Document, formBodies: ReadonlySet<string>): Document {
+function completeDocument(document: Document, formBodies: AlternativeBodies): Document {
   for (const [path, item] of Object.entries(document.paths ?? {})) {
     for (const method of METHODS) {
       const operation = item[method]
@@ -116,9 +122,10 @@ function completeDocument(document: Document, formBodies: ReadonlySet<string>): 
       // zod-openapi validate each body twice (once per media type), and negotiateBody() already
       // turns form bodies into the JSON the route validates.
       const requestBody = operation.requestBody
-      if (!formBodies.has(`${method} ${path}`) || requestBody === undefined || '$ref' in requestBody) continue
+      const mediaTypes = formBodies.get(`${method} ${path}`)
+      if (mediaTypes === undefined || requestBody === undefined || '$ref' in requestBody) continue
       const json = requestBody.content['application/json']
-      if (json !== undefined) requestBody.content[FORM_MEDIA_TYPE] = json
+      if (json !== undefined) for (const mediaType of mediaTypes) requestBody.content[mediaType] = json
     }
   }
   return document

@@ -75,6 +75,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
       wranglerBin,
       [
         'dev',
+        // As `npm run dev` starts it: GET /__scheduled runs the cron (test/browser/dev-server.test.ts).
+        '--test-scheduled',
         '--ip',
         LOOPBACK,
         '--port',

@@ -71,15 +71,46 @@ export const confirm: AppRouteHandler<typeof routes.confirm> = async (c) => {
     activateSubscriber(db, live, now),
   ])
   const subscriber = await findSubscriberOr404(db, owner.subscriberId ?? 0)
+  // The address bounced or complained after the link was mailed: the link is spent, nothing changed.
+  if (subscriber.status !== 'active') throw new ApiError(400, 'token_invalid', 'This link is no longer valid.')
   return c.json({ email: subscriber.email, status: 'active' as const }, 200)
 }
 
 export const unsubscribe: AppRouteHandler<typeof routes.unsubscribe> = async (c) => {
-  const { token } = c.req.valid('json')
+  const token = unsubscribeTokenOf(c.req.valid('json'), c.req.valid('query').token)
   const invalid = new ApiError(400, 'token_invalid', 'This unsubscribe link is invalid.')
   if (!isWellFormedUnsubscribeToken(token)) throw invalid
   if (!(await unsubscribeByTokenHash(c.var.db, await sha256Base64Url(token), new Date()))) throw invalid
   return c.json({ status: 'unsubscribed' as const }, 200)
+}
+
+export const unsubscribeLink: AppRouteHandler<typeof routes.unsubscribeLink> = () => {
+  throw new ApiError(
+    405,
+    'method_not_allowed',
+    'Nothing was changed: a GET never unsubscribes. Mail clients POST List-Unsubscribe=One-Click to this URL; people use the unsubscribe link in the email.',
+    { headers: { Allow: 'POST' } },
+  )
+}
+
+/**
+ * The token of an unsubscribe request: the body's (the app's JSON), or else the URL's when the
+ * body is the one-click form. Either missing → 400 naming what to send.
+ */
+function unsubscribeTokenOf(
+  body: { token?: string | undefined; [routes.ONE_CLICK_FIELD]?: 'One-Click' | undefined },
+  query: string | undefined,
+): string {
+  if (body.token !== undefined) return body.token
+  if (query === undefined) throw missing('token')
+  if (body[routes.ONE_CLICK_FIELD] === undefined) throw missing(routes.ONE_CLICK_FIELD)
+  return query
+}
+
+function missing(field: string): ApiError {
+  return new ApiError(400, 'validation_failed', `Invalid or missing: ${field}.`, {
+    errors: [{ path: field, message: 'is required' }],
+  })
 }
 
 export const list: AppRouteHandler<typeof routes.list, AdminEnv> = async (c) => {
@@ -159,6 +190,7 @@ export const subscribersRouter = createRouter()
   .openapi(routes.subscribe, subscribe)
   .openapi(routes.confirm, confirm)
   .openapi(routes.unsubscribe, unsubscribe)
+  .openapi(routes.unsubscribeLink, unsubscribeLink)
   .openapi(routes.list, list)
   .openapi(routes.exportCsv, exportCsv)
   .openapi(routes.get, get)

@@ -91,16 +91,53 @@ export const confirm = createRoute({
   },
 })
 
+// The one-click form of RFC 8058: the token in the URL of the List-Unsubscribe header, the body
+// `List-Unsubscribe=One-Click`, posted by a mail provider without cookies or an Origin.
+export const ONE_CLICK_FIELD = 'List-Unsubscribe'
+const UnsubscribeToken = z.string().min(1).max(512)
+
 export const unsubscribe = createRoute({
   method: 'post',
   path: '/unsubscribe',
   tags: ['Subscribers'],
-  summary: 'Unsubscribe with the token every email carries',
-  request: { body: jsonBody(TokenInput) },
+  summary: 'Unsubscribe with the token every email carries (also RFC 8058 one-click)',
+  description:
+    'JSON `{token}` from the client app, or the one-click POST of a mail client (RFC 8058): ' +
+    '`?token=` in the URL and the form body `List-Unsubscribe=One-Click`. The token alone ' +
+    'authorises it: no cookie, no CSRF token. A bounced or complained subscriber keeps that status.',
+  middleware: [routePolicy({ formBody: true, multipartBody: true })] as const,
+  request: {
+    query: z.object({
+      token: UnsubscribeToken.optional().openapi({ description: 'One-click: the token of the List-Unsubscribe URL' }),
+    }),
+    body: jsonBody(
+      z
+        .object({
+          token: UnsubscribeToken.optional().openapi({ description: 'The token (required unless one-click)' }),
+          [ONE_CLICK_FIELD]: z
+            .literal('One-Click')
+            .optional()
+            .openapi({ description: 'One-click: the form field a mail client posts, with the token in the URL' }),
+        })
+        .openapi('UnsubscribeInput'),
+    ),
+  },
   responses: {
     200: json(z.object({ status: z.literal('unsubscribed') }).openapi('Unsubscribed'), 'Unsubscribed'),
     ...problems(400, 413, 415),
   },
+})
+
+// Link scanners and prefetchers GET every URL of an email; only a POST unsubscribes (RFC 8058).
+export const unsubscribeLink = createRoute({
+  method: 'get',
+  path: '/unsubscribe',
+  tags: ['Subscribers'],
+  summary: 'Changes nothing: a GET of the List-Unsubscribe URL never unsubscribes (405)',
+  description:
+    'Answers 405 `method_not_allowed` with `Allow: POST` whatever the query: mail scanners fetch ' +
+    'every link of an email, so only the one-click POST unsubscribes.',
+  responses: { ...problems(405) },
 })
 
 export const list = createRoute({

@@ -1,10 +1,12 @@
 import { env } from 'cloudflare:workers'
-import { describe, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
+import { newsletterEmail } from '../../newsletters/content'
 import {
   BASE_URL,
   api,
   apiWithEnv,
   expectProblem,
+  fetchWorker,
   outboxMessagesTo,
   registerAdmin,
   registerAndLogin,
@@ -55,7 +57,7 @@ const UNSAFE_NAME_CHARACTERS = [
   ['a lone surrogate', '\uD800'],
 ] as const
 
-type SubscriberStatus = 'pending' | 'active' | 'unsubscribed'
+type SubscriberStatus = 'pending' | 'active' | 'unsubscribed' | 'bounced' | 'complained'
 
 interface SubscriberView {
   id: number
@@ -244,7 +246,7 @@ describe('POST /api/v1/subscribers', () => {
     expect(message!.headers['List-Unsubscribe']).toBe(
       `<${PUBLIC_BASE_URL}/${UNSUBSCRIBE_PATH}?token=${unsubscribeToken}>`,
     )
-    // No one-click POST (RFC 8058): the link opens the client app, which POSTs the token as JSON.
+    // The confirmation email offers no one-click POST (RFC 8058): its link opens the client app. Newsletters do.
     expect(message!.headers['List-Unsubscribe-Post']).toBeUndefined()
   })
 
@@ -611,6 +613,225 @@ describe('POST /api/v1/subscribers/unsubscribe', () => {
   })
 })
 
+/** The List-Unsubscribe URL a newsletter to `email` carries (src/newsletters/content.ts builds it). */
+async function oneClickUrl(email: string): Promise<string> {
+  const message = newsletterEmail(
+    {
+      subject: 'A post',
+      body: 'Text',
+      postUrl: `${PUBLIC_BASE_URL}/posts/a-post`,
+      listName: 'edgepress',
+      publicBaseUrl: PUBLIC_BASE_URL,
+      apiOrigin: BASE_URL,
+      from: 'edgepress <news@example.com>',
+    },
+    email,
+    await tokenFromEmail(email, UNSUBSCRIBE_PATH),
+  )
+  expect(message.headers?.['List-Unsubscribe-Post']).toBe(ONE_CLICK_BODY)
+  const url = /^<(.+)>$/.exec(message.headers?.['List-Unsubscribe'] ?? '')?.[1]
+  if (url === undefined) throw new Error('no List-Unsubscribe URL')
+  return url
+}
+
+const ONE_CLICK_BODY = 'List-Unsubscribe=One-Click'
+const FORM = 'application/x-www-form-urlencoded'
+
+/** A mail provider's one-click POST (RFC 8058): no cookie, no Origin, no token but the URL's. */
+function postOneClick(url: string, body: BodyInit | null = ONE_CLICK_BODY, headers: Record<string, string> = {}) {
+  const contentType: Record<string, string> = typeof body === 'string' ? { 'content-type': FORM } : {}
+  return fetchWorker(url, { method: 'POST', headers: { ...contentType, ...headers }, body, redirect: 'manual' })
+}
+
+/** RFC 8058's body as multipart/form-data, the other encoding a mail provider may use. */
+function multipartOneClick(value = 'One-Click'): FormData {
+  const form = new FormData()
+  form.set('List-Unsubscribe', value)
+  return form
+}
+
+async function expectUnsubscribed(res: Response): Promise<void> {
+  const text = await res.text()
+  if (res.status !== 200) throw new Error(`expected 200, got ${res.status}: ${text}`)
+  expect(res.headers.get('location')).toBeNull()
+  expect(res.headers.get('content-type')).toMatch(/^application\/json/)
+  expect(JSON.parse(text)).toEqual({ status: 'unsubscribed' })
+}
+
+describe('POST /api/v1/subscribers/unsubscribe?token= (RFC 8058 one-click)', () => {
+  it('unsubscribes with the URL of the List-Unsubscribe header and a form body: 200 JSON, no redirect', async () => {
+    const token = await adminToken()
+    const email = uniqueEmail('oneclick')
+    await subscribeActive(email)
+    const url = await oneClickUrl(email)
+    expect(url).toMatch(/^https:\/\/edgepress\.test\/api\/v1\/subscribers\/unsubscribe\?token=[A-Za-z0-9_-]+$/)
+
+    await expectUnsubscribed(await postOneClick(url))
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+    // Providers retry; so may the reader.
+    await expectUnsubscribed(await postOneClick(url))
+    await expectUnsubscribed(await postOneClick(url, ONE_CLICK_BODY, { 'content-type': `${FORM}; charset=UTF-8` }))
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+  })
+
+  // Needs src/middleware/body.ts to take multipart/form-data on this route: it answers 415 until then.
+  it('unsubscribes with a multipart/form-data body', async () => {
+    const token = await adminToken()
+    const email = uniqueEmail('multipart')
+    await subscribeActive(email)
+    await expectUnsubscribed(await postOneClick(await oneClickUrl(email), multipartOneClick()))
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+  })
+
+  it('needs no cookie, Origin or CSRF token, and is not refused for a foreign one: the token authorises it', async () => {
+    const token = await adminToken()
+    const email = uniqueEmail('foreign')
+    await subscribeActive(email)
+    const res = await postOneClick(await oneClickUrl(email), ONE_CLICK_BODY, {
+      origin: 'https://mail.provider.example',
+      'sec-fetch-site': 'cross-site',
+      cookie: '__Host-edgepress-access=garbage; __Host-edgepress-csrf=garbage',
+    })
+    await expectUnsubscribed(res)
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+  })
+
+  it('keeps taking the JSON body {token}: the body token is the one used', async () => {
+    const token = await adminToken()
+    const mine = uniqueEmail('jsonwins')
+    const theirs = uniqueEmail('jsonother')
+    await subscribeActive(mine)
+    await subscribeActive(theirs)
+    const theirUrl = await oneClickUrl(theirs)
+    const res = await fetchWorker(theirUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: await tokenFromEmail(mine, UNSUBSCRIBE_PATH) }),
+    })
+    await expectUnsubscribed(res)
+    expect((await findSubscriber(token, mine)).status).toBe('unsubscribed')
+    expect((await findSubscriber(token, theirs)).status).toBe('active')
+  })
+
+  it('accepts the JSON token as a form field too', async () => {
+    const token = await adminToken()
+    const email = uniqueEmail('formtoken')
+    await subscribeActive(email)
+    const body = `token=${await tokenFromEmail(email, UNSUBSCRIBE_PATH)}`
+    await expectUnsubscribed(await postOneClick(`${BASE_URL}/api/v1/subscribers/unsubscribe`, body))
+    expect((await findSubscriber(token, email)).status).toBe('unsubscribed')
+  })
+
+  it('answers malformed one-click requests with a 4xx problem and changes nobody', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('malformed')
+    await subscribeActive(email)
+    const url = await oneClickUrl(email)
+    const real = new URL(url).searchParams.get('token')!
+    const base = `${BASE_URL}/api/v1/subscribers/unsubscribe`
+    const cases: [string, () => Promise<Response>, number, string, string?][] = [
+      ['a garbage token', () => postOneClick(`${base}?token=garbage`), 400, 'token_invalid'],
+      ['a forged token', () => postOneClick(`${base}?token=${'A'.repeat(22)}`), 400, 'token_invalid'],
+      ['an empty token', () => postOneClick(`${base}?token=`), 400, 'validation_failed', 'token'],
+      [
+        'a token of 513 characters',
+        () => postOneClick(`${base}?token=${'A'.repeat(513)}`),
+        400,
+        'validation_failed',
+        'token',
+      ],
+      ['two tokens', () => postOneClick(`${url}&token=${real}`), 400, 'validation_failed', 'token'],
+      ['no token at all', () => postOneClick(base), 400, 'validation_failed', 'token'],
+      ['an empty form', () => postOneClick(url, ''), 400, 'validation_failed', 'List-Unsubscribe'],
+      ['another field', () => postOneClick(url, 'unsubscribe=yes'), 400, 'validation_failed', 'List-Unsubscribe'],
+      ['no body', () => postOneClick(url, null), 400, 'validation_failed', 'List-Unsubscribe'],
+      ['a wrong value', () => postOneClick(url, 'List-Unsubscribe=Yes'), 400, 'validation_failed', 'List-Unsubscribe'],
+      [
+        'a lower-case value',
+        () => postOneClick(url, 'List-Unsubscribe=one-click'),
+        400,
+        'validation_failed',
+        'List-Unsubscribe',
+      ],
+      [
+        'a text/plain body',
+        () => postOneClick(url, ONE_CLICK_BODY, { 'content-type': 'text/plain' }),
+        415,
+        'unsupported_media_type',
+      ],
+      [
+        'a body over 64 KiB',
+        () => postOneClick(url, `${ONE_CLICK_BODY}&pad=${'x'.repeat(70 * 1024)}`),
+        413,
+        'payload_too_large',
+      ],
+    ]
+    for (const [what, send, status, code, path] of cases) {
+      const res = await send()
+      const problem = await expectProblem(res, status, code).catch((error: Error) => {
+        throw new Error(`${what}: ${error.message}`)
+      })
+      if (path !== undefined)
+        expect(
+          problem.errors?.map((e) => e.path),
+          what,
+        ).toEqual([path])
+    }
+    expect((await findSubscriber(token, email)).status).toBe('active')
+  })
+
+  // Needs src/middleware/body.ts to take multipart/form-data on this route: 415 until then.
+  it('answers a malformed multipart body or a wrong multipart value 400 and changes nobody', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('badmultipart')
+    await subscribeActive(email)
+    const url = await oneClickUrl(email)
+    await expectProblem(await postOneClick(url, multipartOneClick('Yes')), 400, 'validation_failed')
+    const truncated = postOneClick(url, '--xyz\r\nContent-Disposition: form-data; name="List-Unsub', {
+      'content-type': 'multipart/form-data; boundary=xyz',
+    })
+    await expectProblem(await truncated, 400, 'validation_failed')
+    expect((await findSubscriber(token, email)).status).toBe('active')
+  })
+
+  it.for(['bounced', 'complained'] as const)(
+    'leaves a %s subscriber %s (never reactivated, never mailed), and answers 200',
+    async (status, { expect }) => {
+      const token = await adminToken()
+      const email = uniqueEmail(status)
+      await subscribeActive(email)
+      const { id } = await findSubscriber(token, email)
+      expect((await api('PATCH', `/subscribers/${id}`, { status }, token)).status).toBe(200)
+      await expectUnsubscribed(await postOneClick(await oneClickUrl(email)))
+      await expectUnsubscribed(
+        await api('POST', '/subscribers/unsubscribe', { token: await tokenFromEmail(email, UNSUBSCRIBE_PATH) }),
+      )
+      expect((await findSubscriber(token, email)).status).toBe(status)
+    },
+  )
+})
+
+describe('GET /api/v1/subscribers/unsubscribe (link scanners)', () => {
+  it('unsubscribes nobody: 405 method_not_allowed with Allow: POST, whatever the query', async ({ expect }) => {
+    const token = await adminToken()
+    const email = uniqueEmail('scanner')
+    await subscribeActive(email)
+    const url = await oneClickUrl(email)
+    for (const target of [url, `${url}&List-Unsubscribe=One-Click`, `${BASE_URL}/api/v1/subscribers/unsubscribe`]) {
+      for (const method of ['GET', 'HEAD']) {
+        const res = await fetchWorker(target, { method, redirect: 'manual' })
+        expect(res.status, `${method} ${target}`).toBe(405)
+        expect(res.headers.get('allow')).toBe('POST')
+        expect(res.headers.get('location')).toBeNull()
+        if (method === 'GET') await expectProblem(res, 405, 'method_not_allowed')
+      }
+    }
+    // An administrator's token changes nothing either: this is not GET /subscribers/{id}.
+    await expectProblem(await api('GET', '/subscribers/unsubscribe', undefined, token), 405, 'method_not_allowed')
+    expect((await findSubscriber(token, email)).status).toBe('active')
+  })
+})
+
 describe('admin endpoints: authentication and authorisation', () => {
   const endpoints = [
     ['GET', '/subscribers'],
@@ -705,6 +926,33 @@ describe('GET /api/v1/subscribers', () => {
     expect(await emailsWith('active')).toEqual([active])
     expect(await emailsWith('unsubscribed')).toEqual([unsubscribed])
     expect((await getPage(`/subscribers?q=${tag}`, token)).results).toHaveLength(3)
+  })
+
+  it('filters by bounced and complained, and exports them as such', async ({ expect }) => {
+    const token = await adminToken()
+    const tag = uniqueName('undeliverable')
+    const bounced = `${tag}.bounced@example.com`
+    const complained = `${tag}.complained@example.com`
+    await subscribeActive(bounced)
+    await subscribeActive(complained)
+    for (const [email, status] of [
+      [bounced, 'bounced'],
+      [complained, 'complained'],
+    ] as const) {
+      const { id } = await findSubscriber(token, email)
+      const res = await api('PATCH', `/subscribers/${id}`, { status }, token)
+      expect(res.status).toBe(200)
+      expect(await res.json()).toMatchObject({ email, status })
+    }
+    const emailsWith = async (status: SubscriberStatus): Promise<string[]> =>
+      (await getPage(`/subscribers?q=${tag}&status=${status}`, token)).results.map((s) => s.email)
+    expect(await emailsWith('bounced')).toEqual([bounced])
+    expect(await emailsWith('complained')).toEqual([complained])
+    expect(await emailsWith('active')).toEqual([])
+
+    const { rows } = await exportCsv(token)
+    expect(rows.get((await findSubscriber(token, bounced)).id)?.[3]).toBe('bounced')
+    expect(rows.get((await findSubscriber(token, complained)).id)?.[3]).toBe('complained')
   })
 
   it('walks a status-filtered list across pages', async ({ expect }) => {
