@@ -25,7 +25,7 @@ export type PostWithAuthor = {
   title: string
   body: string
   slug: string
-  /** null: a draft; in the future: scheduled (src/routes/posts/publication.ts). */
+  /** null: a draft; in the future: scheduled (src/lib/publication.ts). */
   publishedAt: Date | null
   authorId: number
   authorUsername: string

@@ -176,7 +176,7 @@ export const posts = sqliteTable(
     slug: text().notNull(),
     /**
      * When the post is (or was, or will be) public: null for a draft, in the future while it is
-     * scheduled. The status is derived from it at each read (src/routes/posts/visibility.ts), so a
+     * scheduled. The status is derived from it at each read (src/lib/publication.ts), so a
      * scheduled post is published to the millisecond without any job running.
      */
     publishedAt: timestamp(),

@@ -38,7 +38,8 @@ export const feed: AppRouteHandler<typeof routes.feed> = async (c) => {
  */
 function feedEntry(row: PostWithAuthor, config: Pick<Config, 'publicBaseUrl' | 'postUrlTemplate'>): AtomEntry {
   const published = row.publishedAt ?? row.createdAt
-  const host = new URL(config.publicBaseUrl).host
+  // The hostname, not the host: RFC 4151's authority is a DNS name, where a port (`:8787`) has no place.
+  const host = new URL(config.publicBaseUrl).hostname
   return {
     id: `tag:${host},${row.createdAt.toISOString().slice(0, 10)}:posts/${row.id}`,
     title: row.title,

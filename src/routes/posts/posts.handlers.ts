@@ -148,10 +148,10 @@ async function findVisiblePost(
 }
 
 /**
- * The post, if the caller is its author or an admin. 404 before 403 so ids are not probed, and
- * 404 for a post the caller may not even see (another author's draft).
+ * The post, if the caller is its author or an admin, with its newsletter (which follows the
+ * post's life cycle). 404 before 403 so ids are not probed, and 404 for a post the caller may not
+ * even see (another author's draft).
  */
-/** A post the caller may change, with its newsletter (which follows the post's life cycle). */
 async function findEditablePost(
   db: Db,
   rawId: string,
