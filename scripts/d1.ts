@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { applyMigrations } from './d1-migrations'
 import { root } from './project-root'
-import { runWrangler, wranglerApi, wranglerConfigPath } from './wrangler'
+import { readWranglerConfig, runWrangler, wranglerApi } from './wrangler'
 
 export type Target = '--local' | '--remote'
 
@@ -43,12 +43,20 @@ export function literal(value: string | number | boolean | null): string {
 async function openLocal(options: OpenD1Options): Promise<D1Connection> {
   const { getPlatformProxy, unstable_splitSqlQuery: splitSqlQuery } = wranglerApi()
   const persistTo = options.persistTo ?? process.env.EDGEPRESS_D1_PERSIST
+  // A config with the D1 binding only: wrangler.toml's Durable Object and queues belong to the
+  // Worker, which these tools do not run (workerd would warn about an unexported class).
+  const configDir = mkdtempSync(join(tmpdir(), 'edgepress-d1-'))
+  const configPath = join(configDir, 'wrangler.json')
+  const { name, compatibility_date, d1_databases } = readWranglerConfig()
+  writeFileSync(configPath, JSON.stringify({ name, compatibility_date, d1_databases }))
   const proxy = await getPlatformProxy<{ DB: D1Database }>({
-    configPath: wranglerConfigPath,
+    configPath,
     // getPlatformProxy wants the v3 folder inside what --persist-to names; `true` is wrangler's default.
-    persist: persistTo ? { path: join(resolve(root, persistTo), 'v3') } : true,
+    // Wrangler's default state folder is relative to the config, so it is named here.
+    persist: { path: join(persistTo ? resolve(root, persistTo) : join(root, '.wrangler', 'state'), 'v3') },
     remoteBindings: false,
   })
+  rmSync(configDir, { recursive: true, force: true })
   const db = proxy.env.DB
   try {
     for (const name of await applyMigrations(db)) console.log(`Applied migration ${name} to the local D1.`)

@@ -64,6 +64,8 @@ export function wranglerApi(): typeof import('wrangler') {
  * @cloudflare/workers-utils, a package it bundles but does not ship, so its own type is `any`.)
  */
 export interface WranglerConfig {
+  name: string
+  compatibility_date: string
   vars: Record<string, unknown>
   d1_databases: Array<{ binding: string; migrations_dir?: string; migrations_table?: string }>
 }

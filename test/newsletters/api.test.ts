@@ -196,7 +196,7 @@ describe('POST /posts/{id}/newsletter', () => {
     for (const subscriber of active) expect(rows.get(subscriber.id)?.status).toBe('sent')
     for (const subscriber of inactive) expect(rows.has(subscriber.id)).toBe(false)
     const state = await provider.state()
-    const received = deliveredTo(state.delivered, [...active, ...inactive])
+    const received = deliveredTo(state.delivered, newsletterId, [...active, ...inactive])
     for (const subscriber of active) expect(received.get(subscriber.email)?.length).toBe(1)
     for (const subscriber of inactive) expect(received.has(subscriber.email)).toBe(false)
 
@@ -218,10 +218,15 @@ describe('POST /posts/{id}/newsletter', () => {
     const done = await finished(admin, post)
     expect(done.status).toBe('sent')
     const state = await provider.state()
-    const tried = state.requests.filter((request) => request.recipients.includes(subscribers[0]!.email))
+    const newsletterId = await newsletterIdOfPost(post.id)
+    const tried = state.requests.filter(
+      (request) =>
+        request.idempotencyKey?.startsWith(`edgepress-newsletter-${newsletterId}-`) &&
+        request.recipients.includes(subscribers[0]!.email),
+    )
     expect(tried.map((request) => request.answer)).toEqual([429, 200])
     expect(new Set(tried.map((request) => request.idempotencyKey)).size).toBe(1)
-    const received = deliveredTo(state.delivered, subscribers)
+    const received = deliveredTo(state.delivered, newsletterId, subscribers)
     for (const subscriber of subscribers) expect(received.get(subscriber.email)?.length).toBe(1)
   })
 
@@ -234,7 +239,8 @@ describe('POST /posts/{id}/newsletter', () => {
     await postNewsletter(admin, post)
     expect((await finished(admin, post)).status).toBe('sent')
 
-    const received = deliveredTo((await provider.state()).delivered, [first!, second!])
+    const newsletterId = await newsletterIdOfPost(post.id)
+    const received = deliveredTo((await provider.state()).delivered, newsletterId, [first!, second!])
     const email = received.get(first!.email)![0]!
     const token = encodeURIComponent(await unsubscribeToken(first!.email))
     expect(email.from).toBe(config.mail.from)
@@ -271,7 +277,8 @@ describe('POST /posts/{id}/newsletter', () => {
     routeConsoleMailTo(provider)
     await postNewsletter(admin, post)
     expect((await finished(admin, post)).status).toBe('sent')
-    const email = deliveredTo((await provider.state()).delivered, [reader!]).get(reader!.email)![0]!
+    const newsletterId = await newsletterIdOfPost(post.id)
+    const email = deliveredTo((await provider.state()).delivered, newsletterId, [reader!]).get(reader!.email)![0]!
     const url = /^<(https:\/\/[^>]+)>$/.exec(email.headers['List-Unsubscribe']!)![1]!
     // What a mail client sends: the header's URL, the header's body, form-encoded; nothing else.
     const res = await fetchWorker(url, {
@@ -353,7 +360,8 @@ describe('a scheduled post', () => {
     const done = await finished(admin, post)
     expect(done.status).toBe('sent')
     expect(Date.parse(done.started_at!)).toBeGreaterThanOrEqual(Date.parse(done.scheduled_for!))
-    const received = deliveredTo((await provider.state()).delivered, subscribers)
+    const newsletterId = await newsletterIdOfPost(post.id)
+    const received = deliveredTo((await provider.state()).delivered, newsletterId, subscribers)
     for (const subscriber of subscribers) expect(received.get(subscriber.email)?.length).toBe(1)
   })
 
@@ -385,7 +393,7 @@ describe('a scheduled post', () => {
     expect(row.subject).toBe(post.title)
     const done = await finished(admin, post)
     expect(done).toMatchObject({ status: 'sent', started_at: at.toISOString(), scheduled_for: at.toISOString() })
-    const received = deliveredTo((await provider.state()).delivered, subscribers)
+    const received = deliveredTo((await provider.state()).delivered, newsletterId, subscribers)
     for (const subscriber of subscribers) expect(received.get(subscriber.email)?.length).toBe(1)
   })
 
@@ -422,7 +430,7 @@ describe('a scheduled post', () => {
     vi.useRealTimers()
     const done = await finished(admin, post)
     expect(done).toMatchObject({ status: 'sent', started_at: at.toISOString() })
-    const received = deliveredTo((await provider.state()).delivered, subscribers)
+    const received = deliveredTo((await provider.state()).delivered, newsletterId, subscribers)
     for (const subscriber of subscribers) expect(received.get(subscriber.email)?.length).toBe(1)
   })
 

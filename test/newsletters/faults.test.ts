@@ -232,7 +232,7 @@ describe('every active subscriber is mailed exactly once, whatever fails', () =>
     expect(state.requests.map((request) => request.answer)).toEqual(expect.arrayContaining([500, 503, 429]))
     expect(state.requests.some((request) => request.held)).toBe(true)
     expect(state.requests.some((request) => request.deduplicated)).toBe(true)
-    const mine = deliveredTo(state.delivered, [...staying, ...leaving, ...never, ...late])
+    const mine = deliveredTo(state.delivered, newsletter.id, [...staying, ...leaving, ...never, ...late])
     for (const subscriber of staying) expect(mine.get(subscriber.email)?.length, subscriber.email).toBe(1)
     for (const subscriber of [...leaving, ...never, ...late]) expect(mine.has(subscriber.email)).toBe(false)
     // Everyone else in the snapshot too: one email per recipient sent, none twice.
@@ -270,7 +270,7 @@ describe('every active subscriber is mailed exactly once, whatever fails', () =>
     expect(final.status).toBe('sent')
     const rows = await ledger(newsletter.id, subscribers)
     for (const subscriber of secondBatch) expect(rows.get(subscriber.id)?.status).toBe('skipped')
-    const mine = deliveredTo((await provider.state()).delivered, subscribers)
+    const mine = deliveredTo((await provider.state()).delivered, newsletter.id, subscribers)
     expect(mine.size).toBe(100)
     for (const subscriber of secondBatch) expect(mine.has(subscriber.email)).toBe(false)
   })
@@ -303,7 +303,7 @@ describe('every active subscriber is mailed exactly once, whatever fails', () =>
     const state = await provider.state()
     const requests = state.requests.filter((request) => batchOfKey(request.idempotencyKey) === batch.batchNo)
     expect(requests).toHaveLength(1)
-    const mine = deliveredTo(state.delivered, subscribers)
+    const mine = deliveredTo(state.delivered, newsletter.id, subscribers)
     for (const subscriber of subscribers) expect(mine.get(subscriber.email)?.length).toBe(1)
     const rows = await ledger(newsletter.id, subscribers)
     for (const subscriber of subscribers) expect(rows.get(subscriber.id)?.status).toBe('sent')
@@ -352,7 +352,7 @@ describe('the queue consumer', () => {
     const second = await consume(retriedBodies, { attempts: 4 })
     expect(second.acked.size).toBe(2)
     const state = await provider.state()
-    const mine = deliveredTo(state.delivered, subscribers)
+    const mine = deliveredTo(state.delivered, newsletter.id, subscribers)
     for (const subscriber of subscribers) expect(mine.get(subscriber.email)?.length, subscriber.email).toBe(1)
     expectOneKeyPerBatch(state.requests, newsletter.id)
     // The start, retried with D1 back, starts the other send.
@@ -396,7 +396,7 @@ describe('the queue consumer', () => {
     expect((await consume([third!])).acked.size).toBe(1)
     await consume([second!], { queueName: 'edgepress-mail-dlq' })
     expect(await newsletterRow(newsletter.id)).toMatchObject({ status: 'failed', sent: 100, failed: 100 })
-    const mine = deliveredTo((await provider.state()).delivered, subscribers)
+    const mine = deliveredTo((await provider.state()).delivered, newsletter.id, subscribers)
     expect(mine.size).toBe(100)
     for (const subscriber of subscribers.slice(100)) expect(mine.has(subscriber.email)).toBe(false)
 
@@ -419,6 +419,8 @@ describe('the queue consumer', () => {
     const scheduled = await newsletterOf(admin, later, new Date(later.published_at!))
     await consume([{ kind: 'newsletter-start', newsletterId: scheduled.id }], { queueName: 'edgepress-mail-dlq' })
     expect((await newsletterRow(scheduled.id)).status).toBe('scheduled')
+    // Not left for another test's cron to start.
+    await env.DB.prepare("UPDATE newsletters SET status = 'cancelled' WHERE id = ?").bind(scheduled.id).run()
   })
 })
 
@@ -474,7 +476,7 @@ describe('starting', () => {
     const provider = scenario()
     const deps = await httpDeps(provider)
     for (const batch of batches) await deliverBatch(deps, batch, new Date())
-    for (const emails of deliveredTo((await provider.state()).delivered, subscribers).values()) {
+    for (const emails of deliveredTo((await provider.state()).delivered, newsletter.id, subscribers).values()) {
       expect(emails[0]!.subject).toBe(post.title)
       expect(emails[0]!.text).toContain(post.body)
       expect(emails[0]!.text).not.toContain('Another')
@@ -522,7 +524,7 @@ describe('what the provider refuses for good', () => {
     const state = await provider.state()
     const refused = state.requests.filter((request) => request.answer === 422)
     expect(refused).toHaveLength(1)
-    expect(deliveredTo(state.delivered, subscribers).size).toBe(50)
+    expect(deliveredTo(state.delivered, newsletter.id, subscribers).size).toBe(50)
   })
 })
 
@@ -633,7 +635,7 @@ describe('cancelling while a batch is at the provider', () => {
 
     // What was in flight left before the answer and is counted; the rest never goes.
     const rows = await ledger(newsletter.id, subscribers)
-    const mine = deliveredTo(after.delivered, subscribers)
+    const mine = deliveredTo(after.delivered, newsletter.id, subscribers)
     for (const subscriber of subscribers.slice(0, 100)) {
       expect(rows.get(subscriber.id)?.status).toBe('sent')
       expect(mine.get(subscriber.email)?.length).toBe(1)
@@ -681,7 +683,7 @@ describe('cancelling while a batch is at the provider', () => {
     for (const batch of batches) expect(await sender.deliver(batch)).toEqual({ done: true })
     const after = await provider.state()
     expect(requestsFor(after.requests, newsletter.id)).toEqual(requestsFor(atAnswer.requests, newsletter.id))
-    expect(deliveredTo(after.delivered, subscribers.slice(100)).size).toBe(0)
+    expect(deliveredTo(after.delivered, newsletter.id, subscribers.slice(100)).size).toBe(0)
   })
 
   it('a batch that arrives during a cancel that fails is not dropped: the send goes on', async () => {
@@ -716,6 +718,6 @@ describe('cancelling while a batch is at the provider', () => {
     expect((await newsletterRow(newsletter.id)).status).toBe('sending')
     const rows = await ledger(newsletter.id, subscribers.slice(0, 100))
     for (const entry of rows.values()) expect(entry.status).toBe('sent')
-    expect(deliveredTo((await provider.state()).delivered, subscribers).size).toBe(100)
+    expect(deliveredTo((await provider.state()).delivered, newsletter.id, subscribers).size).toBe(100)
   })
 })

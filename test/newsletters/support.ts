@@ -358,11 +358,18 @@ export function routeConsoleMailTo(scenario: MailScenario, outboxTo: string[] = 
   )
 }
 
-/** The emails the fake accepted for these addresses, by address. */
-export function deliveredTo(delivered: DeliveredEmail[], subscribers: TestSubscriber[]): Map<string, DeliveredEmail[]> {
+/**
+ * The emails of one newsletter (by its batches' keys) the fake accepted for these addresses, by
+ * address. Another send may be under way meanwhile (the cron starts any due one) and mail them too.
+ */
+export function deliveredTo(
+  delivered: DeliveredEmail[],
+  newsletterId: number,
+  subscribers: TestSubscriber[],
+): Map<string, DeliveredEmail[]> {
   const wanted = new Set(subscribers.map((subscriber) => subscriber.email))
   const byAddress = new Map<string, DeliveredEmail[]>()
-  for (const email of delivered) {
+  for (const email of deliveredFor(delivered, newsletterId)) {
     if (!wanted.has(email.to)) continue
     byAddress.set(email.to, [...(byAddress.get(email.to) ?? []), email])
   }
