@@ -68,7 +68,9 @@ async function deliverOne(
         headers: JSON.parse(message.headers) as Record<string, string>,
       },
       // Stable per row: a provider that accepted an attempt whose answer was lost sends nothing again.
-      { idempotencyKey: `edgepress-outbox-${message.id}` },
+      // The creation time tells apart rows of another database (ids restart at 1 there) that
+      // shares the provider account.
+      { idempotencyKey: `edgepress-outbox-${message.id}-${message.createdAt.getTime()}` },
     )
   } catch (err) {
     const gaveUp = message.attempts >= MAX_DELIVERY_ATTEMPTS
