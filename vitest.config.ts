@@ -68,7 +68,10 @@ export default defineConfig(async () => ({
     testTimeout: 60_000,
     // The first file in a vitest worker pays the app's first build in its beforeAll.
     hookTimeout: 60_000,
-    // The console mail transport prints every email; show console output only for failing tests.
-    silent: 'passed-only' as const,
+    // The worker's console goes straight to workerd's output, not through vitest's RPC: the queue
+    // consumer and the NewsletterSender log (the console transport prints every email) after the
+    // test that caused it has ended, and a log still in flight when vitest closes a file's RPC
+    // made the run hang ("Closing rpc while onUserConsoleLog was pending").
+    disableConsoleIntercept: true,
   },
 }))
