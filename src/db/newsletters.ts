@@ -3,6 +3,7 @@ import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError } from '../lib/api-error'
 import type { Db } from './client'
+import { violatedUniqueIndex } from './constraint-errors'
 import { newsletterDeliveries, newsletters, posts, subscribers } from './schema'
 import type { DeliveryStatus, NewsletterRow } from './schema'
 
@@ -40,7 +41,7 @@ export async function insertNewsletter(db: Db, newsletter: NewNewsletter, now: D
     })
     .returning()
     .catch((err: unknown) => {
-      if (/UNIQUE constraint failed: newsletters\.post_id/.test(messagesOf(err))) throw newsletterExists()
+      if (/^newsletters\.post_id\b/.test(violatedUniqueIndex(err) ?? '')) throw newsletterExists()
       throw err
     })
   return row!
@@ -48,14 +49,6 @@ export async function insertNewsletter(db: Db, newsletter: NewNewsletter, now: D
 
 export const newsletterExists = (): ApiError =>
   new ApiError(409, 'newsletter_exists', 'This post already has a newsletter; GET it for its progress.')
-
-function messagesOf(err: unknown): string {
-  const messages: string[] = []
-  for (let cause: unknown = err, depth = 0; cause instanceof Error && depth < 8; cause = cause.cause, depth++) {
-    messages.push(cause.message)
-  }
-  return messages.join('\n')
-}
 
 /**
  * Starts a send that is due: a scheduled one whose time has come, or one created to go now. What

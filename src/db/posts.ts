@@ -3,6 +3,7 @@ import type { SQL } from 'drizzle-orm'
 import { ApiError, userGone } from '../lib/api-error'
 import { firstFreeSlug, slugCandidate, slugCandidates, slugify } from '../lib/slugs'
 import type { Db } from './client'
+import { isForeignKeyViolation, violatedUniqueIndex } from './constraint-errors'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
 import { newsletters, posts, users } from './schema'
@@ -275,20 +276,8 @@ function takenBefore(base: string, first: number): string[] {
   return first === 1 ? [] : slugCandidates(base, 1, first - 1)
 }
 
-function errorMessages(err: unknown): string[] {
-  const messages: string[] = []
-  for (let cause: unknown = err, depth = 0; cause instanceof Error && depth < 8; cause = cause.cause, depth++) {
-    messages.push(cause.message)
-  }
-  return messages
-}
-
-function isForeignKeyViolation(err: unknown): boolean {
-  return errorMessages(err).some((message) => /FOREIGN KEY constraint failed/.test(message))
-}
-
 function isSlugTaken(err: unknown): boolean {
-  return errorMessages(err).some((message) => /UNIQUE constraint failed: posts\.slug/.test(message))
+  return /^posts\.slug\b/.test(violatedUniqueIndex(err) ?? '')
 }
 
 export const slugTaken = (): ApiError => new ApiError(409, 'slug_taken', 'Another post already has this slug.')

@@ -5,6 +5,7 @@ import { ApiError, userGone } from '../lib/api-error'
 import { parseId } from '../lib/ids'
 import { usernameKey } from '../lib/usernames'
 import type { Db } from './client'
+import { violatedUniqueIndex } from './constraint-errors'
 import { providersOf } from './external-identities'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
@@ -264,10 +265,7 @@ export function deleteUserRow(db: Db, userId: number): BatchItem<'sqlite'> {
 
 /** Maps a unique-index violation from D1 to the contract's 409 codes; anything else is rethrown. */
 export function toConflict(err: unknown): never {
-  const messages: string[] = []
-  for (let cause: unknown = err; cause instanceof Error; cause = cause.cause) messages.push(cause.message)
-  // Only the text after SQLite's marker names the index; drizzle's wrapper quotes the whole query.
-  const violated = messages.map((m) => /UNIQUE constraint failed:(.*)/.exec(m)?.[1]).find((m) => m !== undefined)
+  const violated = violatedUniqueIndex(err)
   if (violated !== undefined) {
     if (/username/.test(violated)) throw new ApiError(409, 'username_taken', 'That username is already taken.')
     if (/email/.test(violated)) throw new ApiError(409, 'email_taken', 'That email address is already registered.')

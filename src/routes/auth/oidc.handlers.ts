@@ -1,4 +1,5 @@
 import type { Db } from '../../db/client'
+import { isForeignKeyViolation } from '../../db/constraint-errors'
 import {
   NO_PASSWORD,
   findUserByIdentity,
@@ -191,9 +192,7 @@ function randomDigits(): string {
 }
 
 function toConflictOrGone(error: unknown): never {
-  const messages: string[] = []
-  for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) messages.push(cause.message)
-  if (messages.some((message) => /FOREIGN KEY constraint failed/.test(message))) throw userGone()
+  if (isForeignKeyViolation(error)) throw userGone()
   return toConflict(error)
 }
 
