@@ -16,6 +16,14 @@ export interface NewsletterContent {
   from: string
 }
 
+/** The list's settings (FEED_TITLE, PUBLIC_BASE_URL, MAIL_FROM) around one post's text and URL. */
+export function newsletterContent(
+  config: { feedTitle: string; publicBaseUrl: string; mail: { from: string } },
+  post: Pick<NewsletterContent, 'subject' | 'body' | 'postUrl' | 'apiOrigin'>,
+): NewsletterContent {
+  return { ...post, listName: config.feedTitle, publicBaseUrl: config.publicBaseUrl, from: config.mail.from }
+}
+
 /** RFC 2919 List-Id: the list's name and a label under the blog's host. */
 export function listId(content: Pick<NewsletterContent, 'listName' | 'publicBaseUrl'>): string {
   const name = content.listName.replace(/[<>"\r\n]/g, '').trim()

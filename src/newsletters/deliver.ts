@@ -6,7 +6,7 @@ import type { NewsletterRow } from '../db/schema'
 import type { MailTransport } from '../email/transports'
 import { sha256Base64Url } from '../lib/hmac'
 import { unsubscribeTokenFor } from '../lib/unsubscribe-tokens'
-import { newsletterEmail } from './content'
+import { newsletterContent, newsletterEmail } from './content'
 import type { NewsletterBatch } from '../lib/mail-queue-messages'
 
 // One batch of a newsletter, from the ledger to the provider and back (docs/design.md §
@@ -51,15 +51,12 @@ export async function deliverBatch(deps: DeliveryDeps, batch: NewsletterBatch, n
     await recordBatch(db, newsletter.id, settled, { status: 'sent' }, now)
     return { done: true }
   }
-  const content = {
+  const content = newsletterContent(config, {
     subject: newsletter.subject ?? '',
     body: newsletter.text ?? '',
     postUrl: newsletter.postUrl ?? config.publicBaseUrl,
-    listName: config.feedTitle,
-    publicBaseUrl: config.publicBaseUrl,
     apiOrigin: newsletter.apiOrigin,
-    from: config.mail.from,
-  }
+  })
   const emails = await Promise.all(
     recipients.map(async (recipient) =>
       newsletterEmail(content, recipient.email, await unsubscribeTokenFor(recipient.email, deps.unsubscribeKey)),

@@ -91,6 +91,14 @@ describe('GET /openapi.json', () => {
     expect(document.paths['/api/v1/auth/password/change']?.post?.requestBody?.content[form]).toBeUndefined()
   })
 
+  it('documents the one-click unsubscribe bodies (urlencoded and multipart) and multipart nowhere else', async () => {
+    const document = await openApiDocument()
+    const unsubscribe = document.paths['/api/v1/subscribers/unsubscribe']?.post?.requestBody?.content
+    expect(unsubscribe?.['application/x-www-form-urlencoded']).toBeDefined()
+    expect(unsubscribe?.['multipart/form-data']).toBeDefined()
+    expect(document.paths['/api/v1/auth/token']?.post?.requestBody?.content['multipart/form-data']).toBeUndefined()
+  })
+
   it('declares the bearer scheme, the problem schema with the stable codes, and the request origin as server', async () => {
     const document = await openApiDocument()
     expect(document.components.securitySchemes?.Bearer).toMatchObject({ type: 'http', scheme: 'bearer' })

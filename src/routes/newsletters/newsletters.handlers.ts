@@ -6,7 +6,7 @@ import { ApiError, notFound } from '../../lib/api-error'
 import { derivedHmacKey } from '../../lib/hmac'
 import { parseId } from '../../lib/ids'
 import { unsubscribeTokenFor } from '../../lib/unsubscribe-tokens'
-import { newsletterEmail } from '../../newsletters/content'
+import { newsletterContent, newsletterEmail } from '../../newsletters/content'
 import { cancelSend } from '../../newsletters/control'
 import { queueStart } from '../../newsletters/start'
 import { createRouter, mailerOf } from '../../router'
@@ -75,15 +75,12 @@ export const sendTest: AppRouteHandler<typeof routes.sendTest, AdminEnv> = async
     })
   }
   const mailer = mailerOf(c)
-  const content = {
+  const content = newsletterContent(config, {
     subject: `[Test] ${post.title}`,
     body: post.body,
     postUrl: postUrl(config, post),
-    listName: config.feedTitle,
-    publicBaseUrl: config.publicBaseUrl,
     apiOrigin: new URL(c.req.url).origin,
-    from: config.mail.from,
-  }
+  })
   const token = await unsubscribeTokenFor(user.email, await derivedHmacKey(config.tokens.secret, 'unsubscribe'))
   const email = newsletterEmail(content, user.email, token)
   await db.batch([
