@@ -593,24 +593,35 @@ describe('cancelling while a batch is at the provider', () => {
     return { admin, post, subscribers, newsletter, batches, provider }
   }
 
-  it('DELETE answers once the batch in flight is done; no email leaves after the answer', async () => {
-    const { admin, post, subscribers, newsletter, batches, provider } = await sendInProgress(250)
+  /** Holds every provider request; answers once the send's first batch is held there. */
+  async function holdFirstBatch(provider: MailScenario, newsletterId: number, batches: NewsletterBatch[]) {
     await provider.setFaults([{ always: true, fault: { kind: 'hang' } }])
-    const sender = senderOf(workerEnv, newsletter.id)
+    const sender = senderOf(workerEnv, newsletterId)
     const inFlight = sender.deliver(batches[0]!)
     await eventually(
       () => provider.state(),
       (state) => state.held === 1,
       'the first batch at the provider',
     )
+    return { sender, inFlight }
+  }
 
+  /**
+   * Sends a request that cancels the send while a batch is held at the provider: D1 says
+   * cancelled, yet the request has not answered; then the batch is released, and its answer comes.
+   */
+  async function answerAfterCancel(
+    provider: MailScenario,
+    newsletterId: number,
+    request: () => Promise<Response>,
+  ): Promise<Response> {
     let answered = false
-    const cancel = api('DELETE', `/posts/${post.id}/newsletter`, undefined, admin.token).then((res) => {
+    const pending = request().then((res) => {
       answered = true
       return res
     })
     await eventually(
-      () => newsletterRow(newsletter.id),
+      () => newsletterRow(newsletterId),
       (row) => row.status === 'cancelled',
       'the cancel in D1',
     )
@@ -618,7 +629,16 @@ describe('cancelling while a batch is at the provider', () => {
     expect(answered).toBe(false)
     await provider.setFaults([])
     await provider.release()
-    const res = await cancel
+    return pending
+  }
+
+  it('DELETE answers once the batch in flight is done; no email leaves after the answer', async () => {
+    const { admin, post, subscribers, newsletter, batches, provider } = await sendInProgress(250)
+    const { sender, inFlight } = await holdFirstBatch(provider, newsletter.id, batches)
+
+    const res = await answerAfterCancel(provider, newsletter.id, () =>
+      api('DELETE', `/posts/${post.id}/newsletter`, undefined, admin.token),
+    )
     expect(res.status).toBe(200)
     const view = (await res.json()) as { status: string; sent: number }
     expect(view.status).toBe('cancelled')
@@ -655,28 +675,11 @@ describe('cancelling while a batch is at the provider', () => {
 
   it('deleting the post cancels its send the same way, and the send goes with the post', async () => {
     const { admin, post, subscribers, newsletter, batches, provider } = await sendInProgress(150)
-    await provider.setFaults([{ always: true, fault: { kind: 'hang' } }])
-    const sender = senderOf(workerEnv, newsletter.id)
-    const inFlight = sender.deliver(batches[0]!)
-    await eventually(
-      () => provider.state(),
-      (state) => state.held === 1,
-      'the first batch at the provider',
+    const { sender, inFlight } = await holdFirstBatch(provider, newsletter.id, batches)
+    const deletion = await answerAfterCancel(provider, newsletter.id, () =>
+      api('DELETE', `/posts/${post.id}`, undefined, admin.token),
     )
-    let answered = false
-    const deletion = api('DELETE', `/posts/${post.id}`, undefined, admin.token).then((res) => {
-      answered = true
-      return res
-    })
-    await eventually(
-      () => newsletterRow(newsletter.id),
-      (row) => row.status === 'cancelled',
-      'the cancel in D1',
-    )
-    expect(answered).toBe(false)
-    await provider.setFaults([])
-    await provider.release()
-    expect((await deletion).status).toBe(204)
+    expect(deletion.status).toBe(204)
     const atAnswer = await provider.state()
     await inFlight
     expect(await env.DB.prepare('SELECT id FROM newsletters WHERE id = ?').bind(newsletter.id).first()).toBeNull()
