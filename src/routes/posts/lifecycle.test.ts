@@ -3,30 +3,18 @@ import { afterEach, describe, it, vi } from 'vitest'
 import type { Env as WorkerEnv } from '../../config'
 import { BASE_URL, api, apiWithEnv, expectProblem, makeAdmin, mintToken, registerUser } from '../../../test/helpers'
 import type { RegisteredUser } from '../../../test/helpers'
+import type { Page } from '../pagination'
+import type { Post } from './posts.routes'
 
 // The posts life cycle (issue 18; docs/API.md § Posts): status and published_at on writes, who
 // sees drafts and scheduled posts, the edge cache around a scheduled publication, slugs and the
 // post's url. The worker runs in this isolate (test/helpers.ts fetchWorker), so a fake Date is its
 // clock too: a scheduled post is tested at its time to the millisecond, never by waiting.
 
-interface PostView {
-  id: number
-  title: string
-  body: string
-  slug: string
-  url: string
-  status: 'draft' | 'scheduled' | 'published'
-  published_at: string | null
-  author: { id: number; username: string }
-  created_at: string
-  updated_at: string
-}
+/** A post as the API answers it: the route's own schema. */
+type PostView = Post
 
-interface PostPage {
-  results: PostView[]
-  next: string | null
-  previous: string | null
-}
+type PostPage = Page<PostView>
 
 interface PostInput {
   title?: string

@@ -12,28 +12,16 @@ import {
   uniqueName,
 } from '../../../test/helpers'
 import type { RegisteredUser } from '../../../test/helpers'
+import type { Page } from '../pagination'
+import type { Post } from './posts.routes'
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 const POST_KEYS = ['author', 'body', 'created_at', 'id', 'published_at', 'slug', 'status', 'title', 'updated_at', 'url']
 
-interface PostView {
-  id: number
-  title: string
-  body: string
-  slug: string
-  url: string
-  status: 'draft' | 'scheduled' | 'published'
-  published_at: string | null
-  author: { id: number; username: string }
-  created_at: string
-  updated_at: string
-}
+/** A post as the API answers it: the route's own schema. */
+type PostView = Post
 
-interface PostPage {
-  results: PostView[]
-  next: string | null
-  previous: string | null
-}
+type PostPage = Page<PostView>
 
 /** A word no other test's post contains: letters and digits only, so FTS5 keeps it one token. */
 function uniqueWord(): string {
