@@ -2,7 +2,17 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { uniqueName } from '../../test/helpers'
 import { createDb } from './client'
-import { deletePost, findPost, findPostForCaller, insertPost, listPosts, listPostsOfUser, updatePost } from './posts'
+import { insertNewsletter } from './newsletters'
+import {
+  deletePost,
+  findPost,
+  findPostForCaller,
+  findPostToChange,
+  insertPost,
+  listPosts,
+  listPostsOfUser,
+  updatePost,
+} from './posts'
 import { deleteUserRow, insertUser, updateUser } from './users'
 
 // What the HTTP tests cannot reach: the races (a user or a post gone between the check and the
@@ -81,17 +91,36 @@ describe('findPostForCaller', () => {
     expect(await findPostForCaller(db, { id: post.id }, author.id)).toEqual({
       post,
       callerIsAdmin: false,
-      newsletter: undefined,
     })
     expect(await findPostForCaller(db, { id: post.id }, admin.id)).toEqual({
       post,
       callerIsAdmin: true,
-      newsletter: undefined,
     })
     expect(await findPostForCaller(db, { id: post.id }, MISSING_USER_ID)).toEqual({
       post,
       callerIsAdmin: false,
+    })
+  })
+})
+
+describe('findPostToChange', () => {
+  it('adds the post’s newsletter, when it has one, in the same round trip', async () => {
+    const author = await newUser()
+    const post = await insertPost(db, author.id, { title: 't', body: 'b', publishedAt: T0 }, T0)
+    expect(await findPostToChange(db, { id: post.id }, author.id)).toEqual({
+      post,
+      callerIsAdmin: false,
       newsletter: undefined,
+    })
+    const newsletter = await insertNewsletter(
+      db,
+      { postId: post.id, scheduledFor: null, createdBy: author.id, apiOrigin: 'https://api.example' },
+      T0,
+    )
+    expect(await findPostToChange(db, { id: post.id }, author.id)).toEqual({
+      post,
+      callerIsAdmin: false,
+      newsletter: { id: newsletter.id, status: 'sending' },
     })
   })
 })

@@ -57,17 +57,30 @@ export interface PostNewsletter {
 }
 
 /**
- * A post, whether `callerId` is an administrator, and the post's newsletter, in one round trip:
- * what deciding who may see or change the post (and what its newsletter must do then) needs.
+ * A post and whether `callerId` is an administrator, in one round trip: what deciding who may see
+ * the post needs.
  */
 export async function findPostForCaller(
+  db: Db,
+  key: PostKey,
+  callerId: number,
+): Promise<{ post: PostWithAuthor | undefined; callerIsAdmin: boolean }> {
+  const [found, caller] = await db.batch([postQuery(db, key), isAdminQuery(db, callerId)])
+  return { post: found[0], callerIsAdmin: caller[0]?.isAdmin === true }
+}
+
+/**
+ * The same and the post's newsletter, still in one round trip: what changing or deleting the post
+ * needs (its newsletter follows the post's life cycle).
+ */
+export async function findPostToChange(
   db: Db,
   key: PostKey,
   callerId: number,
 ): Promise<{ post: PostWithAuthor | undefined; callerIsAdmin: boolean; newsletter: PostNewsletter | undefined }> {
   const [found, caller, newsletter] = await db.batch([
     postQuery(db, key),
-    db.select({ isAdmin: users.isAdmin }).from(users).where(eq(users.id, callerId)),
+    isAdminQuery(db, callerId),
     db
       .select({ id: newsletters.id, status: newsletters.status })
       .from(newsletters)
@@ -75,6 +88,10 @@ export async function findPostForCaller(
       .where(postKeyCondition(key)),
   ])
   return { post: found[0], callerIsAdmin: caller[0]?.isAdmin === true, newsletter: newsletter[0] }
+}
+
+function isAdminQuery(db: Db, userId: number) {
+  return db.select({ isAdmin: users.isAdmin }).from(users).where(eq(users.id, userId))
 }
 
 export type PostOrdering = 'published_at' | '-published_at' | 'created_at' | '-created_at'

@@ -4,6 +4,7 @@ import {
   deletePost,
   findPost,
   findPostForCaller,
+  findPostToChange,
   insertPost,
   listPosts,
   listPostsOfUser,
@@ -161,7 +162,7 @@ async function findEditablePost(
   const { post, callerIsAdmin, newsletter } =
     id === null
       ? { post: undefined, callerIsAdmin: false, newsletter: undefined }
-      : await findPostForCaller(db, { id }, auth.userId)
+      : await findPostToChange(db, { id }, auth.userId)
   if (post === undefined) throw notFound('post')
   if (post.authorId === auth.userId || callerIsAdmin) return { post, newsletter }
   if (postStatus(post.publishedAt, new Date()) !== 'published') throw notFound('post')
