@@ -59,6 +59,7 @@ export const get: AppRouteHandler<typeof routes.get, AdminEnv> = async (c) => {
 export const cancel: AppRouteHandler<typeof routes.cancel, AdminEnv> = async (c) => {
   const newsletter = await newsletterOr404(c)
   const cancelled = await cancelSend({ env: c.env }, newsletter.id)
+  // Read again: the batches that were in flight have recorded their outcomes by now.
   const current = await findNewsletterOfPost(c.var.db, newsletter.postId)
   if (!cancelled || current === undefined) {
     throw new ApiError(409, 'conflict', `This newsletter has finished (${current?.status ?? 'deleted'}).`)
