@@ -68,6 +68,7 @@ export interface WranglerConfig {
   compatibility_date: string
   vars: Record<string, unknown>
   d1_databases: Array<{ binding: string; migrations_dir?: string; migrations_table?: string }>
+  queues: { consumers?: Array<{ queue: string; max_batch_size?: number }> }
 }
 
 /** wrangler.toml as wrangler itself reads and validates it (defaults filled in). */

@@ -83,12 +83,19 @@ export async function startNewsletter(
   return row
 }
 
-/** Subscribers per snapshot chunk: one INSERT … SELECT, then one queue batch of 100 messages. */
-export const SNAPSHOT_CHUNK = 10_000
+/**
+ * Subscribers per snapshot chunk: one INSERT … SELECT, then one queue batch of its 24 batch
+ * messages and the message for the next chunk. With the consumer's max_batch_size of 25
+ * (wrangler.toml) the next chunk is taken in the same delivery as this chunk's batches, while
+ * they are sent, rather than alone between two deliveries; and no INSERT holds the database for
+ * long (one of 10 000 rows kept every other query waiting about 100 ms).
+ */
+export const SNAPSHOT_CHUNK = 2_400
 
 /** A chunk of the snapshot, taken: the batches to hand to the queue, and whether it was the last. */
 export interface SnapshotChunk {
-  batches: { batchNo: number; subscriberIds: number[] }[]
+  /** The batch numbers of the chunk, in order. */
+  batches: number[]
   /** The subscriber id the next chunk starts after; null when the snapshot is complete. */
   nextAfterId: number | null
 }
@@ -138,18 +145,19 @@ export async function takeSnapshotChunk(
   // Every ledger row past the cursor is this chunk's (the cursor moves only once a chunk is on the
   // queue), so a redelivery hands on all of them again, also those of subscribers who have left
   // the list since (their batch skips them): a batch left off would never finish the send.
-  const rows = await db
-    .select({ batchNo: newsletterDeliveries.batchNo, subscriberId: newsletterDeliveries.subscriberId })
+  // One row per batch, not per recipient: a batch message names its batch, and the claim reads
+  // its recipients from the ledger.
+  const batches = await db
+    .select({ batchNo: newsletterDeliveries.batchNo, lastId: sql<number>`max(${newsletterDeliveries.subscriberId})` })
     .from(newsletterDeliveries)
     .where(and(eq(newsletterDeliveries.newsletterId, newsletter.id), gt(newsletterDeliveries.subscriberId, afterId)))
-    .orderBy(asc(newsletterDeliveries.subscriberId))
-  const byBatch = new Map<number, number[]>()
-  for (const row of rows) byBatch.set(row.batchNo, [...(byBatch.get(row.batchNo) ?? []), row.subscriberId])
-  const end = rows.at(-1)?.subscriberId ?? lastId ?? afterId
+    .groupBy(newsletterDeliveries.batchNo)
+    .orderBy(asc(newsletterDeliveries.batchNo))
+  const end = batches.at(-1)?.lastId ?? lastId ?? afterId
   // The last chunk: fewer active subscribers past the cursor than a chunk, all of them within it.
   const isLastChunk = ids.length < SNAPSHOT_CHUNK && (lastId === undefined || lastId <= end)
   return {
-    batches: [...byBatch].map(([batchNo, subscriberIds]) => ({ batchNo, subscriberIds })),
+    batches: batches.map((batch) => batch.batchNo),
     nextAfterId: isLastChunk ? null : end,
   }
 }
@@ -199,29 +207,34 @@ export interface BatchRecipient {
   email: string
 }
 
-/** A batch claimed for sending: the newsletter's content, and its recipients in a fixed order. */
-export interface ClaimedBatch {
-  newsletter: NewsletterRow
-  recipients: BatchRecipient[]
-}
-
 const sendingNow = (id: number) =>
   sql`exists (select 1 from ${newsletters} where ${newsletters.id} = ${id} and ${newsletters.status} = 'sending')`
 
+/** Batches claimed together for sending: the newsletter's content, and each batch's recipients in a fixed order. */
+export interface ClaimedBatches {
+  newsletter: NewsletterRow
+  /** By batch number; a batch with no one left to mail has an empty list. */
+  recipients: Map<number, BatchRecipient[]>
+}
+
 /**
- * Claims a batch, in one round trip: its queued recipients who are no longer active (unsubscribed,
- * bounced, complained, deleted) become `skipped`, the others `sending`, both only while the
- * newsletter is sending. Recipients already `sending` (an attempt that may have reached the
- * provider) stay in the batch as they are, so a retry hands the provider the same recipients in
- * the same order, under the same idempotency key.
+ * Claims batches of one newsletter, in one round trip: their queued recipients who are no longer
+ * active (unsubscribed, bounced, complained, deleted) become `skipped`, the others `sending`, both
+ * only while the newsletter is sending. Recipients already `sending` (an attempt that may have
+ * reached the provider) stay in their batch as they are, so a retry hands the provider the same
+ * recipients in the same order, under the same idempotency key. At most 90 batches at once (each
+ * statement binds every batch number).
  */
-export async function claimBatch(
+export async function claimBatches(
   db: Db,
   newsletterId: number,
-  batchNo: number,
+  batchNos: readonly number[],
   now: Date,
-): Promise<ClaimedBatch | undefined> {
-  const inBatch = and(eq(newsletterDeliveries.newsletterId, newsletterId), eq(newsletterDeliveries.batchNo, batchNo))
+): Promise<ClaimedBatches | undefined> {
+  const inBatches = and(
+    eq(newsletterDeliveries.newsletterId, newsletterId),
+    inArray(newsletterDeliveries.batchNo, [...batchNos]),
+  )
   // Correlated, so each recipient is one primary-key lookup: an uncorrelated `not in (select …)`
   // would read every active subscriber once per batch (N²/100 rows for a send to N).
   const stillActive = sql`exists (select 1 from ${subscribers} where ${subscribers.id} = ${newsletterDeliveries.subscriberId} and ${subscribers.status} = 'active')`
@@ -231,7 +244,7 @@ export async function claimBatch(
       .update(newsletterDeliveries)
       .set({ status: 'skipped', updatedAt: now })
       .where(
-        and(inBatch, eq(newsletterDeliveries.status, 'queued'), sql`not ${stillActive}`, sendingNow(newsletterId)),
+        and(inBatches, eq(newsletterDeliveries.status, 'queued'), sql`not ${stillActive}`, sendingNow(newsletterId)),
       ),
     // changes(): the rows the statement just before changed, in this batch's transaction.
     db
@@ -241,44 +254,57 @@ export async function claimBatch(
     db
       .update(newsletterDeliveries)
       .set({ status: 'sending', updatedAt: now })
-      .where(and(inBatch, eq(newsletterDeliveries.status, 'queued'), sendingNow(newsletterId))),
+      .where(and(inBatches, eq(newsletterDeliveries.status, 'queued'), sendingNow(newsletterId))),
     db
-      .select({ subscriberId: newsletterDeliveries.subscriberId, email: newsletterDeliveries.email })
+      .select({
+        batchNo: newsletterDeliveries.batchNo,
+        subscriberId: newsletterDeliveries.subscriberId,
+        email: newsletterDeliveries.email,
+      })
       .from(newsletterDeliveries)
-      .where(and(inBatch, eq(newsletterDeliveries.status, 'sending')))
-      .orderBy(asc(newsletterDeliveries.subscriberId)),
+      .where(and(inBatches, eq(newsletterDeliveries.status, 'sending')))
+      .orderBy(asc(newsletterDeliveries.batchNo), asc(newsletterDeliveries.subscriberId)),
   ])
   const newsletter = found[0]
-  return newsletter === undefined ? undefined : { newsletter, recipients: claimed }
+  if (newsletter === undefined) return undefined
+  const recipients = new Map<number, BatchRecipient[]>(batchNos.map((batchNo) => [batchNo, []]))
+  for (const { batchNo, ...recipient } of claimed) recipients.get(batchNo)?.push(recipient)
+  return { newsletter, recipients }
 }
 
 /** How a provider answered a batch: accepted, or refused for good (its words, the key cut out). */
 export type BatchOutcome = { status: 'sent' } | { status: 'failed'; error: string }
 
+/** A batch handed to the provider, and how it went. A batch with no one left to mail counts as sent: it changes no row. */
+export interface SettledBatch {
+  batchNo: number
+  outcome: BatchOutcome
+}
+
 /**
- * Records a batch's outcome for the recipients that were handed over (still `sending`), moves
- * the counter by exactly the rows that changed, and completes the send when every recipient is
- * accounted for. Also run after a batch with no one left to mail (completion only).
+ * Records batches' outcomes for the recipients that were handed over (still `sending`), moves the
+ * counters by exactly the rows that changed, and completes the send when every recipient is
+ * accounted for, in one round trip. Also run after batches with no one left to mail
+ * (completion only).
  */
-export async function recordBatch(
+export async function recordBatches(
   db: Db,
   newsletterId: number,
-  batch: { batchNo: number; subscriberIds: number[] },
-  outcome: BatchOutcome,
+  settledBatches: readonly SettledBatch[],
   now: Date,
 ): Promise<void> {
-  const counter = outcome.status === 'sent' ? newsletters.sent : newsletters.failed
-  const statements: [BatchItem<'sqlite'>, ...BatchItem<'sqlite'>[]] = [completion(db, newsletterId, now)]
-  if (batch.subscriberIds.length > 0) {
-    statements.unshift(
+  const accepted = settledBatches.filter((batch) => batch.outcome.status === 'sent').map((batch) => batch.batchNo)
+  const settle = (batchNos: number[], outcome: BatchOutcome): BatchItem<'sqlite'>[] => {
+    const counter = outcome.status === 'sent' ? newsletters.sent : newsletters.failed
+    return [
       db
         .update(newsletterDeliveries)
         .set({ status: outcome.status, error: outcome.status === 'failed' ? outcome.error : null, updatedAt: now })
         .where(
           and(
             eq(newsletterDeliveries.newsletterId, newsletterId),
-            eq(newsletterDeliveries.batchNo, batch.batchNo),
-            // Exactly the recipients claimBatch handed over: only it sets `sending`, and the
+            inArray(newsletterDeliveries.batchNo, batchNos),
+            // Exactly the recipients claimBatches handed over: only it sets `sending`, and the
             // newsletter's NewsletterSender runs one attempt per batch at a time. (No id list: a
             // statement takes at most 100 bound parameters.)
             eq(newsletterDeliveries.status, 'sending'),
@@ -288,9 +314,15 @@ export async function recordBatch(
         .update(newsletters)
         .set({ [outcome.status]: sql`${counter} + changes()` })
         .where(eq(newsletters.id, newsletterId)),
-    )
+    ]
   }
-  await db.batch(statements)
+  const statements: BatchItem<'sqlite'>[] = accepted.length > 0 ? settle(accepted, { status: 'sent' }) : []
+  // Refused batches one by one: each keeps its own provider's words.
+  for (const batch of settledBatches) {
+    if (batch.outcome.status === 'failed') statements.push(...settle([batch.batchNo], batch.outcome))
+  }
+  statements.push(completion(db, newsletterId, now))
+  await db.batch(statements as [BatchItem<'sqlite'>, ...BatchItem<'sqlite'>[]])
 }
 
 /** The UPDATE that marks a send `sent` once sent + failed + skipped reach `recipients`. */

@@ -19,12 +19,11 @@ export interface NewsletterSnapshot {
   newsletterId: number
 }
 
-/** Mail one batch of a newsletter's recipients (up to 100, fixed by the snapshot). */
+/** Mail one batch of a newsletter's recipients (up to 100, fixed by the snapshot in the ledger). */
 export interface NewsletterBatch {
   kind: 'newsletter-batch'
   newsletterId: number
   batchNo: number
-  subscriberIds: number[]
 }
 
 export type MailQueueMessage = OutboxDrain | NewsletterStart | NewsletterSnapshot | NewsletterBatch

@@ -30,35 +30,48 @@ export function listId(content: Pick<NewsletterContent, 'listName' | 'publicBase
   return `${name} <newsletter.${new URL(content.publicBaseUrl).hostname}>`
 }
 
-/**
- * The email for one recipient. `List-Unsubscribe` is the API's one-click URL (RFC 8058: a mail
- * client POSTs `List-Unsubscribe=One-Click` to it, no page, no sign-in), `List-Unsubscribe-Post`
- * says so, and the text's own link opens the app for people.
- */
+/** The email for one recipient (newsletterTemplate, for one email). */
 export function newsletterEmail(content: NewsletterContent, to: string, unsubscribeToken: string): OutgoingEmail {
-  const token = encodeURIComponent(unsubscribeToken)
-  const oneClick = `${content.apiOrigin}/api/v1/subscribers/unsubscribe?token=${token}`
-  const forPeople = `${content.publicBaseUrl}/unsubscribe?token=${token}`
-  return {
-    from: content.from,
-    to,
-    // A title holds no line break a header could carry; the provider gets one line whatever it was.
-    subject: content.subject.replace(/[\r\n]+/g, ' '),
-    text: [
-      content.subject,
-      '',
-      content.body,
-      '',
-      `Read it on the blog: ${content.postUrl}`,
-      '',
-      '--',
-      `You receive this because you subscribed to ${content.listName}.`,
-      `Unsubscribe: ${forPeople}`,
-    ].join('\n'),
-    headers: {
-      'List-Unsubscribe': `<${oneClick}>`,
-      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
-      'List-Id': listId(content),
-    },
+  return newsletterTemplate(content)(to, unsubscribeToken)
+}
+
+/**
+ * The emails of one post: what every recipient's email shares is made once, and each email adds
+ * its recipient and unsubscribe links. `List-Unsubscribe` is the API's one-click URL (RFC 8058: a
+ * mail client POSTs `List-Unsubscribe=One-Click` to it, no page, no sign-in),
+ * `List-Unsubscribe-Post` says so, and the text's own link opens the app for people.
+ */
+export function newsletterTemplate(
+  content: NewsletterContent,
+): (to: string, unsubscribeToken: string) => OutgoingEmail {
+  // A title holds no line break a header could carry; the provider gets one line whatever it was.
+  const subject = content.subject.replace(/[\r\n]+/g, ' ')
+  const listIdHeader = listId(content)
+  const text = [
+    content.subject,
+    '',
+    content.body,
+    '',
+    `Read it on the blog: ${content.postUrl}`,
+    '',
+    '--',
+    `You receive this because you subscribed to ${content.listName}.`,
+    'Unsubscribe: ',
+  ].join('\n')
+  const oneClickBase = `${content.apiOrigin}/api/v1/subscribers/unsubscribe?token=`
+  const forPeopleBase = `${content.publicBaseUrl}/unsubscribe?token=`
+  return (to, unsubscribeToken) => {
+    const token = encodeURIComponent(unsubscribeToken)
+    return {
+      from: content.from,
+      to,
+      subject,
+      text: `${text}${forPeopleBase}${token}`,
+      headers: {
+        'List-Unsubscribe': `<${oneClickBase}${token}>`,
+        'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+        'List-Id': listIdHeader,
+      },
+    }
   }
 }

@@ -1,12 +1,11 @@
 import type { Config } from '../config'
-import type { Db } from '../db/client'
-import { claimBatch, recordBatch } from '../db/newsletters'
-import type { BatchRecipient } from '../db/newsletters'
+import type { BatchOutcome, BatchRecipient } from '../db/newsletters'
 import type { NewsletterRow } from '../db/schema'
 import type { MailTransport } from '../email/transports'
 import { sha256Base64Url } from '../lib/hmac'
 import { unsubscribeTokenFor } from '../lib/unsubscribe-tokens'
-import { newsletterContent, newsletterEmail } from './content'
+import { newsletterContent, newsletterTemplate } from './content'
+import type { BatchLedger } from './ledger'
 import type { NewsletterBatch } from '../lib/mail-queue-messages'
 
 // One batch of a newsletter, from the ledger to the provider and back (docs/design.md §
@@ -14,10 +13,16 @@ import type { NewsletterBatch } from '../lib/mail-queue-messages'
 // at a time and lets a cancel wait for what is in flight.
 
 export interface DeliveryDeps {
-  db: Db
+  /** Where batches are claimed and recorded (groupedLedger: the batches that arrive together share a round trip). */
+  ledger: BatchLedger
   config: Pick<Config, 'publicBaseUrl' | 'feedTitle' | 'mail'>
   transport: MailTransport
   unsubscribeKey: CryptoKey
+  /**
+   * Renders the batches that arrive together one at a time (src/lib/one-at-a-time.ts): the
+   * provider gets the first while the others are rendered, instead of all of them at the end.
+   */
+  renderInTurn: <Result>(render: () => Promise<Result>) => Promise<Result>
 }
 
 /** Done (nothing left to do for this batch), or try again after some seconds. */
@@ -41,25 +46,30 @@ export async function batchIdempotencyKey(
 }
 
 export async function deliverBatch(deps: DeliveryDeps, batch: NewsletterBatch, now: Date): Promise<BatchResult> {
-  const { db, config } = deps
-  const claimed = await claimBatch(db, batch.newsletterId, batch.batchNo, now)
+  const { ledger, config } = deps
+  const claimed = await ledger.claim({ newsletterId: batch.newsletterId, batchNo: batch.batchNo, now })
   // Gone with its post, cancelled, failed or finished: nothing more leaves for it.
   if (claimed === undefined || claimed.newsletter.status !== 'sending') return { done: true }
   const { newsletter, recipients } = claimed
-  const settled = { batchNo: batch.batchNo, subscriberIds: recipients.map((recipient) => recipient.subscriberId) }
+  const record = (outcome: BatchOutcome) =>
+    ledger.record({ newsletterId: newsletter.id, settled: { batchNo: batch.batchNo, outcome }, now })
   if (recipients.length === 0) {
-    await recordBatch(db, newsletter.id, settled, { status: 'sent' }, now)
+    await record({ status: 'sent' })
     return { done: true }
   }
-  const content = newsletterContent(config, {
-    subject: newsletter.subject ?? '',
-    body: newsletter.text ?? '',
-    postUrl: newsletter.postUrl ?? config.publicBaseUrl,
-    apiOrigin: newsletter.apiOrigin,
-  })
-  const emails = await Promise.all(
-    recipients.map(async (recipient) =>
-      newsletterEmail(content, recipient.email, await unsubscribeTokenFor(recipient.email, deps.unsubscribeKey)),
+  const emailTo = newsletterTemplate(
+    newsletterContent(config, {
+      subject: newsletter.subject ?? '',
+      body: newsletter.text ?? '',
+      postUrl: newsletter.postUrl ?? config.publicBaseUrl,
+      apiOrigin: newsletter.apiOrigin,
+    }),
+  )
+  const emails = await deps.renderInTurn(() =>
+    Promise.all(
+      recipients.map(async (recipient) =>
+        emailTo(recipient.email, await unsubscribeTokenFor(recipient.email, deps.unsubscribeKey)),
+      ),
     ),
   )
   const idempotencyKey = await batchIdempotencyKey(newsletter, batch.batchNo, recipients)
@@ -67,8 +77,6 @@ export async function deliverBatch(deps: DeliveryDeps, batch: NewsletterBatch, n
   if (delivery.outcome === 'retry') {
     return { done: false, retryAfterSeconds: delivery.retryAfterSeconds, error: delivery.error }
   }
-  const outcome =
-    delivery.outcome === 'accepted' ? { status: 'sent' as const } : { status: 'failed' as const, error: delivery.error }
-  await recordBatch(db, newsletter.id, settled, outcome, now)
+  await record(delivery.outcome === 'accepted' ? { status: 'sent' } : { status: 'failed', error: delivery.error })
   return { done: true }
 }

@@ -4,6 +4,8 @@ import { createDb } from '../db/client'
 import { transportFor } from '../email/transports'
 import { derivedHmacKey } from '../lib/hmac'
 import type { DeliveryDeps } from './deliver'
+import { oneAtATime } from '../lib/one-at-a-time'
+import { groupedLedger } from './ledger'
 
 /** What sending needs, from the Worker's environment (the queue consumer and NewsletterSender have no request). */
 export async function deliveryDeps(env: Env): Promise<DeliveryDeps> {
@@ -14,9 +16,10 @@ export async function deliveryDeps(env: Env): Promise<DeliveryDeps> {
     throw new Error('MAIL_TRANSPORT is console on a worker whose PUBLIC_BASE_URL is not local: nothing is sent')
   }
   return {
-    db: createDb(env),
+    ledger: groupedLedger(createDb(env)),
     config,
     transport,
     unsubscribeKey: await derivedHmacKey(config.tokens.secret, 'unsubscribe'),
+    renderInTurn: oneAtATime(),
   }
 }

@@ -49,10 +49,10 @@ export async function continueSnapshot(deps: StartDeps, newsletterId: number, no
   const newsletter = await findNewsletter(deps.db, newsletterId)
   if (newsletter?.status !== 'sending' || newsletter.startedAt === null || newsletter.recipients !== null) return
   const chunk = await takeSnapshotChunk(deps.db, newsletter, NEWSLETTER_BATCH_SIZE, now)
-  // sendBatch takes up to 100 messages: a chunk of 10 000 recipients is 100 batches.
+  // sendBatch takes up to 100 messages (a chunk is 24 batches; see SNAPSHOT_CHUNK).
   for (let i = 0; i < chunk.batches.length; i += 100) {
     await deps.queue.sendBatch(
-      chunk.batches.slice(i, i + 100).map((batch) => ({ body: { kind: 'newsletter-batch', newsletterId, ...batch } })),
+      chunk.batches.slice(i, i + 100).map((batchNo) => ({ body: { kind: 'newsletter-batch', newsletterId, batchNo } })),
     )
   }
   const advanced = await advanceSnapshot(deps.db, newsletter, chunk, now)

@@ -2,6 +2,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { createDb } from '../../src/db/client'
+import type { Db } from '../../src/db/client'
 import type { BatchRecipient } from '../../src/db/newsletters'
 import type { NewsletterBatch } from '../../src/lib/mail-queue-messages'
 import { retryDelaySeconds } from '../../src/newsletters/consumer'
@@ -17,6 +18,7 @@ import {
   RecordingQueue,
   consume,
   createPost,
+  db,
   deleteCreatedSubscribers,
   deliveredFor,
   deliveredTo,
@@ -140,7 +142,7 @@ describe('every active subscriber is mailed exactly once, whatever fails', () =>
     // The start message: D1 is lost after the first chunk's ledger rows were written, before any
     // batch reached the queue. Its redelivery carries on from there.
     const queue = new RecordingQueue()
-    const readBack = /^select "batch_no", "subscriber_id" from "newsletter_deliveries"/
+    const readBack = /^select "batch_no", max\("subscriber_id"\) from "newsletter_deliveries"/
     const startDb = createDb({ DB: faultyD1(env.DB, [{ matches: readBack }]) })
     expect(d1Lost(await startSend(startDeps(queue, startDb), newsletter.id, new Date()).catch((err) => err))).toBe(true)
     expect(queue.messages).toEqual([])
@@ -307,6 +309,67 @@ describe('every active subscriber is mailed exactly once, whatever fails', () =>
     for (const subscriber of subscribers) expect(mine.get(subscriber.email)?.length).toBe(1)
     const rows = await ledger(newsletter.id, subscribers)
     for (const subscriber of subscribers) expect(rows.get(subscriber.id)?.status).toBe('sent')
+  })
+})
+
+describe('batches that arrive together', () => {
+  /** The drizzle database, recording the SQL of every batch it runs (one round trip each). */
+  function recordingBatches(): { database: Db; batches: string[][] } {
+    const batches: string[][] = []
+    const database = new Proxy(db, {
+      get(target, property) {
+        if (property !== 'batch') return Reflect.get(target, property, target)
+        return (items: { toSQL: () => { sql: string } }[]) => {
+          batches.push(items.map((item) => item.toSQL().sql))
+          return target.batch(items as unknown as Parameters<Db['batch']>[0])
+        }
+      },
+    })
+    return { database, batches }
+  }
+
+  it('are claimed in one round trip, and each recipient ends mailed once, skipped or failed with their own batch’s outcome', async () => {
+    const admin = await newAdmin()
+    const post = await createPost(admin)
+    const subscribers = await insertSubscribers(450)
+    const newsletter = await newsletterOf(admin, post)
+    await startBefore(newsletter.id, subscribers)
+    const batches = await snapshotBatches(newsletter.id)
+    expect(batches).toHaveLength(5)
+    const leaving = subscribers.slice(100, 110)
+    await setSubscriberStatus(leaving, 'unsubscribed')
+    const refusedOne = subscribers[250]!
+    const provider = scenario()
+    await provider.setFaults([{ recipient: refusedOne.email, fault: { kind: 'status', status: 422 } }])
+    const { database, batches: roundTrips } = recordingBatches()
+    const deps = await httpDeps(provider, database)
+
+    // As the consumer hands a delivery's batches to the NewsletterSender: all at once.
+    const results = await Promise.all(batches.map((batch) => deliverBatch(deps, batch, new Date())))
+    expect(results).toEqual(batches.map(() => ({ done: true })))
+
+    const claims = roundTrips.filter((sqls) => sqls.some((sql) => /set "status" = \?, "updated_at" = \?/.test(sql)))
+    expect(claims).toHaveLength(1)
+    expect(claims[0]!.some((sql) => /"batch_no" in \(\?, \?, \?, \?, \?\)/.test(sql))).toBe(true)
+    const records = roundTrips.filter((sqls) => sqls.some((sql) => /set "status" = \?, "error" = \?/.test(sql)))
+    expect(records.length).toBeGreaterThanOrEqual(1)
+    expect(records.length).toBeLessThanOrEqual(batches.length)
+
+    const final = await expectCountersMatchLedger(newsletter.id)
+    expect(final).toMatchObject({ status: 'sent', recipients: 450, sent: 340, failed: 100, skipped: 10 })
+    const rows = await ledger(newsletter.id, subscribers)
+    const refusedBatch = rows.get(refusedOne.id)!.batch_no
+    for (const subscriber of subscribers) {
+      const row = rows.get(subscriber.id)!
+      if (leaving.includes(subscriber)) expect(row.status).toBe('skipped')
+      else if (row.batch_no === refusedBatch) {
+        expect(row.status).toBe('failed')
+        expect(row.error).toContain('HTTP 422 from the mail provider')
+      } else expect(row).toMatchObject({ status: 'sent', error: null })
+    }
+    const mine = deliveredTo((await provider.state()).delivered, newsletter.id, subscribers)
+    expect(mine.size).toBe(340)
+    for (const recipients of mine.values()) expect(recipients).toHaveLength(1)
   })
 })
 

@@ -12,6 +12,8 @@ import { derivedHmacKey, sha256Base64Url } from '../../src/lib/hmac'
 import type { MailQueueMessage, NewsletterBatch } from '../../src/lib/mail-queue-messages'
 import { unsubscribeTokenFor } from '../../src/lib/unsubscribe-tokens'
 import type { DeliveryDeps } from '../../src/newsletters/deliver'
+import { oneAtATime } from '../../src/lib/one-at-a-time'
+import { groupedLedger } from '../../src/newsletters/ledger'
 import { continueSnapshot, startSend } from '../../src/newsletters/start'
 import type { StartDeps } from '../../src/newsletters/start'
 import worker from '../../src/index'
@@ -330,7 +332,13 @@ export function httpTransportTo(scenario: MailScenario): MailTransport {
 
 /** DeliveryDeps as src/newsletters/deps.ts makes them, with the HTTP transport at the fake. */
 export async function httpDeps(scenario: MailScenario, database: Db = db): Promise<DeliveryDeps> {
-  return { db: database, config, transport: httpTransportTo(scenario), unsubscribeKey: await unsubscribeKey() }
+  return {
+    ledger: groupedLedger(database),
+    config,
+    transport: httpTransportTo(scenario),
+    unsubscribeKey: await unsubscribeKey(),
+    renderInTurn: oneAtATime(),
+  }
 }
 
 export function newScenario(): MailScenario {
