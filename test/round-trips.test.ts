@@ -73,7 +73,13 @@ const SIGNED_IN_READ: Budget = { kv: 1, d1: upTo(1), start: ['any', 'bookmark'],
 const PUBLIC_READ_SIGNED_IN: Budget = { kv: upTo(1), d1: upTo(1), start: ['any', 'bookmark'], depth: 1 }
 const ADMIN_READ: Budget = { kv: 1, d1: upTo(2), start: ['primary'], depth: upTo(2) }
 const SIGNED_IN_WRITE: Budget = { kv: 1, d1: upTo(2), start: ['primary'], depth: upTo(2) }
-const LOGIN: Budget = { kv: 0, d1: upTo(2), start: ['primary'], depth: upTo(2) }
+/**
+ * Login, whatever it answers: the account where other reads go (the client's bookmark, or a
+ * replica), then one trip to the primary: the session's batch, or the primary's row for a refusal.
+ */
+const LOGIN: Budget = { kv: 0, d1: 2, start: ['any', 'bookmark'], depth: 2 }
+/** A provider's sign-in: the identity and the account at the primary, then the session's batch. */
+const PROVIDER_LOGIN: Budget = { kv: 0, d1: upTo(2), start: ['primary'], depth: upTo(2) }
 const REFRESH: Budget = { kv: 0, d1: 1, start: ['primary'], depth: 1 }
 const LOGOUT: Budget = { kv: upTo(2), d1: 1, start: ['primary'], depth: upTo(2) }
 /** The device list: security state, so read at the primary; the query overlaps the KV read. */
@@ -596,13 +602,13 @@ describe('the round-trip ledger: native sign-in (OIDC)', () => {
     const signIn = async (subject: string, address: string) =>
       api('POST', '/auth/oidc/google', { id_token: await idToken(subject, address), nonce: 'ledger-nonce' })
     await expectBudget('POST /auth/oidc/{provider} (new account)', await signIn(sub, email), 200, OIDC_SIGN_UP)
-    await expectBudget('POST /auth/oidc/{provider}', await signIn(sub, email), 200, LOGIN)
+    await expectBudget('POST /auth/oidc/{provider}', await signIn(sub, email), 200, PROVIDER_LOGIN)
     await expectBudget('POST /auth/oidc/{provider} (account exists)', await signIn(`${sub}0`, email), 409, OIDC_SIGN_UP)
     await expectBudget(
       'POST /auth/oidc/{provider} (bad token)',
       await api('POST', '/auth/oidc/google', { id_token: 'not.a.jwt' }),
       401,
-      { ...LOGIN, d1: 0, depth: 0, start: ['primary', 'none'] },
+      { ...PROVIDER_LOGIN, d1: 0, depth: 0, start: ['primary', 'none'] },
     )
 
     const { tokens } = await registerAndLogin()

@@ -397,6 +397,8 @@ const SYDNEY_TARGETS = [
     max: 0.1,
   },
   { name: 'write: POST /posts', scenario: 'POST /posts (create)', max: 1.1 },
+  // One trip to the primary: the account is read at the replica (docs/design.md § Login).
+  { name: 'login: POST /auth/token', scenario: 'POST /auth/token (login, PBKDF2)', max: 1.1 },
 ]
 
 /** For a client↔PoP RTT a, ratio(a) = (a + e) / (a + o): where it crosses the target. */

@@ -22,6 +22,8 @@
 // Each response carries `x-bench-geo`, the count of modelled calls of each kind.
 import { AsyncLocalStorage } from 'node:async_hooks'
 import worker from '../../src/index'
+// wrangler.toml binds the newsletter's Durable Object: the entry must export its class (unmodelled).
+export { NewsletterSender } from '../../src/index'
 import type { Env } from '../../src/config'
 
 /** Modelled waits of one region, in milliseconds (round trips from the worker's location). */

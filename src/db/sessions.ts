@@ -2,7 +2,7 @@ import { and, desc, eq, gt, gte, inArray, isNull, lt, ne, or, sql } from 'drizzl
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { Db } from './client'
-import { sessions } from './schema'
+import { sessions, users } from './schema'
 import type { SessionRow } from './schema'
 
 // The sessions table: one row per login session (refresh-token family). Only SQL lives here; the
@@ -24,6 +24,17 @@ export interface Sighting {
 /** What a session records of the device that logged in: a short label, never the User-Agent. */
 export interface SessionDevice extends Sighting {
   label: string | null
+}
+
+/**
+ * Takes back, in the same batch, a session just inserted for an account that no longer is as the
+ * login checked it (`accountIsUnchanged`, from src/db/users.ts): one changed row means the login
+ * must be decided again from the primary's row.
+ */
+export function dropSessionUnless(db: Db, sid: string, accountIsUnchanged: SQL): BatchItem<'sqlite'> {
+  return db
+    .delete(sessions)
+    .where(and(eq(sessions.sid, sid), sql`not exists (select 1 from ${users} where ${accountIsUnchanged})`))
 }
 
 /** The INSERT of a new session: run it in a batch with the change behind the login. */

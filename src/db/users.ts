@@ -200,12 +200,32 @@ export function markAllSessionsEnded(db: Db, userId: number | SQL, now: Date): B
 }
 
 /** Records a login, and stores the password's upgraded hash when it was rehashed. */
-export function recordLogin(db: Db, userId: number, now: Date, upgradedHash?: string): BatchItem<'sqlite'> {
+export function recordLogin(
+  db: Db,
+  userId: number,
+  now: Date,
+  upgradedHash?: string,
+  checked?: CheckedAccount,
+): BatchItem<'sqlite'> {
   const upgrade = upgradedHash === undefined ? {} : { passwordHash: upgradedHash }
   return db
     .update(users)
     .set({ lastLoginAt: now, ...upgrade })
-    .where(eq(users.id, userId))
+    .where(checked === undefined ? eq(users.id, userId) : accountUnchanged(userId, checked))
+}
+
+/** What a password login checked of an account read at a replica: it must still be so at the primary. */
+export interface CheckedAccount {
+  passwordHash: string
+}
+
+/**
+ * The account still has the password hash the login checked and no second factor. A login that
+ * read the account at a replica guards its writes with this, at the primary: a replica behind a
+ * password change or an enrolment must not let the old password in, or past the second factor.
+ */
+export function accountUnchanged(userId: number, checked: CheckedAccount): SQL {
+  return and(eq(users.id, userId), eq(users.passwordHash, checked.passwordHash), eq(users.mfaEnabled, false)) as SQL
 }
 
 export function setPassword(db: Db, userId: number, passwordHash: string, now: Date): BatchItem<'sqlite'> {

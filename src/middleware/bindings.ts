@@ -16,6 +16,8 @@ export interface BindingVariables {
   kv: KVNamespace
   /** Holds D1 and KV writes back until it settles (requireUser sets it to the revocation check). */
   writeGate: WriteGate
+  /** drizzle over D1 without a session, which reads at the primary (timed as `db`). */
+  primaryDb: () => Db
 }
 
 /**
@@ -31,6 +33,7 @@ export function withBindings() {
       const constraint = d1SessionStart({
         method: c.req.method,
         routeNeedsPrimary: policyOf(c).d1Primary === true,
+        routeReadsFirstAtReplica: policyOf(c).d1ReplicaFirst === true,
         // A response about to fill the edge cache must include the write that purged it.
         bookmark: c.var.cacheFillBookmark ?? sent,
       })
@@ -41,6 +44,12 @@ export function withBindings() {
       // drizzle needs only prepare() and batch(), which a D1 session has.
       c.set('db', createDb({ DB: timedD1(session as unknown as D1Database, timings, undefined, writeGate) }))
       c.set('kv', timedKv(c.env.REVOKED_TOKENS, timings, undefined, writeGate))
+      let primary: Db | undefined
+      // D1 without a session reads at the primary; made on first use (only login's failures need it).
+      c.set('primaryDb', () => {
+        primary ??= createDb({ DB: timedD1(c.env.DB, timings, undefined, writeGate) })
+        return primary
+      })
       await next()
       // Every response hands a bookmark back: the session's, or the one the client sent when the
       // request read nothing, so a client keeps the newest it has seen.
@@ -63,20 +72,25 @@ interface SessionRequest {
   method: string
   /** The route declares `d1Primary` (routePolicy): its reads must not be stale. */
   routeNeedsPrimary: boolean
+  /** The route declares `d1ReplicaFirst`: its write re-checks at the primary what it read. */
+  routeReadsFirstAtReplica?: boolean
   bookmark: string | undefined
 }
 
 /**
  * Where a request's D1 session starts (D1 Sessions API, read replication). Writes, and reads of
- * routes that declare `d1Primary` (every /auth route, the admin routes) start at the primary.
+ * routes that declare `d1Primary` (every /auth route, the admin routes) start at the primary,
+ * except login (`d1ReplicaFirst`), which reads the account where other reads do.
  * Every other read, signed in or not, starts after the client's bookmark when it sends one, so it
  * sees at least everything that client wrote, or else at the nearest replica.
  */
 export function d1SessionStart({
   method,
   routeNeedsPrimary,
+  routeReadsFirstAtReplica = false,
   bookmark,
 }: SessionRequest): D1SessionConstraint | D1SessionBookmark {
+  if (routeReadsFirstAtReplica) return bookmark !== undefined && isBookmark(bookmark) ? bookmark : 'first-unconstrained'
   if (!isSafeMethod(method) || routeNeedsPrimary) return 'first-primary'
   if (bookmark !== undefined && isBookmark(bookmark)) return bookmark
   return 'first-unconstrained'

@@ -22,6 +22,12 @@ export interface RoutePolicy {
   multipartBody?: boolean
   /** The D1 session starts at the primary even for a read (src/middleware/bindings.ts). */
   d1Primary?: boolean
+  /**
+   * Overrides d1Primary for a write whose first read may come from the nearest replica (or the
+   * client's bookmark) because its write re-checks what it read, at the primary: login, which so
+   * makes one trip to the primary instead of two (src/routes/auth/tokens.handlers.ts).
+   */
+  d1ReplicaFirst?: boolean
   /** The response is the HTML docs page: it gets the page's CSP, not the API's. */
   htmlPage?: boolean
 }

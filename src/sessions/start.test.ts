@@ -6,11 +6,11 @@ import { getConfig } from '../config'
 import { createDb } from '../db/client'
 import { sessions } from '../db/schema'
 import { findSession, revokeSessionRows } from '../db/sessions'
-import { findUserById, insertUser, recordLogin } from '../db/users'
+import { accountUnchanged, findUserById, insertUser, recordLogin, setPassword } from '../db/users'
 import { loadTokenKeys } from '../lib/token-keys'
 import { verifyToken } from '../lib/tokens'
 import type { SessionDeps } from './deps'
-import { newLoginSession, startLoginSession } from './start'
+import { newLoginSession, startCheckedLoginSession, startLoginSession } from './start'
 
 const db = createDb({ DB: env.DB })
 const config = getConfig(env)
@@ -139,5 +139,51 @@ describe('startLoginSession', () => {
 
     expect((await findSession(db, old.sessionId))?.revokedAt).toEqual(later)
     expect((await findSession(db, fresh.sessionId))?.revokedAt).toBeNull()
+  })
+})
+
+describe('startCheckedLoginSession (a password login that read the account at a replica)', () => {
+  const T1 = new Date(T0.getTime() + 60_000)
+  const start = (user: { id: number }, checkedHash: string) =>
+    startCheckedLoginSession(
+      deps,
+      {
+        userId: user.id,
+        device: DEVICE,
+        accountIsUnchanged: accountUnchanged(user.id, { passwordHash: checkedHash }),
+        after: [recordLogin(db, user.id, T1, 'upgraded-hash', { passwordHash: checkedHash })],
+      },
+      T1,
+    )
+
+  it('keeps the session and records the login when the account is as checked', async () => {
+    const user = await newUser()
+    const session = await start(user, 'not-a-hash')
+    expect(session).toBeDefined()
+    expect(await findSession(db, session!.sessionId)).toMatchObject({ userId: user.id })
+    expect(await findUserById(db, user.id)).toMatchObject({ lastLoginAt: T1, passwordHash: 'upgraded-hash' })
+  })
+
+  it('keeps nothing and writes nothing when the password changed since the replica was read', async () => {
+    const user = await newUser()
+    await db.batch([setPassword(db, user.id, 'the-new-hash', T0)])
+    expect(await start(user, 'not-a-hash')).toBeUndefined()
+    expect(await sessionsOf(user.id)).toEqual([])
+    // The old password's rehash must never overwrite the new password.
+    expect(await findUserById(db, user.id)).toMatchObject({ lastLoginAt: null, passwordHash: 'the-new-hash' })
+  })
+
+  it('keeps nothing when a second factor was enrolled since (the login must ask for it)', async () => {
+    const user = await newUser()
+    await env.DB.prepare('UPDATE users SET mfa_enabled = 1 WHERE id = ?').bind(user.id).run()
+    expect(await start(user, 'not-a-hash')).toBeUndefined()
+    expect(await sessionsOf(user.id)).toEqual([])
+  })
+
+  it('keeps nothing for an account deleted since', async () => {
+    const user = await newUser()
+    await env.DB.prepare('DELETE FROM users WHERE id = ?').bind(user.id).run()
+    expect(await start(user, 'not-a-hash')).toBeUndefined()
+    expect(await sessionsOf(user.id)).toEqual([])
   })
 })

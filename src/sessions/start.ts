@@ -1,6 +1,8 @@
+import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { BatchStatements } from '../db/client'
-import { insertSession } from '../db/sessions'
+import { isForeignKeyViolation } from '../db/constraint-errors'
+import { dropSessionUnless, insertSession } from '../db/sessions'
 import type { SessionDevice } from '../db/sessions'
 import { issueTokenPair } from '../lib/tokens'
 import type { TokenPair } from '../lib/tokens'
@@ -35,6 +37,39 @@ export async function newLoginSession(
     now,
   )
   return { pair, sessionId, insert }
+}
+
+/**
+ * Starts a login session for an account read at a replica, in one batch at the primary that keeps
+ * the session, and runs `after`, only while `accountIsUnchanged` holds there (guard `after` with
+ * it too). Undefined when it did not: the replica was behind, and the login must be decided from
+ * the primary's row.
+ */
+export async function startCheckedLoginSession(
+  deps: Pick<SessionDeps, 'db' | 'keys'>,
+  start: { userId: number; device?: SessionDevice | undefined; accountIsUnchanged: SQL; after: BatchItem<'sqlite'>[] },
+  now: Date,
+): Promise<LoginSession | undefined> {
+  const { pair, sessionId, insert } = await newLoginSession(deps, start, now)
+  try {
+    const [, dropped] = await deps.db.batch([
+      insert,
+      dropSessionUnless(deps.db, sessionId, start.accountIsUnchanged),
+      ...start.after,
+    ])
+    return changedRows(dropped) === 0 ? { pair, sessionId } : undefined
+  } catch (err) {
+    // The account was deleted since: the session's foreign key refuses it, and nothing is written.
+    if (isForeignKeyViolation(err)) return undefined
+    throw err
+  }
+}
+
+/** The rows a batched statement changed, from D1's result meta. */
+function changedRows(result: unknown): number {
+  const changes = (result as { meta?: { changes?: unknown } } | undefined)?.meta?.changes
+  if (typeof changes !== 'number') throw new Error('D1 did not report the rows a statement changed')
+  return changes
 }
 
 /**

@@ -11,6 +11,8 @@ import { routePolicy } from '../../middleware/route-policy'
  */
 export const atPrimary = routePolicy({ d1Primary: true })
 export const atPrimaryWithForms = routePolicy({ d1Primary: true, formBody: true })
+/** Login: the account is read near the client, and the session's write re-checks it at the primary. */
+export const replicaFirstWithForms = routePolicy({ d1Primary: true, d1ReplicaFirst: true, formBody: true })
 
 export const CookieModeQuery = z.object({
   mode: z

@@ -1,6 +1,7 @@
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { Context } from 'hono'
-import { recordLogin } from '../../db/users'
+import { accountUnchanged, recordLogin } from '../../db/users'
+import type { CheckedAccount } from '../../db/users'
 import { NO_STORE } from '../../http/conditional-get'
 import { setTokenCookies, wantsCookies } from '../../http/cookie-mode'
 import type { CookieModeAnswer } from '../../http/cookie-mode'
@@ -12,7 +13,7 @@ import type { TokenPair } from '../../lib/tokens'
 import type { AppEnv } from '../../router'
 import { sessionDeps } from '../../router'
 import type { LoginSession } from '../../sessions/start'
-import { startLoginSession } from '../../sessions/start'
+import { startCheckedLoginSession, startLoginSession } from '../../sessions/start'
 
 // How every /auth route that signs someone in ends (password, second factor, provider, passkey):
 // one login session started the same way, and one answer.
@@ -46,6 +47,31 @@ export async function signIn<E extends AppEnv>(
   const alongside = [recordLogin(c.var.db, userId, now, login.upgradedHash), ...(login.alongside ?? [])]
   const session = await startLoginSession(sessionDeps(c), { userId, device: deviceOf(c), alongside }, now)
   return signedInAnswer(c, session)
+}
+
+/**
+ * signIn for an account read at a replica (password login): the session and the login record are
+ * kept only if the account is still as `checked` at the primary, in the same one batch.
+ * Undefined when it was not.
+ */
+export async function signInChecked<E extends AppEnv>(
+  c: Context<E>,
+  user: { id: number } & CheckedAccount,
+  now: Date,
+  login: { upgradedHash?: string | undefined } = {},
+): Promise<TokenPair | CookieModeAnswer | undefined> {
+  const checked = { passwordHash: user.passwordHash }
+  const session = await startCheckedLoginSession(
+    sessionDeps(c),
+    {
+      userId: user.id,
+      device: deviceOf(c),
+      accountIsUnchanged: accountUnchanged(user.id, checked),
+      after: [recordLogin(c.var.db, user.id, now, login.upgradedHash, checked)],
+    },
+    now,
+  )
+  return session === undefined ? undefined : signedInAnswer(c, session)
 }
 
 /**

@@ -23,30 +23,54 @@ import { assertSessionNotRevoked } from '../../sessions/revocation-keys'
 import { isCurrentRefreshToken, reauthenticatedPair, rotateRefreshToken } from '../../sessions/rotate'
 import { assertFirstUse, verifyProviderToken, withIdTokenSpent } from './provider-identity'
 import { confirmedUserFactor, proveSecondFactor, withRecoveryCodeSpent } from './second-factor'
-import { mfaRequired, signIn, signedInAnswer } from './sign-in'
+import { mfaRequired, signInChecked, signedInAnswer } from './sign-in'
 import * as routes from './tokens.routes'
 
 // /auth/login is an alias: both routes come from one factory and share this handler.
+//
+// One trip to the primary, whatever the answer (docs/design.md § Login). The account is read
+// where the route's D1 session starts (d1ReplicaFirst): the client's bookmark, else the nearest
+// replica. A success is then one batch at the primary that keeps the new session only if the
+// account is still as checked (same password hash, no second factor): a replica behind a password
+// change or an enrolment lets nobody in. Every other answer reads the account at the primary
+// instead, which decides it, so a wrong password, an unknown user and `mfa_required` cost what a
+// success costs, and a password changed a moment ago is judged by its new hash.
 export const token: AppRouteHandler<typeof routes.token> = async (c) => {
   const { db, config, tokenKeys } = c.var
   if (wantsCookies(c)) assertCookieModeOrigin(c, config.corsOrigins)
   const { username, password } = readCredentials(c, c.req.valid('json'))
-  const user = await findUserByLogin(db, username)
+  const near = await findUserByLogin(db, username)
   // Keyed on the account when it exists, so username, email and Unicode spellings share one budget.
-  await (user === undefined ? limitByAccount(c, 'token', username) : limitByUser(c, 'token', user.id))
+  await (near === undefined ? limitByAccount(c, 'token', username) : limitByUser(c, 'token', near.id))
   // Unknown users are checked against a decoy hash: same PBKDF2 work, same answer, same timing.
-  const passwordHash = user?.passwordHash ?? decoyHash(config.passwordPepper)
-  const matches = await verifyPassword(password, passwordHash, config.passwordPepper)
+  const verify = (hash: string | undefined) =>
+    verifyPassword(password, hash ?? decoyHash(config.passwordPepper), config.passwordPepper)
+  const upgradeOf = async (hash: string) =>
+    needsRehash(hash, config.passwordPepper) ? await hashPassword(password, config.passwordPepper) : undefined
+  const nearMatches = await verify(near?.passwordHash)
+  const now = new Date()
+  if (near !== undefined && nearMatches && !near.mfaEnabled) {
+    const answer = await signInChecked(c, near, now, { upgradedHash: await upgradeOf(near.passwordHash) })
+    if (answer !== undefined) return c.json(answer, 200)
+  }
+  const user = await findUserByLogin(c.var.primaryDb(), username)
+  // The same hash was just checked; a second PBKDF2 only when the replica was behind.
+  const matches =
+    user === undefined
+      ? false
+      : user.passwordHash === near?.passwordHash
+        ? nearMatches
+        : await verify(user.passwordHash)
   if (user === undefined || !matches) {
     throw new ApiError(401, 'invalid_credentials', 'The username or password is incorrect.')
   }
-  const now = new Date()
   // With a second factor the password step ends here: POST /auth/mfa/verify starts the session.
   if (user.mfaEnabled) throw await mfaRequired(user.id, tokenKeys, now)
-  const upgradedHash = needsRehash(user.passwordHash, config.passwordPepper)
-    ? await hashPassword(password, config.passwordPepper)
-    : undefined
-  return c.json(await signIn(c, user.id, now, { upgradedHash }), 200)
+  // The replica was behind the primary (a new account, a new password): sign in from its row. A
+  // change between the two reads (a concurrent reset) refuses the password that was just replaced.
+  const answer = await signInChecked(c, user, now, { upgradedHash: await upgradeOf(user.passwordHash) })
+  if (answer === undefined) throw new ApiError(401, 'invalid_credentials', 'The username or password is incorrect.')
+  return c.json(answer, 200)
 }
 
 /** Credentials from the body, or from HTTP Basic when the body has none. */

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
-import { CookieModeQuery, SignedInSchema, atPrimary, atPrimaryWithForms } from './auth.schemas'
+import { CookieModeQuery, SignedInSchema, atPrimary, atPrimaryWithForms, replicaFirstWithForms } from './auth.schemas'
 
 // Signing in and out with a password, and the token pair's life: refresh, verify, logout.
 
@@ -42,7 +42,7 @@ export const token = createRoute({
     'second factor answers 401 `mfa_required` with an `mfa_token` for POST /auth/mfa/verify.',
   // {} makes HTTP Basic optional: the credentials may come in the body instead.
   security: [{}, { Basic: [] }] as Array<Record<string, string[]>>,
-  middleware: [atPrimaryWithForms, limitByClientIp('token')] as const,
+  middleware: [replicaFirstWithForms, limitByClientIp('token')] as const,
   request: {
     query: CookieModeQuery,
     body: { required: false, content: { 'application/json': { schema: CredentialsInput } } },
