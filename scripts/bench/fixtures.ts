@@ -49,7 +49,7 @@ export async function login(base: string, credentials: Credentials): Promise<Tok
   return expectJson<TokenPair>(await postJson(base, '/api/v1/auth/token', credentials), 'login')
 }
 
-const ROWS_PER_STATEMENT = 20 // × 5 parameters: D1 allows 100 bound parameters per statement
+const ROWS_PER_STATEMENT = 14 // × 7 parameters: D1 allows 100 bound parameters per statement
 const STATEMENTS_PER_BATCH = 50
 
 interface PostRows {
@@ -67,17 +67,22 @@ function insertStatement(db: D1Database, { authorId, first, rows, count, now }: 
     const n = first + r
     // Distinct, older-first timestamps (one per minute) so a cursor walk is realistic.
     const createdAt = now - (count - n) * 60_000
+    // Published when written (a draft is not public), with a unique slug as the API would give it.
     return [
       authorId,
       `Post number ${n}`,
       `Body of post ${n}. ${'Lorem ipsum dolor sit amet. '.repeat(8)}`,
+      `post-number-${n}`,
+      createdAt,
       createdAt,
       createdAt,
     ]
   }).flat()
-  const placeholders = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?)').join(', ')
+  const placeholders = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?)').join(', ')
   return db
-    .prepare(`INSERT INTO posts (author_id, title, body, created_at, updated_at) VALUES ${placeholders}`)
+    .prepare(
+      `INSERT INTO posts (author_id, title, body, slug, published_at, created_at, updated_at) VALUES ${placeholders}`,
+    )
     .bind(...params)
 }
 

@@ -25,6 +25,7 @@ import worker from '../../src/index'
 // wrangler.toml binds the newsletter's Durable Object: the entry must export its class (unmodelled).
 export { NewsletterSender } from '../../src/index'
 import type { Env } from '../../src/config'
+import type { MailQueueMessage } from '../../src/lib/mail-queue-messages'
 
 /** Modelled waits of one region, in milliseconds (round trips from the worker's location). */
 export interface GeoWaits {
@@ -296,5 +297,9 @@ export default {
   },
   scheduled(controller: ScheduledController, env: GeoEnv, ctx: ExecutionContext): void {
     worker.scheduled(controller, wrapEnv(env), ctx)
+  },
+  // The mail queue (an outbox hand-off after registration), unmodelled.
+  queue(batch: MessageBatch<unknown>, env: GeoEnv): Promise<void> {
+    return worker.queue(batch as MessageBatch<MailQueueMessage>, env)
   },
 } satisfies ExportedHandler<GeoEnv>

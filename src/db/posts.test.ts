@@ -272,3 +272,19 @@ describe('list scopes and the next publication', () => {
     expect(mine).toMatchObject({ rows: [], nextPublicationAt: later })
   })
 })
+
+describe('insertPost: slugs of a title many posts share', () => {
+  it('numbers the first 20 (-2 … -20) and gives later ones a random number, in one lookup each', async () => {
+    const user = await newUser()
+    const title = `Weekly notes ${word()}`
+    const base = title.toLowerCase().replaceAll(' ', '-')
+    const slugs: string[] = []
+    for (let n = 0; n < 22; n++) {
+      const post = await insertPost(db, user.id, { title, body: 'b', publishedAt: T0 }, T0)
+      slugs.push(post.slug)
+    }
+    expect(slugs.slice(0, 20)).toEqual([base, ...Array.from({ length: 19 }, (_, i) => `${base}-${i + 2}`)])
+    for (const slug of slugs.slice(20)) expect(slug).toMatch(new RegExp(`^${base}-\\d{4,7}$`))
+    expect(new Set(slugs).size).toBe(22)
+  })
+})

@@ -9,10 +9,12 @@ import type { ObserveVariables } from './observe'
 import { policyOf } from './route-policy'
 
 // Anonymous GETs of routes that declare `edgeCached` (posts, profiles, their lists, the feed) are
-// served from the Workers Cache API of the location. Every cache key embeds a "generation"; a
-// successful write to a route that declares `purgesEdgeCache` replaces the generation, so
-// everything cached before it is unreachable at once and a reader at the same location never sees
-// data older than a write. Other locations keep their copies for at most EDGE_TTL_SECONDS.
+// served from the Workers Cache API of the location. Every stored copy names the "generation" it
+// was stored in; a successful write to a route that declares `purgesEdgeCache` replaces the
+// generation, so everything cached before it is a miss at once and a reader at the same location
+// never sees data older than a write. A hit is one wave of lookups, not two: the copy and the
+// current generation are looked up together (the key does not depend on the generation), and
+// the copy counts only if it names that generation. Other locations keep their copies for at most EDGE_TTL_SECONDS.
 // Responses to requests with credentials are never cached.
 //
 // A handler may say its answer is good only until some moment (`edgeCacheUntil`: a list whose
@@ -22,6 +24,7 @@ import { policyOf } from './route-policy'
 
 const EDGE_TTL_SECONDS = 60
 const EXPIRES_HEADER = 'X-Edge-Cache-Expires'
+const GENERATION_HEADER = 'X-Edge-Cache-Generation'
 
 export interface EdgeCacheVariables {
   /**
@@ -52,11 +55,10 @@ export function edgeCache() {
       }
       if (c.req.method !== 'GET' || policy.edgeCached !== true || carriesCredentials(c)) return next()
       const url = new URL(c.req.url)
-      const generation = await currentGeneration(cache)
       // The host is part of the key (a worker may serve several hostnames, and lists embed absolute URLs).
-      const key = new Request(`${CACHE_ORIGIN}/${generation.id}/${url.host}${url.pathname}${url.search}`)
-      const hit = await cache.match(key)
-      if (hit !== undefined && !isExpired(hit, Date.now())) {
+      const key = new Request(`${CACHE_ORIGIN}/copies/${url.host}${url.pathname}${url.search}`)
+      const [generation, hit] = await Promise.all([currentGeneration(cache), cache.match(key)])
+      if (hit !== undefined && hit.headers.get(GENERATION_HEADER) === generation.id && !isExpired(hit, Date.now())) {
         c.res = fromCache(
           hit,
           { requestId: c.var.requestId, ifNoneMatch: c.req.header('if-none-match') },
@@ -79,6 +81,7 @@ export function edgeCache() {
       stored.headers.delete('X-Edge-Cache')
       stored.headers.set('Cache-Control', `public, s-maxage=${ttlSeconds}`)
       stored.headers.set(EXPIRES_HEADER, String(expiresAt))
+      stored.headers.set(GENERATION_HEADER, generation.id)
       await cache.put(key, stored)
     },
   )
@@ -108,6 +111,7 @@ function fromCache(
 ): Response {
   const headers = new Headers(hit.headers)
   headers.delete(EXPIRES_HEADER)
+  headers.delete(GENERATION_HEADER)
   headers.set('Cache-Control', PUBLIC_REVALIDATE)
   headers.set('X-Edge-Cache', 'HIT')
   // The cached copy's bookmark and id belong to the request that filled it; the generation's
