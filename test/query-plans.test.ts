@@ -123,12 +123,13 @@ async function planOf(statement: Recorded): Promise<PlanRow[]> {
 /**
  * Why a plan is unacceptable, or null. A bare `SCAN <table>` reads every row; `SCAN … USING
  * INDEX` walks an index in order (and stops at LIMIT); FTS5's `VIRTUAL TABLE INDEX` and scans of
- * constant rows or materialised subqueries are fine. On a keyset list a temp B-tree for ORDER BY
+ * constant rows, of a VALUES list written in the statement (a post's slug candidates) or of
+ * materialised subqueries are fine. On a keyset list a temp B-tree for ORDER BY
  * means every matching row is read and sorted before the first one is returned.
  */
 function planProblem(plan: PlanRow[], keysetList: boolean): string | null {
   for (const { detail } of plan) {
-    if (/^SCAN (CONSTANT ROW|\(subquery-\d+\)|\w+ VIRTUAL TABLE INDEX)/.test(detail)) continue
+    if (/^SCAN (CONSTANT ROW|\d+-ROW VALUES CLAUSE|\(subquery-\d+\)|\w+ VIRTUAL TABLE INDEX)/.test(detail)) continue
     const scan = /^SCAN (\w+)(.*)$/.exec(detail)
     if (scan !== null && !/USING (COVERING |INTEGER PRIMARY KEY|.*INDEX)/.test(scan[2]!))
       return `full table scan: ${detail}`
@@ -708,7 +709,7 @@ describe('query plans: posts life cycle', () => {
     }, [/^select .* from "posts" inner join "users" .* where "posts"\."slug" = \?/])
   })
 
-  it('allocates a slug from the title (the candidates in one IN lookup) and changes it by id', async () => {
+  it('allocates a slug from the title (the INSERT looks its candidates up by the slug index) and changes it by id', async () => {
     const token = writer.tokens.access_token
     const title = `plan slug ${uniqueName('taken')}`
     await expectIndexedPlans(async () => {
@@ -719,11 +720,7 @@ describe('query plans: posts life cycle', () => {
       const { id, slug } = (await second.json()) as { id: number; slug: string }
       expect(slug).toMatch(/-2$/)
       await expectStatus(call('PATCH', `/posts/${id}`, { slug: `${slug}-renamed` }, token), 200)
-    }, [
-      /^select "slug" from "posts" where "posts"\."slug" in \(\?/,
-      /^insert into "posts"/,
-      /^update "posts" set .*"slug" = \?/,
-    ])
+    }, [/^insert into "posts" .*coalesce\(\(select column1 from \(values/, /^update "posts" set .*"slug" = \?/])
   })
 })
 

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { SLUG_MAX_LENGTH, SLUG_PATTERN, firstFreeSlug, slugCandidate, slugCandidates, slugify } from './slugs'
+import { SLUG_MAX_LENGTH, SLUG_PATTERN, slugCandidate, slugCandidates, slugify } from './slugs'
 
 // The slug rules of docs/API.md § Posts (Slugs): lower case ASCII letters and digits joined by
 // single `-`, accents folded, at most 80 characters, `post` when nothing is left.
@@ -151,31 +151,5 @@ describe('slugCandidate and slugCandidates', () => {
       }),
       { numRuns: 300 },
     )
-  })
-})
-
-describe('firstFreeSlug', () => {
-  it('is the base when it is free', () => {
-    expect(firstFreeSlug('hello', new Set())).toBe('hello')
-    expect(firstFreeSlug('hello', new Set(['hello-2', 'other']))).toBe('hello')
-  })
-
-  it('is the first free candidate: -2, -3 …, filling gaps', () => {
-    expect(firstFreeSlug('hello', new Set(['hello']))).toBe('hello-2')
-    expect(firstFreeSlug('hello', new Set(['hello', 'hello-2', 'hello-3']))).toBe('hello-4')
-    expect(firstFreeSlug('hello', new Set(['hello', 'hello-3']))).toBe('hello-2')
-  })
-
-  it('goes past a whole lookup window of taken candidates', () => {
-    const taken = new Set(slugCandidates('busy', 1, 45))
-    expect(firstFreeSlug('busy', taken)).toBe('busy-46')
-  })
-
-  it('stays within 80 characters for a long base', () => {
-    const base = 'b'.repeat(80)
-    const taken = new Set(slugCandidates(base, 1, 12))
-    const free = firstFreeSlug(base, taken)
-    expect(free).toBe(`${'b'.repeat(77)}-13`)
-    expectValidSlug(free)
   })
 })

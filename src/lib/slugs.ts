@@ -65,11 +65,3 @@ export function slugCandidate(base: string, n: number): string {
 export function slugCandidates(base: string, first: number, count: number): string[] {
   return Array.from({ length: count }, (_, i) => slugCandidate(base, first + i))
 }
-
-/** The first candidate of `base` that is not in `taken`. */
-export function firstFreeSlug(base: string, taken: ReadonlySet<string>): string {
-  for (let n = 1; ; n++) {
-    const candidate = slugCandidate(base, n)
-    if (!taken.has(candidate)) return candidate
-  }
-}
