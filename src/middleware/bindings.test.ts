@@ -48,6 +48,12 @@ describe('D1 read replication (Sessions API)', () => {
     expect(anonymous('GET', '/api/v1/posts/1', bookmark)).toBe(bookmark)
     expect(anonymous('GET', '/api/v1/posts')).toBe('first-unconstrained')
     expect(anonymous('GET', '/api/v1/posts', 'not a bookmark')).toBe('first-unconstrained')
+    // Login reads the account where reads go, and re-checks it at the primary in its write.
+    const login = (sent?: string) =>
+      d1SessionStart({ method: 'POST', routeNeedsPrimary: true, routeReadsFirstAtReplica: true, bookmark: sent })
+    expect(login(bookmark)).toBe(bookmark)
+    expect(login()).toBe('first-unconstrained')
+    expect(login('not a bookmark')).toBe('first-unconstrained')
   })
 
   it('every /auth route declares that its D1 session starts at the primary', () => {

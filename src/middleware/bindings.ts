@@ -90,8 +90,7 @@ export function d1SessionStart({
   routeReadsFirstAtReplica = false,
   bookmark,
 }: SessionRequest): D1SessionConstraint | D1SessionBookmark {
-  if (routeReadsFirstAtReplica) return bookmark !== undefined && isBookmark(bookmark) ? bookmark : 'first-unconstrained'
-  if (!isSafeMethod(method) || routeNeedsPrimary) return 'first-primary'
+  if ((!isSafeMethod(method) || routeNeedsPrimary) && !routeReadsFirstAtReplica) return 'first-primary'
   if (bookmark !== undefined && isBookmark(bookmark)) return bookmark
   return 'first-unconstrained'
 }

@@ -87,6 +87,17 @@ async function startBefore(newsletterId: number, subscribers: TestSubscriber[]):
     .run()
 }
 
+/** A new send of a new post to `count` new active subscribers, started right before them, and its snapshot's batches. */
+async function snapshotOfNewSend(count: number) {
+  const admin = await newAdmin()
+  const post = await createPost(admin)
+  const subscribers = await insertSubscribers(count)
+  const newsletter = await newsletterOf(admin, post)
+  await startBefore(newsletter.id, subscribers)
+  const batches = await snapshotBatches(newsletter.id)
+  return { admin, post, subscribers, newsletter, batches }
+}
+
 /** The ledger's batch of a subscriber. */
 async function batchOf(newsletterId: number, subscriber: TestSubscriber, batches: NewsletterBatch[]) {
   const row = (await ledger(newsletterId, [subscriber])).get(subscriber.id)
@@ -329,12 +340,7 @@ describe('batches that arrive together', () => {
   }
 
   it('are claimed in one round trip, and each recipient ends mailed once, skipped or failed with their own batch’s outcome', async () => {
-    const admin = await newAdmin()
-    const post = await createPost(admin)
-    const subscribers = await insertSubscribers(450)
-    const newsletter = await newsletterOf(admin, post)
-    await startBefore(newsletter.id, subscribers)
-    const batches = await snapshotBatches(newsletter.id)
+    const { subscribers, newsletter, batches } = await snapshotOfNewSend(450)
     expect(batches).toHaveLength(5)
     const leaving = subscribers.slice(100, 110)
     await setSubscriberStatus(leaving, 'unsubscribed')
@@ -375,12 +381,7 @@ describe('batches that arrive together', () => {
 
 describe('the queue consumer', () => {
   it('acknowledges what is done, retries the rest after Retry-After or the backoff, and one failing message does not stop the others', async () => {
-    const admin = await newAdmin()
-    const post = await createPost(admin)
-    const subscribers = await insertSubscribers(250)
-    const newsletter = await newsletterOf(admin, post)
-    await startBefore(newsletter.id, subscribers)
-    const batches = await snapshotBatches(newsletter.id)
+    const { admin, subscribers, newsletter, batches } = await snapshotOfNewSend(250)
     const [rateLimited, failing, fine] = await Promise.all(
       [subscribers[0]!, subscribers[100]!, subscribers[200]!].map((subscriber) =>
         batchOf(newsletter.id, subscriber, batches),
@@ -424,12 +425,7 @@ describe('the queue consumer', () => {
   })
 
   it('a dead-lettered batch fails its recipients and the send, which says how far it got', async () => {
-    const admin = await newAdmin()
-    const post = await createPost(admin)
-    const subscribers = await insertSubscribers(250)
-    const newsletter = await newsletterOf(admin, post)
-    await startBefore(newsletter.id, subscribers)
-    const batches = await snapshotBatches(newsletter.id)
+    const { admin, post, subscribers, newsletter, batches } = await snapshotOfNewSend(250)
     const [first, second, third] = batches
     const provider = scenario()
     routeConsoleMailTo(provider)
@@ -549,12 +545,7 @@ describe('starting', () => {
 
 describe('what the provider refuses for good', () => {
   it('a 4xx fails the batch’s recipients with the provider’s words, the API key cut out, and is not retried', async () => {
-    const admin = await newAdmin()
-    const post = await createPost(admin)
-    const subscribers = await insertSubscribers(150)
-    const newsletter = await newsletterOf(admin, post)
-    await startBefore(newsletter.id, subscribers)
-    const batches = await snapshotBatches(newsletter.id)
+    const { subscribers, newsletter, batches } = await snapshotOfNewSend(150)
     const provider = scenario()
     await provider.setFaults([
       {
@@ -645,12 +636,7 @@ describe('idempotency keys', () => {
 describe('cancelling while a batch is at the provider', () => {
   /** A send of `count` subscribers, snapshotted, its batches for the test to deliver. */
   async function sendInProgress(count: number) {
-    const admin = await newAdmin()
-    const post = await createPost(admin)
-    const subscribers = await insertSubscribers(count)
-    const newsletter = await newsletterOf(admin, post)
-    await startBefore(newsletter.id, subscribers)
-    const batches = await snapshotBatches(newsletter.id)
+    const { admin, post, subscribers, newsletter, batches } = await snapshotOfNewSend(count)
     const provider = scenario()
     routeConsoleMailTo(provider)
     return { admin, post, subscribers, newsletter, batches, provider }

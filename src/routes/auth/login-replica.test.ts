@@ -71,25 +71,38 @@ async function sessionCount(userId: number): Promise<number> {
 
 const NEW_PASSWORD = 'a brand new passphrase 2026'
 
-async function changePasswordAtPrimary(user: RegisteredUser): Promise<void> {
+const changePasswordAtPrimary = async (user: RegisteredUser): Promise<void> => {
   const hash = await hashPassword(NEW_PASSWORD, getConfig(env).passwordPepper)
   await env.DB.prepare('UPDATE users SET password_hash = ? WHERE id = ?').bind(hash, user.id).run()
 }
 
+const enrolSecondFactorAtPrimary = async (user: RegisteredUser): Promise<void> => {
+  await env.DB.prepare('UPDATE users SET mfa_enabled = 1 WHERE id = ?').bind(user.id).run()
+}
+
+/**
+ * A new user whose account then changes at the primary only, and a login with `password` (the
+ * registered one by default) through a replica that still has the account as it was.
+ */
+async function loginBehindChange(change: (user: RegisteredUser) => Promise<void>, password?: string) {
+  const user = await registerUser()
+  const before = await accountOf(user)
+  await change(user)
+  const replica = behindReplicaEnv(before)
+  const res = await apiWithEnv(replica.env, 'POST', '/auth/token', {
+    username: user.username,
+    password: password ?? user.password,
+  })
+  return { user, before, res, staleReads: replica.staleReads() }
+}
+
 describe('password login with a replica behind the primary', () => {
   it('the old password, still current at the replica, is refused and starts no session', async () => {
-    const user = await registerUser()
-    const before = await accountOf(user)
-    await changePasswordAtPrimary(user)
-    const replica = behindReplicaEnv(before)
-    const res = await apiWithEnv(replica.env, 'POST', '/auth/token', {
-      username: user.username,
-      password: user.password,
-    })
+    const { user, before, res, staleReads } = await loginBehindChange(changePasswordAtPrimary)
     await expectProblem(res, 401, 'invalid_credentials')
     // The replica's row let the old password through to the guarded batch, which kept nothing; the
     // primary's row then refused it.
-    expect(replica.staleReads()).toBe(1)
+    expect(staleReads).toBe(1)
     expect(d1Calls(res)).toBe(3)
     expect(await sessionCount(user.id)).toBe(0)
     // Nor did the old password's login overwrite the new hash (an upgrade or a login record).
@@ -97,31 +110,17 @@ describe('password login with a replica behind the primary', () => {
   })
 
   it('the new password, not yet at the replica, signs in at once', async () => {
-    const user = await registerUser()
-    const before = await accountOf(user)
-    await changePasswordAtPrimary(user)
-    const replica = behindReplicaEnv(before)
-    const res = await apiWithEnv(replica.env, 'POST', '/auth/token', {
-      username: user.username,
-      password: NEW_PASSWORD,
-    })
+    const { user, res, staleReads } = await loginBehindChange(changePasswordAtPrimary, NEW_PASSWORD)
     expect(res.status, await res.clone().text()).toBe(200)
-    expect(replica.staleReads()).toBe(1)
+    expect(staleReads).toBe(1)
     expect(await res.json()).toHaveProperty('access_token')
     expect(await sessionCount(user.id)).toBe(1)
   })
 
   it('a second factor enrolled since is asked for, and no session starts', async () => {
-    const user = await registerUser()
-    const before = await accountOf(user)
-    await env.DB.prepare('UPDATE users SET mfa_enabled = 1 WHERE id = ?').bind(user.id).run()
-    const replica = behindReplicaEnv(before)
-    const res = await apiWithEnv(replica.env, 'POST', '/auth/token', {
-      username: user.username,
-      password: user.password,
-    })
+    const { user, res, staleReads } = await loginBehindChange(enrolSecondFactorAtPrimary)
     const problem = await expectProblem(res, 401, 'mfa_required')
-    expect(replica.staleReads()).toBe(1)
+    expect(staleReads).toBe(1)
     expect(d1Calls(res)).toBe(3)
     expect(problem).toHaveProperty('mfa_token')
     expect(await sessionCount(user.id)).toBe(0)
