@@ -200,6 +200,7 @@ export const BINDING_KINDS = {
   WRITES_BY_USER: 'rate-limit binding',
   MAIL_QUEUE: 'queue producer binding',
   NEWSLETTER_SENDER: 'Durable Object binding',
+  REVOCATIONS: 'Durable Object binding',
 } as const satisfies Record<keyof Bindings, string>
 
 export interface Bindings {
@@ -218,6 +219,11 @@ export interface Bindings {
    * gives the typed stub.
    */
   NEWSLETTER_SENDER?: DurableObjectNamespace
+  /**
+   * The one RevocationPublisher: coalesces revocations into the shared filter in REVOKED_TOKENS
+   * (src/sessions/revocation-keys.ts). Untyped here for the same reason.
+   */
+  REVOCATIONS?: DurableObjectNamespace
 }
 
 /** What the worker is given: its bindings and, as text, each variable of ConfigSchema. */

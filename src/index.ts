@@ -4,6 +4,7 @@ import type { MailQueueMessage } from './lib/mail-queue-messages'
 
 // The Durable Object class must be exported by the entry module; it imports its work lazily.
 export { NewsletterSender } from './newsletters/sender'
+export { RevocationPublisher } from './sessions/revocation-publisher'
 
 // The Worker's entry. The app (every route, its zod schemas, the OpenAPI registry) is built on
 // the first request of an isolate, not while the isolate starts: a worker deployed to every

@@ -17,7 +17,7 @@ export type AppRouteHandler<R extends RouteConfig, E extends AppEnv = AppEnv> = 
 
 /** What the login-session layer (src/sessions/) needs from a request: its D1, KV, keys and config. */
 export function sessionDeps<E extends AppEnv>(c: Context<E>): SessionDeps {
-  return { db: c.var.db, kv: c.var.kv, keys: c.var.tokenKeys, config: c.var.config }
+  return { db: c.var.db, revocations: c.var.revocations, keys: c.var.tokenKeys, config: c.var.config }
 }
 
 /** The request's Mailer: queues mail some transport may deliver from here, and delivers it after the response. */

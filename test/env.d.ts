@@ -6,7 +6,7 @@ declare global {
     interface GlobalProps {
       mainModule: typeof import('../src/index')
     }
-    interface Env extends Required<Pick<WorkerEnv, 'DB' | 'REVOKED_TOKENS' | 'JWT_SECRET'>> {
+    interface Env extends Required<Pick<WorkerEnv, 'DB' | 'REVOKED_TOKENS' | 'REVOCATIONS' | 'JWT_SECRET'>> {
       TEST_MIGRATIONS: D1Migration[]
       /** An empty database for test/upgrade.test.ts: migrated step by step, never by test/setup.ts. */
       UPGRADE_DB: D1Database

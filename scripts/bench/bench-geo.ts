@@ -38,6 +38,7 @@ import type { ServedWorker } from './serve'
 // Spelled as in geo-worker.ts.
 const REGION_HEADER = 'x-bench-region'
 const KV_HEADER = 'x-bench-kv'
+const LOCATION_HEADER = 'x-bench-location'
 const COUNTS_HEADER = 'x-bench-geo'
 
 const { values: flags } = parseArgs({
@@ -128,11 +129,17 @@ interface Scenario {
   status: number
   /** X-Edge-Cache expected of every measured response (absent: not checked). */
   edgeCache?: 'HIT' | 'MISS'
-  kvCold?: boolean
+  /**
+   * KV at the location (geo-worker.ts): every key hot (absent), every key cold, or `idle`: the
+   * session's own key cold and the shared revocation filter hot.
+   */
+  kv?: 'cold' | 'idle'
   signedIn?: boolean
   /** Run once, unmeasured and with zero waits, before the samples of a region (e.g. fill the edge cache). */
   warm?: boolean
   request: (client: Client) => { path: string; init?: RequestInit }
+  /** Run before the samples of each region, unmeasured (e.g. revoke a fresh session). */
+  before?: (session: Session) => Promise<void>
   /** Reads what the next request needs from a response (rotated refresh tokens). */
   onBody?: (client: Client, body: string) => void
 }
@@ -143,6 +150,8 @@ interface Session {
   client: Client
   credentials: Credentials
   postIds: number[]
+  /** An access token whose session was revoked at another location (me-revoked). */
+  revokedAccess: string
 }
 
 interface Measured {
@@ -172,7 +181,23 @@ function scenarios(session: Session): Scenario[] {
   return [
     { id: 'health', name: 'GET /health', status: 200, request: () => ({ path: '/api/v1/health' }) },
     signedInGet('me', 'GET /users/me (signed in)', '/api/v1/users/me'),
-    signedInGet('me-cold-kv', 'GET /users/me (signed in, cold KV read)', '/api/v1/users/me', { kvCold: true }),
+    signedInGet('me-idle', 'GET /users/me (idle session, first request)', '/api/v1/users/me', { kv: 'idle' }),
+    signedInGet('me-cold-kv', 'GET /users/me (signed in, every KV read cold)', '/api/v1/users/me', { kv: 'cold' }),
+    {
+      id: 'me-revoked',
+      name: 'GET /users/me (session revoked at another location)',
+      status: 401,
+      kv: 'idle',
+      before: revokeElsewhere,
+      request: () => ({
+        path: '/api/v1/users/me',
+        init: { headers: { authorization: `Bearer ${session.revokedAccess}` } },
+      }),
+      onBody: (_c, body) => {
+        const code = (JSON.parse(body) as { code?: string }).code
+        if (code !== 'token_revoked') throw new Error(`me-revoked: expected token_revoked, got ${code}`)
+      },
+    },
     signedInGet('posts-auth', 'GET /posts?limit=20 (signed in)', '/api/v1/posts?limit=20'),
     {
       id: 'posts-edge',
@@ -222,6 +247,31 @@ function scenarios(session: Session): Scenario[] {
 
 // ---- measuring ----------------------------------------------------------------------------------
 
+const REVOCATION_WAIT_MS = 10_000
+
+/**
+ * A fresh session, logged out at another location (its marker stays in that location's cache), and
+ * kept in `session.revokedAccess` once the shared filter has it: the RevocationPublisher writes it
+ * within a second (docs/design.md § Revocation), and the local KV has no propagation delay.
+ */
+async function revokeElsewhere(session: Session): Promise<void> {
+  const pair = await login(session.base, session.credentials)
+  const headers = { authorization: `Bearer ${pair.access_token}`, [LOCATION_HEADER]: 'elsewhere' }
+  const logout = await fetch(`${session.base}/api/v1/auth/logout`, { method: 'POST', headers })
+  if (logout.status !== 204) throw new Error(`logout for me-revoked: ${logout.status} ${await logout.text()}`)
+  const deadline = Date.now() + REVOCATION_WAIT_MS
+  for (;;) {
+    const probe = await fetch(`${session.base}/api/v1/users/me`, {
+      headers: { authorization: `Bearer ${pair.access_token}` },
+    })
+    await probe.body?.cancel()
+    if (probe.status === 401) break
+    if (Date.now() > deadline) throw new Error('me-revoked: the revocation never reached the shared filter')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  session.revokedAccess = pair.access_token
+}
+
 /** A fresh access token before each signed-in run (ACCESS_TOKEN_TTL is 300 s); zero waits. */
 async function refreshTokens(session: Session): Promise<void> {
   const { client } = session
@@ -244,7 +294,7 @@ async function once(session: Session, scenario: Scenario, region: string | undef
   const { path, init = {} } = scenario.request(client)
   const headers = new Headers(init.headers)
   if (region !== undefined) headers.set(REGION_HEADER, region)
-  if (scenario.kvCold === true) headers.set(KV_HEADER, 'cold')
+  if (scenario.kv !== undefined) headers.set(KV_HEADER, scenario.kv)
   if (client.bookmark !== undefined) headers.set('x-d1-bookmark', client.bookmark)
   const started = performance.now()
   const response = await fetch(`${session.base}${path}`, { ...init, headers })
@@ -267,6 +317,7 @@ async function once(session: Session, scenario: Scenario, region: string | undef
 /** SAMPLES sequential requests of a scenario in a region (undefined: the zero-wait baseline). */
 async function measure(session: Session, scenario: Scenario, region: string | undefined): Promise<Measured> {
   if (scenario.signedIn === true) await refreshTokens(session)
+  await scenario.before?.(session)
   if (scenario.warm === true) await once(session, scenario, undefined)
   const runs: Sample[] = []
   for (let i = 0; i < SAMPLES; i += 1) runs.push(await once(session, scenario, region))
@@ -292,6 +343,7 @@ async function warmUp(session: Session, selected: Scenario[]): Promise<void> {
   for (const scenario of selected)
     for (let i = 0; i < 3; i += 1) {
       if (scenario.signedIn === true) await refreshTokens(session)
+      await scenario.before?.(session)
       if (scenario.warm === true) await once(session, scenario, undefined)
       await once(session, scenario, undefined)
     }
@@ -391,6 +443,8 @@ interface GeoTarget {
 
 const SYDNEY_TARGETS = [
   { name: 'signed-in GET /users/me', scenario: 'GET /users/me (signed in)', max: 0.33 },
+  // The shared filter is hot wherever the API serves signed-in users; the session's key is not read.
+  { name: 'idle session, first request', scenario: 'GET /users/me (idle session, first request)', max: 0.33 },
   {
     name: 'anonymous post list from the edge cache',
     scenario: 'GET /posts?limit=20 (anonymous, edge cache)',
@@ -442,7 +496,7 @@ function printGeoReport(rows: Row[], targets: GeoTarget[]): void {
   console.log(
     '\nnotes: a model, not a measurement: round trips from scripts/bench/geo-rtt.json are slept in the worker; local D1/KV/cache and CPU time ' +
       '(PBKDF2 included) are measured on this machine, and the same for both columns. Single origin = client↔PoP + PoP↔Virginia + the local ' +
-      'time of the same request with every wait zero. KV reads are hot except in the "cold KV read" row.',
+      'time of the same request with every wait zero. KV reads are hot except the session\'s own key in the "idle session" and "revoked" rows and every read in the "every KV read cold" row.',
   )
 }
 
@@ -466,7 +520,7 @@ async function openSession(served: ServedWorker): Promise<Session> {
   log(`seeded 1 user and ${postIds.length} posts`)
   const pair = await login(served.base, credentials)
   const client: Client = { access: pair.access_token, refresh: pair.refresh_token, bookmark: undefined }
-  return { base: served.base, client, credentials, postIds }
+  return { base: served.base, client, credentials, postIds, revokedAccess: '' }
 }
 
 async function benchGeo(workDir: string): Promise<void> {

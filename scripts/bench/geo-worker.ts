@@ -11,9 +11,16 @@
 //         region's replica for 'first-unconstrained' or a bookmark. A write is forwarded to the
 //         primary (D1 replicas serve reads only), and the session stays there afterwards (the
 //         replica may not have the write yet). DB used without a session goes to the primary.
-//   KV    get/getWithMetadata: a hot read (cached at the location) or, with `x-bench-kv: cold`,
-//         a cold read (central store); list: cold; put/delete: a write to the central store.
+//   KV    get/getWithMetadata: a hot read (cached at the location) by default; with `x-bench-kv:
+//         cold` every read is cold (central store); with `x-bench-kv: idle` a session's own key
+//         (`sid:…`) is cold and the shared keys every signed-in request reads (the revocation
+//         filter) stay hot: what the first request of a session idle for longer than
+//         REVOCATION_CACHE_TTL meets at a location that serves other users. list: cold;
+//         put/delete: a write to the central store.
 //   Cache caches.default match/put/delete (Cache.prototype, patched here): answered at the location.
+//         The Cache API does not replicate between locations: `x-bench-location: NAME` gives a
+//         request its own cache (e.g. a logout made at another location leaves no marker here).
+//   DO    the RevocationPublisher (logout, …): unmodelled, no bench row measures a revocation.
 //   Rate limiters limit(): answered at the location.
 //
 // The model (milliseconds per region) comes from the BENCH_GEO_MODEL binding (JSON written by
@@ -22,8 +29,8 @@
 // Each response carries `x-bench-geo`, the count of modelled calls of each kind.
 import { AsyncLocalStorage } from 'node:async_hooks'
 import worker from '../../src/index'
-// wrangler.toml binds the newsletter's Durable Object: the entry must export its class (unmodelled).
-export { NewsletterSender } from '../../src/index'
+// wrangler.toml binds these Durable Objects: the entry must export their classes (unmodelled).
+export { NewsletterSender, RevocationPublisher } from '../../src/index'
 import type { Env } from '../../src/config'
 import type { MailQueueMessage } from '../../src/lib/mail-queue-messages'
 
@@ -45,6 +52,7 @@ export interface GeoModel {
 // Also spelled out in bench-geo.ts (a Worker module exports only handlers and types).
 const REGION_HEADER = 'x-bench-region'
 const KV_HEADER = 'x-bench-kv'
+const LOCATION_HEADER = 'x-bench-location'
 const COUNTS_HEADER = 'x-bench-geo'
 
 type GeoEnv = Env & { BENCH_GEO_MODEL?: string }
@@ -61,9 +69,13 @@ const ZERO: GeoWaits = {
 const COUNTED = ['d1Primary', 'd1Replica', 'kvHot', 'kvCold', 'kvWrite', 'cache', 'rateLimit'] as const
 type Counted = (typeof COUNTED)[number]
 
+type KvState = 'hot' | 'cold' | 'idle'
+
 interface RequestModel {
   waits: GeoWaits
-  kvCold: boolean
+  kv: KvState
+  /** Another location's Cache API (absent: this one's). */
+  location: string | undefined
   counts: Record<Counted, number>
 }
 
@@ -179,6 +191,13 @@ function geoD1(db: D1Database): D1Database {
 
 // ---- KV, rate limiters, Cache API ---------------------------------------------------------------
 
+/** A session's own revocation key (src/sessions/revocation-keys.ts names it). */
+const SESSION_KEY = /^sid:/
+
+function isColdRead(state: KvState, key: string): boolean {
+  return state === 'cold' || (state === 'idle' && SESSION_KEY.test(key))
+}
+
 function geoKv(kv: KVNamespace): KVNamespace {
   return new Proxy(kv, {
     get(target, property) {
@@ -187,7 +206,7 @@ function geoKv(kv: KVNamespace): KVNamespace {
       const call = (args: unknown[]) => () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
       if (property === 'get' || property === 'getWithMetadata') {
         return (...args: unknown[]) =>
-          current.getStore()?.kvCold === true
+          isColdRead(current.getStore()?.kv ?? 'hot', String(args[0]))
             ? roundTrip('kvCold', (w) => w.kvColdReadMs, call(args))
             : roundTrip('kvHot', (w) => w.kvHotReadMs, call(args))
       }
@@ -219,27 +238,36 @@ function patchCacheApi(): void {
   cachePatched = true
   const proto = Object.getPrototypeOf(caches.default) as Cache
   const { match, put, delete: remove } = proto
-  proto.match = function (this: Cache, ...args: Parameters<Cache['match']>) {
+  proto.match = function (this: Cache, key: RequestInfo | URL, options?: CacheQueryOptions) {
     return atLocation(
       'cache',
       (w) => w.cacheMs,
-      () => match.apply(this, args),
+      () => match.call(this, atThisLocation(key), options),
     )
   }
-  proto.put = function (this: Cache, ...args: Parameters<Cache['put']>) {
+  proto.put = function (this: Cache, key: RequestInfo | URL, response: Response) {
     return atLocation(
       'cache',
       (w) => w.cacheMs,
-      () => put.apply(this, args),
+      () => put.call(this, atThisLocation(key), response),
     )
   }
-  proto.delete = function (this: Cache, ...args: Parameters<Cache['delete']>) {
+  proto.delete = function (this: Cache, key: RequestInfo | URL, options?: CacheQueryOptions) {
     return atLocation(
       'cache',
       (w) => w.cacheMs,
-      () => remove.apply(this, args),
+      () => remove.call(this, atThisLocation(key), options),
     )
   }
+}
+
+/** The cache key as another location's cache would hold it (unchanged for this location). */
+function atThisLocation(key: RequestInfo | URL): RequestInfo | URL {
+  const location = current.getStore()?.location
+  if (location === undefined) return key
+  const url = new URL(key instanceof Request ? key.url : String(key))
+  url.searchParams.set('bench-location', location)
+  return key instanceof Request ? new Request(url, key) : url
 }
 
 // ---- the entry ----------------------------------------------------------------------------------
@@ -275,6 +303,10 @@ function waitsFor(env: GeoEnv, region: string | null): GeoWaits | undefined {
   return model.regions[region]
 }
 
+function kvStateOf(header: string | null): KvState {
+  return header === 'cold' || header === 'idle' ? header : 'hot'
+}
+
 export default {
   async fetch(request: Request, env: GeoEnv, ctx: ExecutionContext): Promise<Response> {
     patchCacheApi()
@@ -284,12 +316,14 @@ export default {
       return new Response(`geo-worker: unknown region ${JSON.stringify(region)}\n`, { status: 400 })
     const model: RequestModel = {
       waits,
-      kvCold: request.headers.get(KV_HEADER) === 'cold',
+      kv: kvStateOf(request.headers.get(KV_HEADER)),
+      location: request.headers.get(LOCATION_HEADER) ?? undefined,
       counts: { d1Primary: 0, d1Replica: 0, kvHot: 0, kvCold: 0, kvWrite: 0, cache: 0, rateLimit: 0 },
     }
     const forwarded = new Request(request)
     forwarded.headers.delete(REGION_HEADER)
     forwarded.headers.delete(KV_HEADER)
+    forwarded.headers.delete(LOCATION_HEADER)
     const response = await current.run(model, () => worker.fetch(forwarded, wrapEnv(env), ctx))
     const answered = new Response(response.body, response)
     answered.headers.set(COUNTS_HEADER, COUNTED.map((kind) => `${kind}=${model.counts[kind]}`).join(';'))

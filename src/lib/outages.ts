@@ -22,7 +22,7 @@ export class DependencyUnavailable extends Error {
   override readonly name = 'DependencyUnavailable'
 
   constructor(
-    readonly dependency: 'D1' | 'KV',
+    readonly dependency: 'D1' | 'KV' | 'The revocation publisher',
     cause: unknown,
   ) {
     super(`${dependency} is unavailable`, { cause })

@@ -7,7 +7,7 @@ import { posts, users } from '../db/schema'
 import { onError } from '../errors'
 import { ACCESS_COOKIE, CSRF_HEADER, setTokenCookies } from '../http/cookie-mode'
 import { createRouter } from '../router'
-import { revokeSessionKeys } from '../sessions/revocation-keys'
+import { revocationStoreOf, revokeSessionKeys } from '../sessions/revocation-keys'
 import { requireAdmin, requireUser } from './authenticate'
 import type { Auth } from './authenticate'
 import { withBindings } from './bindings'
@@ -64,7 +64,7 @@ async function accessToken(sub: string | number, claims: Record<string, unknown>
 
 function revoke(minted: Minted): Promise<void> {
   return revokeSessionKeys(
-    env.REVOKED_TOKENS,
+    revocationStoreOf(env),
     [{ sid: minted.sid, lastTokenExpiresAt: minted.exp }],
     'test revocation',
     new Date(),

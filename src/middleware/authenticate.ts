@@ -130,7 +130,11 @@ async function authenticate<V extends object>(
   if (userId === null) throw userGone()
   if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
   const timings = c.var.timings
-  const revocation = assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
+  const revocation = assertSessionNotRevoked(
+    c.var.revocations,
+    claims.sid,
+    c.var.config.tokens.revocationCacheTtlSeconds,
+  )
   const atAuthentication = { ...timings }
   const admitted = isSafeMethod(c.req.method)
     ? revocation

@@ -8,12 +8,16 @@ import type { D1Start, WriteGate } from '../lib/timed-bindings'
 import type { EdgeCacheVariables } from './edge-cache'
 import type { ObserveVariables } from './observe'
 import { policyOf } from './route-policy'
+import { revocationStoreOf } from '../sessions/revocation-keys'
+import type { RevocationStore } from '../sessions/revocation-keys'
 
 export interface BindingVariables {
   /** drizzle over this request's D1 session, timed for Server-Timing. */
   db: Db
   /** REVOKED_TOKENS, timed for Server-Timing. */
   kv: KVNamespace
+  /** Where revocations are written and checked: the timed KV, the publisher, this location's markers. */
+  revocations: RevocationStore
   /** Holds D1 and KV writes back until it settles (requireUser sets it to the revocation check). */
   writeGate: WriteGate
   /** drizzle over D1 without a session, which reads at the primary (timed as `db`). */
@@ -43,7 +47,9 @@ export function withBindings() {
       c.set('writeGate', writeGate)
       // drizzle needs only prepare() and batch(), which a D1 session has.
       c.set('db', createDb({ DB: timedD1(session as unknown as D1Database, timings, undefined, writeGate) }))
-      c.set('kv', timedKv(c.env.REVOKED_TOKENS, timings, undefined, writeGate))
+      const kv = timedKv(c.env.REVOKED_TOKENS, timings, undefined, writeGate)
+      c.set('kv', kv)
+      c.set('revocations', revocationStoreOf(c.env, { kv, timings }))
       let primary: Db | undefined
       // D1 without a session reads at the primary; made on first use (only login's failures need it).
       c.set('primaryDb', () => {

@@ -1,15 +1,16 @@
 import type { Config } from '../config'
 import type { Db } from '../db/client'
 import type { TokenKeys } from '../lib/token-keys'
+import type { RevocationStore } from './revocation-keys'
 
 /**
- * What the login-session protocol works with: the request's D1, the revocation namespace, the
+ * What the login-session protocol works with: the request's D1, where revocations are kept, the
  * token keys and the configuration. One object, so each function takes it whole rather than a
  * list of its parts.
  */
 export interface SessionDeps {
   db: Db
-  kv: KVNamespace
+  revocations: RevocationStore
   keys: TokenKeys
   config: Config
 }

@@ -13,10 +13,11 @@ import { listDevices, signOutDevice } from './devices'
 import type { Caller } from './devices'
 import { rotateRefreshToken } from './rotate'
 import { startLoginSession } from './start'
+import { revocationStoreOf } from './revocation-keys'
 
 const db = createDb({ DB: env.DB })
 const config = getConfig(env)
-const deps: SessionDeps = { db, kv: env.REVOKED_TOKENS, keys: await loadTokenKeys(config.tokens), config }
+const deps: SessionDeps = { db, revocations: revocationStoreOf(env), keys: await loadTokenKeys(config.tokens), config }
 const { accessTtlSeconds, leewaySeconds, refreshTtlSeconds, sessionMaxAgeSeconds } = deps.keys
 const HOUR = 3_600_000
 const DAY_S = 86_400

@@ -47,7 +47,10 @@ export async function signOutDevice(deps: SessionDeps, caller: Caller, sid: stri
   // Revoked in D1 while its access tokens may live: ended already, unless an earlier attempt
   // failed before its KV key was written (the row and the key are written at once). Then this
   // retry finishes it.
-  if (state === 'revoked' && (await isSessionRevoked(deps.kv, sid, deps.config.tokens.revocationCacheTtlSeconds))) {
+  if (
+    state === 'revoked' &&
+    (await isSessionRevoked(deps.revocations, sid, deps.config.tokens.revocationCacheTtlSeconds))
+  ) {
     return false
   }
   const own = sid === caller.sessionId

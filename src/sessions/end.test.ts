@@ -1,3 +1,4 @@
+import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { uniqueName } from '../../test/helpers'
@@ -8,10 +9,11 @@ import { findUserById, insertUser, setPassword, userIdByEmail } from '../db/user
 import { loadTokenKeys } from '../lib/token-keys'
 import type { SessionDeps } from './deps'
 import { endSessions } from './end'
+import { publisherOf, revocationStoreOf } from './revocation-keys'
 
 const db = createDb({ DB: env.DB })
 const config = getConfig(env)
-const deps: SessionDeps = { db, kv: env.REVOKED_TOKENS, keys: await loadTokenKeys(config.tokens), config }
+const deps: SessionDeps = { db, revocations: revocationStoreOf(env), keys: await loadTokenKeys(config.tokens), config }
 const { accessTtlSeconds, leewaySeconds, refreshTtlSeconds } = deps.keys
 const DAY_S = 86_400
 
@@ -50,6 +52,14 @@ async function userWithSessions(count: number, now: Date) {
 /** Marks a session revoked at `revokedAt` in D1 only, as an earlier revocation would have. */
 async function revokeInD1(userId: number, sid: string, revokedAt: Date): Promise<void> {
   await db.batch([revokeSessionRows(db, userId, { only: [sid] }, { refreshExpiredAfter: revokedAt }, revokedAt)])
+}
+
+/** Until when the RevocationPublisher holds the session for the shared filter (epoch seconds). */
+async function heldInFilterUntil(sid: string): Promise<number | undefined> {
+  return runInDurableObject(publisherOf(env.REVOCATIONS), (_object, state) => {
+    const [row] = state.storage.sql.exec<{ until: number }>('SELECT until FROM revoked WHERE sid = ?', sid).toArray()
+    return row?.until
+  })
 }
 
 const revokedAt = async (sid: string) => (await findSession(db, sid))?.revokedAt
@@ -123,6 +133,20 @@ describe('endSessions { only }', () => {
     expect(await keyExpiration(foreign)).toBeGreaterThanOrEqual(tokenExpiresAt)
   })
 
+  it('holds a session D1 knows in the shared filter for an access-token lifetime, one it never saw as long as its key', async () => {
+    const now = new Date()
+    const { id, sids } = await userWithSessions(1, now)
+    const [known] = sids as [string]
+    const foreign = crypto.randomUUID()
+
+    await endSessions(deps, id, { only: [known] }, 'logout', now)
+    await endSessions(deps, id, { only: [foreign] }, 'logout', now)
+
+    const accessWindow = toSeconds(now) + accessTtlSeconds + leewaySeconds
+    expect(await heldInFilterUntil(known)).toBe(accessWindow)
+    expect(await heldInFilterUntil(foreign)).toBeGreaterThanOrEqual(toSeconds(now) + refreshTtlSeconds)
+  })
+
   it('changes in D1 only rows of the user, and keeps the first revocation time of an ended session', async () => {
     const now = new Date()
     const me = await userWithSessions(1, now)
@@ -141,9 +165,15 @@ describe('endSessions { only }', () => {
     const { id, sids } = await userWithSessions(1, now)
     const sid = sids[0]!
 
-    await expect(endSessions({ ...deps, kv: kvFailingFrom(1) }, id, { only: [sid] }, 'logout', now)).rejects.toThrow(
-      'KV unavailable',
-    )
+    await expect(
+      endSessions(
+        { ...deps, revocations: revocationStoreOf(env, { kv: kvFailingFrom(1) }) },
+        id,
+        { only: [sid] },
+        'logout',
+        now,
+      ),
+    ).rejects.toThrow('KV unavailable')
     expect(await revokedAt(sid)).toEqual(now)
     expect(await keyOf(sid)).toBeNull()
 
@@ -264,9 +294,16 @@ describe('endSessions: afterCommit', () => {
     const kv = kvFailingFrom(others.length + 1)
     const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
 
-    await endSessions({ ...deps, kv }, id, { all: true, callerSid: caller }, 'password changed', now, {
-      afterCommit: 'log',
-    })
+    await endSessions(
+      { ...deps, revocations: revocationStoreOf(env, { kv }) },
+      id,
+      { all: true, callerSid: caller },
+      'password changed',
+      now,
+      {
+        afterCommit: 'log',
+      },
+    )
 
     for (const sid of sids) expect(await revokedAt(sid)).toEqual(now)
     for (const sid of others) expect(await keyOf(sid)).toBe('password changed')
@@ -289,7 +326,14 @@ describe('endSessions: afterCommit', () => {
     const [caller, other] = sids as [string, string]
 
     await expect(
-      endSessions({ ...deps, kv: kvFailingFrom(2) }, id, { all: true, callerSid: caller }, 'logout-all', now, options),
+      endSessions(
+        { ...deps, revocations: revocationStoreOf(env, { kv: kvFailingFrom(2) }) },
+        id,
+        { all: true, callerSid: caller },
+        'logout-all',
+        now,
+        options,
+      ),
     ).rejects.toThrow('KV unavailable')
 
     expect(await revokedAt(caller)).toEqual(now)
@@ -302,7 +346,14 @@ describe('endSessions: afterCommit', () => {
     const { id, sids } = await userWithSessions(2, now)
 
     await expect(
-      endSessions({ ...deps, kv: kvFailingFrom(1) }, id, { all: true }, 'logout-all', now, { afterCommit: 'log' }),
+      endSessions(
+        { ...deps, revocations: revocationStoreOf(env, { kv: kvFailingFrom(1) }) },
+        id,
+        { all: true },
+        'logout-all',
+        now,
+        { afterCommit: 'log' },
+      ),
     ).rejects.toThrow('KV unavailable')
 
     for (const sid of sids) expect(await revokedAt(sid)).toBeNull()

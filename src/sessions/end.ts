@@ -5,7 +5,7 @@ import { markAllSessionsEnded } from '../db/users'
 import type { RevocableSession, SessionSelection } from '../db/sessions'
 import type { SessionDeps } from './deps'
 import { lastTokenExpiry, secondsBefore } from './deps'
-import { revokeSessionKeys } from './revocation-keys'
+import { extendFilterEntries, revokeSessionKeys } from './revocation-keys'
 import type { SessionRevocation } from './revocation-keys'
 
 /**
@@ -124,20 +124,42 @@ async function endNamedSessions(deps: SessionDeps, request: NamedSessionsEnd): P
   // token minted now could expire.
   const refreshLimit = new Date(now.getTime() + deps.keys.refreshTtlSeconds * 1000)
   const lastTokenExpiresAt = Math.max(which.tokenExpiresAt ?? 0, lastTokenExpiry(refreshLimit, deps.keys, now))
-  const keys = sids.map((sid) => ({ sid, lastTokenExpiresAt }))
+  // Every token edgepress minted for a session D1 knows expires by then (refresh stops at the
+  // row), so the shared filter need not hold it longer; a session D1 does not know is held as long
+  // as its key (below), since whoever minted its tokens may mint more.
+  const filterUntil = Math.max(which.tokenExpiresAt ?? 0, lastTokenExpiry(undefined, deps.keys, now))
+  const keys = sids.map((sid) => ({ sid, lastTokenExpiresAt, filterUntil }))
   const revokeRows = rowRevoker(deps, { only: sids }, now)
   if (commit !== undefined) {
-    await revokeSessionKeys(deps.kv, keys, reason, now)
+    await revokeSessionKeys(
+      deps.revocations,
+      keys.map(({ sid }) => ({ sid, lastTokenExpiresAt })),
+      reason,
+      now,
+    )
     await commit(revokeRows)
     return
   }
-  const outcomes = await Promise.allSettled([
+  const [rows, written] = await Promise.allSettled([
     deps.db.batch(revokeRows(userId)),
-    revokeSessionKeys(deps.kv, keys, reason, now),
+    revokeSessionKeys(deps.revocations, keys, reason, now),
   ])
   // Both have finished, so whichever succeeded has taken effect; a failure still fails the request.
-  const failed = outcomes.find((outcome) => outcome.status === 'rejected')
-  if (failed !== undefined) throw failed.reason
+  if (rows.status === 'rejected') throw rows.reason
+  if (written.status === 'rejected') throw written.reason
+  if (changedRows(rows.value) < sids.length) {
+    await extendFilterEntries(
+      deps.revocations,
+      sids.map((sid) => ({ sid, until: lastTokenExpiresAt })),
+    )
+  }
+}
+
+/** Rows the batch's statements changed, added up. */
+function changedRows(results: readonly unknown[]): number {
+  let changed = 0
+  for (const result of results) changed += (result as { meta?: { changes?: number } }).meta?.changes ?? 0
+  return changed
 }
 
 function revocableSessions(
@@ -161,6 +183,6 @@ async function writeKeys(
     if (skip.includes(sid) || written.has(sid) || toWrite.has(sid)) continue
     toWrite.set(sid, { sid, lastTokenExpiresAt: lastTokenExpiry(refreshExpiresAt, deps.keys, now) })
   }
-  await revokeSessionKeys(deps.kv, [...toWrite.values()], reason, now)
+  await revokeSessionKeys(deps.revocations, [...toWrite.values()], reason, now)
   for (const sid of toWrite.keys()) written.add(sid)
 }

@@ -1,6 +1,202 @@
+import { runDurableObjectAlarm } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { isSessionRevoked, revokeSessionKeys } from './revocation-keys'
+import { ApiError } from '../lib/api-error'
+import { DependencyUnavailable } from '../lib/outages'
+import {
+  REVOCATION_FILTER_KEY,
+  decodeRevocationFilter,
+  encodeRevocationFilter,
+  fingerprintOf,
+} from './revocation-filter'
+import { PUBLISH_INTERVAL_MS } from './revocation-publisher'
+import type { RevocationPublisher } from './revocation-publisher'
+import {
+  assertSessionNotRevoked,
+  isSessionRevoked,
+  publisherOf,
+  revocationStoreOf,
+  revokeSessionKeys,
+} from './revocation-keys'
+import type { RevocationStore } from './revocation-keys'
+
+// The three places a revocation is kept (revocation-keys.ts): the exact key, the shared filter
+// the RevocationPublisher writes, and this location's marker. "Another location" is a store
+// without markers: it learns of a revocation only from the filter and the exact key.
+
+const publisher = (): DurableObjectStub<RevocationPublisher> => publisherOf(env.REVOCATIONS)
+
+/** Runs the publisher's pending alarm now (whenever it was due): the filter holds every record so far. */
+async function publishNow(): Promise<void> {
+  await runDurableObjectAlarm(publisher())
+}
+
+/**
+ * REVOKED_TOKENS that records the keys read through it; `filter`, when given, is what it answers
+ * for the shared filter's key (null: none published).
+ */
+function readingKv(filter?: ArrayBuffer | null): { kv: KVNamespace; reads: string[] } {
+  const reads: string[] = []
+  const real = env.REVOKED_TOKENS
+  const kv = new Proxy(real, {
+    get(target, property) {
+      if (property === 'get')
+        return (key: string, options: unknown) => {
+          reads.push(key)
+          if (key === REVOCATION_FILTER_KEY && filter !== undefined) return Promise.resolve(filter)
+          return target.get(key, options as KVNamespaceGetOptions<'text'>)
+        }
+      const value = Reflect.get(target, property, target) as unknown
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+    },
+  }) as KVNamespace
+  return { kv, reads }
+}
+
+const elsewhere = (overrides: Partial<RevocationStore> = {}): RevocationStore =>
+  revocationStoreOf(env, { markers: undefined, ...overrides })
+const here = (): RevocationStore => revocationStoreOf(env)
+const inFiveMinutes = () => Math.floor(Date.now() / 1000) + 300
+
+async function revoke(store: RevocationStore, sids: string[]): Promise<void> {
+  const lastTokenExpiresAt = inFiveMinutes()
+  await revokeSessionKeys(
+    store,
+    sids.map((sid) => ({ sid, lastTokenExpiresAt })),
+    'test',
+    new Date(),
+  )
+}
+
+describe('the revocation filter', () => {
+  it('finds exactly the fingerprints it was built from, whatever their order', () => {
+    const sids = Array.from({ length: 500 }, () => crypto.randomUUID())
+    const filter = decodeRevocationFilter(encodeRevocationFilter([...sids, ...sids].map(fingerprintOf), new Date(5)))
+    expect(filter?.size).toBe(500)
+    expect(filter?.publishedAt.getTime()).toBe(5)
+    expect(sids.every((sid) => filter?.mayHold(sid))).toBe(true)
+    const strangers = Array.from({ length: 500 }, () => crypto.randomUUID())
+    expect(strangers.filter((sid) => filter?.mayHold(sid)).length).toBe(0)
+  })
+
+  it('refuses bytes that are not a filter (then the exact keys are read)', () => {
+    expect(decodeRevocationFilter(new ArrayBuffer(3))).toBeUndefined()
+    const truncated = encodeRevocationFilter([1, 2, 3], new Date()).slice(0, 20)
+    expect(decodeRevocationFilter(truncated)).toBeUndefined()
+    expect(
+      decodeRevocationFilter(new TextEncoder().encode('not a filter, just text!').buffer as ArrayBuffer),
+    ).toBeUndefined()
+  })
+
+  it('costs 4 bytes per revoked session on a 16-byte header', () => {
+    expect(encodeRevocationFilter([], new Date()).byteLength).toBe(16)
+    expect(encodeRevocationFilter([1, 2, 3, 4, 5], new Date()).byteLength).toBe(36)
+  })
+})
+
+describe('revocation through the filter, seen from another location', () => {
+  it('refuses a revoked session once the filter is published, reading the exact key only then', async () => {
+    const sid = crypto.randomUUID()
+    await revoke(elsewhere(), [sid])
+    await publishNow()
+    const { kv, reads } = readingKv()
+    expect(await isSessionRevoked(elsewhere({ kv }), sid, 60)).toBe(true)
+    expect(reads).toEqual([REVOCATION_FILTER_KEY, `sid:${sid}`])
+  })
+
+  it('admits a session that is not revoked with one read, of the shared filter', async () => {
+    await revoke(elsewhere(), [crypto.randomUUID()])
+    await publishNow()
+    const { kv, reads } = readingKv()
+    expect(await isSessionRevoked(elsewhere({ kv }), crypto.randomUUID(), 60)).toBe(false)
+    expect(reads).toEqual([REVOCATION_FILTER_KEY])
+  })
+
+  it('admits a session whose fingerprint the filter holds but which was never revoked', async () => {
+    const sid = crypto.randomUUID()
+    // A filter exactly as the publisher writes it, holding this live session's fingerprint.
+    const { kv, reads } = readingKv(encodeRevocationFilter([fingerprintOf(sid)], new Date()))
+    const store = elsewhere({ kv })
+    expect(await isSessionRevoked(store, sid, 60)).toBe(false)
+    expect(reads).toEqual([REVOCATION_FILTER_KEY, `sid:${sid}`])
+  })
+
+  it('falls back to the exact key when no filter has been published', async () => {
+    const sid = crypto.randomUUID()
+    await revoke(elsewhere(), [sid])
+    const { kv: withoutFilter } = readingKv(null)
+    expect(await isSessionRevoked(elsewhere({ kv: withoutFilter }), sid, 60)).toBe(true)
+    expect(await isSessionRevoked(elsewhere({ kv: withoutFilter }), crypto.randomUUID(), 60)).toBe(false)
+  })
+
+  it('answers 503 with Retry-After when the filter cannot be read', async () => {
+    const down = {
+      get: () => Promise.reject(new Error('KV GET failed: 500 Internal Server Error')),
+    } as unknown as KVNamespace
+    const refused = await assertSessionNotRevoked(elsewhere({ kv: down }), crypto.randomUUID(), 60).catch((e) => e)
+    expect(refused).toBeInstanceOf(ApiError)
+    expect(refused).toMatchObject({ status: 503, code: 'service_unavailable' })
+    expect((refused as ApiError).extra.headers).toMatchObject({ 'Retry-After': '5' })
+  })
+
+  it('sees a burst of 1,000 revocations in one second, published together within the interval', async () => {
+    const sids = Array.from({ length: 1000 }, () => crypto.randomUUID())
+    const started = Date.now()
+    const answers = await Promise.all(
+      sids.map((sid) =>
+        publisher()
+          .record([{ sid, until: inFiveMinutes() }])
+          .then((a) => ({ ...a, at: Date.now() })),
+      ),
+    )
+    // Every revocation is in a copy written at most one interval after it was recorded, and the
+    // whole burst shares at most two copies (the one due and the next): KV sees ≤ 1 write/s.
+    for (const { publishAt, at } of answers) expect(publishAt).toBeLessThanOrEqual(at + PUBLISH_INTERVAL_MS)
+    expect(new Set(answers.map((a) => a.publishAt)).size).toBeLessThanOrEqual(2)
+    expect(Math.min(...answers.map((a) => a.publishAt))).toBeGreaterThanOrEqual(started - PUBLISH_INTERVAL_MS)
+    await publishNow()
+    const bytes = await env.REVOKED_TOKENS.get(REVOCATION_FILTER_KEY, 'arrayBuffer')
+    const filter = bytes === null ? undefined : decodeRevocationFilter(bytes)
+    expect(sids.filter((sid) => !filter?.mayHold(sid))).toEqual([])
+  })
+})
+
+describe('revocation at the location that revoked', () => {
+  it('refuses at once, before the filter is published', async () => {
+    const sid = crypto.randomUUID()
+    await revoke(here(), [sid])
+    // No alarm run: the filter published so far does not hold it, the marker does.
+    const bytes = await env.REVOKED_TOKENS.get(REVOCATION_FILTER_KEY, 'arrayBuffer')
+    const published = bytes === null ? undefined : decodeRevocationFilter(bytes)
+    const { kv, reads } = readingKv()
+    expect(await isSessionRevoked(revocationStoreOf(env, { kv }), sid, 60)).toBe(true)
+    if (published !== undefined && !published.mayHold(sid)) expect(reads).toEqual([REVOCATION_FILTER_KEY])
+  })
+
+  it('marks nothing here when the publisher cannot be reached (the request fails with 503, to retry)', async () => {
+    const sid = crypto.randomUUID()
+    const unreachable = {
+      idFromName: () => {
+        throw new Error('Durable Object is overloaded')
+      },
+    } as unknown as DurableObjectNamespace
+    const failed = await revoke(revocationStoreOf(env, { publisher: unreachable }), [sid]).catch((e) => e)
+    expect(failed).toBeInstanceOf(DependencyUnavailable)
+    // The marker was not written: only the exact key (written alongside) says revoked, and the
+    // publisher never heard of it. The retry completes it.
+    const { kv, reads } = readingKv(encodeRevocationFilter([], new Date()))
+    expect(await isSessionRevoked(revocationStoreOf(env, { kv }), sid, 60)).toBe(false)
+    expect(reads).toEqual([REVOCATION_FILTER_KEY])
+    await revoke(here(), [sid])
+    expect(await isSessionRevoked(revocationStoreOf(env, { kv }), sid, 60)).toBe(true)
+  })
+
+  it('cannot revoke without the publisher bound (a filter missing revocations would admit them)', async () => {
+    await expect(revoke(revocationStoreOf(env, { publisher: undefined }), [crypto.randomUUID()])).rejects.toThrow(
+      /REVOCATIONS is not bound/,
+    )
+  })
+})
 
 describe('revocation keys in KV', () => {
   it('revokes a session until its last token expires, never below KV’s 60 s minimum', async () => {
@@ -9,7 +205,7 @@ describe('revocation keys in KV', () => {
     const sid = crypto.randomUUID()
     const shortSid = crypto.randomUUID()
     await revokeSessionKeys(
-      env.REVOKED_TOKENS,
+      elsewhere(),
       [
         { sid, lastTokenExpiresAt: nowSeconds + 3_600 },
         { sid: shortSid, lastTokenExpiresAt: nowSeconds + 5 },
@@ -17,8 +213,6 @@ describe('revocation keys in KV', () => {
       'test',
       now,
     )
-    expect(await isSessionRevoked(env.REVOKED_TOKENS, sid, 60)).toBe(true)
-    expect(await isSessionRevoked(env.REVOKED_TOKENS, crypto.randomUUID(), 60)).toBe(false)
     const { keys } = await env.REVOKED_TOKENS.list({ prefix: 'sid:' })
     const expiry = (name: string) => keys.find((key) => key.name === name)?.expiration ?? 0
     expect(expiry(`sid:${sid}`)).toBeGreaterThanOrEqual(nowSeconds + 3_600)
@@ -34,7 +228,10 @@ describe('revocation keys in KV', () => {
         return null
       },
     } as unknown as KVNamespace
-    await isSessionRevoked(recordingKv, 'abc', 30)
-    expect(seen).toEqual([['sid:abc', { cacheTtl: 30 }]])
+    await isSessionRevoked(elsewhere({ kv: recordingKv }), 'abc', 30)
+    expect(seen).toEqual([
+      [REVOCATION_FILTER_KEY, { type: 'arrayBuffer', cacheTtl: 30 }],
+      ['sid:abc', { cacheTtl: 30 }],
+    ])
   })
 })

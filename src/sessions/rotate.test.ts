@@ -11,13 +11,14 @@ import type { TokenClaims, TokenPair } from '../lib/tokens'
 import type { SessionDeps } from './deps'
 import { isCurrentRefreshToken, rotateRefreshToken } from './rotate'
 import { startLoginSession } from './start'
+import { revocationStoreOf } from './revocation-keys'
 
 const db = createDb({ DB: env.DB })
 
 /** Session deps over the real bindings, with the configuration of `overrides` applied to env. */
 async function depsWith(overrides: Record<string, string> = {}): Promise<SessionDeps> {
   const config = getConfig({ ...env, ...overrides })
-  return { db, kv: env.REVOKED_TOKENS, keys: await loadTokenKeys(config.tokens), config }
+  return { db, revocations: revocationStoreOf(env), keys: await loadTokenKeys(config.tokens), config }
 }
 
 const deps = await depsWith()

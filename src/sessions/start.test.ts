@@ -11,10 +11,11 @@ import { loadTokenKeys } from '../lib/token-keys'
 import { verifyToken } from '../lib/tokens'
 import type { SessionDeps } from './deps'
 import { newLoginSession, startCheckedLoginSession, startLoginSession } from './start'
+import { revocationStoreOf } from './revocation-keys'
 
 const db = createDb({ DB: env.DB })
 const config = getConfig(env)
-const deps: SessionDeps = { db, kv: env.REVOKED_TOKENS, keys: await loadTokenKeys(config.tokens), config }
+const deps: SessionDeps = { db, revocations: revocationStoreOf(env), keys: await loadTokenKeys(config.tokens), config }
 const T0 = new Date('2026-03-01T10:00:00.000Z')
 const DEVICE = { label: 'Firefox on macOS', country: 'CH', colo: 'ZRH' }
 

@@ -123,7 +123,7 @@ export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const { token: presented } = c.req.valid('json')
   const now = new Date()
   const claims = await verifyToken(presented, 'any', c.var.tokenKeys, now)
-  await assertSessionNotRevoked(c.var.kv, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
+  await assertSessionNotRevoked(c.var.revocations, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
   // A rotated refresh token is no longer valid even though its session lives on.
   if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(sessionDeps(c), claims, now))) {
     throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')

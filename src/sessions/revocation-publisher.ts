@@ -1,0 +1,116 @@
+import { DurableObject } from 'cloudflare:workers'
+import type { Env } from '../config'
+import { REVOCATION_FILTER_KEY, encodeRevocationFilter, fingerprintOf } from './revocation-filter'
+
+// The one writer of the shared revocation filter (src/sessions/revocation-filter.ts). KV takes at
+// most one write per second per key and keeps the last, so revocations made anywhere at once
+// cannot each rewrite it: they are recorded here (SQLite, durable before the revoking request is
+// answered) and published together by the alarm, at most once per PUBLISH_INTERVAL_MS. A burst of
+// any size therefore costs one KV write per second, and every revocation recorded is in the next
+// copy, published at most PUBLISH_INTERVAL_MS after it (docs/design.md § Revocation).
+
+/** One session in the filter until `until` (epoch seconds), when its last token has expired. */
+export interface FilterEntry {
+  sid: string
+  until: number
+}
+
+/** KV's limit for writes to one key. */
+export const PUBLISH_INTERVAL_MS = 1000
+/** After a failed KV write. */
+const RETRY_MS = 5000
+/** Expired entries alone do not hurry a publish: a copy that only shrinks can wait this long. */
+const PRUNE_DELAY_MS = 60_000
+
+export class RevocationPublisher extends DurableObject<Env> {
+  /** The copy being written: the next one waits for it, so an older copy never lands last. */
+  #writing: Promise<void> = Promise.resolve()
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    ctx.storage.sql.exec(
+      `CREATE TABLE IF NOT EXISTS revoked (sid TEXT PRIMARY KEY, fingerprint INTEGER NOT NULL, until INTEGER NOT NULL);
+       CREATE TABLE IF NOT EXISTS published (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);`,
+    )
+  }
+
+  /**
+   * Records sessions to publish (a repeat keeps the later expiry) and answers, once they are
+   * stored, when the copy holding them will be written (epoch ms).
+   */
+  async record(entries: FilterEntry[]): Promise<{ publishAt: number }> {
+    const sql = this.ctx.storage.sql
+    for (const { sid, until } of entries) {
+      sql.exec(
+        'INSERT INTO revoked (sid, fingerprint, until) VALUES (?, ?, ?) ON CONFLICT (sid) DO UPDATE SET until = max(until, excluded.until)',
+        sid,
+        fingerprintOf(sid),
+        until,
+      )
+    }
+    return { publishAt: await this.#publishSoon() }
+  }
+
+  /** What the next copy will hold (tests and /health-style diagnostics). */
+  async pending(): Promise<{ entries: number; lastPublishedAt: number | undefined; publishAt: number | null }> {
+    const [count] = this.ctx.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM revoked').toArray()
+    return {
+      entries: count?.n ?? 0,
+      lastPublishedAt: this.#lastPublishedAt(),
+      publishAt: await this.ctx.storage.getAlarm(),
+    }
+  }
+
+  override async alarm(): Promise<void> {
+    const previous = this.#writing
+    const writing = previous.then(() => this.#publish())
+    this.#writing = writing.catch(() => undefined)
+    await writing
+  }
+
+  async #publish(): Promise<void> {
+    const now = Date.now()
+    const sql = this.ctx.storage.sql
+    sql.exec('DELETE FROM revoked WHERE until <= ?', Math.floor(now / 1000))
+    const rows = sql.exec<{ fingerprint: number; until: number }>('SELECT fingerprint, until FROM revoked').toArray()
+    // Set before the write: a record() that arrives while it is under way schedules the next
+    // copy a whole interval after this one.
+    sql.exec('INSERT INTO published (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at', now)
+    try {
+      await this.env.REVOKED_TOKENS.put(
+        REVOCATION_FILTER_KEY,
+        encodeRevocationFilter(
+          rows.map((row) => row.fingerprint),
+          new Date(now),
+        ),
+      )
+    } catch (err) {
+      // Nothing is lost: the entries stay recorded and the next attempt publishes them all.
+      console.error(JSON.stringify({ level: 'error', message: 'revocation filter not published', error: nameOf(err) }))
+      await this.ctx.storage.setAlarm(now + RETRY_MS)
+      return
+    }
+    if ((await this.ctx.storage.getAlarm()) !== null || rows.length === 0) return
+    // Drop expired entries from the published copy once the earliest of them is over.
+    const earliest = Math.min(...rows.map((row) => row.until)) * 1000
+    await this.ctx.storage.setAlarm(Math.max(earliest, now + PRUNE_DELAY_MS))
+  }
+
+  async #publishSoon(): Promise<number> {
+    const scheduled = await this.ctx.storage.getAlarm()
+    const soonest = Math.max(Date.now(), (this.#lastPublishedAt() ?? 0) + PUBLISH_INTERVAL_MS)
+    // A prune scheduled for later gives way to the revocation.
+    if (scheduled !== null && scheduled <= soonest) return scheduled
+    await this.ctx.storage.setAlarm(soonest)
+    return soonest
+  }
+
+  #lastPublishedAt(): number | undefined {
+    const [row] = this.ctx.storage.sql.exec<{ at: number }>('SELECT at FROM published WHERE id = 1').toArray()
+    return row?.at
+  }
+}
+
+function nameOf(err: unknown): string {
+  return err instanceof Error ? err.name : 'unknown'
+}
