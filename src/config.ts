@@ -231,7 +231,7 @@ export type Env = Bindings & { [Name in keyof typeof ConfigSchema.shape]?: strin
 
 type ParsedEnv = z.output<typeof ConfigSchema>
 
-/** The parsed configuration: what code reads (c.var.config, or getConfig(env) in the cron). */
+/** The parsed configuration: what code reads (c.get('config'), or getConfig(env) in the cron). */
 export type Config = ReturnType<typeof toConfig>
 
 const parsed = new WeakMap<object, Config>()

@@ -17,13 +17,13 @@ export type AppRouteHandler<R extends RouteConfig, E extends AppEnv = AppEnv> = 
 
 /** What the login-session layer (src/sessions/) needs from a request: its D1, KV, keys and config. */
 export function sessionDeps<E extends AppEnv>(c: Context<E>): SessionDeps {
-  return { db: c.var.db, revocations: c.var.revocations, keys: c.var.tokenKeys, config: c.var.config }
+  return { db: c.get('db'), revocations: c.get('revocations'), keys: c.get('tokenKeys'), config: c.get('config') }
 }
 
 /** The request's Mailer: queues mail some transport may deliver from here, and delivers it after the response. */
 export function mailerOf<E extends AppEnv>(c: Context<E>): Mailer {
   return createMailer({
-    config: c.var.config,
+    config: c.get('config'),
     requestUrl: c.req.url,
     executionCtx: executionContextOf(c),
     bindings: c.env,

@@ -396,7 +396,7 @@ describe('the round-trip ledger', () => {
     const phone = results.find((session) => !session.current)!.id
     const end = (id: string) => api('DELETE', `/auth/sessions/${id}`, undefined, laptop.access_token)
     await expectBudget('DELETE /auth/sessions/{id}', await end(phone), 204, END_ONE_SESSION)
-    // Ended within the access-token lifetime: its KV key is read, in case an earlier attempt failed before writing it.
+    // Ended within the access-token lifetime: its revocation is checked, in case an earlier attempt failed before writing it.
     await expectBudget('DELETE /auth/sessions/{id} (just ended)', await end(phone), 404, {
       ...END_ONE_SESSION,
       kv: 2,

@@ -2,9 +2,11 @@
 //
 // 1. Bundles the Worker as it would be deployed and serves the bundle with the Miniflare API,
 //    with fresh in-memory D1, KV and cache (scripts/bench/serve.ts).
-// 2. Registers one user through the API, inserts N posts straight into D1, logs in.
+// 2. Registers one user through the API, inserts N posts straight into D1, logs in. Serves the
+//    floor worker (scripts/bench/floor-worker.ts: the same I/O as users/me and nothing else) the
+//    same way, with the same JWT_SECRET and the user's row copied into its D1.
 // 3. Measures each scenario with autocannon at a fixed concurrency and prints a table, ratios
-//    that cancel out machine speed (users/me ÷ health, deep page ÷ first page) and writes JSON to
+//    that cancel out machine speed (users/me ÷ floor, users/me ÷ health, deep page ÷ first page) and writes JSON to
 //    bench-results/<timestamp>.json.
 //
 // Options (flags win over environment variables):
@@ -13,13 +15,14 @@
 //   --connections C  concurrent connections (BENCH_CONNECTIONS, default 10)
 //   --only a,b       run only the named scenarios (see scenarios() below)
 //   --strict         exit 1 when a target is missed (default: report only)
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { cannon } from './autocannon'
 import type { AutocannonOptions } from './autocannon'
-import { insertPosts, login, postJson, registerUser } from './fixtures'
+import { copyUser, insertPosts, login, postJson, registerUser } from './fixtures'
 import type { Credentials, TokenPair } from './fixtures'
 import { commaList, positiveNumber } from './flags'
 import { printTable, writeResults } from './report'
@@ -52,6 +55,10 @@ const CONNECTIONS = positiveNumber('bench', {
 })
 const ONLY = commaList(flags.only)
 const STRICT = flags.strict === true
+/** An unrecorded run before each measured one, so that neither side of a ratio pays the JIT's warm-up. */
+const WARM_UP_SECONDS = 2
+/** users/me and the floor worker are measured this many times, alternately; the ratio is the median pair's. */
+const FLOOR_PAIRS = 3
 /** Pages followed through `next` before the deep-page scenario hammers that cursor. */
 const DEEP_PAGES = 100
 
@@ -63,6 +70,8 @@ interface Page {
 /** What the scenarios need from the served, seeded Worker. */
 interface Fixture {
   base: string
+  /** The floor worker's base URL. */
+  floorBase: string
   credentials: Credentials
   /** The path and query of the cursor DEEP_PAGES pages in (or the last page with a `next`), and how deep it is. */
   deepPath: string
@@ -119,9 +128,10 @@ async function deepCursor(base: string): Promise<{ first: Page; deepPath: string
 }
 
 /** One user through the API, POSTS posts straight into D1, a login, the deep cursor and a post's ETag. */
-async function seed(served: ServedWorker): Promise<Fixture> {
+async function seed(served: ServedWorker, floor: ServedWorker): Promise<Fixture> {
   const { base, db } = served
   const { credentials, userId } = await registerUser(base, db, 'bench')
+  await copyUser(db, floor.db, userId)
   const seedStart = Date.now()
   await insertPosts(db, userId, POSTS)
   log(`seeded 1 user and ${POSTS} posts in ${((Date.now() - seedStart) / 1000).toFixed(1)} s`)
@@ -140,7 +150,7 @@ async function seed(served: ServedWorker): Promise<Fixture> {
   if (postId === undefined) throw new Error('GET /api/v1/posts returned no posts')
   const etag = (await fetch(`${base}/api/v1/posts/${postId}`)).headers.get('etag')
   if (etag === null) throw new Error(`GET /api/v1/posts/${postId} sent no ETag`)
-  return { base, credentials, deepPath, depth, postId, etag, freshAccessToken }
+  return { base, floorBase: floor.base, credentials, deepPath, depth, postId, etag, freshAccessToken }
 }
 
 /**
@@ -188,13 +198,19 @@ function get(name: string, description: string, url: string, options: { auth?: F
 }
 
 function scenarios(fixture: Fixture): Scenario[] {
-  const { base, deepPath, depth, postId, etag } = fixture
+  const { base, floorBase, deepPath, depth, postId, etag } = fixture
   const auth = { auth: fixture }
   const deep = `GET /api/v1/posts?cursor=… ${depth} pages deep`
   const uncached = 'with Authorization: bypasses the edge cache, hits D1'
   return [
     get('health', 'GET /api/v1/health (one D1 query + one KV read)', `${base}/api/v1/health`),
     get('users/me', 'GET /api/v1/users/me, Bearer access token', `${base}/api/v1/users/me`, auth),
+    get(
+      'users/me floor',
+      'the floor worker: jose verify + one KV read + one D1 read by primary key, JSON (scripts/bench/floor-worker.ts)',
+      `${floorBase}/api/v1/users/me`,
+      auth,
+    ),
     get('posts first page', 'GET /api/v1/posts, anonymous (edge cache)', `${base}/api/v1/posts`),
     get('posts deep page', `${deep}, anonymous (edge cache)`, `${base}${deepPath}`),
     get('posts first page (auth)', `GET /api/v1/posts ${uncached}`, `${base}/api/v1/posts`, auth),
@@ -237,7 +253,10 @@ function selectScenarios(all: Scenario[]): Scenario[] {
 
 async function runScenario(scenario: Scenario, label: string): Promise<ScenarioResult> {
   const options = await scenario.prepare()
-  log(`${label} ${scenario.name}: ${CONNECTIONS} connections for ${DURATION} s …`)
+  log(
+    `${label} ${scenario.name}: ${CONNECTIONS} connections for ${DURATION} s (after ${WARM_UP_SECONDS} s unrecorded) …`,
+  )
+  await cannon({ ...options, connections: CONNECTIONS, duration: WARM_UP_SECONDS, pipelining: 1, timeout: 30 })
   const run = await cannon({ ...options, connections: CONNECTIONS, duration: DURATION, pipelining: 1, timeout: 30 })
   const statusCodes = Object.fromEntries(
     Object.entries(run.statusCodeStats ?? {}).map(([code, { count }]) => [code, count]),
@@ -265,8 +284,44 @@ async function runScenario(scenario: Scenario, label: string): Promise<ScenarioR
   return result
 }
 
+/** users/me ÷ floor of each alternate pair (the first pair is the main run's). */
+type FloorPairs = Array<{ me: number; floor: number; ratio: number }>
+
+/**
+ * Measures users/me and the floor worker FLOOR_PAIRS - 1 more times, alternately, so that the
+ * ratio does not hang on one run of each on a shared machine (the main run gave the first pair).
+ */
+async function floorPairs(selected: Scenario[], results: ScenarioResult[]): Promise<FloorPairs> {
+  const me = selected.find((s) => s.name === 'users/me')
+  const floor = selected.find((s) => s.name === 'users/me floor')
+  const first = {
+    me: results.find((r) => r.name === 'users/me')?.requestsPerSecond,
+    floor: results.find((r) => r.name === 'users/me floor')?.requestsPerSecond,
+  }
+  if (me === undefined || floor === undefined || first.me === undefined || first.floor === undefined) return []
+  const pairs: FloorPairs = [{ me: first.me, floor: first.floor, ratio: first.me / first.floor }]
+  for (let pair = 2; pair <= FLOOR_PAIRS; pair += 1) {
+    const again = await runScenario(me, `[pair ${pair}/${FLOOR_PAIRS}]`)
+    const againFloor = await runScenario(floor, `[pair ${pair}/${FLOOR_PAIRS}]`)
+    pairs.push({
+      me: again.requestsPerSecond,
+      floor: againFloor.requestsPerSecond,
+      ratio: again.requestsPerSecond / againFloor.requestsPerSecond,
+    })
+  }
+  return pairs
+}
+
+function medianOf(values: number[]): number | null {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted.length === 0 ? null : (sorted[Math.floor(sorted.length / 2)] ?? null)
+}
+
 /** The targets (ratios that cancel out machine speed, and no errors) and the informational ratios. */
-function evaluate(results: ScenarioResult[]): {
+function evaluate(
+  results: ScenarioResult[],
+  pairs: FloorPairs,
+): {
   targets: Target[]
   info: Array<{ name: string; value: number | null }>
 } {
@@ -281,6 +336,12 @@ function evaluate(results: ScenarioResult[]): {
   })
   const totalErrors = results.reduce((sum, r) => sum + r.errors, 0)
   const targets = [
+    atLeast(
+      `users/me ÷ floor worker (req/s, median of ${pairs.length} alternate pairs)`,
+      medianOf(pairs.map((p) => p.ratio)),
+      0.8,
+      '≥ 0.80',
+    ),
     atLeast('users/me ÷ health (req/s)', ratio(rps('users/me'), rps('health')), 0.8, '≥ 0.80'),
     atLeast(
       'deep ÷ first page, uncached (req/s)',
@@ -291,7 +352,13 @@ function evaluate(results: ScenarioResult[]): {
     { name: 'errors (all scenarios)', value: totalErrors, target: '= 0', pass: totalErrors === 0 },
   ]
   const cached = ratio(rps('posts deep page'), rps('posts first page'))
-  return { targets, info: [{ name: 'deep ÷ first page, edge cache (req/s, info)', value: cached }] }
+  const info = [{ name: 'deep ÷ first page, edge cache (req/s, info)', value: cached }]
+  for (const [index, pair] of pairs.entries())
+    info.push({
+      name: `users/me ÷ floor, pair ${index + 1} (${pair.me.toFixed(0)} / ${pair.floor.toFixed(0)} req/s)`,
+      value: pair.ratio,
+    })
+  return { targets, info }
 }
 
 function printReport(results: ScenarioResult[], evaluation: ReturnType<typeof evaluate>, loadBefore: number): void {
@@ -343,19 +410,22 @@ function saveResults(
 
 /** Serves and seeds the Worker, runs the selected scenarios, reports; true when every target holds. */
 async function bench(workDir: string, loadBefore: number): Promise<boolean> {
-  const served = await serveWorker({ workDir })
+  // One secret for both, so one access token verifies at each.
+  const vars = { JWT_SECRET: randomBytes(48).toString('base64url') }
+  const served = await serveWorker({ workDir: join(workDir, 'app'), vars })
+  const floor = await serveWorker({ workDir: join(workDir, 'floor'), entry: 'scripts/bench/floor-worker.ts', vars })
   try {
-    const fixture = await seed(served)
+    const fixture = await seed(served, floor)
     const selected = selectScenarios(scenarios(fixture))
     const results: ScenarioResult[] = []
     for (const [index, scenario] of selected.entries())
       results.push(await runScenario(scenario, `[${index + 1}/${selected.length}]`))
-    const evaluation = evaluate(results)
+    const evaluation = evaluate(results, await floorPairs(selected, results))
     printReport(results, evaluation, loadBefore)
     saveResults(results, evaluation, { loadBefore, depth: fixture.depth })
     return evaluation.targets.every((t) => t.pass !== false)
   } finally {
-    await served.dispose()
+    await Promise.all([served.dispose(), floor.dispose()])
   }
 }
 

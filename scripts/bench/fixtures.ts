@@ -44,6 +44,17 @@ export async function registerUser(
   return { credentials, userId: user.id }
 }
 
+/** The user's row, copied as it is into the floor worker's D1 (same id, so the same token names it). */
+export async function copyUser(from: D1Database, to: D1Database, userId: number): Promise<void> {
+  const row = await from.prepare('SELECT * FROM users WHERE id = ?').bind(userId).first<Record<string, unknown>>()
+  if (row === null) throw new Error('the registered user is not in D1')
+  const columns = Object.keys(row)
+  await to
+    .prepare(`INSERT INTO users (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`)
+    .bind(...columns.map((column) => row[column]))
+    .run()
+}
+
 /** A password login through the API. */
 export async function login(base: string, credentials: Credentials): Promise<TokenPair> {
   return expectJson<TokenPair>(await postJson(base, '/api/v1/auth/token', credentials), 'login')

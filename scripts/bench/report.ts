@@ -16,9 +16,12 @@ export function printTable(header: string[], rows: string[][]): void {
   console.log('')
 }
 
+/** Where every benchmark writes its results (git-ignored). */
+export const resultsDir = join(root, 'bench-results')
+
 /** Writes `results` to bench-results/<prefix><timestamp>.json and logs where. */
 export function writeResults(prefix: string, date: string, results: unknown): void {
-  const outDir = join(root, 'bench-results')
+  const outDir = resultsDir
   mkdirSync(outDir, { recursive: true })
   const outFile = join(outDir, `${prefix}${date.replace(/[:.]/g, '-')}.json`)
   writeFileSync(outFile, `${JSON.stringify(results, null, 2)}\n`)

@@ -31,8 +31,15 @@ export async function expectJson<T>(response: Response, what: string, status = 2
 }
 
 /** Bundles `entry` (default: wrangler.toml's main) as `wrangler deploy` would; returns the module's path. */
-function buildBundle(outdir: string, entry: string | undefined): string {
-  runWrangler(['deploy', ...(entry === undefined ? [] : [entry]), '--dry-run', '--minify', '--outdir', outdir])
+function buildBundle(outdir: string, entry: string | undefined, minify: boolean): string {
+  runWrangler([
+    'deploy',
+    ...(entry === undefined ? [] : [entry]),
+    '--dry-run',
+    ...(minify ? ['--minify'] : []),
+    '--outdir',
+    outdir,
+  ])
   const modules = readdirSync(outdir).filter((name) => /\.m?js$/.test(name))
   if (modules.length !== 1 || modules[0] === undefined) {
     throw new Error(`expected one JS module in ${outdir}, found: ${readdirSync(outdir).join(', ')}`)
@@ -49,6 +56,10 @@ export interface ServeOptions {
   vars?: Record<string, string>
   /** Keep D1 in this folder, in wrangler's `--persist-to` layout; default: in memory, fresh every run. */
   persistTo?: string
+  /** Minify as a deployment does (default); the profiler turns it off so that names stay readable. */
+  minify?: boolean
+  /** Open V8's inspector on this port (the profiler). */
+  inspectorPort?: number
 }
 
 export interface ServedWorker {
@@ -96,6 +107,7 @@ function miniflareOptions(scriptPath: string, options: ServeOptions): { mf: Mini
     // No persist options: D1, KV and the cache live in memory (unless persistTo keeps D1).
     ...(options.persistTo === undefined ? {} : { d1Persist: join(options.persistTo, 'v3', 'd1') }),
     logRequests: false,
+    ...(options.inspectorPort === undefined ? {} : { inspectorPort: options.inspectorPort }),
     // The worker's stdout (console.log, e.g. the console mail transport) is dropped; its stderr is kept.
     handleRuntimeStdio: (stdout: Readable, stderr: Readable) => {
       stdout.resume()
@@ -108,8 +120,10 @@ function miniflareOptions(scriptPath: string, options: ServeOptions): { mf: Mini
 /** Builds the bundle, serves it, and migrates its D1. The caller disposes of it. */
 export async function serveWorker(options: ServeOptions): Promise<ServedWorker> {
   const entry = options.entry ?? 'wrangler.toml main'
-  log(`building ${entry} (wrangler deploy --dry-run --minify) into ${options.workDir}`)
-  const scriptPath = buildBundle(join(options.workDir, 'dist'), options.entry)
+  log(
+    `building ${entry} (wrangler deploy --dry-run${options.minify === false ? '' : ' --minify'}) into ${options.workDir}`,
+  )
+  const scriptPath = buildBundle(join(options.workDir, 'dist'), options.entry, options.minify ?? true)
   const { mf: mfOptions, rateLimits } = miniflareOptions(scriptPath, options)
   const mf = new Miniflare(mfOptions)
   try {

@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNull, or, sql } from 'drizzle-orm'
+import { and, eq, getTableColumns, inArray, isNull, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError, userGone } from '../lib/api-error'
@@ -6,10 +6,11 @@ import { parseId } from '../lib/ids'
 import { usernameKey } from '../lib/usernames'
 import type { Db } from './client'
 import { violatedUniqueIndex } from './constraint-errors'
+import { isolateSql, rowMapperOf } from './isolate-queries'
 import { providersOf } from './external-identities'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
-import { users } from './schema'
+import { externalIdentities, users } from './schema'
 import type { UserRow } from './schema'
 import type { LiveToken } from './one-time-tokens'
 
@@ -120,11 +121,26 @@ export async function loadUserForChange(
 }
 
 /** The authenticated user's row and linked sign-in providers, in one round trip (refused as loadAuthenticatedUser). */
+// The user and their linked providers in one statement, its SQL built once per isolate: this is
+// the read behind every signed-in GET /users/me (src/db/isolate-queries.ts).
+const privateUserSql = isolateSql((db) =>
+  db
+    .select({
+      ...getTableColumns(users),
+      providers:
+        sql`(SELECT json_group_array(provider) FROM (SELECT ${externalIdentities.provider} AS provider FROM ${externalIdentities} WHERE ${externalIdentities.userId} = ${users.id} ORDER BY ${externalIdentities.provider}))`.as(
+          'providers',
+        ),
+    })
+    .from(users)
+    .where(eq(users.id, sql.placeholder('id'))),
+)
+const toUserRow = rowMapperOf(users)
+
 export async function loadPrivateUser(db: Db, userId: number): Promise<{ user: UserRow; providers: string[] }> {
-  const [found, linked] = await db.batch([db.select().from(users).where(eq(users.id, userId)), providersOf(db, userId)])
-  const user = found[0]
-  if (user === undefined) throw userGone()
-  return { user, providers: linked.map((row) => row.provider) }
+  const raw = await db.$client.prepare(privateUserSql()).bind(userId).first<Record<string, unknown>>()
+  if (raw === null) throw userGone()
+  return { user: toUserRow(raw), providers: JSON.parse(String(raw.providers)) as string[] }
 }
 
 /** The authenticated user's row; a token whose subject no longer exists is refused (docs/API.md, precise point 2). */

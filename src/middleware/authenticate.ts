@@ -93,7 +93,7 @@ export function optionalUser() {
 export function requireAdmin() {
   return createMiddleware<AuthenticatingEnv<AdminVariables>>(async function requireAdmin(c, next) {
     const { auth, admission } = await authenticate(c)
-    const [user] = await Promise.all([loadAuthenticatedUser(c.var.db, auth.userId), admission.settled()])
+    const [user] = await Promise.all([loadAuthenticatedUser(c.get('db'), auth.userId), admission.settled()])
     if (!user.isAdmin) throw forbidden('This action needs an administrator.')
     c.set('auth', auth)
     c.set('user', user)
@@ -124,22 +124,22 @@ async function authenticate<V extends object>(
   const cookie = header === undefined ? readAccessCookie(c) : undefined
   const token = cookie ?? readBearerToken(header)
   if (token === null || token === undefined) throw notAuthenticated()
-  const claims = await verifyToken(token, 'access', c.var.tokenKeys, new Date())
+  const claims = await verifyToken(token, 'access', c.get('tokenKeys'), new Date())
   const userId = parseId(claims.sub)
   // A token minted by another service holding the key may name anything; only ids can be users.
   if (userId === null) throw userGone()
-  if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.var.config)
-  const timings = c.var.timings
+  if (cookie !== undefined) await assertCsrfToken(c, claims.sid, c.get('config'))
+  const timings = c.get('timings')
   const revocation = assertSessionNotRevoked(
-    c.var.revocations,
+    c.get('revocations'),
     claims.sid,
-    c.var.config.tokens.revocationCacheTtlSeconds,
+    c.get('config').tokens.revocationCacheTtlSeconds,
   )
   const atAuthentication = { ...timings }
   const admitted = isSafeMethod(c.req.method)
     ? revocation
     : revocation.then(() => enforceRateLimit(c.env, 'WRITES_BY_USER', `user:${userId}`, timings))
-  c.var.writeGate.ready = admitted
+  c.get('writeGate').ready = admitted
   // Settled by requireUser/requireAdmin; this only keeps an early failure from counting as unhandled.
   admitted.catch(() => undefined)
   const auth = {
@@ -191,7 +191,7 @@ export function assertRecentSignIn(auth: Pick<Auth, 'authTime'>, config: Config,
 /** The route needs a recent sign-in (assertRecentSignIn); goes after requireUser(). */
 export function requireRecentSignIn() {
   return createMiddleware<AuthenticatingEnv<AuthVariables>>(async function requireRecentSignIn(c, next) {
-    assertRecentSignIn(c.var.auth, c.var.config, new Date())
+    assertRecentSignIn(c.get('auth'), c.get('config'), new Date())
     await next()
   })
 }

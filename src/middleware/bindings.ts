@@ -1,3 +1,4 @@
+import type { Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { Env } from '../config'
 import { createDb } from '../db/client'
@@ -10,6 +11,7 @@ import type { ObserveVariables } from './observe'
 import { policyOf } from './route-policy'
 import { revocationStoreOf } from '../sessions/revocation-keys'
 import type { RevocationStore } from '../sessions/revocation-keys'
+import { setResponseHeader } from '../http/response-headers'
 
 export interface BindingVariables {
   /** drizzle over this request's D1 session, timed for Server-Timing. */
@@ -32,14 +34,14 @@ export interface BindingVariables {
 export function withBindings() {
   return createMiddleware<{ Bindings: Env; Variables: BindingVariables & EdgeCacheVariables & ObserveVariables }>(
     async function withBindings(c, next) {
-      const timings = c.var.timings
+      const timings = c.get('timings')
       const sent = c.req.header(BOOKMARK_HEADER)
       const constraint = d1SessionStart({
         method: c.req.method,
         routeNeedsPrimary: policyOf(c).d1Primary === true,
         routeReadsFirstAtReplica: policyOf(c).d1ReplicaFirst === true,
         // A response about to fill the edge cache must include the write that purged it.
-        bookmark: c.var.cacheFillBookmark ?? sent,
+        bookmark: c.get('cacheFillBookmark') ?? sent,
       })
       timings.d1Start = startOf(constraint)
       const session = c.env.DB.withSession(constraint)
@@ -49,7 +51,14 @@ export function withBindings() {
       c.set('db', createDb({ DB: timedD1(session as unknown as D1Database, timings, undefined, writeGate) }))
       const kv = timedKv(c.env.REVOKED_TOKENS, timings, undefined, writeGate)
       c.set('kv', kv)
-      c.set('revocations', revocationStoreOf(c.env, { kv, timings }))
+      c.set(
+        'revocations',
+        revocationStoreOf(c.env, {
+          kv,
+          timings,
+          afterResponse: (work) => runAfterResponse(c, work),
+        }),
+      )
       let primary: Db | undefined
       // D1 without a session reads at the primary; made on first use (only login's failures need it).
       c.set('primaryDb', () => {
@@ -60,9 +69,18 @@ export function withBindings() {
       // Every response hands a bookmark back: the session's, or the one the client sent when the
       // request read nothing, so a client keeps the newest it has seen.
       const bookmark = session.getBookmark() ?? (sent !== undefined && isBookmark(sent) ? sent : null)
-      if (bookmark !== null) c.header(BOOKMARK_HEADER, bookmark)
+      if (bookmark !== null) setResponseHeader(c, BOOKMARK_HEADER, bookmark)
     },
   )
+}
+
+/** Lets `work` finish after the response (app.request() in scripts has no context: it just runs). */
+function runAfterResponse(c: Context, work: Promise<unknown>): void {
+  try {
+    c.executionCtx.waitUntil(work)
+  } catch {
+    // No execution context: the promise runs on its own.
+  }
 }
 
 function startOf(constraint: string): D1Start {

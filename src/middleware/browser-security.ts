@@ -4,6 +4,7 @@ import { CSRF_HEADER } from '../http/cookie-mode'
 import { BOOKMARK_HEADER } from '../http/request'
 import type { ConfigVariables } from './config'
 import { policyOf } from './route-policy'
+import { setResponseHeader } from '../http/response-headers'
 
 // Browser-facing protections. The API serves only JSON, so its responses may load nothing and be
 // framed by nobody; the /docs page gets its own, looser CSP from public/_headers.
@@ -44,7 +45,7 @@ const EXPOSED_HEADERS = `ETag, Location, Retry-After, Server-Timing, WWW-Authent
 export function corsForConfiguredOrigins() {
   return createMiddleware<{ Variables: ConfigVariables }>(async function corsForConfiguredOrigins(c, next) {
     const origin = c.req.header('origin')
-    const allowed = origin !== undefined && c.var.config.corsOrigins.includes(origin)
+    const allowed = origin !== undefined && c.get('config').corsOrigins.includes(origin)
     const isPreflight = c.req.method === 'OPTIONS' && c.req.header('access-control-request-method') !== undefined
     if (isPreflight) {
       // Through the context, so X-Request-Id and the security headers are kept.
@@ -59,11 +60,11 @@ export function corsForConfiguredOrigins() {
       return c.body(null, 204)
     }
     await next()
-    c.header('Vary', 'Origin', { append: true })
+    setResponseHeader(c, 'Vary', 'Origin', { append: true })
     if (allowed) {
-      c.header('Access-Control-Allow-Origin', origin)
-      c.header('Access-Control-Allow-Credentials', 'true')
-      c.header('Access-Control-Expose-Headers', EXPOSED_HEADERS)
+      setResponseHeader(c, 'Access-Control-Allow-Origin', origin)
+      setResponseHeader(c, 'Access-Control-Allow-Credentials', 'true')
+      setResponseHeader(c, 'Access-Control-Expose-Headers', EXPOSED_HEADERS)
     }
   })
 }

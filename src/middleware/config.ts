@@ -7,7 +7,7 @@ export interface ConfigVariables {
 }
 
 /**
- * Publishes the parsed configuration as `c.var.config`: the one way middleware and handlers read
+ * Publishes the parsed configuration as `c.get('config')`: the one way middleware and handlers read
  * it (the cron calls getConfig itself; both share its per-isolate memo). A bad configuration
  * throws a 500 problem that names the variable to fix.
  */

@@ -46,7 +46,7 @@ export function edgeCache() {
   return createMiddleware<{ Variables: RequestIdVariables & EdgeCacheVariables & ObserveVariables }>(
     async function edgeCache(c, next) {
       const policy = policyOf(c)
-      const cache = timedCache(c.var.timings)
+      const cache = timedCache(c.get('timings'))
       if (!isSafeMethod(c.req.method)) {
         await next()
         if (c.res.status < 400 && policy.purgesEdgeCache === true)
@@ -61,7 +61,7 @@ export function edgeCache() {
       if (hit !== undefined && hit.headers.get(GENERATION_HEADER) === generation.id && !isExpired(hit, Date.now())) {
         c.res = fromCache(
           hit,
-          { requestId: c.var.requestId, ifNoneMatch: c.req.header('if-none-match') },
+          { requestId: c.get('requestId'), ifNoneMatch: c.req.header('if-none-match') },
           generation.bookmark,
         )
         return
@@ -73,7 +73,7 @@ export function edgeCache() {
       const now = Date.now()
       const expiresAt = Math.min(
         now + EDGE_TTL_SECONDS * 1000,
-        c.var.edgeCacheUntil?.getTime() ?? Number.POSITIVE_INFINITY,
+        c.get('edgeCacheUntil')?.getTime() ?? Number.POSITIVE_INFINITY,
       )
       const ttlSeconds = Math.ceil((expiresAt - now) / 1000)
       if (ttlSeconds <= 0) return

@@ -5,6 +5,7 @@ import { matchedRoutes } from 'hono/route'
 import { newTimings, serverTimingOf } from '../lib/timed-bindings'
 import type { BindingTimings } from '../lib/timed-bindings'
 import type { ConfigVariables } from './config'
+import { setResponseHeader } from '../http/response-headers'
 
 export interface ObserveVariables {
   /** What the request spends on each binding; the bindings record into it as they are called. */
@@ -34,14 +35,14 @@ export function observe() {
     const totalMs = performance.now() - started
     const { config, auth } = c.var
     const { d1Ms, kvMs } = timings
-    c.header('Server-Timing', serverTimingOf(timings, totalMs))
+    setResponseHeader(c, 'Server-Timing', serverTimingOf(timings, totalMs))
     // Without a parsed configuration (it is invalid) the line is written: that 500 needs it.
     if (config?.logRequests === false) return
     console.log(
       JSON.stringify({
         level: c.res.status >= 500 ? 'error' : 'info',
         message: 'request',
-        request_id: c.var.requestId,
+        request_id: c.get('requestId'),
         method: c.req.method,
         route: routeOf(c),
         status: c.res.status,

@@ -59,7 +59,7 @@ export async function enforceRateLimit(
 export function limitByClientIp(endpoint: string) {
   return createMiddleware<LimitedEnv>(async function limitByClientIp(c, next) {
     const ip = c.req.header('cf-connecting-ip')
-    if (ip !== undefined) await enforceRateLimit(c.env, 'CREDENTIALS_BY_IP', `${endpoint}:${ip}`, c.var.timings)
+    if (ip !== undefined) await enforceRateLimit(c.env, 'CREDENTIALS_BY_IP', `${endpoint}:${ip}`, c.get('timings'))
     await next()
   })
 }
@@ -73,7 +73,7 @@ export function limitByAccount<E extends LimitedEnv>(c: Context<E>, endpoint: st
     c.env,
     'CREDENTIALS_BY_ACCOUNT',
     `${endpoint}:login:${login.trim().normalize('NFC').toLowerCase()}`,
-    c.var.timings,
+    c.get('timings'),
   )
 }
 
@@ -82,5 +82,5 @@ export function limitByAccount<E extends LimitedEnv>(c: Context<E>, endpoint: st
  * any case): one budget per account.
  */
 export function limitByUser<E extends LimitedEnv>(c: Context<E>, endpoint: string, userId: number): Promise<void> {
-  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:user:${userId}`, c.var.timings)
+  return enforceRateLimit(c.env, 'CREDENTIALS_BY_ACCOUNT', `${endpoint}:user:${userId}`, c.get('timings'))
 }

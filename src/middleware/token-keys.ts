@@ -10,10 +10,10 @@ export interface TokenKeysVariables {
 
 const tokenKeysByConfig = new WeakMap<Config, Promise<TokenKeys>>()
 
-/** Publishes the signing and verification keys as `c.var.tokenKeys`, imported once per isolate. */
+/** Publishes the signing and verification keys as `c.get('tokenKeys')`, imported once per isolate. */
 export function withTokenKeys() {
   return createMiddleware<{ Variables: ConfigVariables & TokenKeysVariables }>(async function withTokenKeys(c, next) {
-    c.set('tokenKeys', await tokenKeysFor(c.var.config))
+    c.set('tokenKeys', await tokenKeysFor(c.get('config')))
     await next()
   })
 }

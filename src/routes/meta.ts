@@ -32,7 +32,7 @@ const jwks = createRoute({
 })
 
 const getHealth: AppRouteHandler<typeof health> = async (c) => {
-  const [d1, kv] = await Promise.allSettled([pingD1(c.var.db), pingKv(c.var.kv)])
+  const [d1, kv] = await Promise.allSettled([pingD1(c.get('db')), pingKv(c.get('kv'))])
   const down = [d1.status === 'rejected' ? 'D1' : null, kv.status === 'rejected' ? 'KV' : null].filter(Boolean)
   if (down.length > 0) {
     throw new ApiError(503, 'service_unavailable', `Unreachable: ${down.join(', ')}.`, {
@@ -46,7 +46,7 @@ const getHealth: AppRouteHandler<typeof health> = async (c) => {
 
 const getJwks: AppRouteHandler<typeof jwks> = (c) => {
   c.header('Cache-Control', 'public, max-age=300')
-  return c.json(c.var.tokenKeys.publicJwks, 200)
+  return c.json(c.get('tokenKeys').publicJwks, 200)
 }
 
 export const metaRouter = createRouter().openapi(health, getHealth).openapi(jwks, getJwks)

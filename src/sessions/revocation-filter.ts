@@ -9,6 +9,8 @@
 
 /** The KV key of the filter in REVOKED_TOKENS (src/sessions/revocation-keys.ts names the others). */
 export const REVOCATION_FILTER_KEY = 'revocations:recent'
+/** The prefix of the exact per-session keys (`sid:<sid>`). */
+export const SESSION_KEY_PREFIX = 'sid:'
 
 const FORMAT_TAG = 0x45505246 // "EPRF", version 1
 const HEADER_BYTES = 16

@@ -1,6 +1,7 @@
-import { runDurableObjectAlarm } from 'cloudflare:test'
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import { getConfig } from '../config'
 import { ApiError } from '../lib/api-error'
 import { DependencyUnavailable } from '../lib/outages'
 import {
@@ -26,9 +27,14 @@ import type { RevocationStore } from './revocation-keys'
 
 const publisher = (): DurableObjectStub<RevocationPublisher> => publisherOf(env.REVOCATIONS)
 
-/** Runs the publisher's pending alarm now (whenever it was due): the filter holds every record so far. */
-async function publishNow(): Promise<void> {
+/**
+ * Runs the publisher's pending alarm now (whenever it was due) and answers the copy it wrote: every
+ * record so far. Read from the publisher, not from KV: the suite's two workers each run their own
+ * publisher over one KV namespace (a deployment has one), so the key may hold the other's copy.
+ */
+async function publishNow(): Promise<ArrayBuffer> {
   await runDurableObjectAlarm(publisher())
+  return publisher().currentCopy()
 }
 
 /**
@@ -98,16 +104,14 @@ describe('revocation through the filter, seen from another location', () => {
   it('refuses a revoked session once the filter is published, reading the exact key only then', async () => {
     const sid = crypto.randomUUID()
     await revoke(elsewhere(), [sid])
-    await publishNow()
-    const { kv, reads } = readingKv()
+    const { kv, reads } = readingKv(await publishNow())
     expect(await isSessionRevoked(elsewhere({ kv }), sid, 60)).toBe(true)
     expect(reads).toEqual([REVOCATION_FILTER_KEY, `sid:${sid}`])
   })
 
   it('admits a session that is not revoked with one read, of the shared filter', async () => {
     await revoke(elsewhere(), [crypto.randomUUID()])
-    await publishNow()
-    const { kv, reads } = readingKv()
+    const { kv, reads } = readingKv(await publishNow())
     expect(await isSessionRevoked(elsewhere({ kv }), crypto.randomUUID(), 60)).toBe(false)
     expect(reads).toEqual([REVOCATION_FILTER_KEY])
   })
@@ -154,10 +158,19 @@ describe('revocation through the filter, seen from another location', () => {
     for (const { publishAt, at } of answers) expect(publishAt).toBeLessThanOrEqual(at + PUBLISH_INTERVAL_MS)
     expect(new Set(answers.map((a) => a.publishAt)).size).toBeLessThanOrEqual(2)
     expect(Math.min(...answers.map((a) => a.publishAt))).toBeGreaterThanOrEqual(started - PUBLISH_INTERVAL_MS)
-    await publishNow()
-    const bytes = await env.REVOKED_TOKENS.get(REVOCATION_FILTER_KEY, 'arrayBuffer')
-    const filter = bytes === null ? undefined : decodeRevocationFilter(bytes)
+    const filter = decodeRevocationFilter(await publishNow())
     expect(sids.filter((sid) => !filter?.mayHold(sid))).toEqual([])
+  })
+
+  it('refuses, from another location, every one of 1,000 sessions revoked at once, after one copy', async () => {
+    const sids = Array.from({ length: 1000 }, () => crypto.randomUUID())
+    const lastTokenExpiresAt = inFiveMinutes()
+    await Promise.all(
+      sids.map((sid) => revokeSessionKeys(elsewhere(), [{ sid, lastTokenExpiresAt }], 'burst', new Date())),
+    )
+    const { kv } = readingKv(await publishNow())
+    const refused = await Promise.all(sids.map((sid) => isSessionRevoked(elsewhere({ kv }), sid, 60)))
+    expect(refused.filter((revoked) => !revoked)).toEqual([])
   })
 })
 
@@ -165,12 +178,10 @@ describe('revocation at the location that revoked', () => {
   it('refuses at once, before the filter is published', async () => {
     const sid = crypto.randomUUID()
     await revoke(here(), [sid])
-    // No alarm run: the filter published so far does not hold it, the marker does.
-    const bytes = await env.REVOKED_TOKENS.get(REVOCATION_FILTER_KEY, 'arrayBuffer')
-    const published = bytes === null ? undefined : decodeRevocationFilter(bytes)
-    const { kv, reads } = readingKv()
+    // The copy this location holds predates the revocation; the marker answers.
+    const { kv, reads } = readingKv(encodeRevocationFilter([], new Date()))
     expect(await isSessionRevoked(revocationStoreOf(env, { kv }), sid, 60)).toBe(true)
-    if (published !== undefined && !published.mayHold(sid)) expect(reads).toEqual([REVOCATION_FILTER_KEY])
+    expect(reads).toEqual([REVOCATION_FILTER_KEY])
   })
 
   it('marks nothing here when the publisher cannot be reached (the request fails with 503, to retry)', async () => {
@@ -233,5 +244,57 @@ describe('revocation keys in KV', () => {
       [REVOCATION_FILTER_KEY, { type: 'arrayBuffer', cacheTtl: 30 }],
       ['sid:abc', { cacheTtl: 30 }],
     ])
+  })
+})
+
+const { accessTtlSeconds, leewaySeconds } = getConfig(env).tokens
+const window = accessTtlSeconds + leewaySeconds
+
+describe('the first copy of the filter', () => {
+  it('is asked for, once a minute, by a check that finds none; until then the exact key answers', async () => {
+    const sid = crypto.randomUUID()
+    await revoke(elsewhere(), [sid])
+    const asked: Promise<unknown>[] = []
+    const { kv } = readingKv(null)
+    // A namespace of its own, so that no other check of this isolate has asked for it already.
+    const seen: string[] = []
+    const publisher = {
+      idFromName: (name: string) => {
+        seen.push(name)
+        return env.REVOCATIONS.idFromName(`first-copy-${crypto.randomUUID()}`)
+      },
+      get: (id: DurableObjectId) => env.REVOCATIONS.get(id),
+    } as unknown as DurableObjectNamespace
+    const store = elsewhere({ kv, publisher, afterResponse: (work) => asked.push(work) })
+    expect(await isSessionRevoked(store, sid, 60)).toBe(true)
+    expect(await isSessionRevoked(store, crypto.randomUUID(), 60)).toBe(false)
+    expect(asked).toHaveLength(1)
+    await Promise.all(asked)
+    expect(seen).toEqual(['sessions'])
+  })
+
+  it('holds the sessions revoked before the filter existed (their sid: keys), for the access-token lifetime', async () => {
+    // A revocation written the way a deployment without the filter wrote it: the exact key only.
+    const sid = crypto.randomUUID()
+    await env.REVOKED_TOKENS.put(`sid:${sid}`, 'logout', { expirationTtl: 86_400 })
+    const fresh = (env.REVOCATIONS as unknown as DurableObjectNamespace<RevocationPublisher>).get(
+      env.REVOCATIONS.idFromName(`seeded-${crypto.randomUUID()}`),
+    )
+    const before = Math.floor(Date.now() / 1000)
+    await fresh.ensurePublished()
+    // Its copy holds every live exact key, so it is a superset of what the one publisher holds.
+    await runDurableObjectAlarm(fresh)
+    const copy = decodeRevocationFilter(await fresh.currentCopy())
+    expect(copy?.mayHold(sid)).toBe(true)
+    const held = await runInDurableObject(fresh, (_object, state) =>
+      state.storage.sql.exec<{ until: number }>('SELECT until FROM revoked WHERE sid = ?', sid).toArray(),
+    )
+    expect(held[0]?.until).toBeGreaterThanOrEqual(before + window)
+    expect(held[0]?.until).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + window)
+    // A second ask finds a copy published and changes nothing.
+    const published = (await fresh.pending()).lastPublishedAt
+    expect(published).toBeDefined()
+    await fresh.ensurePublished()
+    expect(await fresh.pending()).toMatchObject({ lastPublishedAt: published })
   })
 })

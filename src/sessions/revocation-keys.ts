@@ -3,7 +3,7 @@ import { ApiError } from '../lib/api-error'
 import { DependencyUnavailable } from '../lib/outages'
 import { timedLocal } from '../lib/timed-bindings'
 import type { BindingTimings } from '../lib/timed-bindings'
-import { REVOCATION_FILTER_KEY, decodeRevocationFilter } from './revocation-filter'
+import { REVOCATION_FILTER_KEY, SESSION_KEY_PREFIX, decodeRevocationFilter } from './revocation-filter'
 import type { FilterEntry, RevocationPublisher } from './revocation-publisher'
 
 // The single owner of what REVOKED_TOKENS holds, and of how a revocation is checked.
@@ -20,8 +20,6 @@ import type { FilterEntry, RevocationPublisher } from './revocation-publisher'
 //   the new copy of the filter has reached it.
 // Rotated refresh tokens need none of these: the session row in D1 is the authority for refresh
 // and knows the current jti. docs/design.md § Revocation gives the bound and the sizes.
-
-const SESSION_PREFIX = 'sid:'
 
 // A key nobody writes: reading it proves KV answers without depending on any data (/health).
 const PROBE_KEY = 'health:probe'
@@ -45,6 +43,11 @@ export interface RevocationStore {
   markers: Cache | undefined
   /** The request's figures: marker lookups count as Cache API calls. */
   timings?: BindingTimings | undefined
+  /**
+   * Hands work to the runtime past the response (ctx.waitUntil): asking the publisher for a first
+   * copy when a check finds none. Absent: nobody asks (the next revocation publishes one).
+   */
+  afterResponse?: ((work: Promise<unknown>) => void) | undefined
 }
 
 /** The store of a worker's env: caches.default holds the markers where there is one. */
@@ -87,7 +90,7 @@ export async function revokeSessionKeys(
   }))
   await Promise.all([
     ...revocations.map(({ sid, lastTokenExpiresAt }) =>
-      store.kv.put(SESSION_PREFIX + sid, reason, {
+      store.kv.put(SESSION_KEY_PREFIX + sid, reason, {
         expirationTtl: Math.max(KV_MIN_TTL_SECONDS, lastTokenExpiresAt - nowSeconds + 1),
       }),
     ),
@@ -164,9 +167,32 @@ export async function isSessionRevoked(store: RevocationStore, sid: string, cach
     isMarkedHere(store, sid),
   ])
   if (markedHere === true) return true
+  if (filterBytes === null) askForFirstCopy(store)
   const filter = filterBytes === null ? undefined : decodeRevocationFilter(filterBytes)
   if (markedHere === false && filter !== undefined && !filter.mayHold(sid)) return false
-  return (await store.kv.get(SESSION_PREFIX + sid, { cacheTtl: cacheTtlSeconds })) !== null
+  return (await store.kv.get(SESSION_KEY_PREFIX + sid, { cacheTtl: cacheTtlSeconds })) !== null
+}
+
+// One ask per isolate and publisher a minute: until the copy reaches this location, every check
+// finds none.
+const ASK_INTERVAL_MS = 60_000
+const askedAt = new WeakMap<DurableObjectNamespace, number>()
+
+/** No filter yet (a new namespace, or one written before the filter existed): ask for a first copy. */
+function askForFirstCopy(store: RevocationStore): void {
+  const now = Date.now()
+  const { publisher, afterResponse } = store
+  if (publisher === undefined || afterResponse === undefined) return
+  if (now - (askedAt.get(publisher) ?? Number.NEGATIVE_INFINITY) < ASK_INTERVAL_MS) return
+  askedAt.set(publisher, now)
+  afterResponse(
+    publisherOf(publisher)
+      .ensurePublished()
+      .catch((err: unknown) => {
+        askedAt.delete(publisher)
+        console.error(JSON.stringify({ level: 'error', message: 'revocation filter not seeded', error: nameOf(err) }))
+      }),
+  )
 }
 
 /**

@@ -1,6 +1,6 @@
 import { DurableObject } from 'cloudflare:workers'
 import type { Env } from '../config'
-import { REVOCATION_FILTER_KEY, encodeRevocationFilter, fingerprintOf } from './revocation-filter'
+import { REVOCATION_FILTER_KEY, SESSION_KEY_PREFIX, encodeRevocationFilter, fingerprintOf } from './revocation-filter'
 
 // The one writer of the shared revocation filter (src/sessions/revocation-filter.ts). KV takes at
 // most one write per second per key and keeps the last, so revocations made anywhere at once
@@ -39,16 +39,37 @@ export class RevocationPublisher extends DurableObject<Env> {
    * stored, when the copy holding them will be written (epoch ms).
    */
   async record(entries: FilterEntry[]): Promise<{ publishAt: number }> {
-    const sql = this.ctx.storage.sql
-    for (const { sid, until } of entries) {
-      sql.exec(
-        'INSERT INTO revoked (sid, fingerprint, until) VALUES (?, ?, ?) ON CONFLICT (sid) DO UPDATE SET until = max(until, excluded.until)',
-        sid,
-        fingerprintOf(sid),
-        until,
-      )
-    }
+    for (const entry of entries) this.#store(entry)
     return { publishAt: await this.#publishSoon() }
+  }
+
+  #store({ sid, until }: FilterEntry): void {
+    this.ctx.storage.sql.exec(
+      'INSERT INTO revoked (sid, fingerprint, until) VALUES (?, ?, ?) ON CONFLICT (sid) DO UPDATE SET until = max(until, excluded.until)',
+      sid,
+      fingerprintOf(sid),
+      until,
+    )
+  }
+
+  /**
+   * Publishes a first copy soon if none was ever written. Until one exists each check reads the
+   * exact key; a check that finds no filter asks for one here.
+   */
+  async ensurePublished(): Promise<void> {
+    if (this.#lastPublishedAt() !== undefined) return
+    await this.#publishSoon()
+  }
+
+  /** The copy as the next publish would write it (tests read it without racing other writers). */
+  async currentCopy(): Promise<ArrayBuffer> {
+    const rows = this.ctx.storage.sql
+      .exec<{ fingerprint: number }>('SELECT fingerprint FROM revoked WHERE until > ?', Math.floor(Date.now() / 1000))
+      .toArray()
+    return encodeRevocationFilter(
+      rows.map((row) => row.fingerprint),
+      new Date(this.#lastPublishedAt() ?? 0),
+    )
   }
 
   /** What the next copy will hold (tests and /health-style diagnostics). */
@@ -69,6 +90,7 @@ export class RevocationPublisher extends DurableObject<Env> {
   }
 
   async #publish(): Promise<void> {
+    if (this.#lastPublishedAt() === undefined) await this.#seedFromExactKeys()
     const now = Date.now()
     const sql = this.ctx.storage.sql
     sql.exec('DELETE FROM revoked WHERE until <= ?', Math.floor(now / 1000))
@@ -94,6 +116,29 @@ export class RevocationPublisher extends DurableObject<Env> {
     // Drop expired entries from the published copy once the earliest of them is over.
     const earliest = Math.min(...rows.map((row) => row.until)) * 1000
     await this.ctx.storage.setAlarm(Math.max(earliest, now + PRUNE_DELAY_MS))
+  }
+
+  /**
+   * Before the first copy: the sessions revoked before the filter existed (a deployment that
+   * predates it wrote only the exact `sid:` keys), each for at most the access-token lifetime, by
+   * when every token minted before now has expired. No revocation is lost in the upgrade.
+   */
+  async #seedFromExactKeys(): Promise<void> {
+    // The configuration is parsed here only, on the first copy: the class stays light at start-up.
+    const { getConfig } = await import('../config')
+    const { accessTtlSeconds, leewaySeconds } = getConfig(this.env).tokens
+    const until = Math.floor(Date.now() / 1000) + accessTtlSeconds + leewaySeconds
+    let cursor: string | undefined
+    do {
+      const page: KVNamespaceListResult<unknown> = await this.env.REVOKED_TOKENS.list({
+        prefix: SESSION_KEY_PREFIX,
+        cursor,
+      })
+      for (const key of page.keys) {
+        this.#store({ sid: key.name.slice(SESSION_KEY_PREFIX.length), until: Math.min(until, key.expiration ?? until) })
+      }
+      cursor = page.list_complete ? undefined : page.cursor
+    } while (cursor !== undefined)
   }
 
   async #publishSoon(): Promise<number> {

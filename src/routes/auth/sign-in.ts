@@ -28,7 +28,7 @@ export async function signedInAnswer<E extends AppEnv>(
   session: LoginSession,
   cookies: boolean = wantsCookies(c),
 ): Promise<TokenPair | CookieModeAnswer> {
-  if (cookies) return setTokenCookies(c, session.pair, session.sessionId, c.var.config)
+  if (cookies) return setTokenCookies(c, session.pair, session.sessionId, c.get('config'))
   c.header('Cache-Control', NO_STORE)
   return session.pair
 }
@@ -44,7 +44,7 @@ export async function signIn<E extends AppEnv>(
   now: Date,
   login: { upgradedHash?: string | undefined; alongside?: BatchItem<'sqlite'>[] } = {},
 ): Promise<TokenPair | CookieModeAnswer> {
-  const alongside = [recordLogin(c.var.db, userId, now, login.upgradedHash), ...(login.alongside ?? [])]
+  const alongside = [recordLogin(c.get('db'), userId, now, login.upgradedHash), ...(login.alongside ?? [])]
   const session = await startLoginSession(sessionDeps(c), { userId, device: deviceOf(c), alongside }, now)
   return signedInAnswer(c, session)
 }
@@ -67,7 +67,7 @@ export async function signInChecked<E extends AppEnv>(
       userId: user.id,
       device: deviceOf(c),
       accountIsUnchanged: accountUnchanged(user.id, checked),
-      after: [recordLogin(c.var.db, user.id, now, login.upgradedHash, checked)],
+      after: [recordLogin(c.get('db'), user.id, now, login.upgradedHash, checked)],
     },
     now,
   )

@@ -53,7 +53,7 @@ export const token: AppRouteHandler<typeof routes.token> = async (c) => {
     const answer = await signInChecked(c, near, now, { upgradedHash: await upgradeOf(near.passwordHash) })
     if (answer !== undefined) return c.json(answer, 200)
   }
-  const user = await findUserByLogin(c.var.primaryDb(), username)
+  const user = await findUserByLogin(c.get('primaryDb')(), username)
   // The same hash was just checked; a second PBKDF2 only when the replica was behind.
   const matches =
     user === undefined
@@ -122,8 +122,8 @@ export const refresh: AppRouteHandler<typeof routes.refresh> = async (c) => {
 export const verify: AppRouteHandler<typeof routes.verify> = async (c) => {
   const { token: presented } = c.req.valid('json')
   const now = new Date()
-  const claims = await verifyToken(presented, 'any', c.var.tokenKeys, now)
-  await assertSessionNotRevoked(c.var.revocations, claims.sid, c.var.config.tokens.revocationCacheTtlSeconds)
+  const claims = await verifyToken(presented, 'any', c.get('tokenKeys'), now)
+  await assertSessionNotRevoked(c.get('revocations'), claims.sid, c.get('config').tokens.revocationCacheTtlSeconds)
   // A rotated refresh token is no longer valid even though its session lives on.
   if (claims.tokenType === 'refresh' && !(await isCurrentRefreshToken(sessionDeps(c), claims, now))) {
     throw new ApiError(401, 'token_revoked', 'The refresh token has been rotated or revoked.')

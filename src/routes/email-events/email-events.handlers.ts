@@ -12,7 +12,7 @@ interface WebhookEnv extends AppEnv {
 export const receive: AppRouteHandler<typeof routes.receive, WebhookEnv> = async (c) => {
   const event = c.req.valid('json')
   const { db } = c.var
-  const webhookId = c.var.webhookId
+  const webhookId = c.get('webhookId')
   const now = new Date()
   const effect = routes.effectOf(event)
   const addresses = (effect?.recipients ?? []).map(bareAddress)

@@ -26,7 +26,7 @@ const REFUSALS: Record<Exclude<WebhookVerdict, 'valid'>, string> = {
 export function requireWebhookSignature() {
   return createMiddleware<{ Variables: ConfigVariables & WebhookVariables }>(
     async function requireWebhookSignature(c, next) {
-      const secret = c.var.config.mail.webhookSecret
+      const secret = c.get('config').mail.webhookSecret
       if (secret === undefined) throw notFound('route')
       const headers = signatureHeaders(c)
       const body = new Uint8Array(await c.req.arrayBuffer())

@@ -14,7 +14,7 @@ export const feed: AppRouteHandler<typeof routes.feed> = async (c) => {
   const now = new Date()
   // The page and the next scheduled publication in one round trip, as for the public list.
   const { rows, nextPublicationAt } = await listPosts(
-    c.var.db,
+    c.get('db'),
     { scope: { status: 'published' }, ordering: '-published_at' },
     { position: null, limit: routes.FEED_ENTRIES },
     now,

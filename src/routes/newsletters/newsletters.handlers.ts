@@ -36,7 +36,7 @@ export const send: AppRouteHandler<typeof routes.send, AdminEnv> = async (c) => 
     {
       postId: post.id,
       scheduledFor: status === 'scheduled' ? post.publishedAt : null,
-      createdBy: c.var.user.id,
+      createdBy: c.get('user').id,
       apiOrigin: new URL(c.req.url).origin,
     },
     now,
@@ -60,7 +60,7 @@ export const cancel: AppRouteHandler<typeof routes.cancel, AdminEnv> = async (c)
   const newsletter = await newsletterOr404(c)
   const cancelled = await cancelSend({ env: c.env }, newsletter.id)
   // Read again: the batches that were in flight have recorded their outcomes by now.
-  const current = await findNewsletterOfPost(c.var.db, newsletter.postId)
+  const current = await findNewsletterOfPost(c.get('db'), newsletter.postId)
   if (!cancelled || current === undefined) {
     throw new ApiError(409, 'conflict', `This newsletter has finished (${current?.status ?? 'deleted'}).`)
   }
@@ -93,14 +93,14 @@ export const sendTest: AppRouteHandler<typeof routes.sendTest, AdminEnv> = async
 
 async function postOr404(c: Context<AdminEnv>): Promise<PostWithAuthor> {
   const id = parseId(c.req.param('id') ?? '')
-  const post = id === null ? undefined : await findPost(c.var.db, { id })
+  const post = id === null ? undefined : await findPost(c.get('db'), { id })
   if (post === undefined) throw notFound('post')
   return post
 }
 
 async function newsletterOr404(c: Context<AdminEnv>) {
   const id = parseId(c.req.param('id') ?? '')
-  const newsletter = id === null ? undefined : await findNewsletterOfPost(c.var.db, id)
+  const newsletter = id === null ? undefined : await findNewsletterOfPost(c.get('db'), id)
   if (newsletter === undefined) throw notFound('newsletter')
   return newsletter
 }

@@ -34,20 +34,20 @@ import type { PublicationInput } from '../../lib/publication'
 
 export const list: AppRouteHandler<typeof routes.list, OptionalAuthEnv> = async (c) => {
   const { author, q, ordering = '-published_at', status = 'published', ...pagination } = c.req.valid('query')
-  const scope = listScope(status, c.var.auth)
-  const page = await readPageRequest(c.req.url, pagination, c.var.config)
+  const scope = listScope(status, c.get('auth'))
+  const page = await readPageRequest(c.req.url, pagination, c.get('config'))
   const filters = { scope, authorId: author, search: q, ordering }
   const now = new Date()
-  const window = await listPosts(c.var.db, filters, page, now)
+  const window = await listPosts(c.get('db'), filters, page, now)
   return c.json(await postPage(c, window, { filters, page, now }), 200)
 }
 
 export const listOfUser: AppRouteHandler<typeof routes.listOfUser> = async (c) => {
   const userId = parseId(c.req.valid('param').id)
-  const page = await readPageRequest(c.req.url, c.req.valid('query'), c.var.config)
+  const page = await readPageRequest(c.req.url, c.req.valid('query'), c.get('config'))
   const now = new Date()
   // The user, the page and the next scheduled publication in one round trip.
-  const window = userId === null ? undefined : await listPostsOfUser(c.var.db, userId, page, now)
+  const window = userId === null ? undefined : await listPostsOfUser(c.get('db'), userId, page, now)
   if (window === undefined) throw notFound('user')
   const filters = { scope: { status: 'published' as const }, ordering: '-published_at' as const }
   return c.json(await postPage(c, window, { filters, page, now }), 200)
@@ -63,7 +63,7 @@ export const create: AppRouteHandler<typeof routes.create, AuthedEnv> = async (c
   const post = await insertPost(db, auth.userId, { title, body, slug, publishedAt }, now)
   c.header('Location', `${API_PREFIX}/posts/${post.id}`)
   c.header('Cache-Control', NO_STORE)
-  return c.json(routes.toPostView(post, { config: c.var.config, now }), 201)
+  return c.json(routes.toPostView(post, { config: c.get('config'), now }), 201)
 }
 
 export const get: AppRouteHandler<typeof routes.get, OptionalAuthEnv> = async (c) => {
@@ -77,20 +77,20 @@ export const getBySlug: AppRouteHandler<typeof routes.getBySlug, OptionalAuthEnv
 }
 
 export const replace: AppRouteHandler<typeof routes.replace, AuthedEnv> = async (c) => {
-  const editable = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
+  const editable = await findEditablePost(c.get('db'), c.req.valid('param').id, c.get('auth'))
   return c.json(await savePost(c, editable, c.req.valid('json')), 200)
 }
 
 export const update: AppRouteHandler<typeof routes.update, AuthedEnv> = async (c) => {
-  const editable = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
+  const editable = await findEditablePost(c.get('db'), c.req.valid('param').id, c.get('auth'))
   return c.json(await savePost(c, editable, c.req.valid('json')), 200)
 }
 
 export const remove: AppRouteHandler<typeof routes.remove, AuthedEnv> = async (c) => {
-  const { post, newsletter } = await findEditablePost(c.var.db, c.req.valid('param').id, c.var.auth)
+  const { post, newsletter } = await findEditablePost(c.get('db'), c.req.valid('param').id, c.get('auth'))
   // Its newsletter goes with it (ON DELETE CASCADE), cancelled first so nothing more leaves.
   if (newsletter !== undefined) await cancelUnfinishedSend(c.env, newsletter)
-  await deletePost(c.var.db, post.id)
+  await deletePost(c.get('db'), post.id)
   return c.body(null, 204)
 }
 
@@ -113,7 +113,7 @@ async function postPage<E extends AppEnv>(
   const isPublic = list.filters.scope.status === 'published'
   if (window.nextPublicationAt !== null) c.set('edgeCacheUntil', window.nextPublicationAt)
   c.header('Cache-Control', isPublic ? PUBLIC_REVALIDATE : PRIVATE_NO_STORE)
-  const view = (row: PostWithAuthor) => routes.toPostView(row, { config: c.var.config, now: list.now })
+  const view = (row: PostWithAuthor) => routes.toPostView(row, { config: c.get('config'), now: list.now })
   return toPage(window.rows, list.page, postKeyset(list.filters).edgeOf, view)
 }
 
@@ -124,9 +124,9 @@ async function postPage<E extends AppEnv>(
  */
 async function answerPost(c: Context<OptionalAuthEnv>, key: PostKey | null) {
   const now = new Date()
-  const post = key === null ? undefined : await findVisiblePost(c.var.db, key, c.var.auth, now)
+  const post = key === null ? undefined : await findVisiblePost(c.get('db'), key, c.get('auth'), now)
   if (post === undefined) throw notFound('post')
-  const view = routes.toPostView(post, { config: c.var.config, now })
+  const view = routes.toPostView(post, { config: c.get('config'), now })
   const cacheControl = view.status === 'published' ? PUBLIC_REVALIDATE : PRIVATE_NO_STORE
   if (await isNotModified(c, view, cacheControl)) return c.body(null, 304)
   return c.json(view, 200)
@@ -189,13 +189,13 @@ async function savePost(
     slug: write.slug,
     publishedAt: publishedAtAfter(publicationOf(write), post.publishedAt, now),
   }
-  const saved = await updatePost(c.var.db, post, changes, now)
+  const saved = await updatePost(c.get('db'), post, changes, now)
   if (saved === undefined) throw notFound('post')
   // A newsletter follows its post: back to draft cancels it, a new time moves it.
   if (newsletter !== undefined && saved.publishedAt?.getTime() !== post.publishedAt?.getTime()) {
-    await followPublication({ db: c.var.db, env: c.env }, { post: saved, newsletter, now })
+    await followPublication({ db: c.get('db'), env: c.env }, { post: saved, newsletter, now })
   }
-  return routes.toPostView(saved, { config: c.var.config, now })
+  return routes.toPostView(saved, { config: c.get('config'), now })
 }
 
 function publicationOf(write: Pick<PostWrite, 'status' | 'published_at'>): PublicationInput {

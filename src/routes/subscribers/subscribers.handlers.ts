@@ -80,7 +80,7 @@ export const unsubscribe: AppRouteHandler<typeof routes.unsubscribe> = async (c)
   const token = unsubscribeTokenOf(c.req.valid('json'), c.req.valid('query').token)
   const invalid = new ApiError(400, 'token_invalid', 'This unsubscribe link is invalid.')
   if (!isWellFormedUnsubscribeToken(token)) throw invalid
-  if (!(await unsubscribeByTokenHash(c.var.db, await sha256Base64Url(token), new Date()))) throw invalid
+  if (!(await unsubscribeByTokenHash(c.get('db'), await sha256Base64Url(token), new Date()))) throw invalid
   return c.json({ status: 'unsubscribed' as const }, 200)
 }
 
@@ -115,14 +115,14 @@ function missing(field: string): ApiError {
 
 export const list: AppRouteHandler<typeof routes.list, AdminEnv> = async (c) => {
   const { status, q, ...pagination } = c.req.valid('query')
-  const page = await readPageRequest(c.req.url, pagination, c.var.config)
-  const rows = await listSubscribers(c.var.db, { status, search: q }, page)
+  const page = await readPageRequest(c.req.url, pagination, c.get('config'))
+  const rows = await listSubscribers(c.get('db'), { status, search: q }, page)
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(await toPage(rows, page, createdAtEdge, routes.toSubscriberView), 200)
 }
 
 export const exportCsv: AppRouteHandler<typeof routes.exportCsv, AdminEnv> = (c) => {
-  const db = c.var.db
+  const db = c.get('db')
   const encoder = new TextEncoder()
   let lastId = 0
   let headerSent = false
@@ -154,19 +154,19 @@ export const exportCsv: AppRouteHandler<typeof routes.exportCsv, AdminEnv> = (c)
 
 export const get: AppRouteHandler<typeof routes.get, AdminEnv> = async (c) => {
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(routes.toSubscriberView(await findSubscriberParam(c.var.db, c.req.valid('param').id)), 200)
+  return c.json(routes.toSubscriberView(await findSubscriberParam(c.get('db'), c.req.valid('param').id)), 200)
 }
 
 export const update: AppRouteHandler<typeof routes.update, AdminEnv> = async (c) => {
-  const subscriber = await findSubscriberParam(c.var.db, c.req.valid('param').id)
-  const saved = await updateSubscriber(c.var.db, subscriber, c.req.valid('json'), new Date())
+  const subscriber = await findSubscriberParam(c.get('db'), c.req.valid('param').id)
+  const saved = await updateSubscriber(c.get('db'), subscriber, c.req.valid('json'), new Date())
   if (saved === undefined) throw notFound('subscriber')
   return c.json(routes.toSubscriberView(saved), 200)
 }
 
 export const remove: AppRouteHandler<typeof routes.remove, AdminEnv> = async (c) => {
-  const subscriber = await findSubscriberParam(c.var.db, c.req.valid('param').id)
-  await deleteSubscriber(c.var.db, subscriber.id)
+  const subscriber = await findSubscriberParam(c.get('db'), c.req.valid('param').id)
+  await deleteSubscriber(c.get('db'), subscriber.id)
   return c.body(null, 204)
 }
 

@@ -32,14 +32,14 @@ import { readPageRequest, toPage } from '../pagination'
 import * as routes from './users.routes'
 
 export const list: AppRouteHandler<typeof routes.list> = async (c) => {
-  const page = await readPageRequest(c.req.url, c.req.valid('query'), c.var.config)
-  const rows = await listUsers(c.var.db, page)
+  const page = await readPageRequest(c.req.url, c.req.valid('query'), c.get('config'))
+  const rows = await listUsers(c.get('db'), page)
   c.header('Cache-Control', PUBLIC_REVALIDATE)
   return c.json(await toPage(rows, page, createdAtEdge, routes.toPublicUser), 200)
 }
 
 export const get: AppRouteHandler<typeof routes.get> = async (c) => {
-  const user = await findUserById(c.var.db, c.req.valid('param').id)
+  const user = await findUserById(c.get('db'), c.req.valid('param').id)
   if (user === undefined) throw notFound('user')
   const profile = routes.toPublicUser(user)
   if (await isNotModified(c, profile)) return c.body(null, 304)
@@ -47,19 +47,19 @@ export const get: AppRouteHandler<typeof routes.get> = async (c) => {
 }
 
 export const getMe: AppRouteHandler<typeof routes.getMe, AuthedEnv> = async (c) => {
-  const { user, providers } = await loadPrivateUser(c.var.db, c.var.auth.userId)
+  const { user, providers } = await loadPrivateUser(c.get('db'), c.get('auth').userId)
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(user, providers), 200)
 }
 
 export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = async (c) => {
   const changes = c.req.valid('json')
-  const { user, providers } = await loadForChange(c.var.db, c.var.auth.userId)
+  const { user, providers } = await loadForChange(c.get('db'), c.get('auth').userId)
   if (user === undefined) throw userGone()
   // A new address is a lasting way in (reset links go there): it needs a recent sign-in.
-  if (isNewEmail(user, changes.email)) assertRecentSignIn(c.var.auth, c.var.config, new Date())
+  if (isNewEmail(user, changes.email)) assertRecentSignIn(c.get('auth'), c.get('config'), new Date())
   const mailer = mailerOf(c)
-  const updated = await applyUserChanges(c.var.db, mailer, user, changes, {})
+  const updated = await applyUserChanges(c.get('db'), mailer, user, changes, {})
   if (updated.email !== user.email) await mailer.deliverSoon()
   c.header('Cache-Control', PRIVATE_NO_STORE)
   return c.json(toPrivateUser(updated, providers), 200)
@@ -75,16 +75,16 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
 
 export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> = async (c) => {
   const { is_admin: isAdmin, email_verified: emailVerified, ...profile } = c.req.valid('json')
-  const { user: target, providers } = await loadForChange(c.var.db, parseId(c.req.valid('param').id))
+  const { user: target, providers } = await loadForChange(c.get('db'), parseId(c.req.valid('param').id))
   if (target === undefined) throw notFound('user')
   const mailer = mailerOf(c)
-  const updated = await applyUserChanges(c.var.db, mailer, target, profile, { isAdmin, emailVerified })
+  const updated = await applyUserChanges(c.get('db'), mailer, target, profile, { isAdmin, emailVerified })
   if (updated.email !== target.email) await mailer.deliverSoon()
   return c.json(toPrivateUser(updated, providers), 200)
 }
 
 export const adminDelete: AppRouteHandler<typeof routes.adminDelete, AdminEnv> = async (c) => {
-  const target = await findUserById(c.var.db, c.req.valid('param').id)
+  const target = await findUserById(c.get('db'), c.req.valid('param').id)
   if (target === undefined) throw notFound('user')
   await deleteAccount(sessionDeps(c), target.id)
   return c.body(null, 204)
