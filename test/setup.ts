@@ -15,4 +15,6 @@ const publisher = publisherOf(env.REVOCATIONS)
 if ((await publisher.pending()).lastPublishedAt === undefined) {
   await publisher.ensurePublished()
   await runDurableObjectAlarm(publisher)
+  // The alarm may have started on its own (then runDurableObjectAlarm returns at once): wait for it.
+  while ((await publisher.pending()).lastPublishedAt === undefined) await scheduler.wait(10)
 }

@@ -6,8 +6,7 @@
 // - the configuration groups of docs/API.md (`| group | names |`): every variable and binding once.
 import { BINDING_KINDS, configVariables } from '../../src/config'
 import type { VariableMeta } from '../../src/config'
-// The app, not the Worker entry: src/index.ts also exports a Durable Object class (cloudflare:workers).
-import { createApp } from '../../src/app'
+import { servedOpenApiDocument } from '../openapi-document'
 
 /** The rows of every Markdown table whose header cells start with `header`, as trimmed cells. */
 export function tableRows(markdown: string, header: string[]): string[][] {
@@ -57,16 +56,7 @@ export function documentedOperations(markdown: string): string[] {
 
 /** The operations of the OpenAPI document the app serves, built in Node like `npm run openapi` does. */
 export async function servedOperations(): Promise<string[]> {
-  const env = {
-    JWT_SECRET: 'check-docs-only-not-a-real-secret-at-all!!',
-    LOG_REQUESTS: 'false',
-    // Only configuration is read to serve the document; D1 and KV are never touched.
-    DB: { withSession: () => ({ getBookmark: () => null }) },
-    REVOKED_TOKENS: {},
-  } as never
-  const response = await createApp().fetch(new Request('https://edgepress.example/openapi.json'), env, {} as never)
-  if (response.status !== 200) throw new Error(`GET /openapi.json answered ${response.status}`)
-  const document = (await response.json()) as { paths: Record<string, Record<string, unknown>> }
+  const document = (await servedOpenApiDocument()) as { paths: Record<string, Record<string, unknown>> }
   return Object.entries(document.paths).flatMap(([path, item]) =>
     Object.keys(item)
       .filter((method) => ['get', 'put', 'post', 'delete', 'patch'].includes(method))

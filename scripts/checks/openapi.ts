@@ -4,24 +4,15 @@
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-// The app, not the Worker entry: src/index.ts also exports a Durable Object class (cloudflare:workers).
-import { createApp } from '../../src/app'
+import { servedOpenApiDocument } from '../openapi-document'
 import { root } from '../project-root'
 
 const out = join(root, 'dist')
 mkdirSync(out, { recursive: true })
 
-// Only configuration is read to serve the document; D1 and KV are never touched.
-const env = {
-  JWT_SECRET: 'openapi-export-only-not-a-real-secret!!',
-  LOG_REQUESTS: 'false',
-  DB: { withSession: () => ({ getBookmark: () => null }) },
-  REVOKED_TOKENS: {},
-} as never
-const response = await createApp().fetch(new Request('https://edgepress.example/openapi.json'), env, {} as never)
-if (response.status !== 200) throw new Error(`GET /openapi.json answered ${response.status}`)
+const document = await servedOpenApiDocument()
 const documentPath = join(out, 'openapi.json')
-writeFileSync(documentPath, JSON.stringify(await response.json(), null, 2))
+writeFileSync(documentPath, JSON.stringify(document, null, 2))
 console.log(`wrote ${documentPath}`)
 
 run('redocly', ['lint', '--extends=recommended', '--format=stylish', documentPath])

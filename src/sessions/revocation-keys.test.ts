@@ -283,7 +283,10 @@ describe('the first copy of the filter', () => {
     const before = Math.floor(Date.now() / 1000)
     await fresh.ensurePublished()
     // Its copy holds every live exact key, so it is a superset of what the one publisher holds.
+    // The alarm may already be running on its own (runDurableObjectAlarm then returns at once):
+    // wait for the copy to be made, which happens once the seeding is done.
     await runDurableObjectAlarm(fresh)
+    while ((await fresh.pending()).lastPublishedAt === undefined) await scheduler.wait(10)
     const copy = decodeRevocationFilter(await fresh.currentCopy())
     expect(copy?.mayHold(sid)).toBe(true)
     const held = await runInDurableObject(fresh, (_object, state) =>

@@ -1,0 +1,15 @@
+// @edgepress/client: the edgepress API for apps far away, with the session rules built in.
+export { createClient } from './client.js'
+export type {
+  ClientOptions,
+  ClientSession,
+  EdgepressClient,
+  SessionChange,
+  SessionChangeEvent,
+  SignInResult,
+} from './client.js'
+export { memoryStorage, webStorage } from './storage.js'
+export type { SessionStorage, WebStorageLike } from './storage.js'
+export type { RetryPolicy } from './retry.js'
+export type { FetchResult, PathsWith, Problem } from './types.js'
+export type { components, operations, paths } from './openapi.js'
