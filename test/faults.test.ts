@@ -329,8 +329,8 @@ describe('a multi-step write is all-or-nothing', () => {
 describe('logout while KV writes fail', () => {
   // What the code does (src/sessions/end.ts, endSessions with `only`): the D1 row and the KV key
   // at once; the row is marked revoked, so refresh stops at once, and the KV put throws; the
-  // request answers 500 internal_error. The access token is NOT revoked (no KV key): it lives until it expires
-  // (ACCESS_TOKEN_TTL), which the client learns from the 5xx and can retry the logout.
+  // request answers 500 internal_error. The access token is NOT revoked yet (no KV key): the client
+  // learns it from the 5xx and retries the logout, and the next refresh attempt finishes it too.
   it('answers 5xx (not 204), yet the session is revoked in D1 and its refresh token is refused', async ({ expect }) => {
     const { user, tokens } = await registerAndLogin()
     const res = await call(kvWritesFail, 'POST', '/auth/logout', {}, tokens.access_token)
@@ -345,7 +345,16 @@ describe('logout while KV writes fail', () => {
     const verify = await api('POST', '/auth/token/verify', { token: tokens.refresh_token })
     expect(verify.status).toBe(401)
 
-    // A retry once KV is back completes the logout: the access token stops too.
+    // KV is back, and presenting the revoked session's refresh token finished the revocation
+    // (src/sessions/rotate.ts completeRevocation): the access token stops too, and a retried
+    // logout finds it revoked.
+    await expectProblem(await api('GET', '/users/me', undefined, tokens.access_token), 401, 'token_revoked')
+    await expectProblem(await api('POST', '/auth/logout', {}, tokens.access_token), 401, 'token_revoked')
+  })
+
+  it('a retried logout, once KV is back, completes it: 204, then the access token is refused', async ({ expect }) => {
+    const { tokens } = await registerAndLogin()
+    expect((await call(kvWritesFail, 'POST', '/auth/logout', {}, tokens.access_token)).status).not.toBe(204)
     expect((await api('POST', '/auth/logout', {}, tokens.access_token)).status).toBe(204)
     await expectProblem(await api('GET', '/users/me', undefined, tokens.access_token), 401, 'token_revoked')
   })

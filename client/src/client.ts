@@ -156,10 +156,10 @@ export function createClient(options: ClientOptions): EdgepressClient {
   }
 
   /** One HTTP exchange: the network error or 503/429 retries that the method allows. */
-  const exchange = async (build: () => Request): Promise<Response> => {
+  const exchange = async (build: () => Request, idempotent = false): Promise<Response> => {
     for (let attempt = 0; ; attempt += 1) {
       const request = build()
-      const retryable = isRetryableMethod(request.method) && attempt < policy.retries
+      const retryable = (idempotent || isRetryableMethod(request.method)) && attempt < policy.retries
       let response: Response
       try {
         response = await send(request)
@@ -218,6 +218,8 @@ export function createClient(options: ClientOptions): EdgepressClient {
 
   /** Exchanges the refresh token (or cookie) for a new pair; one at a time, whoever asks. */
   const refresh = (): Promise<ClientSession | null> => {
+    // The generation this refresh belongs to is the one it was asked in, before any wait.
+    const startedIn = generation
     refreshing ??= (async () => {
       const session = await load()
       if (session === null) return null
@@ -225,6 +227,7 @@ export function createClient(options: ClientOptions): EdgepressClient {
       // this one's too, and refreshing the spent token again would look like theft to the server.
       const stored = parseSession(await storage.get(STORAGE_KEY))
       if (
+        generation === startedIn &&
         stored !== null &&
         stored.refreshToken !== session.refreshToken &&
         stored.accessExpiresAt - now() > REFRESH_MARGIN_MS
@@ -233,7 +236,6 @@ export function createClient(options: ClientOptions): EdgepressClient {
         loaded = Promise.resolve(stored)
         return stored
       }
-      const startedIn = generation
       const response = await sendRefresh(session)
       // Signed out (or in again) meanwhile: the new pair is handed to whoever waits (a sign-out
       // that needs a live token) but never stored.
@@ -246,6 +248,7 @@ export function createClient(options: ClientOptions): EdgepressClient {
       }
       if (response.ok) {
         const next = sessionFrom((await response.json()) as TokenAnswer)
+        if (generation !== startedIn) return next
         await store(next, { event: 'refreshed', session: next })
         return next
       }
@@ -285,6 +288,12 @@ export function createClient(options: ClientOptions): EdgepressClient {
     let response = await exchange(requestTo(method, path, init, session))
     if (response.status === 401 && session !== null) {
       const problem = await problemOf(response.clone())
+      if (problem.code === 'token_revoked' && current === session) {
+        // Signed out elsewhere (logout-all, a password change): the session is over here too.
+        generation += 1
+        await store(null, { event: 'session_ended', session: null, reason: problem.code })
+        return resultOf(response)
+      }
       if (problem.code === 'token_expired') {
         // The clock was off, or the token expired on the way: refresh once and replay once.
         await response.body?.cancel()
@@ -324,6 +333,9 @@ export function createClient(options: ClientOptions): EdgepressClient {
     const session = await load()
     const inFlight = refreshing
     generation += 1
+    // From here on no call sends this session or starts a refresh of it.
+    current = null
+    loaded = Promise.resolve(null)
     if (session !== null) {
       // Best effort: the server ends the session; locally it ends whatever the answer. The access
       // token still works until it expires; an expired one needs a new pair first, and never a
@@ -332,7 +344,8 @@ export function createClient(options: ClientOptions): EdgepressClient {
         let usable = session
         if (inFlight !== undefined) usable = (await inFlight.catch(() => null)) ?? session
         else if (session.accessExpiresAt <= now()) usable = (await refreshFor(session)) ?? session
-        const response = await exchange(requestTo('POST', path, {}, usable))
+        // Ending a session twice does no harm: it is retried like an idempotent method.
+        const response = await exchange(requestTo('POST', path, {}, usable), true)
         await response.body?.cancel()
       } catch {
         // Offline: the tokens are forgotten here; they expire on their own.

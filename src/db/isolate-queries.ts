@@ -1,4 +1,4 @@
-import { getTableColumns } from 'drizzle-orm'
+import { getTableColumns, getTableName } from 'drizzle-orm'
 import type { InferSelectModel, Table } from 'drizzle-orm'
 import { toSnakeCase } from 'drizzle-orm/casing'
 import type { Db } from './client'
@@ -42,6 +42,7 @@ export function rowMapperOf<T extends Table>(table: T): (raw: Record<string, unk
   return (raw) => {
     const row: Record<string, unknown> = {}
     for (const { key, name, column } of columns) {
+      if (!(name in raw)) throw new Error(`rowMapperOf(${getTableName(table)}): the row has no column ${name}`)
       const value = raw[name]
       row[key] = value === null || value === undefined ? null : column.mapFromDriverValue(value)
     }

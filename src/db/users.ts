@@ -127,8 +127,10 @@ const privateUserSql = isolateSql((db) =>
   db
     .select({
       ...getTableColumns(users),
+      // Qualified by hand: in a one-table select drizzle writes columns without their table, and
+      // an unqualified "id" here would name the identities' own column if they ever had one.
       providers:
-        sql`(SELECT json_group_array(provider) FROM (SELECT ${externalIdentities.provider} AS provider FROM ${externalIdentities} WHERE ${externalIdentities.userId} = ${users.id} ORDER BY ${externalIdentities.provider}))`.as(
+        sql`(SELECT json_group_array(${sql.raw('"ei"."provider"')}) FROM ${externalIdentities} AS ${sql.raw('"ei"')} WHERE ${sql.raw('"ei"."user_id"')} = ${sql.raw('"users"."id"')})`.as(
           'providers',
         ),
     })
@@ -140,7 +142,9 @@ const toUserRow = rowMapperOf(users)
 export async function loadPrivateUser(db: Db, userId: number): Promise<{ user: UserRow; providers: string[] }> {
   const raw = await db.$client.prepare(privateUserSql()).bind(userId).first<Record<string, unknown>>()
   if (raw === null) throw userGone()
-  return { user: toUserRow(raw), providers: JSON.parse(String(raw.providers)) as string[] }
+  // Sorted here: json_group_array keeps no order SQLite promises.
+  const providers = (JSON.parse(String(raw.providers)) as string[]).sort()
+  return { user: toUserRow(raw), providers }
 }
 
 /** The authenticated user's row; a token whose subject no longer exists is refused (docs/API.md, precise point 2). */

@@ -56,6 +56,7 @@ export function withBindings() {
         revocationStoreOf(c.env, {
           kv,
           timings,
+          gate: writeGate,
           afterResponse: (work) => runAfterResponse(c, work),
         }),
       )

@@ -9,7 +9,8 @@ import { findUserById, insertUser, setPassword, userIdByEmail } from '../db/user
 import { loadTokenKeys } from '../lib/token-keys'
 import type { SessionDeps } from './deps'
 import { endSessions } from './end'
-import { publisherOf, revocationStoreOf } from './revocation-keys'
+import { encodeRevocationFilter } from './revocation-filter'
+import { isSessionRevoked, publisherOf, revocationStoreOf } from './revocation-keys'
 
 const db = createDb({ DB: env.DB })
 const config = getConfig(env)
@@ -147,6 +148,32 @@ describe('endSessions { only }', () => {
     expect(await heldInFilterUntil(foreign)).toBeGreaterThanOrEqual(toSeconds(now) + refreshTtlSeconds)
   })
 
+  it('marks nothing at this location when the filter entry of a session D1 never saw cannot be extended', async () => {
+    const now = new Date()
+    const { id } = await newUser(now)
+    const foreign = crypto.randomUUID()
+    let calls = 0
+    const real = env.REVOCATIONS
+    const secondCallFails = {
+      idFromName: (name: string) => real.idFromName(name),
+      get: (objectId: DurableObjectId) => {
+        calls += 1
+        if (calls === 2) throw new Error('Durable Object is overloaded')
+        return real.get(objectId)
+      },
+    } as unknown as DurableObjectNamespace
+    const failing = { ...deps, revocations: revocationStoreOf(env, { publisher: secondCallFails }) }
+    await expect(endSessions(failing, id, { only: [foreign] }, 'logout', now)).rejects.toThrow(/unavailable/)
+    expect(calls).toBe(2)
+    // No marker: a retry with the same token passes authentication and completes it.
+    const markerCheck = revocationStoreOf(env, {
+      kv: { get: (key: string) => (key === 'revocations:recent' ? encodeRevocationFilter([], now) : null) } as never,
+    })
+    expect(await isSessionRevoked(markerCheck, foreign, 60)).toBe(false)
+    await endSessions(deps, id, { only: [foreign] }, 'logout', now)
+    expect(await isSessionRevoked(markerCheck, foreign, 60)).toBe(true)
+  })
+
   it('changes in D1 only rows of the user, and keeps the first revocation time of an ended session', async () => {
     const now = new Date()
     const me = await userWithSessions(1, now)
@@ -214,6 +241,27 @@ describe('endSessions { all, callerSid }', () => {
       expect(await keyOf(sid)).toBe('logout-all')
       expect(await keyExpiration(sid)).toBeGreaterThanOrEqual(toSeconds(session!.refreshExpiresAt))
     }
+  })
+
+  it('holds the sessions D1 knows in the shared filter for an access-token lifetime, not their refresh life', async () => {
+    const now = new Date()
+    const { id, sids } = await userWithSessions(2, now)
+    await endSessions(deps, id, { all: true }, 'logout-all', now)
+    const window = toSeconds(now) + accessTtlSeconds + leewaySeconds
+    for (const sid of sids) {
+      expect(await heldInFilterUntil(sid)).toBe(window)
+      expect(await keyExpiration(sid)).toBeGreaterThanOrEqual(toSeconds(now) + refreshTtlSeconds - 120)
+    }
+  })
+
+  it('keeps an unknown caller’s own key and filter entry until its token expires, however long that is', async () => {
+    const now = new Date()
+    const { id } = await userWithSessions(1, now)
+    const caller = crypto.randomUUID()
+    const callerTokenExpiresAt = toSeconds(now) + 10 * DAY_S
+    await endSessions(deps, id, { all: true, callerSid: caller, callerTokenExpiresAt }, 'logout-all', now)
+    expect(await keyExpiration(caller)).toBeGreaterThanOrEqual(callerTokenExpiresAt)
+    expect(await heldInFilterUntil(caller)).toBeGreaterThanOrEqual(callerTokenExpiresAt)
   })
 
   it('writes the caller’s key even when D1 does not know its session, for an access-token lifetime', async () => {

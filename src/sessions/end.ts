@@ -5,7 +5,7 @@ import { markAllSessionsEnded } from '../db/users'
 import type { RevocableSession, SessionSelection } from '../db/sessions'
 import type { SessionDeps } from './deps'
 import { lastTokenExpiry, secondsBefore } from './deps'
-import { extendFilterEntries, revokeSessionKeys } from './revocation-keys'
+import { extendFilterEntries, markRevokedHere, recordRevocations, revokeSessionKeys } from './revocation-keys'
 import type { SessionRevocation } from './revocation-keys'
 
 /**
@@ -15,12 +15,13 @@ import type { SessionRevocation } from './revocation-keys'
  *   in KV all the same, until `tokenExpiresAt` (epoch seconds) at least.
  * - `allBut`: every session except the caller's (turning two-factor sign-in off).
  * - `all`: every session (logout-all, password change or reset, account deletion); `callerSid`,
- *   the session of the request doing it, is revoked last.
+ *   the session of the request doing it, is revoked last, until `callerTokenExpiresAt` at least
+ *   (its token may come from another service holding the key, with a longer life).
  */
 export type SessionsToEnd =
   | { only: readonly string[]; tokenExpiresAt?: number }
   | { allBut: string }
-  | { all: true; callerSid?: string | undefined }
+  | { all: true; callerSid?: string | undefined; callerTokenExpiresAt?: number | undefined }
 
 /**
  * Builds the statements that mark the sessions revoked, for `userId` or a subquery yielding it;
@@ -75,8 +76,18 @@ export async function endSessions(
   await commit(revokeRows)
   try {
     const after = await revocableSessions(deps, userId, { includeLive: false, now })
-    const own = callerSid === undefined ? [] : [{ sid: callerSid, refreshExpiresAt: undefined }]
-    await writeKeys(deps, [...after, ...own], { skip: [kept], written, reason, now })
+    await writeKeys(deps, after, { skip: [kept], written, reason, now })
+    if (callerSid !== undefined && !written.has(callerSid)) {
+      const tokenExpiresAt = 'all' in which ? (which.callerTokenExpiresAt ?? 0) : 0
+      const known = before.some((session) => session.sid === callerSid)
+      await revokeSessionKeys(
+        deps.revocations,
+        [ownRevocation(deps, { sid: callerSid, tokenExpiresAt, known, now })],
+        reason,
+        now,
+      )
+      written.add(callerSid)
+    }
   } catch (err) {
     if (options.afterCommit !== 'log') throw err
     console.error(
@@ -142,17 +153,21 @@ async function endNamedSessions(deps: SessionDeps, request: NamedSessionsEnd): P
   }
   const [rows, written] = await Promise.allSettled([
     deps.db.batch(revokeRows(userId)),
-    revokeSessionKeys(deps.revocations, keys, reason, now),
+    recordRevocations(deps.revocations, keys, reason, now),
   ])
-  // Both have finished, so whichever succeeded has taken effect; a failure still fails the request.
+  // Both have finished, so whichever succeeded has taken effect; a failure still fails the request
+  // (nothing is marked at this location yet, so the same token can retry it).
   if (rows.status === 'rejected') throw rows.reason
   if (written.status === 'rejected') throw written.reason
-  if (changedRows(rows.value) < sids.length) {
+  const final =
+    changedRows(rows.value) < sids.length ? keys.map((key) => ({ ...key, filterUntil: lastTokenExpiresAt })) : keys
+  if (final !== keys) {
     await extendFilterEntries(
       deps.revocations,
-      sids.map((sid) => ({ sid, until: lastTokenExpiresAt })),
+      final.map(({ sid, filterUntil }) => ({ sid, until: filterUntil })),
     )
   }
+  await markRevokedHere(deps.revocations, final, now)
 }
 
 /** Rows the batch's statements changed, added up. */
@@ -172,6 +187,20 @@ function revocableSessions(
   return sessionsWithLiveAccessTokens(deps.db, userId, { includeLive, revokedSince: since, refreshExpiredAfter: since })
 }
 
+/**
+ * The caller's own session: its key lives until its token expires at least; the shared filter
+ * holds it for the access-token lifetime when D1 knows the session, as long as its key otherwise
+ * (whoever minted its token may mint more).
+ */
+function ownRevocation(
+  deps: SessionDeps,
+  own: { sid: string; tokenExpiresAt: number; known: boolean; now: Date },
+): SessionRevocation {
+  const window = lastTokenExpiry(undefined, deps.keys, own.now)
+  const lastTokenExpiresAt = Math.max(own.tokenExpiresAt, window)
+  return { sid: own.sid, lastTokenExpiresAt, filterUntil: own.known ? lastTokenExpiresAt : undefined }
+}
+
 async function writeKeys(
   deps: SessionDeps,
   candidates: { sid: string; refreshExpiresAt: Date | undefined }[],
@@ -181,7 +210,14 @@ async function writeKeys(
   const toWrite = new Map<string, SessionRevocation>()
   for (const { sid, refreshExpiresAt } of candidates) {
     if (skip.includes(sid) || written.has(sid) || toWrite.has(sid)) continue
-    toWrite.set(sid, { sid, lastTokenExpiresAt: lastTokenExpiry(refreshExpiresAt, deps.keys, now) })
+    // Sessions D1 knows: every token minted for them expires within the access-token lifetime
+    // (refresh stops at the row), so the shared filter holds them that long; the exact key may
+    // have to wait for the refresh token's expiry (ACCESS_TOKEN_TTL > REFRESH_TOKEN_TTL).
+    toWrite.set(sid, {
+      sid,
+      lastTokenExpiresAt: lastTokenExpiry(refreshExpiresAt, deps.keys, now),
+      filterUntil: lastTokenExpiry(undefined, deps.keys, now),
+    })
   }
   await revokeSessionKeys(deps.revocations, [...toWrite.values()], reason, now)
   for (const sid of toWrite.keys()) written.add(sid)

@@ -202,6 +202,19 @@ describe('revocation at the location that revoked', () => {
     expect(await isSessionRevoked(revocationStoreOf(env, { kv }), sid, 60)).toBe(true)
   })
 
+  it('records nothing with the publisher before the request is admitted (a revoked token, a spent write limit)', async () => {
+    const recorded: unknown[] = []
+    const recording = {
+      idFromName: (name: string) => name,
+      get: () => ({ record: async (entries: unknown[]) => recorded.push(...entries) }),
+    } as unknown as DurableObjectNamespace
+    const refused = Promise.reject(new ApiError(401, 'token_revoked', 'The token has been revoked.'))
+    refused.catch(() => undefined)
+    const store = revocationStoreOf(env, { publisher: recording, gate: { ready: refused } })
+    await expect(revoke(store, [crypto.randomUUID()])).rejects.toMatchObject({ code: 'token_revoked' })
+    expect(recorded).toEqual([])
+  })
+
   it('cannot revoke without the publisher bound (a filter missing revocations would admit them)', async () => {
     await expect(revoke(revocationStoreOf(env, { publisher: undefined }), [crypto.randomUUID()])).rejects.toThrow(
       /REVOCATIONS is not bound/,

@@ -2,7 +2,7 @@ import type { Env } from '../config'
 import { ApiError } from '../lib/api-error'
 import { DependencyUnavailable } from '../lib/outages'
 import { timedLocal } from '../lib/timed-bindings'
-import type { BindingTimings } from '../lib/timed-bindings'
+import type { BindingTimings, WriteGate } from '../lib/timed-bindings'
 import { REVOCATION_FILTER_KEY, SESSION_KEY_PREFIX, decodeRevocationFilter } from './revocation-filter'
 import type { FilterEntry, RevocationPublisher } from './revocation-publisher'
 
@@ -44,6 +44,11 @@ export interface RevocationStore {
   /** The request's figures: marker lookups count as Cache API calls. */
   timings?: BindingTimings | undefined
   /**
+   * Holds the publisher's record back until the request is admitted, as KV and D1 writes are
+   * (src/lib/timed-bindings.ts): a revoked token or a user over the write limit records nothing.
+   */
+  gate?: WriteGate | undefined
+  /**
    * Hands work to the runtime past the response (ctx.waitUntil): asking the publisher for a first
    * copy when a check finds none. Absent: nobody asks (the next revocation publishes one).
    */
@@ -82,22 +87,43 @@ export async function revokeSessionKeys(
   reason: string,
   now: Date,
 ): Promise<void> {
+  await recordRevocations(store, revocations, reason, now)
+  await markRevokedHere(store, revocations, now)
+}
+
+/** The exact keys and the publisher's record, at once: the revocation, without this location's markers. */
+export async function recordRevocations(
+  store: RevocationStore,
+  revocations: SessionRevocation[],
+  reason: string,
+  now: Date,
+): Promise<void> {
   if (revocations.length === 0) return
   const nowSeconds = Math.floor(now.getTime() / 1000)
-  const entries = revocations.map(({ sid, lastTokenExpiresAt, filterUntil }) => ({
-    sid,
-    until: filterUntil ?? lastTokenExpiresAt,
-  }))
   await Promise.all([
     ...revocations.map(({ sid, lastTokenExpiresAt }) =>
       store.kv.put(SESSION_KEY_PREFIX + sid, reason, {
         expirationTtl: Math.max(KV_MIN_TTL_SECONDS, lastTokenExpiresAt - nowSeconds + 1),
       }),
     ),
-    recordWithPublisher(store, entries),
+    recordWithPublisher(store, revocations.map(filterEntryOf)),
   ])
-  await markHere(store, entries, nowSeconds)
 }
+
+/** This location's markers, once the revocations are recorded (revokeSessionKeys does both). */
+export async function markRevokedHere(
+  store: RevocationStore,
+  revocations: SessionRevocation[],
+  now: Date,
+): Promise<void> {
+  if (revocations.length === 0) return
+  await markHere(store, revocations.map(filterEntryOf), Math.floor(now.getTime() / 1000))
+}
+
+const filterEntryOf = ({ sid, lastTokenExpiresAt, filterUntil }: SessionRevocation): FilterEntry => ({
+  sid,
+  until: filterUntil ?? lastTokenExpiresAt,
+})
 
 /** Extends how long the filter holds sessions already revoked (for a session D1 did not know). */
 export async function extendFilterEntries(store: RevocationStore, entries: FilterEntry[]): Promise<void> {
@@ -113,6 +139,7 @@ export function publisherOf(namespace: DurableObjectNamespace): DurableObjectStu
 async function recordWithPublisher(store: RevocationStore, entries: FilterEntry[]): Promise<void> {
   // A filter that misses revocations would accept their tokens: refuse to revoke half-way.
   if (store.publisher === undefined) throw new Error('REVOCATIONS is not bound (wrangler.toml)')
+  await store.gate?.ready
   try {
     await publisherOf(store.publisher).record(entries)
   } catch (err) {

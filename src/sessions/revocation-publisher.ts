@@ -25,6 +25,8 @@ const PRUNE_DELAY_MS = 60_000
 export class RevocationPublisher extends DurableObject<Env> {
   /** The copy being written: the next one waits for it, so an older copy never lands last. */
   #writing: Promise<void> = Promise.resolve()
+  /** When the last copy's write finished (epoch ms): the next starts at least an interval later. */
+  #lastWritten = 0
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
@@ -91,6 +93,10 @@ export class RevocationPublisher extends DurableObject<Env> {
 
   async #publish(): Promise<void> {
     if (this.#lastPublishedAt() === undefined) await this.#seedFromExactKeys()
+    // KV's one write per second per key counts from the write before: wait out the interval
+    // (what arrives meanwhile goes into this copy).
+    const early = this.#lastWritten + PUBLISH_INTERVAL_MS - Date.now()
+    if (early > 0) await scheduler.wait(early)
     const now = Date.now()
     const sql = this.ctx.storage.sql
     sql.exec('DELETE FROM revoked WHERE until <= ?', Math.floor(now / 1000))
@@ -109,8 +115,12 @@ export class RevocationPublisher extends DurableObject<Env> {
     } catch (err) {
       // Nothing is lost: the entries stay recorded and the next attempt publishes them all.
       console.error(JSON.stringify({ level: 'error', message: 'revocation filter not published', error: nameOf(err) }))
-      await this.ctx.storage.setAlarm(now + RETRY_MS)
+      // A record() during the failed write may have asked for a sooner copy: keep that one.
+      const asked = await this.ctx.storage.getAlarm()
+      await this.ctx.storage.setAlarm(asked === null ? now + RETRY_MS : Math.min(asked, now + RETRY_MS))
       return
+    } finally {
+      this.#lastWritten = Date.now()
     }
     if ((await this.ctx.storage.getAlarm()) !== null || rows.length === 0) return
     // Drop expired entries from the published copy once the earliest of them is over.
@@ -121,7 +131,9 @@ export class RevocationPublisher extends DurableObject<Env> {
   /**
    * Before the first copy: the sessions revoked before the filter existed (a deployment that
    * predates it wrote only the exact `sid:` keys), each for at most the access-token lifetime, by
-   * when every token minted before now has expired. No revocation is lost in the upgrade.
+   * when every token edgepress minted before now has expired: no revocation of a session edgepress
+   * issued is lost in the upgrade. (A session of another service holding the key, revoked before
+   * the upgrade, is held that long too, not as long as its key: the filter's size stays bounded.)
    */
   async #seedFromExactKeys(): Promise<void> {
     // The configuration is parsed here only, on the first copy: the class stays light at start-up.

@@ -11,7 +11,9 @@ import type { TokenClaims, TokenPair } from '../lib/tokens'
 import type { SessionDeps } from './deps'
 import { isCurrentRefreshToken, rotateRefreshToken } from './rotate'
 import { startLoginSession } from './start'
-import { revocationStoreOf } from './revocation-keys'
+import { encodeRevocationFilter } from './revocation-filter'
+import { isSessionRevoked, revocationStoreOf } from './revocation-keys'
+import { DependencyUnavailable } from '../lib/outages'
 
 const db = createDb({ DB: env.DB })
 
@@ -148,6 +150,44 @@ describe('rotateRefreshToken', () => {
         status: 401,
         code: 'token_revoked',
       })
+    })
+
+    it('a reuse whose revocation failed half-way (publisher down: 503) is finished by the next refresh attempt', async () => {
+      const { sessionId, refresh } = await loggedIn()
+      const rotatedAt = at(60_000)
+      const current = await refreshClaims(await rotateRefreshToken(deps, refresh, SEEN, rotatedAt), rotatedAt)
+      const late = new Date(rotatedAt.getTime() + GRACE_MS + 1)
+      const down = {
+        idFromName: () => {
+          throw new Error('Durable Object is overloaded')
+        },
+      } as unknown as DurableObjectNamespace
+      const publisherDown = { ...deps, revocations: revocationStoreOf(env, { publisher: down }) }
+      // Another location: no marker, and a filter copy from before the revocation.
+      const before = encodeRevocationFilter([], new Date())
+      const elsewhere = revocationStoreOf(env, {
+        markers: undefined,
+        kv: { get: (key: string) => (key === 'revocations:recent' ? before : env.REVOKED_TOKENS.get(key)) } as never,
+      })
+
+      await expect(rotateRefreshToken(publisherDown, refresh, SEEN, late)).rejects.toBeInstanceOf(DependencyUnavailable)
+      // D1 has the session revoked; the filter does not: its access tokens would live on.
+      expect((await findSession(db, sessionId))?.revokedAt).toEqual(late)
+      expect(await isSessionRevoked(elsewhere, sessionId, 60)).toBe(false)
+
+      // (These tests' clock is in the past, so the publisher would drop the entry as expired at its
+      // next copy: a recording publisher shows what the retry hands it.)
+      const recorded: string[] = []
+      const recording = {
+        idFromName: (name: string) => name,
+        get: () => ({ record: async (entries: { sid: string }[]) => recorded.push(...entries.map((e) => e.sid)) }),
+      } as unknown as DurableObjectNamespace
+      const retry = { ...deps, revocations: revocationStoreOf(env, { publisher: recording, markers: undefined }) }
+      await expect(rotateRefreshToken(retry, current, SEEN, at(GRACE_MS + 120_000))).rejects.toMatchObject({
+        status: 401,
+        code: 'token_revoked',
+      })
+      expect(recorded).toEqual([sessionId])
     })
 
     it('covers only the token rotated last: an older one is reuse even within the window', async () => {

@@ -7,8 +7,9 @@ import { parseId } from '../lib/ids'
 import { newClaims, toTokenPair } from '../lib/tokens'
 import type { TokenClaims, TokenPair } from '../lib/tokens'
 import type { SessionDeps } from './deps'
-import { sessionStartLimit } from './deps'
+import { lastTokenExpiry, sessionStartLimit } from './deps'
 import { endSessions } from './end'
+import { isSessionRevoked, revokeSessionKeys } from './revocation-keys'
 
 const fromSeconds = (seconds: number): Date => new Date(seconds * 1000)
 const toSeconds = (date: Date): number => Math.floor(date.getTime() / 1000)
@@ -101,6 +102,7 @@ async function loadLiveSession(deps: SessionDeps, presented: TokenClaims, now: D
     throw new ApiError(401, 'token_invalid', 'The refresh token does not belong to a known session.')
   }
   if (session.revokedAt !== null) {
+    await completeRevocation(deps, session, now)
     throw new ApiError(401, 'token_revoked', 'The session has been revoked. Log in again.')
   }
   if (hasOutlivedMaxAge(session, deps, now)) {
@@ -162,4 +164,24 @@ export async function reauthenticatedPair(
     throw new ApiError(401, 'token_revoked', 'The session has ended. Log in again.')
   }
   return toTokenPair(access, refresh, deps.keys)
+}
+
+/**
+ * A session revoked in D1 while its access tokens may still live, whose revocation did not reach
+ * KV and the publisher (the request that revoked it failed there, as a reuse detection answered
+ * 503 can): presenting its refresh token again finishes the revocation, so its access tokens stop
+ * within the documented bound rather than when they expire.
+ */
+async function completeRevocation(deps: SessionDeps, session: SessionRow, now: Date): Promise<void> {
+  const accessWindowMs = (deps.keys.accessTtlSeconds + deps.keys.leewaySeconds) * 1000
+  if (session.revokedAt === null || now.getTime() - session.revokedAt.getTime() > accessWindowMs) return
+  const { revocationCacheTtlSeconds } = deps.config.tokens
+  if (await isSessionRevoked(deps.revocations, session.sid, revocationCacheTtlSeconds)) return
+  const lastTokenExpiresAt = lastTokenExpiry(session.refreshExpiresAt, deps.keys, now)
+  await revokeSessionKeys(
+    deps.revocations,
+    [{ sid: session.sid, lastTokenExpiresAt, filterUntil: lastTokenExpiry(undefined, deps.keys, now) }],
+    'revocation completed',
+    now,
+  )
 }

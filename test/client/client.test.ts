@@ -147,6 +147,73 @@ describe('@edgepress/client: sessions', () => {
     expect(count('/api/v1/auth/logout')).toBe(1)
   })
 
+  it('a call made while sign-out is on its way neither sends the session nor brings it back', async () => {
+    const user = await registerUser()
+    const storage = memoryStorage()
+    let release: () => void = () => undefined
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const { fetch, sent } = workerFetch({
+      intercept: async (request) => {
+        if (!request.url.includes('/auth/logout')) return undefined
+        const answer = await fetchWorker(request)
+        await held
+        return answer
+      },
+    })
+    const { client, changes, signIn } = clientFor(user, { fetch, storage })
+    await signIn()
+    const signOut = client.signOut()
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    const during = await client.GET('/api/v1/users/me')
+    release()
+    await signOut
+    expect(during.error?.status).toBe(401)
+    expect(sent.find((r) => r.path === '/api/v1/users/me')?.headers.has('authorization')).toBe(false)
+    expect(await client.session()).toBeNull()
+    expect(await storage.get('edgepress.session')).toBeNull()
+    expect(changes.map((c) => c.event)).toEqual(['signed_in', 'signed_out'])
+  })
+
+  it('ends the local session when a request answers token_revoked (signed out everywhere from elsewhere)', async () => {
+    const user = await registerUser()
+    const { fetch } = workerFetch()
+    const { client, changes, signIn } = clientFor(user, { fetch })
+    await signIn()
+    const other = await registerAndLoginAs(user)
+    expect((await api('POST', '/auth/logout-all', undefined, other)).status).toBe(204)
+    const after = await client.GET('/api/v1/users/me')
+    expect(after.error?.code).toBe('token_revoked')
+    expect(await client.session()).toBeNull()
+    expect(changes.at(-1)).toMatchObject({ event: 'session_ended', reason: 'token_revoked' })
+  })
+
+  it('retries a sign-out the API answered 503, so the session ends on the server too', async () => {
+    const user = await registerUser()
+    let outages = 1
+    const { fetch, count } = workerFetch({
+      intercept: (request) => {
+        if (!request.url.includes('/auth/logout') || outages === 0) return undefined
+        outages -= 1
+        return new Response(
+          JSON.stringify({ type: 'about:blank', title: 'x', status: 503, code: 'service_unavailable' }),
+          {
+            status: 503,
+            headers: { 'content-type': 'application/problem+json', 'retry-after': '1' },
+          },
+        )
+      },
+    })
+    const { client, signIn } = clientFor(user, { fetch })
+    await signIn()
+    const refreshToken = (await client.session())?.refreshToken
+    await client.signOut()
+    expect(count('/api/v1/auth/logout')).toBe(2)
+    const refused = await api('POST', '/auth/token/refresh', { refresh_token: refreshToken })
+    expect(refused.status).toBe(401)
+  })
+
   it('ends the local session when its refresh token turns out reused, and says so', async () => {
     const user = await registerUser()
     const workerEnv = { ...env, REFRESH_REUSE_GRACE: '0' }

@@ -67,16 +67,23 @@ export const passwordChange: AppRouteHandler<typeof routes.passwordChange, Authe
   const next = await newLoginSession(deps, { userId: user.id, device: deviceOf(c) }, now)
   // One batch: every session ends, the new hash is stored, outstanding reset links die, and the
   // caller continues in a new session. No login with the old password can slip in between.
-  await endSessions(deps, user.id, { all: true, callerSid: auth.sessionId }, 'password change', now, {
-    commit: (revokeRows) =>
-      db.batch([
-        ...revokeRows(user.id),
-        setPassword(db, user.id, passwordHash, now),
-        spendTokensOf(db, user.id, 'password_reset', now),
-        next.insert,
-      ]),
-    afterCommit: 'log',
-  })
+  await endSessions(
+    deps,
+    user.id,
+    { all: true, callerSid: auth.sessionId, callerTokenExpiresAt: auth.expiresAt },
+    'password change',
+    now,
+    {
+      commit: (revokeRows) =>
+        db.batch([
+          ...revokeRows(user.id),
+          setPassword(db, user.id, passwordHash, now),
+          spendTokensOf(db, user.id, 'password_reset', now),
+          next.insert,
+        ]),
+      afterCommit: 'log',
+    },
+  )
   // A web app that came by cookie keeps its tokens out of page scripts: new cookies, no tokens.
   return c.json(await signedInAnswer(c, next, auth.viaCookie), 200)
 }

@@ -144,7 +144,13 @@ export const logout: AppRouteHandler<typeof routes.logout, AuthedEnv> = async (c
 
 export const logoutAll: AppRouteHandler<typeof routes.logoutAll, AuthedEnv> = async (c) => {
   const { auth } = c.var
-  await endSessions(sessionDeps(c), auth.userId, { all: true, callerSid: auth.sessionId }, 'logout-all', new Date())
+  await endSessions(
+    sessionDeps(c),
+    auth.userId,
+    { all: true, callerSid: auth.sessionId, callerTokenExpiresAt: auth.expiresAt },
+    'logout-all',
+    new Date(),
+  )
   if (auth.viaCookie) clearTokenCookies(c)
   return c.body(null, 204)
 }
