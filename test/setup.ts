@@ -12,9 +12,9 @@ await applyD1Migrations(env.DB, env.TEST_MIGRATIONS)
 // (docs/design.md § Revocation); the tests start from there, so that a signed-in request's reads
 // are those of the steady state: one KV read, not the exact-key fallback of an empty namespace.
 const publisher = publisherOf(env.REVOCATIONS)
-if ((await publisher.pending()).lastPublishedAt === undefined) {
+if ((await publisher.lastPublished()) === undefined) {
   await publisher.ensurePublished()
   await runDurableObjectAlarm(publisher)
   // The alarm may have started on its own (then runDurableObjectAlarm returns at once): wait for it.
-  while ((await publisher.pending()).lastPublishedAt === undefined) await scheduler.wait(10)
+  while ((await publisher.lastPublished()) === undefined) await scheduler.wait(10)
 }

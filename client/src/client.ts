@@ -1,18 +1,8 @@
-import type { paths } from './openapi.js'
 import { DEFAULT_RETRY, isRetryableMethod, isRetryableStatus, retryAfterMs, retryDelayMs } from './retry.js'
 import type { RetryPolicy } from './retry.js'
 import { memoryStorage } from './storage.js'
 import type { SessionStorage } from './storage.js'
-import type {
-  FetchResult,
-  HttpMethod,
-  InitArgs,
-  OperationOf,
-  PathsWith,
-  Problem,
-  RequestInitOf,
-  SuccessData,
-} from './types.js'
+import type { FetchResult, HttpMethod, InitArgs, OperationOf, PathsWith, Problem, SuccessData } from './types.js'
 
 // The rules every edgepress client has to get right, in one place (docs/clients.md):
 // - refresh when the access token has REFRESH_MARGIN_MS or less left, and once on a
@@ -188,7 +178,7 @@ export function createClient(options: ClientOptions): EdgepressClient {
       if (newestBookmark !== undefined && !headers.has(BOOKMARK_HEADER)) headers.set(BOOKMARK_HEADER, newestBookmark)
       if (session?.accessToken !== undefined && !headers.has('authorization'))
         headers.set('authorization', `Bearer ${session.accessToken}`)
-      if (cookies && session?.csrfToken !== undefined && !isRetryableReadMethod(method))
+      if (cookies && session?.csrfToken !== undefined && !isSafeMethod(method))
         headers.set(CSRF_HEADER, session.csrfToken)
       let body: string | undefined
       if (init.body !== undefined) {
@@ -237,20 +227,16 @@ export function createClient(options: ClientOptions): EdgepressClient {
         return stored
       }
       const response = await sendRefresh(session)
-      // Signed out (or in again) meanwhile: the new pair is handed to whoever waits (a sign-out
-      // that needs a live token) but never stored.
-      if (generation !== startedIn) {
-        if (!response.ok) {
-          await response.body?.cancel()
-          return null
-        }
-        return sessionFrom((await response.json()) as TokenAnswer)
-      }
       if (response.ok) {
         const next = sessionFrom((await response.json()) as TokenAnswer)
-        if (generation !== startedIn) return next
-        await store(next, { event: 'refreshed', session: next })
+        // Signed out (or in again) meanwhile: the new pair is handed to whoever waits (a sign-out
+        // that needs a live token) but never stored.
+        if (generation === startedIn) await store(next, { event: 'refreshed', session: next })
         return next
+      }
+      if (generation !== startedIn) {
+        await response.body?.cancel()
+        return null
       }
       const problem = await problemOf(response)
       if (response.status === 401 && SESSION_OVER.has(problem.code)) {
@@ -414,7 +400,8 @@ class RefreshFailed extends Error {
   }
 }
 
-function isRetryableReadMethod(method: string): boolean {
+/** Methods that change nothing: a cookie-mode request sends the CSRF token with every other. */
+function isSafeMethod(method: string): boolean {
   return method === 'GET' || method === 'HEAD' || method === 'OPTIONS'
 }
 
@@ -474,5 +461,3 @@ async function resultOf(response: Response): Promise<FetchResult<unknown>> {
   if (response.status === 304) return { data: undefined, response }
   return { error: await problemOf(response), response }
 }
-
-export type { paths, RequestInitOf }

@@ -79,13 +79,10 @@ export async function endSessions(
     await writeKeys(deps, after, { skip: [kept], written, reason, now })
     if (callerSid !== undefined && !written.has(callerSid)) {
       const tokenExpiresAt = 'all' in which ? (which.callerTokenExpiresAt ?? 0) : 0
-      const known = before.some((session) => session.sid === callerSid)
-      await revokeSessionKeys(
-        deps.revocations,
-        [ownRevocation(deps, { sid: callerSid, tokenExpiresAt, known, now })],
-        reason,
-        now,
-      )
+      // Its token may come from another service holding the key, with a longer life: the key and
+      // the filter entry last until it expires, and at least an access-token lifetime.
+      const lastTokenExpiresAt = Math.max(tokenExpiresAt, lastTokenExpiry(undefined, deps.keys, now))
+      await revokeSessionKeys(deps.revocations, [{ sid: callerSid, lastTokenExpiresAt }], reason, now)
       written.add(callerSid)
     }
   } catch (err) {
@@ -159,15 +156,19 @@ async function endNamedSessions(deps: SessionDeps, request: NamedSessionsEnd): P
   // (nothing is marked at this location yet, so the same token can retry it).
   if (rows.status === 'rejected') throw rows.reason
   if (written.status === 'rejected') throw written.reason
-  const final =
-    changedRows(rows.value) < sids.length ? keys.map((key) => ({ ...key, filterUntil: lastTokenExpiresAt })) : keys
-  if (final !== keys) {
+  // A session D1 did not know (or had ended already): the filter holds it as long as its key.
+  const unknownToD1 = changedRows(rows.value) < sids.length
+  if (unknownToD1) {
     await extendFilterEntries(
       deps.revocations,
-      final.map(({ sid, filterUntil }) => ({ sid, until: filterUntil })),
+      sids.map((sid) => ({ sid, until: lastTokenExpiresAt })),
     )
   }
-  await markRevokedHere(deps.revocations, final, now)
+  await markRevokedHere(
+    deps.revocations,
+    unknownToD1 ? keys.map(({ sid }) => ({ sid, lastTokenExpiresAt })) : keys,
+    now,
+  )
 }
 
 /** Rows the batch's statements changed, added up. */
@@ -185,20 +186,6 @@ function revocableSessions(
   // An access token lives at most this long after the refresh that minted it (or the revocation).
   const since = secondsBefore(now, deps.keys.accessTtlSeconds + deps.keys.leewaySeconds)
   return sessionsWithLiveAccessTokens(deps.db, userId, { includeLive, revokedSince: since, refreshExpiredAfter: since })
-}
-
-/**
- * The caller's own session: its key lives until its token expires at least; the shared filter
- * holds it for the access-token lifetime when D1 knows the session, as long as its key otherwise
- * (whoever minted its token may mint more).
- */
-function ownRevocation(
-  deps: SessionDeps,
-  own: { sid: string; tokenExpiresAt: number; known: boolean; now: Date },
-): SessionRevocation {
-  const window = lastTokenExpiry(undefined, deps.keys, own.now)
-  const lastTokenExpiresAt = Math.max(own.tokenExpiresAt, window)
-  return { sid: own.sid, lastTokenExpiresAt, filterUntil: own.known ? lastTokenExpiresAt : undefined }
 }
 
 async function writeKeys(

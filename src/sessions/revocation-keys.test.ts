@@ -153,11 +153,13 @@ describe('revocation through the filter, seen from another location', () => {
           .then((a) => ({ ...a, at: Date.now() })),
       ),
     )
+    const finished = Date.now()
     // Every revocation is in a copy written at most one interval after it was recorded, and the
-    // whole burst shares at most two copies (the one due and the next): KV sees ≤ 1 write/s.
+    // copies the burst asked for are spaced an interval apart: KV sees ≤ 1 write a second however
+    // long the burst took on this machine (one copy due, plus one per interval it lasted).
     for (const { publishAt, at } of answers) expect(publishAt).toBeLessThanOrEqual(at + PUBLISH_INTERVAL_MS)
-    expect(new Set(answers.map((a) => a.publishAt)).size).toBeLessThanOrEqual(2)
-    expect(Math.min(...answers.map((a) => a.publishAt))).toBeGreaterThanOrEqual(started - PUBLISH_INTERVAL_MS)
+    const copies = new Set(answers.map((a) => a.publishAt)).size
+    expect(copies).toBeLessThanOrEqual(2 + Math.floor((finished - started) / PUBLISH_INTERVAL_MS))
     const filter = decodeRevocationFilter(await publishNow())
     expect(sids.filter((sid) => !filter?.mayHold(sid))).toEqual([])
   })
@@ -299,7 +301,7 @@ describe('the first copy of the filter', () => {
     // The alarm may already be running on its own (runDurableObjectAlarm then returns at once):
     // wait for the copy to be made, which happens once the seeding is done.
     await runDurableObjectAlarm(fresh)
-    while ((await fresh.pending()).lastPublishedAt === undefined) await scheduler.wait(10)
+    while ((await fresh.lastPublished()) === undefined) await scheduler.wait(10)
     const copy = decodeRevocationFilter(await fresh.currentCopy())
     expect(copy?.mayHold(sid)).toBe(true)
     const held = await runInDurableObject(fresh, (_object, state) =>
@@ -308,9 +310,9 @@ describe('the first copy of the filter', () => {
     expect(held[0]?.until).toBeGreaterThanOrEqual(before + window)
     expect(held[0]?.until).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + window)
     // A second ask finds a copy published and changes nothing.
-    const published = (await fresh.pending()).lastPublishedAt
+    const published = await fresh.lastPublished()
     expect(published).toBeDefined()
     await fresh.ensurePublished()
-    expect(await fresh.pending()).toMatchObject({ lastPublishedAt: published })
+    expect(await fresh.lastPublished()).toBe(published)
   })
 })

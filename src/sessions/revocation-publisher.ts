@@ -65,23 +65,12 @@ export class RevocationPublisher extends DurableObject<Env> {
 
   /** The copy as the next publish would write it (tests read it without racing other writers). */
   async currentCopy(): Promise<ArrayBuffer> {
-    const rows = this.ctx.storage.sql
-      .exec<{ fingerprint: number }>('SELECT fingerprint FROM revoked WHERE until > ?', Math.floor(Date.now() / 1000))
-      .toArray()
-    return encodeRevocationFilter(
-      rows.map((row) => row.fingerprint),
-      new Date(this.#lastPublishedAt() ?? 0),
-    )
+    return encodeRevocationFilter(this.#liveFingerprints(Date.now()), new Date(this.#lastPublishedAt() ?? 0))
   }
 
-  /** What the next copy will hold (tests and /health-style diagnostics). */
-  async pending(): Promise<{ entries: number; lastPublishedAt: number | undefined; publishAt: number | null }> {
-    const [count] = this.ctx.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM revoked').toArray()
-    return {
-      entries: count?.n ?? 0,
-      lastPublishedAt: this.#lastPublishedAt(),
-      publishAt: await this.ctx.storage.getAlarm(),
-    }
+  /** When the last copy was made (epoch ms), undefined before the first. */
+  async lastPublished(): Promise<number | undefined> {
+    return this.#lastPublishedAt()
   }
 
   override async alarm(): Promise<void> {
@@ -100,18 +89,12 @@ export class RevocationPublisher extends DurableObject<Env> {
     const now = Date.now()
     const sql = this.ctx.storage.sql
     sql.exec('DELETE FROM revoked WHERE until <= ?', Math.floor(now / 1000))
-    const rows = sql.exec<{ fingerprint: number; until: number }>('SELECT fingerprint, until FROM revoked').toArray()
+    const fingerprints = this.#liveFingerprints(now)
     // Set before the write: a record() that arrives while it is under way schedules the next
     // copy a whole interval after this one.
     sql.exec('INSERT INTO published (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at', now)
     try {
-      await this.env.REVOKED_TOKENS.put(
-        REVOCATION_FILTER_KEY,
-        encodeRevocationFilter(
-          rows.map((row) => row.fingerprint),
-          new Date(now),
-        ),
-      )
+      await this.env.REVOKED_TOKENS.put(REVOCATION_FILTER_KEY, encodeRevocationFilter(fingerprints, new Date(now)))
     } catch (err) {
       // Nothing is lost: the entries stay recorded and the next attempt publishes them all.
       console.error(JSON.stringify({ level: 'error', message: 'revocation filter not published', error: nameOf(err) }))
@@ -122,10 +105,18 @@ export class RevocationPublisher extends DurableObject<Env> {
     } finally {
       this.#lastWritten = Date.now()
     }
-    if ((await this.ctx.storage.getAlarm()) !== null || rows.length === 0) return
+    if ((await this.ctx.storage.getAlarm()) !== null) return
     // Drop expired entries from the published copy once the earliest of them is over.
-    const earliest = Math.min(...rows.map((row) => row.until)) * 1000
-    await this.ctx.storage.setAlarm(Math.max(earliest, now + PRUNE_DELAY_MS))
+    const [earliest] = sql.exec<{ until: number | null }>('SELECT min(until) AS until FROM revoked').toArray()
+    if (earliest?.until === null || earliest === undefined) return
+    await this.ctx.storage.setAlarm(Math.max(earliest.until * 1000, now + PRUNE_DELAY_MS))
+  }
+
+  #liveFingerprints(now: number): number[] {
+    return this.ctx.storage.sql
+      .exec<{ fingerprint: number }>('SELECT fingerprint FROM revoked WHERE until > ?', Math.floor(now / 1000))
+      .toArray()
+      .map((row) => row.fingerprint)
   }
 
   /**

@@ -34,6 +34,21 @@ function workerFetch(
   return { fetch, sent, count: (path: string) => sent.filter((r) => r.path.startsWith(path)).length }
 }
 
+/** An intercept that lets requests to `path` reach the worker but holds their answer until release(). */
+function answerHeldBack(path: string) {
+  let release: () => void = () => undefined
+  const held = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  const intercept = async (request: Request): Promise<Response | undefined> => {
+    if (!request.url.includes(path)) return undefined
+    const answer = await fetchWorker(request)
+    await held
+    return answer
+  }
+  return { intercept, release: () => release() }
+}
+
 function clientFor(user: Pick<RegisteredUser, 'username' | 'password'>, options: Partial<ClientOptions> = {}) {
   const changes: SessionChange[] = []
   const client = createClient({
@@ -116,19 +131,10 @@ describe('@edgepress/client: sessions', () => {
   it('a refresh that completes after signOut() writes nothing back', async () => {
     const user = await registerUser()
     const storage = memoryStorage()
-    let release: () => void = () => undefined
-    const held = new Promise<void>((resolve) => {
-      release = resolve
-    })
+    // The refresh's answer is on its way while the app signs out.
+    const { intercept, release } = answerHeldBack('/auth/token/refresh')
     let clock = Date.now()
-    const { fetch, count } = workerFetch({
-      intercept: async (request) => {
-        if (!request.url.includes('/auth/token/refresh')) return undefined
-        const answer = await fetchWorker(request)
-        await held // the answer is on its way while the app signs out
-        return answer
-      },
-    })
+    const { fetch, count } = workerFetch({ intercept })
     const { client, changes, signIn } = clientFor(user, { fetch, storage, now: () => clock })
     await signIn()
     clock += 290_000
@@ -150,18 +156,8 @@ describe('@edgepress/client: sessions', () => {
   it('a call made while sign-out is on its way neither sends the session nor brings it back', async () => {
     const user = await registerUser()
     const storage = memoryStorage()
-    let release: () => void = () => undefined
-    const held = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    const { fetch, sent } = workerFetch({
-      intercept: async (request) => {
-        if (!request.url.includes('/auth/logout')) return undefined
-        const answer = await fetchWorker(request)
-        await held
-        return answer
-      },
-    })
+    const { intercept, release } = answerHeldBack('/auth/logout')
+    const { fetch, sent } = workerFetch({ intercept })
     const { client, changes, signIn } = clientFor(user, { fetch, storage })
     await signIn()
     const signOut = client.signOut()
