@@ -14,6 +14,7 @@ import { withTokenKeys } from './middleware/token-keys'
 import { API_PREFIX } from './router'
 import type { AppEnv } from './router'
 import { authRouter } from './routes/auth/auth.index'
+import { appAssociationRouter } from './routes/app-association'
 import { metaRouter } from './routes/meta'
 import { serveOpenApiDocument } from './routes/openapi'
 import { feedRouter } from './routes/feed/feed.handlers'
@@ -48,6 +49,7 @@ export function createApp() {
 
   const routes = app
     .route('/', metaRouter)
+    .route('/', appAssociationRouter)
     .route(`${API_PREFIX}/auth`, authRouter)
     .route(`${API_PREFIX}/users`, usersRouter)
     .route(API_PREFIX, postsRouter)

@@ -125,6 +125,49 @@ function parseJson(value: unknown): unknown {
   }
 }
 
+// A relying party id is a registrable domain or one under it, as browsers accept it.
+const RP_ID = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/
+// What clientDataJSON names as origin: a web origin, or an Android app by its signing key's hash.
+const WEB_ORIGIN = /^https:\/\/[a-z0-9.-]+(?::[0-9]{1,5})?$|^http:\/\/localhost(?::[0-9]{1,5})?$/
+const ANDROID_ORIGIN = /^android:apk-key-hash:[A-Za-z0-9_-]{43}$/
+const APPLE_APP_ID = /^[A-Z0-9]{10}\.[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$/
+const ANDROID_PACKAGE = /^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+$/
+const CERT_FINGERPRINT = /^[0-9A-F]{2}(?::[0-9A-F]{2}){31}$/
+
+function isUrl(text: string): boolean {
+  try {
+    new URL(text)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Comma-separated text as its non-empty entries, trimmed. */
+function commaList(text: string): string[] {
+  return text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '')
+}
+
+/** A comma-separated list whose every entry matches `pattern`, refused naming the variable. */
+function listOf(name: string, pattern: RegExp, what: string) {
+  return z
+    .string()
+    .transform(commaList)
+    .pipe(
+      z
+        .array(z.string().regex(pattern, { message: `${name}: each entry must be ${what}.` }))
+        .min(1, { message: `${name} lists nothing.` }),
+    )
+}
+
+const AndroidAppSchema = z.strictObject({
+  package_name: z.string().regex(ANDROID_PACKAGE),
+  sha256_cert_fingerprints: z.array(z.string().regex(CERT_FINGERPRINT)).min(1),
+})
+
 const ConfigSchema = z
   .object({
     JWT_SECRET: variable(z.string({ error: 'JWT_SECRET is not set.' }).pipe(longSecret('JWT_SECRET')), {
@@ -152,6 +195,39 @@ const ConfigSchema = z
     MFA_ENCRYPTION_KEY: optional(longSecret('MFA_ENCRYPTION_KEY'), { kind: 'secret' }),
     OIDC_PROVIDERS: optional(
       z.preprocess(parseJson, z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), OidcProviderSchema)),
+      { kind: 'var' },
+    ),
+    // Passkeys (docs/API.md § Passkeys). The relying party id defaults to PUBLIC_BASE_URL's host,
+    // the accepted origins to its origin.
+    WEBAUTHN_RP_ID: optional(
+      z.string().regex(RP_ID, {
+        message: 'WEBAUTHN_RP_ID must be a lower-case domain name (no scheme, port or path), such as example.com.',
+      }),
+      { kind: 'var' },
+    ),
+    WEBAUTHN_RP_NAME: variable(
+      z.string().min(1, { message: 'WEBAUTHN_RP_NAME must be 1 to 64 characters.' }).max(64, {
+        message: 'WEBAUTHN_RP_NAME must be 1 to 64 characters.',
+      }),
+      { kind: 'var', default: 'edgepress' },
+    ),
+    WEBAUTHN_ORIGINS: optional(
+      listOf(
+        'WEBAUTHN_ORIGINS',
+        new RegExp(`${WEB_ORIGIN.source}|${ANDROID_ORIGIN.source}`),
+        'an https:// origin, an http://localhost[:port] origin or android:apk-key-hash:<base64url SHA-256>',
+      ),
+      { kind: 'var' },
+    ),
+    // The apps that may use this site's passkeys (iOS associated domains, Android asset links).
+    APPLE_APP_IDS: optional(listOf('APPLE_APP_IDS', APPLE_APP_ID, 'TEAMID.bundle.id'), { kind: 'var' }),
+    ANDROID_APPS: optional(
+      z.preprocess(
+        parseJson,
+        z.array(AndroidAppSchema, {
+          error: 'ANDROID_APPS must be a JSON array of {package_name, sha256_cert_fingerprints: ["AB:CD:…"]}.',
+        }),
+      ),
       { kind: 'var' },
     ),
     PUBLIC_BASE_URL: variable(z.url(), { kind: 'var', default: 'http://localhost:8787' }),
@@ -183,6 +259,22 @@ const ConfigSchema = z
   .refine((env) => env.MAIL_TRANSPORT === 'console' || env.MAIL_API_KEY !== undefined, {
     message: 'MAIL_API_KEY must be set when MAIL_TRANSPORT is not console.',
     path: ['MAIL_API_KEY'],
+  })
+  .superRefine((env, context) => {
+    // Browsers let an origin use only its own domain or one above it as relying party.
+    // The refinement also runs when a field failed; those are reported already.
+    if (!isUrl(env.PUBLIC_BASE_URL)) return
+    const { rpId, origins } = relyingParty(env)
+    for (const origin of origins) {
+      if (origin.startsWith('android:') || !isUrl(origin)) continue
+      const host = new URL(origin).hostname
+      if (host === rpId || host.endsWith(`.${rpId}`)) continue
+      context.addIssue({
+        code: 'custom',
+        path: ['WEBAUTHN_ORIGINS'],
+        message: `WEBAUTHN_ORIGINS: ${origin} is not on ${rpId} (WEBAUTHN_RP_ID) or a domain under it.`,
+      })
+    }
   })
 
 /** The variables, as ConfigSchema declares them: name, kind and default. */
@@ -269,6 +361,12 @@ function toConfig(env: ParsedEnv) {
     cookieSameSite: env.COOKIE_SAMESITE,
     /** One JSON log line per request. */
     logRequests: env.LOG_REQUESTS !== 'false',
+    /** Passkeys: the relying party and the origins clientDataJSON may name. */
+    webauthn: { ...relyingParty(env), rpName: env.WEBAUTHN_RP_NAME },
+    /** The iOS apps of the association file (`TEAMID.bundle.id`); unset: no file. */
+    appleAppIds: env.APPLE_APP_IDS,
+    /** The Android apps of assetlinks.json; unset: no file. */
+    androidApps: env.ANDROID_APPS,
     /** Native sign-in providers by name (none unless configured). */
     oidcProviders: oidcProviders(env.OIDC_PROVIDERS ?? {}),
     mail: {
@@ -285,6 +383,15 @@ function toConfig(env: ParsedEnv) {
       webhookSecret: env.MAIL_WEBHOOK_SECRET,
     },
   }
+}
+
+/** WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS, or what PUBLIC_BASE_URL makes of them when unset. */
+function relyingParty(env: Pick<ParsedEnv, 'WEBAUTHN_RP_ID' | 'WEBAUTHN_ORIGINS' | 'PUBLIC_BASE_URL'>): {
+  rpId: string
+  origins: readonly string[]
+} {
+  const base = new URL(env.PUBLIC_BASE_URL)
+  return { rpId: env.WEBAUTHN_RP_ID ?? base.hostname, origins: env.WEBAUTHN_ORIGINS ?? [base.origin] }
 }
 
 function tokenSettings(env: ParsedEnv): TokenSettings {

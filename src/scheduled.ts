@@ -2,6 +2,7 @@ import { getConfig } from './config'
 import type { Env } from './config'
 import { createDb } from './db/client'
 import { pruneChallenges } from './db/mfa'
+import { prunePasskeyChallenges } from './db/passkeys'
 import { pruneOneTimeTokens } from './db/one-time-tokens'
 import { pruneSessions } from './db/sessions'
 import { pruneSpentIdTokens } from './db/spent-id-tokens'
@@ -17,7 +18,7 @@ const RETENTION_MS = 7 * 24 * 3_600_000
 
 /**
  * The cron: deliver and retry queued email, hand due newsletters to the queue, then prune expired
- * one-time tokens, sessions, MFA token records, spent ID tokens and applied webhook ids, and
+ * one-time tokens, sessions, MFA token records, passkey challenges, spent ID tokens and applied webhook ids, and
  * key the usernames of rows written before username keys existed (docs/design.md § Usernames). It
  * reads the configuration through getConfig, as withConfig does for requests (one memo).
  */
@@ -35,6 +36,8 @@ export async function runScheduledMaintenance(env: Env, now: Date): Promise<void
     pruneOneTimeTokens(db, cutoff),
     pruneSessions(db, cutoff),
     pruneChallenges(db, cutoff),
+    // At expiry, not after the retention: anyone may ask for a sign-in challenge.
+    prunePasskeyChallenges(db, now),
     pruneSpentIdTokens(db, cutoff),
     // Providers retry a webhook for about a day; a week of ids catches every replay.
     pruneEmailEvents(db, cutoff),

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { api, decodeJwt, expectProblem, login, outboxMessagesTo, tokenFromEmail, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 import { TEST_PROVIDERS, sha256HexOf, signIdToken } from './oidc-provider'
+import { SoftAuthenticator } from './webauthn-authenticator'
 
 // Pre-account takeover, over HTTP: someone signs up with another person's address (or signs in
 // through a provider that did not verify it), then adds their own ways in: a linked provider, a
@@ -443,5 +444,71 @@ describe('native sign-in with a provider email that is not verified', () => {
     expect(again.status, await again.clone().text()).toBe(200)
     expect(await userReachedBy(again)).toBe(account.id)
     expect(await removalEmails(email)).toEqual([])
+  })
+})
+
+describe('passkeys added while the address was unverified', () => {
+  /** Registers a new passkey for the signed-in `accessToken`: its authenticator. */
+  async function addPasskey(accessToken: string, name: string): Promise<SoftAuthenticator> {
+    const authenticator = await SoftAuthenticator.create()
+    const started = await api('POST', '/auth/passkeys/register/options', undefined, accessToken)
+    expect(started.status, await started.clone().text()).toBe(200)
+    const { challenge_id, options } = (await started.json()) as {
+      challenge_id: string
+      options: { challenge: string; user: { id: string } }
+    }
+    const res = await api(
+      'POST',
+      '/auth/passkeys/register',
+      { challenge_id, response: await authenticator.register(options), name },
+      accessToken,
+    )
+    expect(res.status, await res.clone().text()).toBe(201)
+    return authenticator
+  }
+
+  async function passkeySignIn(authenticator: SoftAuthenticator): Promise<Response> {
+    const started = await api('POST', '/auth/passkeys/login/options', {})
+    const { challenge_id, options } = (await started.json()) as { challenge_id: string; options: { challenge: string } }
+    return api('POST', '/auth/passkeys/login', { challenge_id, response: await authenticator.assert(options) })
+  }
+
+  it('go at the owner’s reset and are named in the email; one added after verification stays', async () => {
+    const email = victimAddress()
+    const squatter = await registerWith(email)
+    const session = await login(squatter)
+    const squatters = await addPasskey(session.access_token, 'Squatter phone')
+    expect((await passkeySignIn(squatters)).status).toBe(200)
+
+    await resetByMailboxOwner(email)
+
+    await expectProblem(await passkeySignIn(squatters), 401, 'invalid_credentials')
+    const notices = await removalEmails(email)
+    expect(notices).toHaveLength(1)
+    expect(notices[0]).toContain('the passkey “Squatter phone”')
+
+    // The owner's own passkey, added once the address is verified, survives a later reset.
+    const owner = (await (await ownerLogin(email)).json()) as TokenPair
+    const owners = await addPasskey(owner.access_token, 'Owner laptop')
+    nextStep()
+    await resetByMailboxOwner(email)
+    expect((await passkeySignIn(owners)).status).toBe(200)
+    expect(await removalEmails(email)).toHaveLength(1)
+  })
+
+  it('an email change makes every passkey unproven: the new address owner’s reset removes them', async () => {
+    const ownAddress = `${uniqueName('squatter')}@example.com`
+    const squatter = await registerWith(ownAddress)
+    await verifyEmailByLink(ownAddress)
+    const session = await login(squatter)
+    const squatters = await addPasskey(session.access_token, 'Added while verified')
+    const email = victimAddress()
+    const moved = await api('PATCH', '/users/me', { email }, session.access_token)
+    expect(moved.status, await moved.clone().text()).toBe(200)
+
+    await resetByMailboxOwner(email)
+
+    await expectProblem(await passkeySignIn(squatters), 401, 'invalid_credentials')
+    expect(await removalEmails(email)).toHaveLength(1)
   })
 })

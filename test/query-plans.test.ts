@@ -25,6 +25,7 @@ import { runScheduledMaintenance } from '../src/scheduled'
 import { BASE_URL, apiWithEnv, registerAdmin, registerAndLogin, tokenFromEmail, uniqueName } from './helpers'
 import type { TokenPair } from './helpers'
 import { TEST_PROVIDERS, signIdToken } from './oidc-provider'
+import { SoftAuthenticator } from './webauthn-authenticator'
 
 // Issue 6, point 2: every query the API makes on a list or lookup path is run through
 // `EXPLAIN QUERY PLAN` with the parameters it was bound with, and a full table scan fails the
@@ -870,6 +871,55 @@ describe('query plans: newsletters', () => {
     const plan = (await planOf(statements[0]!)).map((row) => row.detail)
     expect(plan).toEqual([
       expect.stringMatching(/^SEARCH subscribers USING COVERING INDEX subscribers_status_id_idx \(status=\?\)$/),
+    ])
+  })
+})
+
+describe('query plans: passkeys', () => {
+  it('registers, lists, signs in with, renames and removes passkeys, and prunes challenges, through indexes', async () => {
+    const { user, tokens } = await registerAndLogin()
+    const authenticator = await SoftAuthenticator.create()
+    const json = async <T>(res: Promise<Response>): Promise<T> => {
+      const answer = await res
+      expect(answer.status, await answer.clone().text()).toBeLessThan(300)
+      return answer.json() as Promise<T>
+    }
+    type Started<O> = { challenge_id: string; options: O }
+    await expectIndexedPlans(async () => {
+      const registration = await json<Started<{ challenge: string; user: { id: string } }>>(
+        call('POST', '/auth/passkeys/register/options', undefined, tokens.access_token),
+      )
+      const passkey = await json<{ id: number }>(
+        call(
+          'POST',
+          '/auth/passkeys/register',
+          { challenge_id: registration.challenge_id, response: await authenticator.register(registration.options) },
+          tokens.access_token,
+        ),
+      )
+      for (const body of [{}, { username: user.username }, { username: uniqueName('nobody') }]) {
+        const signIn = await json<Started<{ challenge: string }>>(call('POST', '/auth/passkeys/login/options', body))
+        if ('username' in body && body.username !== user.username) continue
+        await expectStatus(
+          call('POST', '/auth/passkeys/login', {
+            challenge_id: signIn.challenge_id,
+            response: await authenticator.assert(signIn.options),
+          }),
+          200,
+        )
+      }
+      await expectStatus(call('GET', '/auth/passkeys', undefined, tokens.access_token), 200)
+      await expectStatus(call('GET', '/users/me', undefined, tokens.access_token), 200)
+      await expectStatus(call('PATCH', `/auth/passkeys/${passkey.id}`, { name: 'renamed' }, tokens.access_token), 200)
+      await expectStatus(call('DELETE', `/auth/passkeys/${passkey.id}`, undefined, tokens.access_token), 204)
+      await runScheduledMaintenance(recordingEnv, new Date())
+    }, [
+      /^insert into "passkey_challenges"/,
+      /^delete from "passkey_challenges" where "passkey_challenges"."id" = \?/,
+      /^delete from "passkey_challenges" where "passkey_challenges"."expires_at"/,
+      /from "passkeys".*"passkeys"."credential_id" = \?/,
+      /^update "passkeys"/,
+      /^delete from "passkeys"/,
     ])
   })
 })

@@ -7,8 +7,9 @@ import { hashRecoveryCode, newRecoveryCodes } from '../src/lib/recovery-codes'
 import { seal, secretBoxKey } from '../src/lib/secret-box'
 import { newTotpSecret } from '../src/lib/totp'
 import { usernameKey } from '../src/lib/usernames'
-import { apiWithEnv, mintToken } from './helpers'
+import { apiWithEnv, decodeJwt, mintToken } from './helpers'
 import type { TokenPair } from './helpers'
+import { SoftAuthenticator } from './webauthn-authenticator'
 
 // A migration never loses data. UPGRADE_DB (vitest.config.ts) is migrated up to a step that has
 // landed in production, filled with rows as the code of that version wrote them (raw SQL, every
@@ -41,7 +42,7 @@ const NEWEST = migrations.length - 1
 /** The oldest schema the harness fills (every step from it on has landed). */
 const OLDEST_FILLED = migrationIndex('0009_batch_guards')
 /** The newest schema fill() knows the columns of; a step filled at a later one needs fill() extended. */
-const NEWEST_FILLED = migrationIndex('0011_newsletters')
+const NEWEST_FILLED = migrationIndex('0012_passkeys')
 
 // ---------------------------------------------------------------------------------------------
 // What each migration is meant to do to existing rows. Everything not named here must stay as it
@@ -289,6 +290,8 @@ interface Filled {
   legacySession: { sid: string; userId: number; jti: string }
   /** Posts written before 0010 (no slug, no published_at), with a word only its title has. */
   oldPosts: { id: number; word: string; createdAt: number }[]
+  /** From 0012 on: ada's passkey, whose authenticator signs in after the upgrade. */
+  passkey?: { userId: number; authenticator: SoftAuthenticator }
 }
 
 function insert(table: string, row: Row): D1PreparedStatement {
@@ -583,8 +586,63 @@ async function fill(version: number, r: number): Promise<Filled> {
     push('email_events', { webhook_id: `msg_${r}_complaint`, type: 'email.complained', received_at: t(522) })
   }
 
+  let passkey: Filled['passkey']
+  if (version >= migrationIndex('0012_passkeys')) {
+    // ada signs in with a counting passkey (last used, counter 3); odon's synced one was added
+    // before his address was verified; a usernameless and a registration challenge are pending.
+    const authenticator = await SoftAuthenticator.create({ counting: true })
+    const handle = `handle-ada-r${r}`
+    authenticator.userHandle = handle
+    await authenticator.assert({ challenge: 'AAAA' }, { signCount: 3 })
+    push('passkey_user_handles', { user_id: ada.id, handle })
+    push('passkey_user_handles', { user_id: odon.id, handle: `handle-odon-r${r}` })
+    const key = (n: number, owner: FilledUser, extra: Row) =>
+      push('passkeys', {
+        id: id(60 + n),
+        user_id: owner.id,
+        algorithm: -7,
+        name: `Passkey ${n} r${r}`,
+        transports: '["hybrid","internal"]',
+        created_at: t(600 + n),
+        ...extra,
+      })
+    key(1, ada, {
+      credential_id: authenticator.credentialId,
+      public_key: JSON.stringify(await authenticator.publicJwk()),
+      sign_count: 3,
+      backed_up: 0,
+      last_used_at: t(610),
+      added_while_unverified: 0,
+    })
+    key(2, odon, {
+      credential_id: `credential-odon-r${r}`,
+      public_key: '{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}',
+      algorithm: -8,
+      sign_count: 0,
+      backed_up: 1,
+      last_used_at: null,
+      added_while_unverified: 1,
+    })
+    push('passkey_challenges', {
+      id: `challenge-login-r${r}`,
+      challenge: 'Y2hhbGxlbmdl',
+      purpose: 'login',
+      user_id: null,
+      expires_at: NOW + DAY,
+    })
+    push('passkey_challenges', {
+      id: `challenge-register-r${r}`,
+      challenge: 'cmVnaXN0ZXI',
+      purpose: 'register',
+      user_id: ada.id,
+      expires_at: NOW + DAY,
+    })
+    passkey = { userId: ada.id, authenticator }
+  }
+
   await db.batch(statements)
   return {
+    passkey,
     users: [ada, grace, odon, linus],
     ada,
     grace: { ...grace, unusedRecoveryCode },
@@ -652,6 +710,20 @@ async function expectAppWorksWithOldRows(filled: Filled[]): Promise<void> {
     expect((await call('POST', '/auth/token/verify', { token: await refresh(round.revokedSession) })).status).toBe(401)
     const rotated = await call('POST', '/auth/token/refresh', { refresh_token: await refresh(round.legacySession) })
     expect(rotated.status, await rotated.clone().text()).toBe(200)
+
+    // A passkey of the old schema still signs in, its counter going on from the stored one.
+    if (round.passkey !== undefined) {
+      const started = await call('POST', '/auth/passkeys/login/options', {})
+      const { challenge_id, options } = (await started.json()) as {
+        challenge_id: string
+        options: { challenge: string }
+      }
+      const response = await round.passkey.authenticator.assert(options)
+      const signedIn = await call('POST', '/auth/passkeys/login', { challenge_id, response })
+      expect(signedIn.status, await signedIn.clone().text()).toBe(200)
+      const { access_token } = (await signedIn.json()) as TokenPair
+      expect(decodeJwt(access_token).payload.sub).toBe(String(round.passkey.userId))
+    }
 
     // Posts written before the life cycle are published since their creation, under post-<id>,
     // and the full-text index still finds them. (A token keeps the reads out of the edge cache.)

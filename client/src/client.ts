@@ -1,3 +1,5 @@
+import { browserAssertion, browserAttestation } from './passkeys.js'
+import type { Passkey, RegisterPasskeyOptions, SignInWithPasskeyOptions } from './passkeys.js'
 import { DEFAULT_RETRY, isRetryableMethod, isRetryableStatus, retryAfterMs, retryDelayMs } from './retry.js'
 import type { RetryPolicy } from './retry.js'
 import { memoryStorage } from './storage.js'
@@ -83,6 +85,14 @@ export interface EdgepressClient {
     credentials: { username: string; password: string } | { email: string; password: string },
   ): Promise<SignInResult>
   signInWithProvider(provider: string, token: { id_token: string; nonce?: string }): Promise<SignInResult>
+  /**
+   * Signs in with a passkey: a challenge from /auth/passkeys/login/options, the ceremony
+   * (`getCredential`, by default the browser's), then /auth/passkeys/login. A ceremony the person
+   * cancels rejects with the browser's NotAllowedError.
+   */
+  signInWithPasskey(options?: SignInWithPasskeyOptions): Promise<SignInResult>
+  /** Adds a passkey to the signed-in account (403 `reauthentication_required` without a recent sign-in). */
+  registerPasskey(options?: RegisterPasskeyOptions): Promise<FetchResult<Passkey>>
   /** The second step after a sign-in answered `mfa_required`: a TOTP code or a recovery code. */
   verifyMfa(proof: { code: string } | { recovery_code: string }): Promise<SignInResult>
   signOut(): Promise<void>
@@ -368,6 +378,31 @@ export function createClient(options: ClientOptions): EdgepressClient {
         password: credentials.password,
       }),
     signInWithProvider: (provider, token) => post(`/api/v1/auth/oidc/${encodeURIComponent(provider)}`, token),
+    signInWithPasskey: async (passkey = {}) => {
+      const body = passkey.username === undefined ? {} : { username: passkey.username }
+      const started = await exchange(requestTo('POST', '/api/v1/auth/passkeys/login/options', { body }, null))
+      if (!started.ok) return { error: await problemOf(started), response: started }
+      const { challenge_id, options } = (await started.json()) as {
+        challenge_id: string
+        options: Parameters<NonNullable<SignInWithPasskeyOptions['getCredential']>>[0]
+      }
+      const extra = { mediation: passkey.mediation, signal: passkey.signal }
+      const response = await (passkey.getCredential ?? ((asked) => browserAssertion(asked, extra)))(options)
+      return post('/api/v1/auth/passkeys/login', { challenge_id, response })
+    },
+    registerPasskey: async (passkey = {}) => {
+      const init = passkey.signal === undefined ? {} : { signal: passkey.signal }
+      const started = await call('POST', '/api/v1/auth/passkeys/register/options', init)
+      if (started.error !== undefined) return started
+      const { challenge_id, options } = started.data as {
+        challenge_id: string
+        options: Parameters<NonNullable<RegisterPasskeyOptions['createCredential']>>[0]
+      }
+      const create = passkey.createCredential ?? ((asked) => browserAttestation(asked, init))
+      const response = await create(options)
+      const body = { challenge_id, response, ...(passkey.name === undefined ? {} : { name: passkey.name }) }
+      return (await call('POST', '/api/v1/auth/passkeys/register', { ...init, body })) as FetchResult<Passkey>
+    },
     verifyMfa: async (proof) => {
       if (mfaToken === undefined) {
         return {

@@ -8,6 +8,16 @@ export type {
   SessionChangeEvent,
   SignInResult,
 } from './client.js'
+export { browserAssertion, browserAttestation } from './passkeys.js'
+export type {
+  Passkey,
+  PasskeyAssertion,
+  PasskeyAttestation,
+  PasskeyCreationOptions,
+  PasskeyRequestOptions,
+  RegisterPasskeyOptions,
+  SignInWithPasskeyOptions,
+} from './passkeys.js'
 export { memoryStorage, webStorage } from './storage.js'
 export type { SessionStorage, WebStorageLike } from './storage.js'
 export type { RetryPolicy } from './retry.js'

@@ -36,6 +36,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/.well-known/apple-app-site-association": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * iOS associated domains: the apps that may use this site’s passkeys
+         * @description From APPLE_APP_IDS; 404 when it is unset.
+         */
+        get: operations["getWellKnownAppleAppSiteAssociation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/.well-known/assetlinks.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Android Digital Asset Links: the apps that may use this site’s passkeys
+         * @description From ANDROID_APPS; 404 when it is unset.
+         */
+        get: operations["getWellKnownAssetlinksJson"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/register": {
         parameters: {
             query?: never;
@@ -272,7 +312,7 @@ export interface paths {
         put?: never;
         /**
          * Prove who you are again, for a change that needs a recent sign-in
-         * @description Lasting changes (linking a provider, turning on two-factor sign-in, new recovery codes, a new email address, deleting the account) need the session's `auth_time` within `REAUTH_MAX_AGE` seconds; otherwise they answer 403 `reauthentication_required`. This answers a new token pair for the same session (cookies in cookie mode) whose `auth_time` is now, given the password, a code of the second factor (or a recovery code), or an ID token of a linked provider. Accounts without a password step up with a provider or their second factor.
+         * @description Lasting changes (linking a provider, turning on two-factor sign-in, new recovery codes, a new email address, deleting the account) need the session's `auth_time` within `REAUTH_MAX_AGE` seconds; otherwise they answer 403 `reauthentication_required`. This answers a new token pair for the same session (cookies in cookie mode) whose `auth_time` is now, given the password, a code of the second factor (or a recovery code), an assertion of one of your passkeys, or an ID token of a linked provider. Accounts without a password step up with a passkey, a provider or their second factor.
          */
         post: operations["postAuthReauthenticate"];
         delete?: never;
@@ -441,6 +481,130 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/passkeys/register/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start registering a passkey
+         * @description Needs a recent sign-in (`auth_time` within REAUTH_MAX_AGE; else 403 `reauthentication_required`). Pass `options` to navigator.credentials.create() (PublicKeyCredential.parseCreationOptionsFromJSON) and send the result with `challenge_id` to POST /auth/passkeys/register within 5 minutes.
+         */
+        post: operations["postAuthPasskeysRegisterOptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/passkeys/register": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Register a passkey
+         * @description The credential navigator.credentials.create() made for the options' challenge (single use, 5 minutes, issued to you for registration). A check that fails is 400 `passkey_rejected` naming it (challenge, origin, RP id, user presence, algorithm…); a credential registered already: 409 `passkey_exists`. The owner is told by email.
+         */
+        post: operations["postAuthPasskeysRegister"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/passkeys/login/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start signing in with a passkey
+         * @description `{}` for usernameless sign-in (the passkey picker, or autofill with `mediation: "conditional"`), or `{username}` (username or email) to list that account’s passkeys in `allowCredentials`. The answer has the same shape and costs the same whether or not the account exists. Pass `options` to navigator.credentials.get() and send the result to POST /auth/passkeys/login within 5 minutes.
+         */
+        post: operations["postAuthPasskeysLoginOptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/passkeys/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign in with a passkey
+         * @description The answer of POST /auth/token (the token pair, or cookies with `?mode=cookie`). Any failed check (challenge unknown, used, expired or not for sign-in; origin; RP id; user presence; signature; counter; unknown passkey) is the same 401 `invalid_credentials`. An assertion with user verification (UV) counts as both factors; without it, an account with two-factor sign-in answers 401 `mfa_required` as the password step does.
+         */
+        post: operations["postAuthPasskeysLogin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/passkeys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List your passkeys
+         * @description Oldest first.
+         */
+        get: operations["getAuthPasskeys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/passkeys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove a passkey
+         * @description The account’s last way to sign in (no password, no linked provider, no other passkey) cannot be removed: 409 `conflict`. Another user's passkey: 404. The owner is told by email.
+         */
+        delete: operations["deleteAuthPasskeysById"];
+        options?: never;
+        head?: never;
+        /**
+         * Rename a passkey
+         * @description 1–64 characters. Another user's passkey and an unknown id are the same 404.
+         */
+        patch: operations["patchAuthPasskeysById"];
         trace?: never;
     };
     "/api/v1/users": {
@@ -820,7 +984,7 @@ export interface components {
              * @example validation_failed
              * @enum {string}
              */
-            code: "validation_failed" | "invalid_credentials" | "mfa_required" | "not_authenticated" | "token_invalid" | "token_expired" | "token_revoked" | "token_reused" | "signature_invalid" | "forbidden" | "reauthentication_required" | "not_found" | "conflict" | "username_taken" | "email_taken" | "slug_taken" | "newsletter_exists" | "post_not_published" | "account_exists" | "rate_limited" | "payload_too_large" | "unsupported_media_type" | "method_not_allowed" | "service_unavailable" | "internal_error";
+            code: "validation_failed" | "invalid_credentials" | "mfa_required" | "not_authenticated" | "token_invalid" | "token_expired" | "token_revoked" | "token_reused" | "signature_invalid" | "forbidden" | "reauthentication_required" | "not_found" | "conflict" | "username_taken" | "email_taken" | "slug_taken" | "newsletter_exists" | "passkey_exists" | "passkey_rejected" | "post_not_published" | "account_exists" | "rate_limited" | "payload_too_large" | "unsupported_media_type" | "method_not_allowed" | "service_unavailable" | "internal_error";
             errors?: {
                 /** @example password */
                 path: string;
@@ -837,6 +1001,21 @@ export interface components {
                 [key: string]: unknown;
             }[];
         };
+        AppleAppSiteAssociation: {
+            webcredentials: {
+                apps: string[];
+            };
+        };
+        AssetLinks: {
+            relation: string[];
+            target: {
+                /** @enum {string} */
+                namespace: "android_app";
+                /** @example com.example.app */
+                package_name: string;
+                sha256_cert_fingerprints: string[];
+            };
+        }[];
         /** @description The account as its owner (or an admin) sees it. */
         PrivateUser: {
             /** @example 1 */
@@ -856,6 +1035,11 @@ export interface components {
              *     ]
              */
             providers: string[];
+            /**
+             * @description How many passkeys sign in to the account
+             * @example 1
+             */
+            passkeys: number;
             /**
              * Format: date-time
              * @example 2026-11-23T07:00:00.000Z
@@ -975,6 +1159,31 @@ export interface components {
             /** @description An ID token of that provider */
             id_token?: string;
             nonce?: string;
+            passkey?: components["schemas"]["PasskeyAssertion"];
+        };
+        /** @description An assertion of one of your passkeys, for a challenge of POST /auth/passkeys/login/options */
+        PasskeyAssertion: {
+            /** @description From the options answer */
+            challenge_id: string;
+            response: components["schemas"]["AuthenticationResponseJSON"];
+        };
+        AuthenticationResponseJSON: {
+            /** @description The credential id, base64url */
+            id: string;
+            /** @description The credential id, base64url */
+            rawId: string;
+            /** @enum {string} */
+            type: "public-key";
+            response: {
+                clientDataJSON: string;
+                authenticatorData: string;
+                signature: string;
+                userHandle?: string | null;
+            };
+            authenticatorAttachment?: string | null;
+            clientExtensionResults?: {
+                [key: string]: unknown;
+            };
         };
         SessionList: {
             results: components["schemas"]["Session"][];
@@ -1056,6 +1265,120 @@ export interface components {
             id_token: string;
             /** @description The raw nonce the app generated */
             nonce?: string;
+        };
+        PasskeyRegistrationOptions: {
+            challenge_id: string;
+            options: components["schemas"]["PublicKeyCredentialCreationOptionsJSON"];
+        };
+        PublicKeyCredentialCreationOptionsJSON: {
+            challenge: string;
+            rp: {
+                id: string;
+                name: string;
+            };
+            user: {
+                /** @description An opaque handle (base64url), the same for all your passkeys */
+                id: string;
+                name: string;
+                displayName: string;
+            };
+            pubKeyCredParams: {
+                /** @enum {string} */
+                type: "public-key";
+                alg: number;
+            }[];
+            timeout: number;
+            excludeCredentials: {
+                /** @enum {string} */
+                type: "public-key";
+                id: string;
+                transports?: ("ble" | "cable" | "hybrid" | "internal" | "nfc" | "smart-card" | "usb")[];
+            }[];
+            authenticatorSelection: {
+                /** @enum {string} */
+                residentKey: "required";
+                /** @enum {boolean} */
+                requireResidentKey: true;
+                /** @enum {string} */
+                userVerification: "preferred";
+            };
+            /** @enum {string} */
+            attestation: "none";
+            extensions: {
+                /** @enum {boolean} */
+                credProps: true;
+            };
+        };
+        Passkey: {
+            /** @example 1 */
+            id: number;
+            /** @example iPhone */
+            name: string;
+            /**
+             * Format: date-time
+             * @example 2026-11-23T07:00:00.000Z
+             */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @example 2026-11-23T07:00:00.000Z
+             */
+            last_used_at: string | null;
+            /** @description The authenticator syncs it (iCloud Keychain, Google Password Manager…) */
+            backed_up: boolean;
+            transports: ("ble" | "cable" | "hybrid" | "internal" | "nfc" | "smart-card" | "usb")[];
+        };
+        PasskeyRegistration: {
+            /** @description From the options answer */
+            challenge_id: string;
+            response: components["schemas"]["RegistrationResponseJSON"];
+            /** @example iPhone */
+            name?: string;
+        };
+        RegistrationResponseJSON: {
+            /** @description The credential id, base64url */
+            id: string;
+            /** @description The credential id, base64url */
+            rawId: string;
+            /** @enum {string} */
+            type: "public-key";
+            response: {
+                clientDataJSON: string;
+                attestationObject: string;
+                transports?: string[];
+            };
+            authenticatorAttachment?: string | null;
+            clientExtensionResults?: {
+                [key: string]: unknown;
+            };
+        };
+        PasskeyLoginOptions: {
+            challenge_id: string;
+            options: components["schemas"]["PublicKeyCredentialRequestOptionsJSON"];
+        };
+        PublicKeyCredentialRequestOptionsJSON: {
+            challenge: string;
+            rpId: string;
+            timeout: number;
+            allowCredentials: {
+                /** @enum {string} */
+                type: "public-key";
+                id: string;
+                transports?: ("ble" | "cable" | "hybrid" | "internal" | "nfc" | "smart-card" | "usb")[];
+            }[];
+            /** @enum {string} */
+            userVerification: "preferred";
+        };
+        PasskeyLoginOptionsInput: {
+            /** @description Username or email address */
+            username?: string;
+        };
+        PasskeyList: {
+            results: components["schemas"]["Passkey"][];
+        };
+        PasskeyRename: {
+            /** @example iPhone */
+            name: string;
         };
         PublicUserPage: {
             results: components["schemas"]["PublicUser"][];
@@ -1389,6 +1712,82 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JWKS"];
+                };
+            };
+            /** @description Method not allowed (`method_not_allowed`); see Allow */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWellKnownAppleAppSiteAssociation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The apps */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppleAppSiteAssociation"];
+                };
+            };
+            /** @description Not found (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Method not allowed (`method_not_allowed`); see Allow */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWellKnownAssetlinksJson: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The statements */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssetLinks"];
+                };
+            };
+            /** @description Not found (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Method not allowed (`method_not_allowed`); see Allow */
@@ -3161,6 +3560,509 @@ export interface operations {
             };
             /** @description Conflict (`username_taken`, `email_taken`, `slug_taken`, `conflict`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (D1 or KV) is unreachable (`service_unavailable`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    postAuthPasskeysRegisterOptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A single-use challenge and the creation options */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyRegistrationOptions"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Authenticated but not allowed (`forbidden`), or the sign-in is too old for this change (`reauthentication_required`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (`username_taken`, `email_taken`, `slug_taken`, `conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (D1 or KV) is unreachable (`service_unavailable`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    postAuthPasskeysRegister: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasskeyRegistration"];
+            };
+        };
+        responses: {
+            /** @description The new passkey */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Passkey"];
+                };
+            };
+            /** @description Validation failed or malformed body (`validation_failed`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (`username_taken`, `email_taken`, `slug_taken`, `conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 64 KiB (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported Content-Type (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (D1 or KV) is unreachable (`service_unavailable`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    postAuthPasskeysLoginOptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PasskeyLoginOptionsInput"];
+            };
+        };
+        responses: {
+            /** @description A single-use challenge and the request options */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyLoginOptions"];
+                };
+            };
+            /** @description Validation failed or malformed body (`validation_failed`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 64 KiB (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported Content-Type (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (D1 or KV) is unreachable (`service_unavailable`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    postAuthPasskeysLogin: {
+        parameters: {
+            query?: {
+                /** @description cookie: set the tokens as __Host- HttpOnly cookies instead of returning them (web apps); state-changing requests authenticated by cookie must then send X-CSRF-Token */
+                mode?: "cookie";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasskeyAssertion"];
+            };
+        };
+        responses: {
+            /** @description Signed in: the token pair, or in cookie mode the cookies */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenPair"] | components["schemas"]["CookieSession"];
+                };
+            };
+            /** @description Validation failed or malformed body (`validation_failed`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Authenticated but not allowed (`forbidden`), or the sign-in is too old for this change (`reauthentication_required`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 64 KiB (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported Content-Type (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (D1 or KV) is unreachable (`service_unavailable`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getAuthPasskeys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Your passkeys */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyList"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (D1 or KV) is unreachable (`service_unavailable`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteAuthPasskeysById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (`username_taken`, `email_taken`, `slug_taken`, `conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (D1 or KV) is unreachable (`service_unavailable`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    patchAuthPasskeysById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasskeyRename"];
+            };
+        };
+        responses: {
+            /** @description The renamed passkey */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Passkey"];
+                };
+            };
+            /** @description Validation failed or malformed body (`validation_failed`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 64 KiB (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported Content-Type (`unsupported_media_type`) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

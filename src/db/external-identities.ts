@@ -2,7 +2,7 @@ import type { BatchItem } from 'drizzle-orm/batch'
 import { and, eq, exists, ne, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { Db } from './client'
-import { externalIdentities, users } from './schema'
+import { externalIdentities, passkeys, users } from './schema'
 import type { UserRow } from './schema'
 
 /**
@@ -61,8 +61,8 @@ export function linkIdentity(
 }
 
 /**
- * Unlinks the user's identity at this provider unless it is the account's last way to sign in (no
- * password, no other provider): checked in the same statement, so two concurrent unlinks cannot
+ * Unlinks the user’s identity at this provider unless it is the account’s last way to sign in (no
+ * password, no other provider, no passkey): checked in the same statement, so two concurrent unlinks cannot
  * both pass. Returns the rows removed.
  */
 export function unlinkIdentity(db: Db, userId: number, provider: string) {
@@ -70,6 +70,7 @@ export function unlinkIdentity(db: Db, userId: number, provider: string) {
     .select({ one: sql`1` })
     .from(externalIdentities)
     .where(and(eq(externalIdentities.userId, userId), ne(externalIdentities.provider, provider)))
+  const passkey = db.select({ one: sql`1` }).from(passkeys).where(eq(passkeys.userId, userId))
   const passwordOf = sql`(select ${users.passwordHash} from ${users} where ${users.id} = ${userId})`
   return db
     .delete(externalIdentities)
@@ -77,7 +78,7 @@ export function unlinkIdentity(db: Db, userId: number, provider: string) {
       and(
         eq(externalIdentities.userId, userId),
         eq(externalIdentities.provider, provider),
-        or(sql`${passwordOf} <> ${NO_PASSWORD}`, exists(other)),
+        or(sql`${passwordOf} <> ${NO_PASSWORD}`, exists(other), exists(passkey)),
       ),
     )
     .returning({ sub: externalIdentities.sub })

@@ -77,6 +77,36 @@ export async function startNewsletter(
         eq(newsletters.id, id),
         sql`${newsletters.startedAt} is null`,
         sql`(${newsletters.status} = 'sending' or (${newsletters.status} = 'scheduled' and ${newsletters.scheduledFor} <= ${now.getTime()}))`,
+        // The list only ever gets a post the public can read: one moved back to draft or to a
+        // later time whose send was not cancelled or moved with it (a write that failed half-way)
+        // does not start here; followItsPost() puts the send right.
+        sql`${ofPost(sql`${posts.publishedAt}`)} <= ${now.getTime()}`,
+      ),
+    )
+    .returning()
+  return row
+}
+
+/**
+ * A send that is due but whose post is not published (see startNewsletter) follows the post: a
+ * draft or a deleted post cancels it, a later publication time schedules it then. Undefined when
+ * the send is started, finished or not waiting.
+ */
+export async function followItsPost(db: Db, id: number, now: Date): Promise<NewsletterRow | undefined> {
+  const publishedAt = sql`(select ${posts.publishedAt} from ${posts} where ${posts.id} = ${newsletters.postId})`
+  const nowMs = now.getTime()
+  const [row] = await db
+    .update(newsletters)
+    .set({
+      status: sql`case when ${publishedAt} is null then 'cancelled' when ${publishedAt} > ${nowMs} then 'scheduled' else ${newsletters.status} end`,
+      scheduledFor: sql`case when ${publishedAt} > ${nowMs} then ${publishedAt} else ${newsletters.scheduledFor} end`,
+      completedAt: sql`case when ${publishedAt} is null then ${nowMs} else ${newsletters.completedAt} end`,
+    })
+    .where(
+      and(
+        eq(newsletters.id, id),
+        sql`${newsletters.startedAt} is null`,
+        inArray(newsletters.status, ['scheduled', 'sending']),
       ),
     )
     .returning()

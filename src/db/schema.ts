@@ -163,6 +163,70 @@ export const externalIdentities = sqliteTable(
   ],
 )
 
+/**
+ * The opaque WebAuthn user handle of a user (`user.id` in the creation options, `userHandle` in an
+ * assertion): random, never the numeric id or the email, and the same for all of a user's
+ * passkeys, so an authenticator keeps one passkey per account and site.
+ */
+export const passkeyUserHandles = sqliteTable('passkey_user_handles', {
+  userId: integer()
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  /** 32 random bytes, base64url. */
+  handle: text().notNull().unique(),
+})
+
+/** A passkey (WebAuthn public-key credential) that signs in to a user (docs/design.md § Passkeys). */
+export const passkeys = sqliteTable(
+  'passkeys',
+  {
+    id: integer().primaryKey({ autoIncrement: true }),
+    userId: integer()
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    /** The credential id, base64url: what an assertion names. */
+    credentialId: text().notNull().unique(),
+    /** The public key as a JWK (JSON), ready for WebCrypto. */
+    publicKey: text().notNull(),
+    /** The COSE algorithm: -7 (ES256), -8 (EdDSA) or -257 (RS256). */
+    algorithm: integer().notNull(),
+    /** The last signature counter seen; 0 for authenticators without one (synced passkeys). */
+    signCount: integer().notNull().default(0),
+    name: text().notNull(),
+    /** The transports the browser reported at registration (JSON array), as hints for sign-in. */
+    transports: text().notNull().default('[]'),
+    /** The authenticator says this passkey is synced (backed up) elsewhere: the BS flag. */
+    backedUp: integer({ mode: 'boolean' }).notNull().default(false),
+    createdAt: timestamp().notNull(),
+    lastUsedAt: timestamp(),
+    /** The account's address was unverified when the passkey was added: a password reset removes it. */
+    addedWhileUnverified: integer({ mode: 'boolean' }).notNull().default(false),
+  },
+  (table) => [index('passkeys_user_id_idx').on(table.userId)],
+)
+
+export const PASSKEY_CHALLENGE_PURPOSES = ['register', 'login'] as const
+export type PasskeyChallengePurpose = (typeof PASSKEY_CHALLENGE_PURPOSES)[number]
+
+/** A WebAuthn challenge handed out by an options endpoint: single use, for one purpose, 5 minutes. */
+export const passkeyChallenges = sqliteTable(
+  'passkey_challenges',
+  {
+    /** The `challenge_id` the client sends back, random. */
+    id: text().primaryKey(),
+    /** 32 random bytes, base64url: what clientDataJSON must carry. */
+    challenge: text().notNull(),
+    purpose: text({ enum: PASSKEY_CHALLENGE_PURPOSES }).notNull(),
+    /** Registration: the user it was issued to. Login: the username's user, if one was given and exists. */
+    userId: integer().references(() => users.id, { onDelete: 'cascade' }),
+    expiresAt: timestamp().notNull(),
+  },
+  (table) => [
+    index('passkey_challenges_expires_at_idx').on(table.expiresAt),
+    index('passkey_challenges_user_id_idx').on(table.userId),
+  ],
+)
+
 export const posts = sqliteTable(
   'posts',
   {
@@ -387,3 +451,5 @@ export type SubscriberRow = typeof subscribers.$inferSelect
 export type OutboxRow = typeof emailOutbox.$inferSelect
 export type NewsletterRow = typeof newsletters.$inferSelect
 export type DeliveryRow = typeof newsletterDeliveries.$inferSelect
+export type PasskeyRow = typeof passkeys.$inferSelect
+export type PasskeyChallengeRow = typeof passkeyChallenges.$inferSelect

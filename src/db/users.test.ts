@@ -221,7 +221,7 @@ describe('loadPrivateUser and loadAuthenticatedUser', () => {
         T0,
       ),
     ])
-    expect(await loadPrivateUser(db, user.id)).toEqual({ user, providers: ['apple', 'zeta'] })
+    expect(await loadPrivateUser(db, user.id)).toEqual({ user, signIns: { providers: ['apple', 'zeta'], passkeys: 0 } })
     expect(await loadAuthenticatedUser(db, user.id)).toEqual(user)
   })
 
@@ -246,8 +246,11 @@ describe('loadUserForChange', () => {
       ),
     ])
 
-    expect(await loadUserForChange(db, user.id)).toEqual({ user, providers: ['google'] })
-    expect(await loadUserForChange(db, MISSING_USER_ID)).toEqual({ user: undefined, providers: [] })
+    expect(await loadUserForChange(db, user.id)).toEqual({ user, signIns: { providers: ['google'], passkeys: 0 } })
+    expect(await loadUserForChange(db, MISSING_USER_ID)).toEqual({
+      user: undefined,
+      signIns: { providers: [], passkeys: 0 },
+    })
   })
 })
 

@@ -1,4 +1,4 @@
-import { and, eq, getTableColumns, inArray, isNull, or, sql } from 'drizzle-orm'
+import { and, count, eq, getTableColumns, inArray, isNull, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError, userGone } from '../lib/api-error'
@@ -10,7 +10,8 @@ import { isolateSql, rowMapperOf } from './isolate-queries'
 import { providersOf } from './external-identities'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
-import { externalIdentities, users } from './schema'
+import { passkeyCountOf } from './passkeys'
+import { externalIdentities, passkeys, users } from './schema'
 import type { UserRow } from './schema'
 import type { LiveToken } from './one-time-tokens'
 
@@ -32,6 +33,17 @@ export async function findUserById(db: Db, id: string | number): Promise<UserRow
   const numericId = typeof id === 'number' ? id : parseId(id)
   if (numericId === null) return undefined
   return db.query.users.findFirst({ where: eq(users.id, numericId) })
+}
+
+/**
+ * What findUserByLogin matches an identifier on: two spellings with one key find the same account
+ * (an email by SQLite's ASCII-only lower(), a username by its key). For answers that must not tell
+ * whether the account exists, such as passkey decoys.
+ */
+export function loginKeyOf(identifier: string): string {
+  const normalized = identifier.trim().normalize('NFC')
+  if (normalized.includes('@')) return `email:${normalized.replace(/[A-Z]/g, (letter) => letter.toLowerCase())}`
+  return `username:${usernameKey(normalized)}`
 }
 
 /**
@@ -114,11 +126,26 @@ async function keyUsernames(db: Db, rows: { id: number; username: string }[]): P
 export async function loadUserForChange(
   db: Db,
   userId: number,
-): Promise<{ user: UserRow | undefined; providers: string[] }> {
-  const [found, linked, unkeyed] = await db.batch([userRow(db, userId), providersOf(db, userId), unkeyedUsers(db)])
+): Promise<{ user: UserRow | undefined; signIns: SignInMethods }> {
+  const [found, linked, unkeyed, counted] = await db.batch([
+    userRow(db, userId),
+    providersOf(db, userId),
+    unkeyedUsers(db),
+    db.select({ count: count() }).from(passkeys).where(eq(passkeys.userId, userId)),
+  ])
   if (unkeyed.length > 0) await backfillUsernameKeys(db)
-  return { user: found[0], providers: linked.map((row) => row.provider) }
+  return { user: found[0], signIns: { providers: linked.map((row) => row.provider), passkeys: counted[0]?.count ?? 0 } }
 }
+
+/** The ways an account signs in besides its password, as its owner's view shows them. */
+export interface SignInMethods {
+  /** The linked OIDC providers, sorted. */
+  providers: string[]
+  /** How many passkeys. */
+  passkeys: number
+}
+
+export const NO_SIGN_INS: SignInMethods = { providers: [], passkeys: 0 }
 
 /** The authenticated user's row and linked sign-in providers, in one round trip (refused as loadAuthenticatedUser). */
 // The user and their linked providers in one statement, its SQL built once per isolate: this is
@@ -133,18 +160,19 @@ const privateUserSql = isolateSql((db) =>
         sql`(SELECT json_group_array(${sql.raw('"ei"."provider"')}) FROM ${externalIdentities} AS ${sql.raw('"ei"')} WHERE ${sql.raw('"ei"."user_id"')} = ${sql.raw('"users"."id"')})`.as(
           'providers',
         ),
+      passkeys: passkeyCountOf(sql.raw('"users"."id"')).as('passkeys'),
     })
     .from(users)
     .where(eq(users.id, sql.placeholder('id'))),
 )
 const toUserRow = rowMapperOf(users)
 
-export async function loadPrivateUser(db: Db, userId: number): Promise<{ user: UserRow; providers: string[] }> {
+export async function loadPrivateUser(db: Db, userId: number): Promise<{ user: UserRow; signIns: SignInMethods }> {
   const raw = await db.$client.prepare(privateUserSql()).bind(userId).first<Record<string, unknown>>()
   if (raw === null) throw userGone()
   // Sorted here: json_group_array keeps no order SQLite promises.
   const providers = (JSON.parse(String(raw.providers)) as string[]).sort()
-  return { user: toUserRow(raw), providers }
+  return { user: toUserRow(raw), signIns: { providers, passkeys: Number(raw.passkeys) } }
 }
 
 /** The authenticated user's row; a token whose subject no longer exists is refused (docs/API.md, precise point 2). */

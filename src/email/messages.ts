@@ -80,6 +80,8 @@ export type SecurityEvent =
   | 'recovery_codes_regenerated'
   | 'provider_linked'
   | 'provider_unlinked'
+  | 'passkey_added'
+  | 'passkey_removed'
   | 'email_changed'
   | 'sign_in_methods_removed'
 
@@ -108,6 +110,14 @@ const SECURITY_EVENTS: Record<SecurityEvent, { subject: string; what: (detail: s
   provider_unlinked: {
     subject: 'A sign-in method was removed from your edgepress account',
     what: (provider) => `Signing in with ${provider} no longer opens your account.`,
+  },
+  passkey_added: {
+    subject: 'A passkey was added to your edgepress account',
+    what: (name) => `A passkey named “${name}” was added: it now signs in to your account.`,
+  },
+  passkey_removed: {
+    subject: 'A passkey was removed from your edgepress account',
+    what: (name) => `The passkey named “${name}” was removed: it no longer signs in to your account.`,
   },
   email_changed: {
     subject: 'The email address of your edgepress account was changed',

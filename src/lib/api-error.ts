@@ -17,6 +17,8 @@ export const ERROR_CODES = [
   'email_taken',
   'slug_taken',
   'newsletter_exists',
+  'passkey_exists',
+  'passkey_rejected',
   'post_not_published',
   'account_exists',
   'rate_limited',

@@ -1,6 +1,6 @@
 import { constantTimeEqual, fromBase64Url, toBase64Url, utf8 } from './encoding'
 
-export type HmacPurpose = 'cursor' | 'unsubscribe' | 'csrf'
+export type HmacPurpose = 'cursor' | 'unsubscribe' | 'csrf' | 'passkey-decoy'
 
 const derivedKeys = new WeakMap<Uint8Array, Map<HmacPurpose, Promise<CryptoKey>>>()
 

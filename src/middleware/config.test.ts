@@ -120,6 +120,75 @@ describe('a bad configuration', () => {
   })
 })
 
+describe('the passkey variables', () => {
+  const ANDROID_HASH = `android:apk-key-hash:${'A'.repeat(43)}`
+
+  it('default to PUBLIC_BASE_URL: its host is the RP id, its origin the one origin', async () => {
+    const config = await configUnder(envWith({ PUBLIC_BASE_URL: 'https://blog.example.com/' }))
+    expect(config.webauthn).toEqual({
+      rpId: 'blog.example.com',
+      origins: ['https://blog.example.com'],
+      rpName: 'edgepress',
+    })
+    expect(config.appleAppIds).toBeUndefined()
+    expect(config.androidApps).toBeUndefined()
+  })
+
+  it('take an RP id above the origins, web origins under it and Android apps', async () => {
+    const config = await configUnder(
+      envWith({
+        WEBAUTHN_RP_ID: 'example.com',
+        WEBAUTHN_RP_NAME: 'The Example Blog',
+        WEBAUTHN_ORIGINS: ` https://example.com, https://app.example.com:8443 ,${ANDROID_HASH}`,
+        APPLE_APP_IDS: 'ABCDE12345.com.example.blog',
+        ANDROID_APPS: JSON.stringify([
+          { package_name: 'com.example.blog', sha256_cert_fingerprints: [Array(32).fill('AB').join(':')] },
+        ]),
+      }),
+    )
+    expect(config.webauthn).toEqual({
+      rpId: 'example.com',
+      origins: ['https://example.com', 'https://app.example.com:8443', ANDROID_HASH],
+      rpName: 'The Example Blog',
+    })
+    expect(config.appleAppIds).toEqual(['ABCDE12345.com.example.blog'])
+    expect(config.androidApps).toHaveLength(1)
+  })
+
+  it('refuse malformed values, naming the variable', async () => {
+    const fingerprint = Array(32).fill('AB').join(':')
+    const cases: [Partial<Record<keyof Env, string>>, string][] = [
+      [{ WEBAUTHN_RP_ID: 'https://example.com' }, 'WEBAUTHN_RP_ID must be a lower-case domain name'],
+      [{ WEBAUTHN_RP_ID: 'example.com:443' }, 'WEBAUTHN_RP_ID must be a lower-case domain name'],
+      [{ WEBAUTHN_RP_NAME: 'x'.repeat(65) }, 'WEBAUTHN_RP_NAME must be 1 to 64 characters.'],
+      [{ WEBAUTHN_ORIGINS: 'http://blog.example.com' }, 'WEBAUTHN_ORIGINS: each entry must be'],
+      [{ WEBAUTHN_ORIGINS: 'https://localhost:8787/path' }, 'WEBAUTHN_ORIGINS: each entry must be'],
+      [{ WEBAUTHN_ORIGINS: 'android:apk-key-hash:short' }, 'WEBAUTHN_ORIGINS: each entry must be'],
+      [{ WEBAUTHN_ORIGINS: ' , ' }, 'WEBAUTHN_ORIGINS lists nothing.'],
+      // Browsers refuse an RP id that is not the origin's domain or one above it.
+      [
+        { WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'https://example.org' },
+        'WEBAUTHN_ORIGINS: https://example.org is not on example.com',
+      ],
+      [
+        { WEBAUTHN_RP_ID: 'app.example.com', WEBAUTHN_ORIGINS: 'https://example.com' },
+        'WEBAUTHN_ORIGINS: https://example.com is not on app.example.com',
+      ],
+      [{ WEBAUTHN_RP_ID: 'example.com' }, 'WEBAUTHN_ORIGINS: http://localhost:8787 is not on example.com'],
+      [{ APPLE_APP_IDS: 'com.example.blog' }, 'APPLE_APP_IDS: each entry must be TEAMID.bundle.id.'],
+      [{ ANDROID_APPS: '{"package_name":"com.example.blog"}' }, 'ANDROID_APPS must be a JSON array'],
+      [{ ANDROID_APPS: '[{"package_name":"com.example.blog","sha256_cert_fingerprints":["ab"]}]' }, 'ANDROID_APPS'],
+      [
+        { ANDROID_APPS: JSON.stringify([{ package_name: 'blog', sha256_cert_fingerprints: [fingerprint] }]) },
+        'ANDROID_APPS',
+      ],
+    ]
+    for (const [vars, named] of cases) {
+      expect(await misconfigured(envWith(vars)), JSON.stringify(vars)).toContain(named)
+    }
+  })
+})
+
 describe('defaults and normalisation', () => {
   it('gives an unset or blank variable its default, and trims the others', async () => {
     for (const ttl of [undefined, '', '   ']) {

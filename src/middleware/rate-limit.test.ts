@@ -207,6 +207,48 @@ describe('per client IP (CF-Connecting-IP)', () => {
     await expectProblem(otherIp, 401, 'invalid_credentials')
   })
 
+  it(`POST /auth/passkeys/login/options and /login: the ${PER_IP + 1}st attempt from one IP → 429 before any check`, async () => {
+    const assertion = {
+      challenge_id: 'made-up',
+      response: {
+        id: 'AAAA',
+        rawId: 'AAAA',
+        type: 'public-key',
+        response: { clientDataJSON: 'AAAA', authenticatorData: 'AAAA', signature: 'AAAA' },
+      },
+    }
+    const result = await inOneWindow(async () => {
+      const ip = uniqueIp()
+      const options = await statusesOf(PER_IP, () =>
+        api('POST', '/auth/passkeys/login/options', {}, undefined, from(ip)),
+      )
+      const optionsBlocked = await api('POST', '/auth/passkeys/login/options', {}, undefined, from(ip))
+      // Its own bucket: the options spent nothing of it.
+      const logins = await statusesOf(PER_IP, () => api('POST', '/auth/passkeys/login', assertion, undefined, from(ip)))
+      const loginBlocked = await api('POST', '/auth/passkeys/login', assertion, undefined, from(ip))
+      const otherIp = await api('POST', '/auth/passkeys/login', assertion, undefined, from(uniqueIp()))
+      return { options, optionsBlocked, logins, loginBlocked, otherIp }
+    })
+    expect(result.options).toEqual(Array(PER_IP).fill(200))
+    await expectRateLimited(result.optionsBlocked)
+    expect(result.logins).toEqual(Array(PER_IP).fill(401))
+    await expectRateLimited(result.loginBlocked)
+    await expectProblem(result.otherIp, 401, 'invalid_credentials')
+  })
+
+  it(`POST /auth/passkeys/login/options {username}: the ${PER_ACCOUNT + 1}st for one name → 429`, async () => {
+    const result = await inOneWindow(async () => {
+      const username = uniqueName('passkey')
+      const asked = await statusesOf(PER_ACCOUNT, (i) =>
+        api('POST', '/auth/passkeys/login/options', { username: mixedCase(username, i) }, undefined, from(uniqueIp())),
+      )
+      const blocked = await api('POST', '/auth/passkeys/login/options', { username }, undefined, from(uniqueIp()))
+      return { asked, blocked }
+    })
+    expect(result.asked).toEqual(Array(PER_ACCOUNT).fill(200))
+    await expectRateLimited(result.blocked)
+  })
+
   it(`POST /auth/register: the ${PER_IP + 1}st registration from one IP → 429; another IP is unaffected`, async () => {
     const { created, blocked, otherIp } = await inOneWindow(async () => {
       const ip = uniqueIp()
@@ -453,6 +495,8 @@ describe('GET /openapi.json', () => {
       ['post', '/api/v1/auth/token'],
       ['post', '/api/v1/auth/login'],
       ['post', '/api/v1/auth/register'],
+      ['post', '/api/v1/auth/passkeys/login/options'],
+      ['post', '/api/v1/auth/passkeys/login'],
       ['post', '/api/v1/auth/password/reset'],
       ['post', '/api/v1/subscribers'],
       ['post', '/api/v1/posts'],

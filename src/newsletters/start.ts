@@ -1,6 +1,7 @@
 import type { Config } from '../config'
 import type { Db } from '../db/client'
-import { advanceSnapshot, findNewsletter, startNewsletter, takeSnapshotChunk } from '../db/newsletters'
+import { advanceSnapshot, findNewsletter, followItsPost, startNewsletter, takeSnapshotChunk } from '../db/newsletters'
+import type { NewsletterRow } from '../db/schema'
 import { NEWSLETTER_BATCH_SIZE } from '../lib/mail-queue-messages'
 import type { MailQueueMessage } from '../lib/mail-queue-messages'
 
@@ -31,7 +32,10 @@ export async function queueStart(queue: Queue<MailQueueMessage>, newsletterId: n
 export async function startSend(deps: StartDeps, newsletterId: number, now: Date): Promise<void> {
   const started = await startNewsletter(deps.db, newsletterId, deps.config.postUrlTemplate, now)
   if (started === undefined) {
-    const newsletter = await findNewsletter(deps.db, newsletterId)
+    let newsletter = await findNewsletter(deps.db, newsletterId)
+    // Due, yet not started: its post is not public (back to draft, deleted or moved later while
+    // the send did not follow). The send follows it now: cancelled, or scheduled at its new time.
+    if (isDue(newsletter, now)) newsletter = (await followItsPost(deps.db, newsletterId, now)) ?? newsletter
     // A delayed message may come a little early, or the post was re-scheduled: wait again.
     if (newsletter?.status === 'scheduled' && newsletter.scheduledFor !== null) {
       await queueStart(deps.queue, newsletterId, newsletter.scheduledFor, now)
@@ -42,6 +46,12 @@ export async function startSend(deps: StartDeps, newsletterId: number, now: Date
     if (newsletter?.status !== 'sending' || newsletter.startedAt === null || newsletter.recipients !== null) return
   }
   await continueSnapshot(deps, newsletterId, now)
+}
+
+function isDue(newsletter: NewsletterRow | undefined, now: Date): boolean {
+  if (newsletter === undefined || newsletter.startedAt !== null) return false
+  if (newsletter.status === 'sending') return true
+  return newsletter.status === 'scheduled' && newsletter.scheduledFor !== null && newsletter.scheduledFor <= now
 }
 
 /** Takes the next chunk of the snapshot, queues its batches, then the next chunk's message. */

@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import type { UserRow } from '../db/schema'
+import type { SignInMethods } from '../db/users'
 import { usernameProblem } from '../lib/usernames'
 import { Timestamp } from '../router'
 
@@ -49,6 +50,7 @@ export const PrivateUserSchema = z
       description: 'The sign-in providers linked to the account (OIDC_PROVIDERS names)',
       example: ['apple'],
     }),
+    passkeys: z.number().int().openapi({ description: 'How many passkeys sign in to the account', example: 1 }),
     created_at: Timestamp,
     last_login_at: Timestamp.nullable(),
   })
@@ -57,7 +59,7 @@ export const PrivateUserSchema = z
 export type PrivateUser = z.infer<typeof PrivateUserSchema>
 
 /** The owner's view of a user row. Written by hand so no column (password_hash) leaks by default. */
-export function toPrivateUser(user: UserRow, providers: string[]): PrivateUser {
+export function toPrivateUser(user: UserRow, signIns: SignInMethods): PrivateUser {
   return {
     id: user.id,
     username: user.username,
@@ -65,7 +67,8 @@ export function toPrivateUser(user: UserRow, providers: string[]): PrivateUser {
     email_verified: user.emailVerified,
     is_admin: user.isAdmin,
     mfa_enabled: user.mfaEnabled,
-    providers,
+    providers: signIns.providers,
+    passkeys: signIns.passkeys,
     created_at: user.createdAt.toISOString(),
     last_login_at: user.lastLoginAt?.toISOString() ?? null,
   }

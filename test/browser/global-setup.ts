@@ -97,6 +97,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
         `MFA_ENCRYPTION_KEY:${randomBytes(36).toString('base64url')}`,
         '--var',
         `PUBLIC_BASE_URL:${apiUrl}`,
+        // Passkeys are made on the app's page: the RP id stays localhost (PUBLIC_BASE_URL's host).
+        '--var',
+        `WEBAUTHN_ORIGINS:${appUrl}`,
       ],
       { cwd: root, env, detached: true, stdio: ['ignore', logFd, logFd] },
     )

@@ -5,6 +5,7 @@ import { createClient, memoryStorage } from '../../client/src/index'
 import type { ClientOptions, SessionChange } from '../../client/src/index'
 import { BASE_URL, api, decodeJwt, fetchWorker, mintToken, registerAndLogin, registerUser } from '../helpers'
 import type { RegisteredUser } from '../helpers'
+import { SoftAuthenticator } from '../webauthn-authenticator'
 
 // @edgepress/client against the real worker, in workerd: the worker's own fetch (test/helpers.ts
 // fetchWorker: the Worker entry with the pool's D1, KV, queues and objects, in process) is the
@@ -362,3 +363,68 @@ async function registerAndLoginAs(user: RegisteredUser): Promise<string> {
   const response = await api('POST', '/auth/token', { username: user.username, password: user.password })
   return ((await response.json()) as { access_token: string }).access_token
 }
+
+describe('@edgepress/client: passkeys', () => {
+  it('registers a passkey for the signed-in user, then signs in with it usernameless and by username', async () => {
+    const user = await registerUser()
+    const { client, signIn } = clientFor(user, { fetch: workerFetch().fetch })
+    expect((await signIn()).data).toEqual({ status: 'signed_in' })
+    const authenticator = await SoftAuthenticator.create()
+    const added = await client.registerPasskey({
+      name: 'SDK key',
+      createCredential: (options) => authenticator.register(options),
+    })
+    expect(added.error).toBeUndefined()
+    expect(added.data).toMatchObject({ name: 'SDK key', last_used_at: null })
+
+    const asked: { allowCredentials: { id: string }[] }[] = []
+    const fresh = createClient({ baseUrl: BASE_URL, fetch: workerFetch().fetch, sleep: async () => undefined })
+    const getCredential = (
+      options: Parameters<typeof authenticator.assert>[0] & { allowCredentials: { id: string }[] },
+    ) => {
+      asked.push(options)
+      return authenticator.assert(options)
+    }
+    expect((await fresh.signInWithPasskey({ getCredential })).data).toEqual({ status: 'signed_in' })
+    const me = await fresh.GET('/api/v1/users/me')
+    expect(me.data).toMatchObject({ id: user.id, passkeys: 1 })
+    await fresh.signOut()
+    expect((await fresh.signInWithPasskey({ username: user.username, getCredential })).data).toEqual({
+      status: 'signed_in',
+    })
+    expect(asked.map((options) => options.allowCredentials.map((entry) => entry.id))).toEqual([
+      [],
+      [authenticator.credentialId],
+    ])
+  })
+
+  it('gives back the refusal of a passkey that does not verify, and keeps no session', async () => {
+    const { tokens } = await registerAndLogin()
+    const authenticator = await SoftAuthenticator.create()
+    const started = await api('POST', '/auth/passkeys/register/options', undefined, tokens.access_token)
+    const { challenge_id, options } = (await started.json()) as {
+      challenge_id: string
+      options: { challenge: string; user: { id: string } }
+    }
+    const created = await api(
+      'POST',
+      '/auth/passkeys/register',
+      { challenge_id, response: await authenticator.register(options) },
+      tokens.access_token,
+    )
+    expect(created.status).toBe(201)
+
+    const client = createClient({ baseUrl: BASE_URL, fetch: workerFetch().fetch, sleep: async () => undefined })
+    const otherKey = await authenticator.otherKey()
+    const refused = await client.signInWithPasskey({
+      getCredential: (asked) => authenticator.assert(asked, { signWith: otherKey }),
+    })
+    expect(refused.error).toMatchObject({ status: 401, code: 'invalid_credentials' })
+    expect(await client.session()).toBeNull()
+  })
+
+  it('says what to pass where the browser ceremony is missing', async () => {
+    const client = createClient({ baseUrl: BASE_URL, fetch: workerFetch().fetch, sleep: async () => undefined })
+    await expect(client.signInWithPasskey()).rejects.toThrow(/getCredential/)
+  })
+})

@@ -524,6 +524,44 @@ describe('starting', () => {
     expect(queue.take().every((message) => message.body.kind === 'newsletter-batch')).toBe(true)
   })
 
+  it('a due send whose post is no longer public (its cancel or move failed half-way) mails nobody and follows the post', async () => {
+    const admin = await newAdmin()
+    await insertSubscribers(2)
+    const at = new Date(Date.now() + 3_600_000)
+    const later = new Date(at.getTime() + 86_400_000)
+    // As PATCH leaves things when the post is saved and the send's cancel or move then fails.
+    const toDraft = await createPost(admin, { status: 'scheduled', published_at: at.toISOString() })
+    const moved = await createPost(admin, { status: 'scheduled', published_at: at.toISOString() })
+    const drafted = await newsletterOf(admin, toDraft, at)
+    const postponed = await newsletterOf(admin, moved, at)
+    await env.DB.batch([
+      env.DB.prepare('UPDATE posts SET published_at = NULL WHERE id = ?').bind(toDraft.id),
+      env.DB.prepare('UPDATE posts SET published_at = ? WHERE id = ?').bind(later.getTime(), moved.id),
+    ])
+    const queue = new RecordingQueue()
+    await startSend(startDeps(queue), drafted.id, at)
+    expect(await newsletterRow(drafted.id)).toMatchObject({
+      status: 'cancelled',
+      startedAt: null,
+      recipients: null,
+      completedAt: at,
+    })
+    expect(queue.take()).toEqual([])
+    await startSend(startDeps(queue), postponed.id, at)
+    expect(await newsletterRow(postponed.id)).toMatchObject({
+      status: 'scheduled',
+      scheduledFor: later,
+      startedAt: null,
+      recipients: null,
+    })
+    // Handed back to the cron: a day is beyond what one queue message may wait.
+    expect(queue.take()).toEqual([])
+    // At the post's new time it goes.
+    await startSend(startDeps(queue), postponed.id, later)
+    expect(await newsletterRow(postponed.id)).toMatchObject({ status: 'sending', startedAt: later })
+    expect(queue.take().some((message) => message.body.kind === 'newsletter-batch')).toBe(true)
+  })
+
   it('what every recipient gets is fixed at the start: an edit of the post mid-send changes nothing', async () => {
     const admin = await newAdmin()
     const post = await createPost(admin)

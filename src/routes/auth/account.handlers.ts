@@ -3,7 +3,9 @@ import { consumeOneTimeToken, findLiveToken, spendTokensOf } from '../../db/one-
 import type { UserRow } from '../../db/schema'
 import { identitiesAddedWhileUnverified, removeIdentitiesAddedWhileUnverified } from '../../db/external-identities'
 import { factorRow, removeFactorAddedWhileUnverified } from '../../db/mfa'
+import { passkeysAddedWhileUnverified, removePasskeysAddedWhileUnverified } from '../../db/passkeys'
 import {
+  NO_SIGN_INS,
   backfillUsernameKeys,
   insertUser,
   loadAuthenticatedUser,
@@ -51,7 +53,7 @@ export const register: AppRouteHandler<typeof routes.register> = async (c) => {
   await mailer.deliverSoon()
   c.header('Location', `${API_PREFIX}/users/${user.id}`)
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(toPrivateUser(user, []), 201)
+  return c.json(toPrivateUser(user, NO_SIGN_INS), 201)
 }
 
 export const passwordChange: AppRouteHandler<typeof routes.passwordChange, AuthedEnv> = async (c) => {
@@ -121,6 +123,7 @@ export const passwordResetConfirm: AppRouteHandler<typeof routes.passwordResetCo
         resetPassword(db, live, passwordHash, now),
         ...revokeRows(live.userId),
         removeIdentitiesAddedWhileUnverified(db, live.userId),
+        removePasskeysAddedWhileUnverified(db, live.userId),
         ...removeFactorAddedWhileUnverified(db, live.userId),
         spendTokensOf(db, live.userId, 'password_reset', now, live.tokenHash),
         ...(squatted === undefined ? [] : [mailer.queue(db, squatted, now, { onlyWithToken: live.tokenHash })]),
@@ -159,15 +162,17 @@ export const emailResend: AppRouteHandler<typeof routes.emailResend, AuthedEnv> 
  * undefined when there are none.
  */
 async function squattedMethods(db: Db, userId: number): Promise<QueuedEmail | undefined> {
-  const [users, identities, factors] = await db.batch([
+  const [users, identities, factors, squattedPasskeys] = await db.batch([
     userRow(db, userId),
     identitiesAddedWhileUnverified(db, userId),
     factorRow(db, userId),
+    passkeysAddedWhileUnverified(db, userId),
   ])
   const user = users[0]
   const methods = [
     ...identities.map((row) => `sign-in with ${row.provider}`),
     ...(factors[0]?.addedWhileUnverified === true ? ['the two-factor authenticator and its recovery codes'] : []),
+    ...squattedPasskeys.map((row) => `the passkey “${row.name}”`),
   ]
   if (user === undefined || methods.length === 0) return undefined
   return securityEventMessage(user.email, user.username, 'sign_in_methods_removed', methods.join(', '))

@@ -26,6 +26,7 @@ const PRIVATE_VIEW_KEYS = [
   'is_admin',
   'last_login_at',
   'mfa_enabled',
+  'passkeys',
   'providers',
   'username',
 ]

@@ -3,6 +3,7 @@ import { accountRouter } from './account.handlers'
 import { devicesRouter } from './devices.handlers'
 import { mfaRouter } from './mfa.handlers'
 import { oidcRouter } from './oidc.handlers'
+import { passkeysRouter } from './passkeys.handlers'
 import { tokensRouter } from './tokens.handlers'
 
 // The /auth resource: each sub-resource keeps its routes, handlers and router together and is
@@ -14,3 +15,4 @@ export const authRouter = createRouter()
   .route('/', devicesRouter)
   .route('/', mfaRouter)
   .route('/', oidcRouter)
+  .route('/', passkeysRouter)

@@ -22,6 +22,7 @@ import { endSessions } from '../../sessions/end'
 import { assertSessionNotRevoked } from '../../sessions/revocation-keys'
 import { isCurrentRefreshToken, reauthenticatedPair, rotateRefreshToken } from '../../sessions/rotate'
 import { assertFirstUse, verifyProviderToken, withIdTokenSpent } from './provider-identity'
+import { provePasskey, withCounterChecked } from './passkeys.handlers'
 import { confirmedUserFactor, proveSecondFactor, withRecoveryCodeSpent } from './second-factor'
 import { mfaRequired, signInChecked, signedInAnswer } from './sign-in'
 import * as routes from './tokens.routes'
@@ -175,6 +176,14 @@ export const reauthenticate: AppRouteHandler<typeof routes.reauthenticate, Authe
       reauthenticatedPair(sessionDeps(c), auth, now, { alongside: [...proven, ...notice] }),
     )
     if ('recoveryCode' in proof) await mailer.deliverSoon()
+    return c.json(await signedInAnswer(c, { pair, sessionId: auth.sessionId }, auth.viaCookie), 200)
+  }
+  if (input.passkey !== undefined) {
+    // Only a passkey of this very account vouches for it; its counter moves with the new sign-in time.
+    const proven = await provePasskey(c, input.passkey, now, auth.userId)
+    const pair = await withCounterChecked(() =>
+      reauthenticatedPair(sessionDeps(c), auth, now, { alongside: proven.use }),
+    )
     return c.json(await signedInAnswer(c, { pair, sessionId: auth.sessionId }, auth.viaCookie), 200)
   }
   if (input.password !== undefined) {

@@ -3,6 +3,7 @@ import { requireUser } from '../../middleware/authenticate'
 import { limitByClientIp } from '../../middleware/rate-limit'
 import { json, jsonBody, problems } from '../../router'
 import { CookieModeQuery, SignedInSchema, atPrimary, atPrimaryWithForms, replicaFirstWithForms } from './auth.schemas'
+import { PasskeyAssertionInput } from './passkeys.routes'
 
 // Signing in and out with a password, and the token pair's life: refresh, verify, logout.
 
@@ -137,12 +138,15 @@ const ReauthenticateInput = z
       .openapi({ description: 'A linked sign-in provider', example: 'apple' }),
     id_token: z.string().min(1).max(8192).optional().openapi({ description: 'An ID token of that provider' }),
     nonce: z.string().min(1).max(512).optional(),
+    passkey: PasskeyAssertionInput.optional().openapi({
+      description: 'An assertion of one of your passkeys, for a challenge of POST /auth/passkeys/login/options',
+    }),
   })
   .refine(
     (input) =>
-      [input.password !== undefined, input.code !== undefined, input.provider !== undefined].filter(Boolean).length ===
-        1 && (input.provider === undefined) === (input.id_token === undefined),
-    { message: 'give exactly one of password, code, or provider with id_token' },
+      [input.password, input.code, input.provider, input.passkey].filter((given) => given !== undefined).length === 1 &&
+      (input.provider === undefined) === (input.id_token === undefined),
+    { message: 'give exactly one of password, code, passkey, or provider with id_token' },
   )
   .openapi('ReauthenticateInput')
 
@@ -155,8 +159,9 @@ export const reauthenticate = createRoute({
     'Lasting changes (linking a provider, turning on two-factor sign-in, new recovery codes, a new email address, ' +
     "deleting the account) need the session's `auth_time` within `REAUTH_MAX_AGE` seconds; otherwise they answer " +
     '403 `reauthentication_required`. This answers a new token pair for the same session (cookies in cookie mode) ' +
-    'whose `auth_time` is now, given the password, a code of the second factor (or a recovery code), or an ID ' +
-    'token of a linked provider. Accounts without a password step up with a provider or their second factor.',
+    'whose `auth_time` is now, given the password, a code of the second factor (or a recovery code), an assertion ' +
+    'of one of your passkeys, or an ID token of a linked provider. Accounts without a password step up with a ' +
+    'passkey, a provider or their second factor.',
   middleware: [atPrimary, requireUser(), limitByClientIp('reauthenticate')] as const,
   security: [{ Bearer: [] }],
   request: { body: jsonBody(ReauthenticateInput) },

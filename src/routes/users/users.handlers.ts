@@ -2,9 +2,11 @@ import type { BatchStatements, Db } from '../../db/client'
 import { createdAtEdge } from '../../db/keyset'
 import type { UserRow } from '../../db/schema'
 import { markIdentitiesUnproven } from '../../db/external-identities'
+import { markPasskeysUnproven } from '../../db/passkeys'
 import { recordFactorProvenance } from '../../db/mfa'
 import { spendTokensOf } from '../../db/one-time-tokens'
 import {
+  NO_SIGN_INS,
   deleteUserRow,
   findUserById,
   listUsers,
@@ -47,14 +49,14 @@ export const get: AppRouteHandler<typeof routes.get> = async (c) => {
 }
 
 export const getMe: AppRouteHandler<typeof routes.getMe, AuthedEnv> = async (c) => {
-  const { user, providers } = await loadPrivateUser(c.get('db'), c.get('auth').userId)
+  const { user, signIns } = await loadPrivateUser(c.get('db'), c.get('auth').userId)
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(toPrivateUser(user, providers), 200)
+  return c.json(toPrivateUser(user, signIns), 200)
 }
 
 export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = async (c) => {
   const changes = c.req.valid('json')
-  const { user, providers } = await loadForChange(c.get('db'), c.get('auth').userId)
+  const { user, signIns } = await loadForChange(c.get('db'), c.get('auth').userId)
   if (user === undefined) throw userGone()
   // A new address is a lasting way in (reset links go there): it needs a recent sign-in.
   if (isNewEmail(user, changes.email)) assertRecentSignIn(c.get('auth'), c.get('config'), new Date())
@@ -62,7 +64,7 @@ export const updateMe: AppRouteHandler<typeof routes.updateMe, AuthedEnv> = asyn
   const updated = await applyUserChanges(c.get('db'), mailer, user, changes, {})
   if (updated.email !== user.email) await mailer.deliverSoon()
   c.header('Cache-Control', PRIVATE_NO_STORE)
-  return c.json(toPrivateUser(updated, providers), 200)
+  return c.json(toPrivateUser(updated, signIns), 200)
 }
 
 export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = async (c) => {
@@ -75,12 +77,12 @@ export const deleteMe: AppRouteHandler<typeof routes.deleteMe, AuthedEnv> = asyn
 
 export const adminUpdate: AppRouteHandler<typeof routes.adminUpdate, AdminEnv> = async (c) => {
   const { is_admin: isAdmin, email_verified: emailVerified, ...profile } = c.req.valid('json')
-  const { user: target, providers } = await loadForChange(c.get('db'), parseId(c.req.valid('param').id))
+  const { user: target, signIns } = await loadForChange(c.get('db'), parseId(c.req.valid('param').id))
   if (target === undefined) throw notFound('user')
   const mailer = mailerOf(c)
   const updated = await applyUserChanges(c.get('db'), mailer, target, profile, { isAdmin, emailVerified })
   if (updated.email !== target.email) await mailer.deliverSoon()
-  return c.json(toPrivateUser(updated, providers), 200)
+  return c.json(toPrivateUser(updated, signIns), 200)
 }
 
 export const adminDelete: AppRouteHandler<typeof routes.adminDelete, AdminEnv> = async (c) => {
@@ -129,16 +131,20 @@ async function applyUserChanges(
       statements.push(...(await accountEmailStatements('email_verification', db, mailer, recipient, now)))
       // Whoever holds the new mailbox added none of the account's ways in: a password reset from
       // there removes them, as it removes what a squatter adds before verifying.
-      statements.push(markIdentitiesUnproven(db, user.id), recordFactorProvenance(db, user.id, true))
+      statements.push(
+        markIdentitiesUnproven(db, user.id),
+        markPasskeysUnproven(db, user.id),
+        recordFactorProvenance(db, user.id, true),
+      )
     }
   }
   const [updated] = await db.batch(statements).catch(toConflict)
   return (updated as UserRow[])[0]!
 }
 
-/** The row a change applies to and its providers, in one round trip (undefined user: no such id). */
+/** The row a change applies to and its sign-in methods, in one round trip (undefined user: no such id). */
 function loadForChange(db: Db, id: number | null) {
-  if (id === null) return Promise.resolve({ user: undefined, providers: [] })
+  if (id === null) return Promise.resolve({ user: undefined, signIns: NO_SIGN_INS })
   return loadUserForChange(db, id)
 }
 

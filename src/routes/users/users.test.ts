@@ -24,6 +24,7 @@ const PRIVATE_VIEW_KEYS = [
   'is_admin',
   'last_login_at',
   'mfa_enabled',
+  'passkeys',
   'providers',
   'username',
 ]
@@ -41,19 +42,10 @@ describe('GET /api/v1/users/me', () => {
     expect(res.headers.get('cache-control')).toContain('no-store')
     const text = await res.text()
     const body = JSON.parse(text) as Record<string, unknown>
-    expect(Object.keys(body).sort()).toEqual([
-      'created_at',
-      'email',
-      'email_verified',
-      'id',
-      'is_admin',
-      'last_login_at',
-      'mfa_enabled',
-      'providers',
-      'username',
-    ])
+    expect(Object.keys(body).sort()).toEqual(PRIVATE_VIEW_KEYS)
     expect(body).toMatchObject({
       providers: [],
+      passkeys: 0,
       id: user.id,
       username: user.username,
       email: user.email,
