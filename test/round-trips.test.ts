@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { api, login, makeAdmin, registerAndLogin, registerUser, tokenFromEmail, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 import { TEST_PROVIDERS, signIdToken } from './oidc-provider'
+import { SoftAuthenticator } from './webauthn-authenticator'
 
 // The round-trip ledger (docs/design.md § Round trips): every route, on its success path and its
 // common failure paths, stays within a budget of calls to the bindings that can be far away (D1
@@ -107,6 +108,14 @@ const MFA_MANAGEMENT: Budget = { kv: 1, d1: upTo(4), start: ['primary'], depth: 
 const MFA_TURNED_ON: Budget = { kv: upTo(8), d1: upTo(6), start: ['primary'], depth: upTo(8) }
 /** The login's second step: the account, the factor and both attempt counts in one batch, the step, the session. */
 const MFA_SECOND_STEP: Budget = { kv: 0, d1: upTo(3), start: ['primary'], depth: upTo(3) }
+/** Passkey sign-in options: the challenge is a write, so one batch at the primary; the account is found in its SQL. */
+const PASSKEY_OPTIONS: Budget = { kv: 0, d1: 1, start: ['primary'], depth: 1 }
+/** Passkey sign-in: the challenge taken with the passkey's read, then the session's batch (a refusal stops after the first). */
+const PASSKEY_SIGN_IN: Budget = { kv: 0, d1: upTo(2), start: ['primary'], depth: upTo(2) }
+/** Registration options: the token's KV check, then one batch (its challenge is a write, behind the write gate). */
+const PASSKEY_REGISTER_OPTIONS: Budget = { kv: 1, d1: 1, start: ['primary'], depth: 2 }
+/** Registration: the KV check, the challenge taken, then the insert with its guards and the notice. */
+const PASSKEY_REGISTER: Budget = { kv: 1, d1: 2, start: ['primary'], depth: 3 }
 
 /**
  * A first native sign-in (OIDC): the identity lookup, one batch checking the email and the free
@@ -586,6 +595,82 @@ describe('the round-trip ledger: two-factor sign-in', () => {
       200,
       MFA_MANAGEMENT,
     )
+  })
+})
+
+describe('the round-trip ledger: passkeys', () => {
+  it('options, registration, sign-in (and a refused one), the list, a rename, a removal, the app files', async () => {
+    const { user, tokens } = await registerAndLogin()
+    const token = tokens.access_token
+    const authenticator = await SoftAuthenticator.create()
+    const json = <T>(res: Response): Promise<T> => res.json() as Promise<T>
+    type Started = { challenge_id: string; options: { challenge: string; user: { id: string } } }
+    const registration = await json<Started>(
+      await expectBudget(
+        'POST /auth/passkeys/register/options',
+        await api('POST', '/auth/passkeys/register/options', undefined, token),
+        200,
+        PASSKEY_REGISTER_OPTIONS,
+      ),
+    )
+    const passkey = await json<{ id: number }>(
+      await expectBudget(
+        'POST /auth/passkeys/register',
+        await api(
+          'POST',
+          '/auth/passkeys/register',
+          { challenge_id: registration.challenge_id, response: await authenticator.register(registration.options) },
+          token,
+        ),
+        201,
+        PASSKEY_REGISTER,
+      ),
+    )
+    for (const body of [{}, { username: user.username }, { username: uniqueName('nobody') }]) {
+      await expectBudget(
+        `POST /auth/passkeys/login/options ${JSON.stringify(Object.keys(body))}`,
+        await api('POST', '/auth/passkeys/login/options', body),
+        200,
+        PASSKEY_OPTIONS,
+      )
+    }
+    const signIn = await json<Started>(await api('POST', '/auth/passkeys/login/options', {}))
+    const assertion = { challenge_id: signIn.challenge_id, response: await authenticator.assert(signIn.options) }
+    await expectBudget(
+      'POST /auth/passkeys/login',
+      await api('POST', '/auth/passkeys/login', assertion),
+      200,
+      PASSKEY_SIGN_IN,
+    )
+    await expectBudget(
+      'POST /auth/passkeys/login (the challenge used)',
+      await api('POST', '/auth/passkeys/login', assertion),
+      401,
+      PASSKEY_SIGN_IN,
+    )
+    await expectBudget(
+      'GET /auth/passkeys',
+      await api('GET', '/auth/passkeys', undefined, token),
+      200,
+      SIGNED_IN_READ_AT_PRIMARY,
+    )
+    await expectBudget(
+      'PATCH /auth/passkeys/{id}',
+      await api('PATCH', `/auth/passkeys/${passkey.id}`, { name: 'renamed' }, token),
+      200,
+      SIGNED_IN_WRITE,
+    )
+    for (const status of [204, 404]) {
+      await expectBudget(
+        `DELETE /auth/passkeys/{id} (${status})`,
+        await api('DELETE', `/auth/passkeys/${passkey.id}`, undefined, token),
+        status,
+        SIGNED_IN_WRITE,
+      )
+    }
+    for (const path of ['/.well-known/apple-app-site-association', '/.well-known/assetlinks.json']) {
+      await expectBudget(`GET ${path}`, await api('GET', path), 404, NO_BINDINGS)
+    }
   })
 })
 

@@ -25,7 +25,7 @@ export function userHandleOf(db: Db, userId: number, candidate: string) {
 }
 
 /** The user's passkeys, oldest first: a statement to batch. */
-export function passkeysOf(db: Db, userId: number) {
+export function passkeysOf(db: Db, userId: number | SQL<number | null>) {
   return db.select().from(passkeys).where(eq(passkeys.userId, userId)).orderBy(asc(passkeys.id))
 }
 
@@ -40,7 +40,7 @@ export function insertChallenge(
     id: string
     challenge: string
     purpose: PasskeyChallengePurpose
-    userId: number | null
+    userId: number | SQL<number | null> | null
     expiresAt: Date
   },
 ): BatchItem<'sqlite'> {

@@ -47,6 +47,18 @@ export function loginKeyOf(identifier: string): string {
 }
 
 /**
+ * The id of the account a login identifier names, as a scalar subquery (NULL for none), for a
+ * statement that must not wait for the lookup: findUserByLogin's match on the username key or the
+ * email, without its fallback for rows not keyed yet (those have never signed in since keys
+ * existed, so they hold nothing a sign-in option could list).
+ */
+export function userIdByLogin(identifier: string): SQL<number | null> {
+  const normalized = identifier.trim().normalize('NFC')
+  const match = normalized.includes('@') ? emailIs(normalized) : eq(users.usernameKey, usernameKey(normalized))
+  return sql<number | null>`(select ${users.id} from ${users} where ${match} limit 1)`
+}
+
+/**
  * Login identifier: an email (contains @) or a username; both compare case-insensitively, a
  * username by its key (src/lib/usernames.ts). Rows written before keys existed are keyed first; the
  * check for them shares the lookup's round trip (docs/design.md § Usernames).

@@ -1,5 +1,6 @@
 import type { z } from '@hono/zod-openapi'
 import { sql } from 'drizzle-orm'
+import type { SQL } from 'drizzle-orm'
 import type { Context } from 'hono'
 import type { Config } from '../../config'
 import type { Db } from '../../db/client'
@@ -18,7 +19,7 @@ import {
   userHandleOf,
 } from '../../db/passkeys'
 import type { PasskeyChallengePurpose, PasskeyChallengeRow, PasskeyRow } from '../../db/schema'
-import { findUserByLogin, loginKeyOf, userRow } from '../../db/users'
+import { loginKeyOf, userIdByLogin, userRow } from '../../db/users'
 import { securityEventMessage } from '../../email/messages'
 import { NO_STORE, PRIVATE_NO_STORE } from '../../http/conditional-get'
 import { assertCookieModeOrigin, wantsCookies } from '../../http/cookie-mode'
@@ -138,15 +139,13 @@ export const loginOptions: AppRouteHandler<typeof routes.loginOptions> = async (
   const { db, config } = c.var
   const username = (c.req.valid('json') as { username?: string } | undefined)?.username
   const now = new Date()
-  // Known or not, the same work: one lookup, one batch, and one entry at least in allowCredentials.
-  let userId: number | null = null
-  if (username !== undefined) {
-    await limitByAccount(c, 'passkey', username)
-    userId = (await findUserByLogin(db, username))?.id ?? null
-  }
-  const challenge = newChallenge('login', userId, now)
+  // Known or not, the same work: one batch that finds the account by its login in SQL (one trip
+  // to the primary, the challenge being a write), and one entry at least in allowCredentials.
+  if (username !== undefined) await limitByAccount(c, 'passkey', username)
+  const owner = username === undefined ? null : userIdByLogin(username)
+  const challenge = newChallenge('login', owner, now)
   const [[owned], decoys] = await Promise.all([
-    db.batch([passkeysOf(db, userId ?? 0), challenge.insert(db)]),
+    db.batch([passkeysOf(db, owner ?? 0), challenge.insert(db)]),
     // Made for every username, used or not, so a known name costs what an unknown one does.
     username === undefined ? undefined : decoyDescriptors(config, username),
   ])
@@ -326,7 +325,7 @@ function asBatch(statements: ReturnType<typeof recordPasskeyUse>) {
   return [first!, ...rest] as [typeof first & {}, ...typeof rest]
 }
 
-function newChallenge(purpose: PasskeyChallengePurpose, userId: number | null, now: Date) {
+function newChallenge(purpose: PasskeyChallengePurpose, userId: number | SQL<number | null> | null, now: Date) {
   const id = randomToken(18)
   const value = randomToken(32)
   return {
