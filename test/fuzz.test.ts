@@ -145,6 +145,41 @@ const ROUTES: RouteSpec[] = [
     body: () => ({ id_token: FUZZ_ID_TOKEN, nonce: 'fuzz-nonce' }),
   },
   { method: 'DELETE', path: '/api/v1/auth/oidc/google/link' },
+  // Passkeys: well-formed WebAuthn JSON with bytes that are not (the mutations work on it).
+  { method: 'POST', path: '/api/v1/auth/passkeys/register/options' },
+  {
+    method: 'POST',
+    path: '/api/v1/auth/passkeys/register',
+    body: () => ({
+      challenge_id: 'fuzz-challenge',
+      response: {
+        id: 'AAAA',
+        rawId: 'AAAA',
+        type: 'public-key',
+        response: { clientDataJSON: 'AAAA', attestationObject: 'oWNmbXRkbm9uZQ', transports: ['internal'] },
+      },
+      name: 'Fuzz key',
+    }),
+  },
+  { method: 'POST', path: '/api/v1/auth/passkeys/login/options', body: (f) => ({ username: f.user.username }) },
+  {
+    method: 'POST',
+    path: '/api/v1/auth/passkeys/login',
+    body: () => ({
+      challenge_id: 'fuzz-challenge',
+      response: {
+        id: 'AAAA',
+        rawId: 'AAAA',
+        type: 'public-key',
+        response: { clientDataJSON: 'AAAA', authenticatorData: 'AAAA', signature: 'AAAA', userHandle: 'AAAA' },
+      },
+    }),
+  },
+  { method: 'GET', path: '/api/v1/auth/passkeys' },
+  { method: 'PATCH', path: '/api/v1/auth/passkeys/{id}', body: () => ({ name: 'Renamed' }) },
+  { method: 'DELETE', path: '/api/v1/auth/passkeys/{id}' },
+  { method: 'GET', path: '/.well-known/apple-app-site-association' },
+  { method: 'GET', path: '/.well-known/assetlinks.json' },
   { method: 'GET', path: '/api/v1/users' },
   { method: 'GET', path: '/api/v1/users/{id}', idOf: (f) => f.user.id },
   { method: 'GET', path: '/api/v1/users/me' },

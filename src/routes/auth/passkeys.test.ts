@@ -548,6 +548,13 @@ describe('POST /auth/passkeys/login/options', () => {
       expect(fromBase64Url(body.options.allowCredentials[0]!.id).length).toBeGreaterThanOrEqual(16)
     }
     expect(shapes.size).toBe(1)
+    // The same work, as Server-Timing tells it (calls and waves; durations aside).
+    const work = async (name: string) =>
+      (await api('POST', '/auth/passkeys/login/options', { username: name })).headers
+        .get('server-timing')
+        ?.replace(/dur=[\d.]+/g, 'dur')
+    expect(await work(unknown)).toBe(await work(known.user.username))
+    expect(await work(withoutPasskey.username)).toBe(await work(known.user.username))
     // Asked again, an unknown name gets the same decoy (a real account's list does not change
     // either); another unknown name another one.
     const decoy = async (name: string) =>
