@@ -1,5 +1,5 @@
-import { Secret, TOTP } from 'otpauth'
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it } from 'vitest'
+import { stopTheClockMidStep, totpCodeAt } from './stopped-clock'
 import { api, decodeJwt, expectProblem, login, outboxMessagesTo, tokenFromEmail, uniqueName } from './helpers'
 import type { RegisteredUser, TokenPair } from './helpers'
 import { TEST_PROVIDERS, sha256HexOf, signIdToken } from './oidc-provider'
@@ -22,29 +22,9 @@ const REAUTH_MAX_AGE_MS = 600_000
 const REMOVED = 'Sign-in methods were removed from your edgepress account'
 const NEW_PASSWORD = 'the owner’s own new password'
 
-let clock = 0
-
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ['Date'] })
-  clock = Math.floor(Date.now() / STEP_MS) * STEP_MS + STEP_MS / 2
-  vi.setSystemTime(clock)
-})
-
-afterEach(() => {
-  vi.useRealTimers()
-})
-
+const clock = stopTheClockMidStep()
 /** Moves the stopped clock on by one TOTP step: the next code is a new one, and nothing happens in the same instant. */
-function nextStep(): void {
-  clock += STEP_MS
-  vi.setSystemTime(clock)
-}
-
-function codeAt(secret: string, offsetSteps = 0): string {
-  return new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({
-    timestamp: Date.now() + offsetSteps * STEP_MS,
-  })
-}
+const nextStep = (): void => clock.advance(STEP_MS)
 
 interface ProviderToken {
   id_token: string
@@ -142,7 +122,7 @@ async function enrolTotp(accessToken: string): Promise<{ secret: string; recover
   const started = await api('POST', '/auth/mfa/totp', undefined, accessToken)
   expect(started.status, await started.clone().text()).toBe(200)
   const { secret } = (await started.json()) as { secret: string }
-  const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret) }, accessToken)
+  const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(secret) }, accessToken)
   expect(confirmed.status, await confirmed.clone().text()).toBe(200)
   nextStep()
   return { secret, recoveryCodes: ((await confirmed.json()) as { recovery_codes: string[] }).recovery_codes }
@@ -192,8 +172,7 @@ describe('a password reset by the mailbox owner takes a squatted account back', 
     const squatter = await registerWith(email)
     const signedIn = await login(squatter)
     // A step-up is no obstacle: they know the password they chose.
-    clock += REAUTH_MAX_AGE_MS + STEP_MS
-    vi.setSystemTime(clock)
+    clock.advance(REAUTH_MAX_AGE_MS + STEP_MS)
     const aged = await api('POST', '/auth/token/refresh', { refresh_token: signedIn.refresh_token })
     const agedPair = (await aged.json()) as TokenPair
     await expectProblem(
@@ -250,7 +229,7 @@ describe('a password reset by the mailbox owner takes a squatted account back', 
       providers: [],
     })
     expect(
-      (await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret) }, ownerPair.access_token)).status,
+      (await api('POST', '/auth/mfa/recovery-codes', { code: totpCodeAt(secret) }, ownerPair.access_token)).status,
     ).toBe(409)
 
     // One email to the owner, listing both methods.
@@ -273,7 +252,7 @@ describe('a password reset by the mailbox owner takes a squatted account back', 
     await resetByMailboxOwner(email)
 
     await expectProblem(
-      await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret) }),
+      await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: totpCodeAt(secret) }),
       401,
       'token_invalid',
     )
@@ -297,7 +276,7 @@ describe('a password reset by the mailbox owner takes a squatted account back', 
     const { mfa_token: mfaToken } = (await expectProblem(started, 401, 'mfa_required')) as unknown as {
       mfa_token: string
     }
-    const finished = await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: codeAt(secret) })
+    const finished = await api('POST', '/auth/mfa/verify', { mfa_token: mfaToken, code: totpCodeAt(secret) })
     expect(finished.status, await finished.clone().text()).toBe(200)
     const pair = (await finished.json()) as TokenPair
     expect(await me(pair.access_token)).toMatchObject({ id: owner.id, mfa_enabled: true, providers: ['google'] })

@@ -1,6 +1,6 @@
 import { env } from 'cloudflare:workers'
-import { Secret, TOTP } from 'otpauth'
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it } from 'vitest'
+import { stopTheClockMidStep, totpCodeAt } from '../../../test/stopped-clock'
 import {
   api,
   apiWithEnv,
@@ -18,34 +18,9 @@ import { TEST_PROVIDERS, signIdToken } from '../../../test/oidc-provider'
 // drift, replay, the wrong-code limit, recovery codes, turning it off, and MFA tokens that are
 // good for nothing else. The RFC 6238 vectors are in src/lib/totp.test.ts.
 
-// The worker runs in this isolate (test/helpers.ts fetchWorker), so it reads the same Date as the
-// test: each test stops the clock in the middle of a 30 s step, so no code straddles a step
-// boundary however slow the machine is, and moves it on by hand.
-const STEP_MS = 30_000
-let clock = 0
-
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ['Date'] })
-  clock = Math.floor(Date.now() / STEP_MS) * STEP_MS + STEP_MS / 2
-  vi.setSystemTime(clock)
-})
-
-afterEach(() => {
-  vi.useRealTimers()
-})
-
-/** Moves the stopped clock on by `ms`. */
-function advance(ms: number): void {
-  clock += ms
-  vi.setSystemTime(clock)
-}
-
-/** The code an authenticator app shows `offsetSteps` steps from now (the 30 s steps of RFC 6238). */
-function codeAt(secret: string, offsetSteps = 0): string {
-  return new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({
-    timestamp: Date.now() + offsetSteps * 30_000,
-  })
-}
+// Each test stops the clock in the middle of a 30 s step and moves it on by hand
+// (test/stopped-clock.ts).
+const { advance } = stopTheClockMidStep()
 
 interface Enrolled {
   user: RegisteredUser
@@ -60,7 +35,7 @@ async function enrolled(): Promise<Enrolled> {
   const started = await api('POST', '/auth/mfa/totp', undefined, tokens.access_token)
   expect(started.status).toBe(200)
   const { secret } = (await started.json()) as { secret: string }
-  const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret, -1) }, tokens.access_token)
+  const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(secret, -1) }, tokens.access_token)
   expect(confirmed.status).toBe(200)
   const { recovery_codes: recoveryCodes } = (await confirmed.json()) as { recovery_codes: string[] }
   return { user, tokens, secret, recoveryCodes }
@@ -68,7 +43,7 @@ async function enrolled(): Promise<Enrolled> {
 
 /** A code no authenticator shows now. */
 function wrongCode(secret: string): string {
-  const near = [-1, 0, 1].map((offset) => codeAt(secret, offset))
+  const near = [-1, 0, 1].map((offset) => totpCodeAt(secret, offset))
   return ['000000', '111111', '222222', '333333'].find((code) => !near.includes(code))!
 }
 
@@ -109,7 +84,7 @@ describe('enrolment', () => {
       await api(
         'POST',
         '/auth/mfa/totp/confirm',
-        { code: '000000' === codeAt(secret) ? '111111' : '000000' },
+        { code: '000000' === totpCodeAt(secret) ? '111111' : '000000' },
         tokens.access_token,
       ),
       401,
@@ -120,7 +95,7 @@ describe('enrolment', () => {
       400,
       'validation_failed',
     )
-    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret) }, tokens.access_token)
+    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(secret) }, tokens.access_token)
     expect(confirmed.status).toBe(200)
     const { recovery_codes: codes } = (await confirmed.json()) as { recovery_codes: string[] }
     expect(codes).toHaveLength(10)
@@ -169,7 +144,7 @@ describe('login with the factor on', () => {
     expect(payload).toMatchObject({ token_type: 'mfa', sub: String(user.id) })
     expect(payload.exp! - payload.iat!).toBe(300)
 
-    const verified = await verifyMfa({ mfa_token: problem.mfa_token, code: codeAt(secret) })
+    const verified = await verifyMfa({ mfa_token: problem.mfa_token, code: totpCodeAt(secret) })
     expect(verified.status).toBe(200)
     expect(verified.headers.get('cache-control')).toBe('no-store')
     const pair = (await verified.json()) as TokenPair
@@ -195,7 +170,7 @@ describe('login with the factor on', () => {
     const verified = await api(
       'POST',
       '/auth/mfa/verify',
-      new URLSearchParams({ mfa_token: token, code: codeAt(secret) }).toString(),
+      new URLSearchParams({ mfa_token: token, code: totpCodeAt(secret) }).toString(),
       undefined,
       {
         'content-type': 'application/x-www-form-urlencoded',
@@ -209,7 +184,7 @@ describe('login with the factor on', () => {
     const first = await api('POST', '/auth/token?mode=cookie', { username: user.username, password: user.password })
     expect(first.headers.get('set-cookie')).toBeNull()
     const { mfa_token: token } = (await expectProblem(first, 401, 'mfa_required')) as unknown as { mfa_token: string }
-    const verified = await verifyMfa({ mfa_token: token, code: codeAt(secret) }, '?mode=cookie')
+    const verified = await verifyMfa({ mfa_token: token, code: totpCodeAt(secret) }, '?mode=cookie')
     expect(verified.status).toBe(200)
     const body = (await verified.json()) as Record<string, unknown>
     expect(body).toMatchObject({ token_type: 'Cookie' })
@@ -218,7 +193,7 @@ describe('login with the factor on', () => {
     for (const name of ['__Host-edgepress-access', '__Host-edgepress-csrf', '__Host-edgepress-refresh'])
       expect(setCookie).toContain(`${name}=`)
     await expectProblem(
-      await verifyMfa({ mfa_token: token, code: codeAt(secret, 1) }, '?mode=cookie', {
+      await verifyMfa({ mfa_token: token, code: totpCodeAt(secret, 1) }, '?mode=cookie', {
         origin: 'https://evil.example',
       }),
       403,
@@ -229,13 +204,13 @@ describe('login with the factor on', () => {
   it('accepts ±1 step of drift, refuses ±2, and refuses a code already used in its step', async () => {
     const { user, secret } = await enrolled()
     const token = await mfaTokenFor(user)
-    await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret, 2) }), 401, 'invalid_credentials')
-    await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret, -2) }), 401, 'invalid_credentials')
-    expect((await verifyMfa({ mfa_token: token, code: codeAt(secret) })).status).toBe(200)
+    await expectProblem(await verifyMfa({ mfa_token: token, code: totpCodeAt(secret, 2) }), 401, 'invalid_credentials')
+    await expectProblem(await verifyMfa({ mfa_token: token, code: totpCodeAt(secret, -2) }), 401, 'invalid_credentials')
+    expect((await verifyMfa({ mfa_token: token, code: totpCodeAt(secret) })).status).toBe(200)
     // A new login, for the MFA token is spent: the same code again is a replay.
     const again = await mfaTokenFor(user)
-    await expectProblem(await verifyMfa({ mfa_token: again, code: codeAt(secret) }), 401, 'invalid_credentials')
-    expect((await verifyMfa({ mfa_token: again, code: codeAt(secret, 1) })).status).toBe(200)
+    await expectProblem(await verifyMfa({ mfa_token: again, code: totpCodeAt(secret) }), 401, 'invalid_credentials')
+    expect((await verifyMfa({ mfa_token: again, code: totpCodeAt(secret, 1) })).status).toBe(200)
   })
 
   it('counts wrong codes per account: after 5, every code is refused with 429 and Retry-After', async () => {
@@ -244,7 +219,7 @@ describe('login with the factor on', () => {
     const wrong = wrongCode(secret)
     for (let i = 0; i < 5; i += 1)
       await expectProblem(await verifyMfa({ mfa_token: token, code: wrong }), 401, 'invalid_credentials')
-    const locked = await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })
+    const locked = await verifyMfa({ mfa_token: await mfaTokenFor(user), code: totpCodeAt(secret) })
     await expectProblem(locked, 429, 'rate_limited')
     expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(0)
     expect(Number(locked.headers.get('retry-after'))).toBeLessThanOrEqual(900)
@@ -265,25 +240,25 @@ describe('login with the factor on', () => {
     }
 
     await expectProblem(
-      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) }),
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: totpCodeAt(secret) }),
       429,
       'rate_limited',
     )
     advance(14 * 60_000)
     await expectProblem(
-      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) }),
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: totpCodeAt(secret) }),
       429,
       'rate_limited',
     )
     advance(60_000)
-    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })).status).toBe(200)
+    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), code: totpCodeAt(secret) })).status).toBe(200)
   })
 
   it('an MFA token signs in once: after its sign-in it is refused, whatever the code', async () => {
     const { user, secret } = await enrolled()
     const token = await mfaTokenFor(user)
-    expect((await verifyMfa({ mfa_token: token, code: codeAt(secret) })).status).toBe(200)
-    await expectProblem(await verifyMfa({ mfa_token: token, code: codeAt(secret, 1) }), 401, 'token_invalid')
+    expect((await verifyMfa({ mfa_token: token, code: totpCodeAt(secret) })).status).toBe(200)
+    await expectProblem(await verifyMfa({ mfa_token: token, code: totpCodeAt(secret, 1) }), 401, 'token_invalid')
   })
 
   it('an MFA token minted before a logout-all, a password change or reset is refused', async () => {
@@ -291,10 +266,10 @@ describe('login with the factor on', () => {
     const before = await mfaTokenFor(user)
     advance(1_000)
     expect((await api('POST', '/auth/logout-all', undefined, tokens.access_token)).status).toBe(204)
-    await expectProblem(await verifyMfa({ mfa_token: before, code: codeAt(secret) }), 401, 'token_invalid')
+    await expectProblem(await verifyMfa({ mfa_token: before, code: totpCodeAt(secret) }), 401, 'token_invalid')
     // A login after it works as usual.
     advance(1_000)
-    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })).status).toBe(200)
+    expect((await verifyMfa({ mfa_token: await mfaTokenFor(user), code: totpCodeAt(secret) })).status).toBe(200)
   })
 
   it('is limited per account as well as per IP: the account limit answers 429 before any code is tried', async () => {
@@ -335,9 +310,13 @@ describe('an MFA token is good for the second step only', () => {
   it('and an access or refresh token is refused as an MFA token', async () => {
     const { user, secret } = await enrolled()
     const { tokens } = await registerAndLogin()
-    await expectProblem(await verifyMfa({ mfa_token: tokens.access_token, code: codeAt(secret) }), 401, 'token_invalid')
     await expectProblem(
-      await verifyMfa({ mfa_token: tokens.refresh_token, code: codeAt(secret) }),
+      await verifyMfa({ mfa_token: tokens.access_token, code: totpCodeAt(secret) }),
+      401,
+      'token_invalid',
+    )
+    await expectProblem(
+      await verifyMfa({ mfa_token: tokens.refresh_token, code: totpCodeAt(secret) }),
       401,
       'token_invalid',
     )
@@ -349,13 +328,13 @@ describe('turning it off and new recovery codes', () => {
   it('needs the password and a code, ends every other session, and tells the owner', async () => {
     const { user, tokens, secret } = await enrolled()
     const other = (await (
-      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: totpCodeAt(secret) })
     ).json()) as TokenPair
     await expectProblem(
       await api(
         'DELETE',
         '/auth/mfa/totp',
-        { password: 'wrong password', code: codeAt(secret, 1) },
+        { password: 'wrong password', code: totpCodeAt(secret, 1) },
         tokens.access_token,
       ),
       401,
@@ -364,7 +343,7 @@ describe('turning it off and new recovery codes', () => {
     const off = await api(
       'DELETE',
       '/auth/mfa/totp',
-      { password: user.password, code: codeAt(secret, 1) },
+      { password: user.password, code: totpCodeAt(secret, 1) },
       tokens.access_token,
     )
     expect(off.status).toBe(204)
@@ -382,7 +361,7 @@ describe('turning it off and new recovery codes', () => {
 
   it('replaces the recovery codes with a current code: the old ones stop working', async () => {
     const { user, tokens, secret, recoveryCodes } = await enrolled()
-    const res = await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret) }, tokens.access_token)
+    const res = await api('POST', '/auth/mfa/recovery-codes', { code: totpCodeAt(secret) }, tokens.access_token)
     expect(res.status).toBe(200)
     const { recovery_codes: fresh } = (await res.json()) as { recovery_codes: string[] }
     expect(fresh).toHaveLength(10)
@@ -442,7 +421,7 @@ describe('turning it on ends every other session', () => {
     // An unconfirmed enrolment ends nothing.
     for (const other of others) expect((await api('GET', '/users/me', undefined, other.access_token)).status).toBe(200)
 
-    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret) }, tokens.access_token)
+    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(secret) }, tokens.access_token)
     expect(confirmed.status).toBe(200)
     for (const other of others) {
       await expectProblem(await api('GET', '/users/me', undefined, other.access_token), 401, 'token_revoked')
@@ -467,7 +446,7 @@ describe('turning it off with a recovery code', () => {
   it('needs the password and one recovery code; ends the other sessions and removes every code', async () => {
     const { user, tokens, secret, recoveryCodes } = await enrolled()
     const other = (await (
-      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: codeAt(secret) })
+      await verifyMfa({ mfa_token: await mfaTokenFor(user), code: totpCodeAt(secret) })
     ).json()) as TokenPair
     const code = recoveryCodes[0]!
 
@@ -490,7 +469,7 @@ describe('turning it off with a recovery code', () => {
       'invalid_credentials',
     )
     await expectProblem(
-      await turnOff({ password: user.password, recovery_code: code, code: codeAt(secret) }, tokens.access_token),
+      await turnOff({ password: user.password, recovery_code: code, code: totpCodeAt(secret) }, tokens.access_token),
       400,
       'validation_failed',
     )
@@ -542,7 +521,7 @@ describe('turning it off with a recovery code', () => {
     const pair = (await signedIn.json()) as TokenPair
     const started = await api('POST', '/auth/mfa/totp', undefined, pair.access_token)
     const { secret } = (await started.json()) as { secret: string }
-    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret) }, pair.access_token)
+    const confirmed = await api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(secret) }, pair.access_token)
     const { recovery_codes: codes } = (await confirmed.json()) as { recovery_codes: string[] }
 
     expect((await turnOff({ recovery_code: codes[0]! }, pair.access_token)).status).toBe(204)

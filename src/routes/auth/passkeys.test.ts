@@ -1,6 +1,5 @@
 import { env } from 'cloudflare:workers'
-import { Secret, TOTP } from 'otpauth'
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import {
   api,
   decodeJwt,
@@ -15,6 +14,7 @@ import {
 import type { RegisteredUser, TokenPair } from '../../../test/helpers'
 import { TEST_PROVIDERS, signIdToken } from '../../../test/oidc-provider'
 import { runScheduledMaintenance } from '../../scheduled'
+import { stopTheClockMidStep, totpCodeAt } from '../../../test/stopped-clock'
 import { SoftAuthenticator, base64Url, cbor, fromBase64Url } from '../../../test/webauthn-authenticator'
 import type { Bend, CborValue, KeyKind } from '../../../test/webauthn-authenticator'
 
@@ -33,22 +33,8 @@ const SUBJECTS = {
   removed: 'A passkey was removed from your edgepress account',
 }
 
-let clock = 0
-
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ['Date'] })
-  clock = Math.floor(Date.now() / STEP_MS) * STEP_MS + STEP_MS / 2
-  vi.setSystemTime(clock)
-})
-
-afterEach(() => {
-  vi.useRealTimers()
-})
-
-function advance(ms: number): void {
-  clock += ms
-  vi.setSystemTime(clock)
-}
+const clock = stopTheClockMidStep()
+const { advance } = clock
 
 interface CreationOptions {
   challenge: string
@@ -151,18 +137,12 @@ async function storedCounter(credentialId: string): Promise<number> {
   return row?.sign_count ?? -1
 }
 
-function codeAt(secret: string, offsetSteps = 0): string {
-  return new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({
-    timestamp: Date.now() + offsetSteps * STEP_MS,
-  })
-}
-
 /** Turns TOTP on for `pair`'s user (the previous step's code confirms it). */
 async function enrolTotp(pair: TokenPair): Promise<string> {
   const started = await api('POST', '/auth/mfa/totp', undefined, pair.access_token)
   expect(started.status, await started.clone().text()).toBe(200)
   const { secret } = (await started.json()) as { secret: string }
-  const res = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret, -1) }, pair.access_token)
+  const res = await api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(secret, -1) }, pair.access_token)
   expect(res.status, await res.clone().text()).toBe(200)
   return secret
 }
@@ -254,7 +234,7 @@ describe('POST /auth/passkeys/register/options', () => {
     const rows = Array.from({ length: 19 }, (_, n) =>
       env.DB.prepare(
         'INSERT INTO passkeys (user_id, credential_id, public_key, algorithm, name, created_at) VALUES (?, ?, ?, -7, ?, ?)',
-      ).bind(user.id, `stored-${user.id}-${n}`, '{"kty":"EC"}', `Stored ${n}`, clock),
+      ).bind(user.id, `stored-${user.id}-${n}`, '{"kty":"EC"}', `Stored ${n}`, clock.now()),
     )
     await env.DB.batch(rows)
     const [first, second] = await Promise.all([
@@ -301,7 +281,7 @@ describe('POST /auth/passkeys/register', () => {
         backed_up: true,
         last_used_at: null,
         transports: ['hybrid', 'internal'],
-        created_at: new Date(clock).toISOString(),
+        created_at: new Date(clock.now()).toISOString(),
       })
       expect(passkey.name).toMatch(/^Passkey on /)
       expect(passkey.name).toContain('iOS')
@@ -597,7 +577,7 @@ describe('POST /auth/passkeys/login', () => {
       expect(decodeJwt(pair.access_token).payload.sub).toBe(String(user.id))
       expect((await me(pair.access_token)).id).toBe(user.id)
       const [used] = await listPasskeys(pair.access_token)
-      expect(used).toEqual({ ...passkey, last_used_at: new Date(clock).toISOString() })
+      expect(used).toEqual({ ...passkey, last_used_at: new Date(clock.now()).toISOString() })
       expect(await storedCounter(authenticator.credentialId)).toBe(authenticator.signCount)
     },
   )
@@ -774,7 +754,7 @@ describe('POST /auth/passkeys/login', () => {
       expect(Object.keys(problem).sort()).toEqual(Object.keys(passwordProblem).sort())
       // The counter is kept even though the sign-in is not finished.
       expect(await storedCounter(authenticator.credentialId)).toBe(7)
-      const verified = await api('POST', '/auth/mfa/verify', { mfa_token: problem.mfa_token, code: codeAt(secret) })
+      const verified = await api('POST', '/auth/mfa/verify', { mfa_token: problem.mfa_token, code: totpCodeAt(secret) })
       expect(verified.status, await verified.clone().text()).toBe(200)
     })
 
@@ -899,7 +879,7 @@ describe('POST /auth/reauthenticate with a passkey', () => {
     const res = await api('POST', '/auth/reauthenticate', { passkey: { challenge_id, response } }, aged.access_token)
     expect(res.status, await res.clone().text()).toBe(200)
     const renewed = (await res.json()) as TokenPair
-    expect(decodeJwt(renewed.access_token).payload.auth_time).toBe(Math.floor(clock / 1000))
+    expect(decodeJwt(renewed.access_token).payload.auth_time).toBe(Math.floor(clock.now() / 1000))
     await registrationOptions(renewed.access_token)
   })
 })

@@ -1,6 +1,6 @@
 import { env } from 'cloudflare:workers'
-import { Secret, TOTP } from 'otpauth'
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it } from 'vitest'
+import { stopTheClockMidStep, totpCodeAt } from '../../../test/stopped-clock'
 import {
   api,
   decodeJwt,
@@ -41,23 +41,7 @@ const SUBJECTS = {
   recoveryCodeUsed: 'A recovery code was used to sign in to edgepress',
 }
 
-let clock = 0
-
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ['Date'] })
-  clock = Math.floor(Date.now() / STEP_MS) * STEP_MS + STEP_MS / 2
-  vi.setSystemTime(clock)
-})
-
-afterEach(() => {
-  vi.useRealTimers()
-})
-
-/** Moves the stopped clock on by `ms`. */
-function advance(ms: number): void {
-  clock += ms
-  vi.setSystemTime(clock)
-}
+const { advance } = stopTheClockMidStep()
 
 const nowSeconds = (): number => Math.floor(Date.now() / 1000)
 
@@ -142,16 +126,9 @@ function linkGoogle(
 
 const withGoogle = (token: ProviderToken) => ({ provider: 'google', id_token: token.id_token, nonce: token.nonce })
 
-/** The code an authenticator app shows `offsetSteps` steps from now. */
-function codeAt(secret: string, offsetSteps = 0): string {
-  return new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({
-    timestamp: Date.now() + offsetSteps * STEP_MS,
-  })
-}
-
 /** A code no authenticator shows now. */
 function wrongCode(secret: string): string {
-  const near = [-1, 0, 1].map((offset) => codeAt(secret, offset))
+  const near = [-1, 0, 1].map((offset) => totpCodeAt(secret, offset))
   return ['000000', '111111', '222222', '333333'].find((code) => !near.includes(code))!
 }
 
@@ -167,7 +144,7 @@ async function startEnrolment(accessToken: string): Promise<string> {
  */
 async function enrolTotp(pair: TokenPair): Promise<{ secret: string; recoveryCodes: string[] }> {
   const secret = await startEnrolment(pair.access_token)
-  const res = await api('POST', '/auth/mfa/totp/confirm', { code: codeAt(secret, -1) }, pair.access_token)
+  const res = await api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(secret, -1) }, pair.access_token)
   expect(res.status, await res.clone().text()).toBe(200)
   return { secret, recoveryCodes: ((await res.json()) as { recovery_codes: string[] }).recovery_codes }
 }
@@ -283,7 +260,8 @@ const LASTING_CHANGES: LastingChange[] = [
       const signedIn = await registerAndLogin()
       return { ...signedIn, secret: await startEnrolment(signedIn.tokens.access_token) }
     },
-    attempt: (ctx, accessToken) => api('POST', '/auth/mfa/totp/confirm', { code: codeAt(ctx.secret!) }, accessToken),
+    attempt: (ctx, accessToken) =>
+      api('POST', '/auth/mfa/totp/confirm', { code: totpCodeAt(ctx.secret!) }, accessToken),
     applied: async (_ctx, accessToken) => (await me(accessToken)).mfa_enabled,
     status: 200,
   },
@@ -294,7 +272,8 @@ const LASTING_CHANGES: LastingChange[] = [
       const { secret } = await enrolTotp(signedIn.tokens)
       return { ...signedIn, secret }
     },
-    attempt: (ctx, accessToken) => api('POST', '/auth/mfa/recovery-codes', { code: codeAt(ctx.secret!) }, accessToken),
+    attempt: (ctx, accessToken) =>
+      api('POST', '/auth/mfa/recovery-codes', { code: totpCodeAt(ctx.secret!) }, accessToken),
     applied: async (ctx) => (await subjectsTo(ctx.user.email)).includes(SUBJECTS.newRecoveryCodes),
     status: 200,
   },
@@ -439,16 +418,16 @@ describe('POST /auth/reauthenticate with a second factor', () => {
     const { tokens } = await registerAndLogin()
     const { secret } = await enrolTotp(tokens)
     const stale = await ageSession(tokens)
-    const code = codeAt(secret)
+    const code = totpCodeAt(secret)
     const res = await reauthenticate({ code }, stale.access_token)
     expect(res.status, await res.clone().text()).toBe(200)
     const fresh = (await res.json()) as TokenPair
     expect(claimsOf(fresh.access_token).auth_time).toBe(nowSeconds())
     expect(claimsOf(fresh.access_token).sid).toBe(claimsOf(stale.access_token).sid)
     advance(STEP_MS)
-    expect((await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret) }, fresh.access_token)).status).toBe(
-      200,
-    )
+    expect(
+      (await api('POST', '/auth/mfa/recovery-codes', { code: totpCodeAt(secret) }, fresh.access_token)).status,
+    ).toBe(200)
 
     await expectProblem(await reauthenticate({ code }, fresh.access_token), 401, 'invalid_credentials')
   })
@@ -463,7 +442,7 @@ describe('POST /auth/reauthenticate with a second factor', () => {
       'invalid_credentials',
     )
     await expectProblem(
-      await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret) }, stale.access_token),
+      await api('POST', '/auth/mfa/recovery-codes', { code: totpCodeAt(secret) }, stale.access_token),
       403,
       'reauthentication_required',
     )
@@ -492,7 +471,7 @@ describe('POST /auth/reauthenticate with a second factor', () => {
     const { tokens } = await registerAndLogin()
     await expectProblem(await reauthenticate({ code: '123456' }, tokens.access_token), 409, 'conflict')
     const secret = await startEnrolment(tokens.access_token)
-    await expectProblem(await reauthenticate({ code: codeAt(secret) }, tokens.access_token), 409, 'conflict')
+    await expectProblem(await reauthenticate({ code: totpCodeAt(secret) }, tokens.access_token), 409, 'conflict')
   })
 })
 
@@ -705,7 +684,7 @@ describe('security notices', () => {
     const { user, tokens } = await registerAndLogin()
     const { secret } = await enrolTotp(tokens)
     expect(await subjectsTo(user.email)).not.toContain(SUBJECTS.newRecoveryCodes)
-    const res = await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret) }, tokens.access_token)
+    const res = await api('POST', '/auth/mfa/recovery-codes', { code: totpCodeAt(secret) }, tokens.access_token)
     expect(res.status, await res.clone().text()).toBe(200)
     expect((await subjectsTo(user.email)).filter((subject) => subject === SUBJECTS.newRecoveryCodes)).toHaveLength(1)
   })
@@ -721,7 +700,7 @@ describe('security notices', () => {
     const refused = [
       await linkGoogle(await googleToken(), stale.access_token),
       await api('PATCH', '/users/me', { email: newEmail }, stale.access_token),
-      await api('POST', '/auth/mfa/recovery-codes', { code: codeAt(secret) }, stale.access_token),
+      await api('POST', '/auth/mfa/recovery-codes', { code: totpCodeAt(secret) }, stale.access_token),
     ]
     for (const res of refused) await expectProblem(res, 403, 'reauthentication_required')
 
