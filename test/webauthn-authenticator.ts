@@ -1,9 +1,13 @@
+import { fromBase64Url, toBase64Url as base64Url } from '../src/lib/encoding'
+
 // A software authenticator for the passkey tests: what a platform authenticator and the browser
 // together hand the API, built from WebCrypto keys. It makes `none` attestations and assertions
 // for ES256 (P-256), EdDSA (Ed25519) or RS256 keys, and every part of what it sends can be bent
 // (origin, RP id, type, flags, counter, the key that signs) so each server check can be broken
 // on its own. Its CBOR encoder knows the few types WebAuthn uses: integers, byte and text strings,
 // maps.
+
+export { base64Url }
 
 export type KeyKind = 'ES256' | 'Ed25519' | 'RS256'
 
@@ -137,18 +141,11 @@ export class SoftAuthenticator {
         ['authData', authenticatorData],
       ]),
     )
-    return {
-      id: this.credentialId,
-      rawId: this.credentialId,
-      type: 'public-key',
-      response: {
-        clientDataJSON: base64Url(clientDataJSON),
-        attestationObject: base64Url(attestationObject),
-        transports: ['internal', 'hybrid'],
-      },
-      authenticatorAttachment: 'platform',
-      clientExtensionResults: {},
-    }
+    return this.asJson({
+      clientDataJSON: base64Url(clientDataJSON),
+      attestationObject: base64Url(attestationObject),
+      transports: ['internal', 'hybrid'],
+    })
   }
 
   /** navigator.credentials.get() for `options` (PublicKeyCredentialRequestOptionsJSON). */
@@ -161,17 +158,22 @@ export class SoftAuthenticator {
       bend.signWith ?? this.keys.privateKey,
       concat(authenticatorData, clientDataHash),
     )
+    return this.asJson({
+      clientDataJSON: base64Url(clientDataJSON),
+      authenticatorData: base64Url(authenticatorData),
+      signature: base64Url(signature),
+      userHandle: bend.userHandle === undefined ? this.userHandle : bend.userHandle,
+    })
+  }
+
+  /** The credential's JSON around a ceremony's `response`, as PublicKeyCredential.toJSON() wraps it. */
+  private asJson<R>(response: R) {
     return {
       id: this.credentialId,
       rawId: this.credentialId,
-      type: 'public-key',
-      response: {
-        clientDataJSON: base64Url(clientDataJSON),
-        authenticatorData: base64Url(authenticatorData),
-        signature: base64Url(signature),
-        userHandle: bend.userHandle === undefined ? this.userHandle : bend.userHandle,
-      },
-      authenticatorAttachment: 'platform',
+      type: 'public-key' as const,
+      response,
+      authenticatorAttachment: 'platform' as const,
       clientExtensionResults: {},
     }
   }
@@ -220,7 +222,7 @@ async function generateKeys(kind: KeyKind, rsaModulusBits = 2048): Promise<Crypt
 /** The public key as a COSE_Key map (RFC 9053): EC2 P-256, OKP Ed25519 or RSA. */
 async function coseKeyOf(kind: KeyKind, publicKey: CryptoKey): Promise<Map<CborValue, CborValue>> {
   const jwk = (await crypto.subtle.exportKey('jwk', publicKey)) as JsonWebKey
-  const bytes = (field: string | undefined) => fromBase64Url(field ?? '')
+  const bytes = (field: string | undefined) => bytesOf(field ?? '')
   if (kind === 'ES256') {
     return new Map<CborValue, CborValue>([
       [1, 2],
@@ -315,13 +317,9 @@ function randomBytes(length: number): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(length))
 }
 
-export function base64Url(bytes: Uint8Array): string {
-  let binary = ''
-  for (const byte of bytes) binary += String.fromCharCode(byte)
-  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
-}
-
-export function fromBase64Url(text: string): Uint8Array {
-  const binary = atob(text.replace(/-/g, '+').replace(/_/g, '/'))
-  return Uint8Array.from(binary, (char) => char.charCodeAt(0))
+/** base64url text as bytes; it must be base64url (the tests only decode what they or the API wrote). */
+export function bytesOf(text: string): Uint8Array<ArrayBuffer> {
+  const bytes = fromBase64Url(text)
+  if (bytes === null) throw new Error(`not base64url: ${text}`)
+  return bytes
 }

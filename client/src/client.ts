@@ -1,5 +1,11 @@
 import { browserAssertion, browserAttestation } from './passkeys.js'
-import type { Passkey, RegisterPasskeyOptions, SignInWithPasskeyOptions } from './passkeys.js'
+import type {
+  Passkey,
+  PasskeyCreationOptions,
+  PasskeyRequestOptions,
+  RegisterPasskeyOptions,
+  SignInWithPasskeyOptions,
+} from './passkeys.js'
 import { DEFAULT_RETRY, isRetryableMethod, isRetryableStatus, retryAfterMs, retryDelayMs } from './retry.js'
 import type { RetryPolicy } from './retry.js'
 import { memoryStorage } from './storage.js'
@@ -384,7 +390,7 @@ export function createClient(options: ClientOptions): EdgepressClient {
       if (!started.ok) return { error: await problemOf(started), response: started }
       const { challenge_id, options } = (await started.json()) as {
         challenge_id: string
-        options: Parameters<NonNullable<SignInWithPasskeyOptions['getCredential']>>[0]
+        options: PasskeyRequestOptions
       }
       const extra = { mediation: passkey.mediation, signal: passkey.signal }
       const response = await (passkey.getCredential ?? ((asked) => browserAssertion(asked, extra)))(options)
@@ -394,10 +400,7 @@ export function createClient(options: ClientOptions): EdgepressClient {
       const init = passkey.signal === undefined ? {} : { signal: passkey.signal }
       const started = await call('POST', '/api/v1/auth/passkeys/register/options', init)
       if (started.error !== undefined) return started
-      const { challenge_id, options } = started.data as {
-        challenge_id: string
-        options: Parameters<NonNullable<RegisterPasskeyOptions['createCredential']>>[0]
-      }
+      const { challenge_id, options } = started.data as { challenge_id: string; options: PasskeyCreationOptions }
       const create = passkey.createCredential ?? ((asked) => browserAttestation(asked, init))
       const response = await create(options)
       const body = { challenge_id, response, ...(passkey.name === undefined ? {} : { name: passkey.name }) }

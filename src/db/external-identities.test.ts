@@ -2,14 +2,8 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { uniqueName } from '../../test/helpers'
 import { createDb } from './client'
-import {
-  NO_PASSWORD,
-  findUserByIdentity,
-  identityOwner,
-  linkIdentity,
-  providersOf,
-  unlinkIdentity,
-} from './external-identities'
+import { findUserByIdentity, identityOwner, linkIdentity, providersOf, unlinkIdentity } from './external-identities'
+import { NO_PASSWORD } from './ways-in'
 import { insertUser, userIdByEmail } from './users'
 
 // The rule the HTTP tests check one request at a time, here under concurrency: an identity is

@@ -1,15 +1,10 @@
 import type { BatchItem } from 'drizzle-orm/batch'
-import { and, eq, exists, ne, or, sql } from 'drizzle-orm'
+import { and, eq, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { Db } from './client'
-import { externalIdentities, passkeys, users } from './schema'
+import { externalIdentities, users } from './schema'
+import { keepsAnotherWayIn } from './ways-in'
 import type { UserRow } from './schema'
-
-/**
- * The password_hash of an account created by a sign-in provider: not a hash at all, so no password
- * ever matches it (verifyPassword refuses what it cannot parse). A password reset sets a real one.
- */
-export const NO_PASSWORD = '!oidc'
 
 /** The user an identity signs in to, if it is linked: a statement to batch (rows of `{ user }`). */
 export function userOfIdentity(db: Db, provider: string, sub: string) {
@@ -61,24 +56,17 @@ export function linkIdentity(
 }
 
 /**
- * Unlinks the user’s identity at this provider unless it is the account’s last way to sign in (no
- * password, no other provider, no passkey): checked in the same statement, so two concurrent unlinks cannot
- * both pass. Returns the rows removed.
+ * Unlinks the user's identity at this provider unless it is the account's last way to sign in
+ * (src/db/ways-in.ts): checked in the same statement. Returns the rows removed.
  */
 export function unlinkIdentity(db: Db, userId: number, provider: string) {
-  const other = db
-    .select({ one: sql`1` })
-    .from(externalIdentities)
-    .where(and(eq(externalIdentities.userId, userId), ne(externalIdentities.provider, provider)))
-  const passkey = db.select({ one: sql`1` }).from(passkeys).where(eq(passkeys.userId, userId))
-  const passwordOf = sql`(select ${users.passwordHash} from ${users} where ${users.id} = ${userId})`
   return db
     .delete(externalIdentities)
     .where(
       and(
         eq(externalIdentities.userId, userId),
         eq(externalIdentities.provider, provider),
-        or(sql`${passwordOf} <> ${NO_PASSWORD}`, exists(other), exists(passkey)),
+        keepsAnotherWayIn(db, userId, { provider }),
       ),
     )
     .returning({ sub: externalIdentities.sub })

@@ -1,10 +1,10 @@
-import { and, asc, count, eq, exists, lt, ne, or, sql } from 'drizzle-orm'
+import { and, asc, count, eq, lt, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import type { Db } from './client'
-import { NO_PASSWORD } from './external-identities'
 import { guardThat } from './guards'
-import { externalIdentities, passkeyChallenges, passkeyUserHandles, passkeys, users } from './schema'
+import { passkeyChallenges, passkeyUserHandles, passkeys, users } from './schema'
+import { keepsAnotherWayIn } from './ways-in'
 import type { PasskeyChallengePurpose } from './schema'
 
 // Passkeys, their user handles and the challenges of the options endpoints, as statements to
@@ -27,6 +27,11 @@ export function userHandleOf(db: Db, userId: number, candidate: string) {
 /** The user's passkeys, oldest first: a statement to batch. */
 export function passkeysOf(db: Db, userId: number | SQL<number | null>) {
   return db.select().from(passkeys).where(eq(passkeys.userId, userId)).orderBy(asc(passkeys.id))
+}
+
+/** How many passkeys the user has: a statement to batch (rows of `{ count }`). */
+export function countPasskeys(db: Db, userId: number) {
+  return db.select({ count: count() }).from(passkeys).where(eq(passkeys.userId, userId))
 }
 
 /** How many passkeys the user has, as a scalar subquery (GET /users/me). */
@@ -100,7 +105,7 @@ export function recordPasskeyUse(
   db: Db,
   use: { id: number; checkedCount: number; signCount: number; backedUp: boolean },
   now: Date,
-): BatchItem<'sqlite'>[] {
+): [BatchItem<'sqlite'>, BatchItem<'sqlite'>] {
   return [
     db
       .update(passkeys)
@@ -121,25 +126,13 @@ export function renamePasskey(db: Db, userId: number, id: number, name: string) 
 }
 
 /**
- * Removes the user's passkey unless it is their last way to sign in (no password, no linked
- * provider, no other passkey): a statement to batch, no row when nothing was removed.
+ * Removes the user's passkey unless it is their last way to sign in (src/db/ways-in.ts): a
+ * statement to batch, no row when nothing was removed.
  */
 export function removePasskey(db: Db, userId: number, id: number) {
-  const otherPasskey = db
-    .select({ one: sql`1` })
-    .from(passkeys)
-    .where(and(eq(passkeys.userId, userId), ne(passkeys.id, id)))
-  const provider = db.select({ one: sql`1` }).from(externalIdentities).where(eq(externalIdentities.userId, userId))
-  const passwordOf = sql`(select ${users.passwordHash} from ${users} where ${users.id} = ${userId})`
   return db
     .delete(passkeys)
-    .where(
-      and(
-        eq(passkeys.id, id),
-        eq(passkeys.userId, userId),
-        or(sql`${passwordOf} <> ${NO_PASSWORD}`, exists(provider), exists(otherPasskey)),
-      ),
-    )
+    .where(and(eq(passkeys.id, id), eq(passkeys.userId, userId), keepsAnotherWayIn(db, userId, { passkeyId: id })))
     .returning({ id: passkeys.id, name: passkeys.name })
 }
 

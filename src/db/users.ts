@@ -1,4 +1,4 @@
-import { and, count, eq, getTableColumns, inArray, isNull, or, sql } from 'drizzle-orm'
+import { and, eq, getTableColumns, inArray, isNull, or, sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { BatchItem } from 'drizzle-orm/batch'
 import { ApiError, userGone } from '../lib/api-error'
@@ -10,8 +10,8 @@ import { isolateSql, rowMapperOf } from './isolate-queries'
 import { providersOf } from './external-identities'
 import { keysetCondition, keysetLimit, keysetOrder } from './keyset'
 import type { Keyset, KeysetWindow } from './keyset'
-import { passkeyCountOf } from './passkeys'
-import { externalIdentities, passkeys, users } from './schema'
+import { countPasskeys, passkeyCountOf } from './passkeys'
+import { externalIdentities, users } from './schema'
 import type { UserRow } from './schema'
 import type { LiveToken } from './one-time-tokens'
 
@@ -35,15 +35,22 @@ export async function findUserById(db: Db, id: string | number): Promise<UserRow
   return db.query.users.findFirst({ where: eq(users.id, numericId) })
 }
 
+/** A login identifier as the lookups read it: an email (it contains @) or a username and its key. */
+function loginOf(identifier: string): { email: string } | { username: string; key: string } {
+  const normalized = identifier.trim().normalize('NFC')
+  if (normalized.includes('@')) return { email: normalized }
+  return { username: normalized, key: usernameKey(normalized) }
+}
+
 /**
  * What findUserByLogin matches an identifier on: two spellings with one key find the same account
  * (an email by SQLite's ASCII-only lower(), a username by its key). For answers that must not tell
  * whether the account exists, such as passkey decoys.
  */
 export function loginKeyOf(identifier: string): string {
-  const normalized = identifier.trim().normalize('NFC')
-  if (normalized.includes('@')) return `email:${normalized.replace(/[A-Z]/g, (letter) => letter.toLowerCase())}`
-  return `username:${usernameKey(normalized)}`
+  const login = loginOf(identifier)
+  if ('email' in login) return `email:${login.email.replace(/[A-Z]/g, (letter) => letter.toLowerCase())}`
+  return `username:${login.key}`
 }
 
 /**
@@ -53,8 +60,8 @@ export function loginKeyOf(identifier: string): string {
  * existed, so they hold nothing a sign-in option could list).
  */
 export function userIdByLogin(identifier: string): SQL<number | null> {
-  const normalized = identifier.trim().normalize('NFC')
-  const match = normalized.includes('@') ? emailIs(normalized) : eq(users.usernameKey, usernameKey(normalized))
+  const login = loginOf(identifier)
+  const match = 'email' in login ? emailIs(login.email) : eq(users.usernameKey, login.key)
   return sql<number | null>`(select ${users.id} from ${users} where ${match} limit 1)`
 }
 
@@ -64,9 +71,9 @@ export function userIdByLogin(identifier: string): SQL<number | null> {
  * check for them shares the lookup's round trip (docs/design.md § Usernames).
  */
 export async function findUserByLogin(db: Db, identifier: string): Promise<UserRow | undefined> {
-  const normalized = identifier.trim().normalize('NFC')
-  if (normalized.includes('@')) return db.query.users.findFirst({ where: emailIs(normalized) })
-  const key = usernameKey(normalized)
+  const login = loginOf(identifier)
+  if ('email' in login) return db.query.users.findFirst({ where: emailIs(login.email) })
+  const { username: normalized, key } = login
   // The key's owner, and the row spelled so (A-Z in any case) if it has no key or was keyed apart.
   const candidates = () =>
     db
@@ -143,7 +150,7 @@ export async function loadUserForChange(
     userRow(db, userId),
     providersOf(db, userId),
     unkeyedUsers(db),
-    db.select({ count: count() }).from(passkeys).where(eq(passkeys.userId, userId)),
+    countPasskeys(db, userId),
   ])
   if (unkeyed.length > 0) await backfillUsernameKeys(db)
   return { user: found[0], signIns: { providers: linked.map((row) => row.provider), passkeys: counted[0]?.count ?? 0 } }

@@ -60,7 +60,6 @@ export interface NewCredential {
   publicKey: JsonWebKey
   algorithm: number
   signCount: number
-  userVerified: boolean
   backedUp: boolean
 }
 
@@ -90,7 +89,6 @@ export async function verifyRegistration(
     publicKey: jwk,
     algorithm,
     signCount: parsed.signatureCounter,
-    userVerified: parsed.userVerified,
     backedUp: backupStateOf(authenticatorData),
   }
 }

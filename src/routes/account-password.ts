@@ -1,5 +1,5 @@
 import type { Config } from '../config'
-import { NO_PASSWORD } from '../db/external-identities'
+import { NO_PASSWORD } from '../db/ways-in'
 import type { UserRow } from '../db/schema'
 import { ApiError } from '../lib/api-error'
 import { verifyPassword } from '../lib/passwords'

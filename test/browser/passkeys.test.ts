@@ -64,15 +64,29 @@ interface CeremonyResult {
   error?: string
 }
 
-/** navigator.credentials.create() with the API's creation options (WebAuthn's JSON form). */
-function createCredential(page: Page, options: unknown): Promise<CeremonyResult> {
+/**
+ * navigator.credentials.create() with the API's creation options, or get() with its request
+ * options (WebAuthn's JSON forms), in the page; the credential as toJSON() gives it.
+ */
+function ceremony(page: Page, kind: 'create' | 'get', options: unknown): Promise<CeremonyResult> {
   return page.evaluate(
-    async ({ options, timeoutMs }) => {
+    async ({ kind, options, timeoutMs }) => {
       try {
-        const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(
-          options as PublicKeyCredentialCreationOptionsJSON,
-        )
-        const credential = await navigator.credentials.create({ publicKey, signal: AbortSignal.timeout(timeoutMs) })
+        const signal = AbortSignal.timeout(timeoutMs)
+        const credential =
+          kind === 'create'
+            ? await navigator.credentials.create({
+                publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(
+                  options as PublicKeyCredentialCreationOptionsJSON,
+                ),
+                signal,
+              })
+            : await navigator.credentials.get({
+                publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(
+                  options as PublicKeyCredentialRequestOptionsJSON,
+                ),
+                signal,
+              })
         if (!(credential instanceof PublicKeyCredential)) return { error: `not a PublicKeyCredential: ${credential}` }
         return { credential: credential.toJSON() }
       } catch (err) {
@@ -80,27 +94,7 @@ function createCredential(page: Page, options: unknown): Promise<CeremonyResult>
         return { error: `${error.name}: ${error.message}` }
       }
     },
-    { options, timeoutMs: STEP_TIMEOUT_MS },
-  )
-}
-
-/** navigator.credentials.get() with the API's request options (WebAuthn's JSON form). */
-function getAssertion(page: Page, options: unknown): Promise<CeremonyResult> {
-  return page.evaluate(
-    async ({ options, timeoutMs }) => {
-      try {
-        const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(
-          options as PublicKeyCredentialRequestOptionsJSON,
-        )
-        const credential = await navigator.credentials.get({ publicKey, signal: AbortSignal.timeout(timeoutMs) })
-        if (!(credential instanceof PublicKeyCredential)) return { error: `not a PublicKeyCredential: ${credential}` }
-        return { credential: credential.toJSON() }
-      } catch (err) {
-        const error = err as Error
-        return { error: `${error.name}: ${error.message}` }
-      }
-    },
-    { options, timeoutMs: STEP_TIMEOUT_MS },
+    { kind, options, timeoutMs: STEP_TIMEOUT_MS },
   )
 }
 
@@ -194,7 +188,7 @@ describe('passkeys in chromium', () => {
     expect(creation).toMatchObject({ rp: { id: 'localhost' }, user: { name: username }, excludeCredentials: [] })
     userHandle = creation.user.id
 
-    const created = await createCredential(app, creation)
+    const created = await ceremony(app, 'create', creation)
     expect(created.error).toBeUndefined()
     const credential = created.credential!
     expect(credential).toMatchObject({ type: 'public-key', authenticatorAttachment: 'platform' })
@@ -232,7 +226,7 @@ describe('passkeys in chromium', () => {
     const request = options.body?.options as { rpId: string; allowCredentials: unknown[] }
     expect(request).toMatchObject({ rpId: 'localhost', allowCredentials: [] })
 
-    const asserted = await getAssertion(app, request)
+    const asserted = await ceremony(app, 'get', request)
     expect(asserted.error).toBeUndefined()
     const assertion = asserted.credential!
     expect(assertion.id).toBe(credentialId)
@@ -254,7 +248,7 @@ describe('passkeys in chromium', () => {
 
     // A fresh assertion (its counter higher, its signature good) over the same challenge: the
     // challenge was taken by the sign-in above, so only the challenge check can refuse it.
-    const again = await getAssertion(app, request)
+    const again = await ceremony(app, 'get', request)
     expect(again.error).toBeUndefined()
     const replayed = await pageJson(app, `${apiUrl}/api/v1/auth/passkeys/login`, {
       method: 'POST',

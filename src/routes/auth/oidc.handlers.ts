@@ -1,7 +1,6 @@
 import type { Db } from '../../db/client'
 import { isForeignKeyViolation } from '../../db/constraint-errors'
 import {
-  NO_PASSWORD,
   findUserByIdentity,
   identityOwner,
   linkIdentity,
@@ -9,6 +8,7 @@ import {
   unlinkIdentity,
   userOfIdentity,
 } from '../../db/external-identities'
+import { NO_PASSWORD } from '../../db/ways-in'
 import type { UserRow } from '../../db/schema'
 import { findUserByLogin, insertUser, signUpChecks, toConflict, userIdByEmail, userRow } from '../../db/users'
 import { securityEventMessage } from '../../email/messages'

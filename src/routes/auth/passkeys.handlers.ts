@@ -1,4 +1,3 @@
-import type { z } from '@hono/zod-openapi'
 import { sql } from 'drizzle-orm'
 import type { SQL } from 'drizzle-orm'
 import type { Context } from 'hono'
@@ -12,13 +11,12 @@ import {
   insertPasskey,
   passkeyByCredentialId,
   passkeysOf,
-  recordPasskeyUse,
   removePasskey,
   renamePasskey,
   takeChallenge,
   userHandleOf,
 } from '../../db/passkeys'
-import type { PasskeyChallengePurpose, PasskeyChallengeRow, PasskeyRow } from '../../db/schema'
+import type { PasskeyChallengePurpose, PasskeyRow } from '../../db/schema'
 import { loginKeyOf, userIdByLogin, userRow } from '../../db/users'
 import { securityEventMessage } from '../../email/messages'
 import { NO_STORE, PRIVATE_NO_STORE } from '../../http/conditional-get'
@@ -28,20 +26,21 @@ import { ApiError, notFound, userGone } from '../../lib/api-error'
 import { fromBase64Url, randomToken } from '../../lib/encoding'
 import { derivedHmacKey, macOf } from '../../lib/hmac'
 import { parseId } from '../../lib/ids'
-import { PASSKEY_ALGORITHMS, PasskeyRejected, verifyAssertion, verifyRegistration } from '../../lib/webauthn'
-import type { PasskeyCheck, VerifiedAssertion } from '../../lib/webauthn'
+import { PASSKEY_ALGORITHMS, PasskeyRejected, verifyRegistration } from '../../lib/webauthn'
+import type { PasskeyCheck } from '../../lib/webauthn'
 import { limitByAccount, limitByUser } from '../../middleware/rate-limit'
 import { createRouter, mailerOf } from '../../router'
-import type { AppEnv, AppRouteHandler, AuthedEnv } from '../../router'
+import type { AppRouteHandler, AuthedEnv } from '../../router'
 import * as routes from './passkeys.routes'
 import type { PasskeyView, Transport } from './passkeys.routes'
+import { liveChallenge, provePasskey, unpadded, withCounterChecked } from './passkey-proof'
 import { mfaRequired, signIn } from './sign-in'
 
 /** How long a challenge of the options endpoints lives (WebAuthn's own `timeout` says the same). */
 const CHALLENGE_TTL_MS = 5 * 60_000
 /** Enough for every device a person has, and a bound on excludeCredentials. */
 const MAX_PASSKEYS_PER_USER = 20
-const KNOWN_TRANSPORTS = new Set<string>(['ble', 'cable', 'hybrid', 'internal', 'nfc', 'smart-card', 'usb'])
+const KNOWN_TRANSPORTS = new Set<string>(routes.TRANSPORTS)
 
 export const registerOptions: AppRouteHandler<typeof routes.registerOptions, AuthedEnv> = async (c) => {
   const { db, config, auth } = c.var
@@ -121,7 +120,8 @@ export const register: AppRouteHandler<typeof routes.register, AuthedEnv> = asyn
       }),
       // A credential id registered already inserts nothing, and then neither is the owner mailed.
       guardThat(db, sql`changes() = 1`),
-      // Checked again here: registrations started before the last one counted
+      // The cap again, in the insert's batch: registrations started before the last one landed
+      // were all let through by their options.
       guardThat(db, atMostPasskeys(user.id, MAX_PASSKEYS_PER_USER)),
       mailer.queue(db, notice, now),
     ])
@@ -175,7 +175,7 @@ export const login: AppRouteHandler<typeof routes.login> = async (c) => {
   // A passkey whose authenticator verified the user (UV) is both factors; without, an account
   // with a second factor goes on as after its password: the counter is kept, then mfa_required.
   if (proven.mfaEnabled && !proven.assertion.userVerified) {
-    await withCounterChecked(() => db.batch(asBatch(proven.use)))
+    await withCounterChecked(() => db.batch(proven.use))
     throw await mfaRequired(proven.userId, tokenKeys, now)
   }
   return c.json(await withCounterChecked(() => signIn(c, proven.userId, now, { alongside: proven.use })), 200)
@@ -226,105 +226,6 @@ export const remove: AppRouteHandler<typeof routes.remove, AuthedEnv> = async (c
   return c.body(null, 204)
 }
 
-/** A passkey assertion that checked out: whose it is, and the statements that record its use. */
-export interface ProvenPasskey {
-  userId: number
-  mfaEnabled: boolean
-  assertion: VerifiedAssertion
-  /** The counter's compare-and-set and its guard: batch them with what the sign-in writes. */
-  use: ReturnType<typeof recordPasskeyUse>
-}
-
-/**
- * Checks an assertion for a login challenge (§ 7.2, src/lib/webauthn.ts): one round trip takes
- * the challenge and reads the passkey. Every failure is the same 401 `invalid_credentials`; the
- * cause goes to the log only. `forUser`: the step-up of a signed-in user, whose passkey it must be.
- */
-export async function provePasskey<E extends AppEnv>(
-  c: Context<E>,
-  input: { challenge_id: string; response: z.infer<typeof routes.AuthenticationResponse> },
-  now: Date,
-  forUser?: number,
-): Promise<ProvenPasskey> {
-  const db = c.get('db')
-  const { response } = input
-  const [taken, found] = await db.batch([
-    takeChallenge(db, input.challenge_id),
-    passkeyByCredentialId(db, unpadded(response.rawId)),
-  ])
-  const row = found[0]
-  const challenge = taken[0]
-  const expected = liveChallenge(challenge, 'login', now)
-  const owner = row?.passkey.userId
-  if (expected === null) throw signInRefused('challenge')
-  if (row === undefined || owner === undefined || unpadded(response.id) !== unpadded(response.rawId)) {
-    throw signInRefused('credential')
-  }
-  if ((challenge?.userId != null && challenge.userId !== owner) || (forUser !== undefined && forUser !== owner)) {
-    throw signInRefused('credential')
-  }
-  const clientDataJSON = fromBase64Url(response.response.clientDataJSON)
-  const authenticatorData = fromBase64Url(response.response.authenticatorData)
-  const signature = fromBase64Url(response.response.signature)
-  if (clientDataJSON === null || authenticatorData === null || signature === null) throw signInRefused('client_data')
-  const stored = {
-    publicKey: JSON.parse(row.passkey.publicKey) as JsonWebKey,
-    algorithm: row.passkey.algorithm,
-    signCount: row.passkey.signCount,
-    userHandle: row.handle,
-  }
-  const userHandle = response.response.userHandle ?? null
-  const assertion = await verifyAssertion(
-    c.get('config').webauthn,
-    expected,
-    stored,
-    {
-      clientDataJSON,
-      authenticatorData,
-      signature,
-      userHandle: userHandle === null ? null : unpadded(userHandle),
-    },
-    { requireUserHandle: challenge?.userId == null && forUser === undefined },
-  ).catch((err: unknown) => {
-    throw err instanceof PasskeyRejected ? signInRefused(err.check) : err
-  })
-  const use = recordPasskeyUse(
-    db,
-    {
-      id: row.passkey.id,
-      checkedCount: row.passkey.signCount,
-      signCount: assertion.signCount,
-      backedUp: assertion.backedUp,
-    },
-    now,
-  )
-  return { userId: owner, mfaEnabled: row.mfaEnabled, assertion, use }
-}
-
-/**
- * Runs `work`, whose batch carries a ProvenPasskey's `use`: when its guard fails, a concurrent
- * sign-in moved the counter first (the same assertion twice, or a cloned authenticator), and this
- * one is refused.
- */
-export async function withCounterChecked<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work()
-  } catch (err) {
-    if (isGuardFailure(err)) throw signInRefused('counter')
-    throw err
-  }
-}
-
-/** base64url as stored and compared: without the padding some clients add. */
-function unpadded(base64Url: string): string {
-  return base64Url.replace(/=+$/, '')
-}
-
-function asBatch(statements: ReturnType<typeof recordPasskeyUse>) {
-  const [first, ...rest] = statements
-  return [first!, ...rest] as [typeof first & {}, ...typeof rest]
-}
-
 function newChallenge(purpose: PasskeyChallengePurpose, userId: number | SQL<number | null> | null, now: Date) {
   const id = randomToken(18)
   const value = randomToken(32)
@@ -340,16 +241,6 @@ function newChallenge(purpose: PasskeyChallengePurpose, userId: number | SQL<num
         expiresAt: new Date(now.getTime() + CHALLENGE_TTL_MS),
       }),
   }
-}
-
-/** The challenge's bytes, if it is for `purpose` and unexpired; null otherwise. */
-function liveChallenge(
-  challenge: PasskeyChallengeRow | undefined,
-  purpose: PasskeyChallengePurpose,
-  now: Date,
-): Uint8Array | null {
-  if (challenge === undefined || challenge.purpose !== purpose || challenge.expiresAt <= now) return null
-  return fromBase64Url(challenge.challenge)
 }
 
 /**
@@ -404,7 +295,7 @@ const CHECK_DETAILS: Record<PasskeyCheck, string> = {
   origin: 'the origin is not one of WEBAUTHN_ORIGINS',
   cross_origin: 'the ceremony ran in a cross-origin frame',
   attestation_object: 'the attestation object is malformed',
-  authenticator_data: 'the authenticator data is malformed',
+  authenticator_data: 'the authenticator data is malformed, or its backup flags disagree (BS without BE)',
   rp_id: 'the RP id hash is not that of WEBAUTHN_RP_ID',
   user_present: 'the authenticator did not see the user present',
   credential: 'the credential is missing, malformed or not the one named by id',
@@ -416,12 +307,6 @@ const CHECK_DETAILS: Record<PasskeyCheck, string> = {
 
 function rejected(check: PasskeyCheck): ApiError {
   return new ApiError(400, 'passkey_rejected', `The passkey was not accepted: ${CHECK_DETAILS[check]}.`)
-}
-
-function signInRefused(check: PasskeyCheck): ApiError {
-  // The cause is for operators only: every failure answers the same.
-  console.log(JSON.stringify({ level: 'info', message: 'passkey sign-in refused', check }))
-  return new ApiError(401, 'invalid_credentials', 'The passkey could not be verified.')
 }
 
 function tooManyPasskeys(): ApiError {

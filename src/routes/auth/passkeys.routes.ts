@@ -18,7 +18,7 @@ function base64Url(maxLength: number) {
 
 const CredentialId = base64Url(1400).openapi({ description: 'The credential id, base64url' })
 
-const TRANSPORTS = ['ble', 'cable', 'hybrid', 'internal', 'nfc', 'smart-card', 'usb'] as const
+export const TRANSPORTS = ['ble', 'cable', 'hybrid', 'internal', 'nfc', 'smart-card', 'usb'] as const
 export type Transport = (typeof TRANSPORTS)[number]
 
 const ChallengeId = z.string().min(1).max(64).openapi({ description: 'From the options answer' })

@@ -15,7 +15,7 @@ import type { RegisteredUser, TokenPair } from '../../../test/helpers'
 import { TEST_PROVIDERS, signIdToken } from '../../../test/oidc-provider'
 import { runScheduledMaintenance } from '../../scheduled'
 import { stopTheClockMidStep, totpCodeAt } from '../../../test/stopped-clock'
-import { SoftAuthenticator, base64Url, cbor, fromBase64Url } from '../../../test/webauthn-authenticator'
+import { SoftAuthenticator, base64Url, bytesOf, cbor } from '../../../test/webauthn-authenticator'
 import type { Bend, CborValue, KeyKind } from '../../../test/webauthn-authenticator'
 
 // Passkeys over HTTP, against a software authenticator (test/webauthn-authenticator.ts) that
@@ -175,14 +175,14 @@ describe('POST /auth/passkeys/register/options', () => {
     expect(res.headers.get('cache-control')).toContain('no-store')
     const { challenge_id, options } = (await res.json()) as { challenge_id: string; options: CreationOptions }
     expect(challenge_id).toMatch(BASE64URL)
-    expect(fromBase64Url(options.challenge)).toHaveLength(32)
+    expect(bytesOf(options.challenge)).toHaveLength(32)
     expect(options.rp).toEqual({ id: 'localhost', name: 'edgepress' })
     expect(options.user.name).toBe(user.username)
     expect(options.user.displayName).toBe(user.username)
     // The handle says nothing about the account: not its id, not its email, 32 random bytes.
-    expect(fromBase64Url(options.user.id)).toHaveLength(32)
+    expect(bytesOf(options.user.id)).toHaveLength(32)
     expect(options.user.id).not.toBe(String(user.id))
-    expect(new TextDecoder().decode(fromBase64Url(options.user.id))).not.toContain(user.email)
+    expect(new TextDecoder().decode(bytesOf(options.user.id))).not.toContain(user.email)
     expect(options.pubKeyCredParams).toEqual([
       { type: 'public-key', alg: -7 },
       { type: 'public-key', alg: -8 },
@@ -483,7 +483,7 @@ describe('POST /auth/passkeys/login/options', () => {
     for (const body of [{}, undefined]) {
       const { challenge_id, options } = await loginOptions(body)
       expect(challenge_id).toMatch(BASE64URL)
-      expect(fromBase64Url(options.challenge)).toHaveLength(32)
+      expect(bytesOf(options.challenge)).toHaveLength(32)
       expect(options).toMatchObject({ rpId: 'localhost', timeout: CHALLENGE_TTL_MS, userVerification: 'preferred' })
       expect(options.allowCredentials).toEqual([])
     }
@@ -525,7 +525,7 @@ describe('POST /auth/passkeys/login/options', () => {
       for (const entry of body.options.allowCredentials) {
         expect(entry).toEqual({ type: 'public-key', id: expect.any(String), transports: ['hybrid', 'internal'] })
       }
-      expect(fromBase64Url(body.options.allowCredentials[0]!.id).length).toBeGreaterThanOrEqual(16)
+      expect(bytesOf(body.options.allowCredentials[0]!.id).length).toBeGreaterThanOrEqual(16)
     }
     expect(shapes.size).toBe(1)
     // The same work, as Server-Timing tells it (calls and waves; durations aside).
@@ -763,7 +763,7 @@ describe('POST /auth/passkeys/login', () => {
       await enrolTotp(tokens)
       const { challenge_id, options } = await loginOptions({})
       const response = await authenticator.assert(options, { userVerified: false })
-      const data = fromBase64Url(response.response.authenticatorData)
+      const data = bytesOf(response.response.authenticatorData)
       data[32] = (data[32] ?? 0) | 0x04
       const flipped = { ...response, response: { ...response.response, authenticatorData: base64Url(data) } }
       await expectProblem(await postLogin({ challenge_id, response: flipped }), 401, 'invalid_credentials')
